@@ -1,0 +1,2 @@
+//! kith-bench: raw-XMPP load generator (see tests/bench/).
+fn main() {}

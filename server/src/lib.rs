@@ -1,0 +1,1 @@
+//! Kith's XMPP server.
