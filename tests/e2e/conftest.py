@@ -1,0 +1,698 @@
+"""Helpers for the end-to-end tests: every one of them lives here.
+
+Each test gets its own `kith` process (the real binary), its own temporary data dir and
+its own free loopback ports. Clients are real: slixmpp (`Client`) for the household's
+phones and laptops, and `RawXmpp`, a deliberately dumb socket client, for the hostile
+peers and for protocol details slixmpp hides.
+
+The kith binary is `$KITH_BIN`, else `<repo>/target/ci/kith`
+(`cargo build --profile ci -p kith`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import select
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+import slixmpp
+
+REPO = Path(__file__).resolve().parents[2]
+KITH_BIN = Path(os.environ.get("KITH_BIN", REPO / "target" / "ci" / "kith"))
+DOMAIN = "localhost"
+PASSWORD = "correct horse battery staple"
+
+# Namespaces.
+NS_STREAM = "http://etherx.jabber.org/streams"
+NS_STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
+NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls"
+NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl"
+NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
+NS_CLIENT = "jabber:client"
+NS_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+NS_SASL_CB = "urn:xmpp:sasl-cb:0"
+
+# Every wait in these tests is bounded by one of these (seconds).
+STEP = 10.0  # one protocol step: a reply, a delivery, a login
+START = 20.0  # the server starting and opening its port
+
+# Memory bound for the kith process, asserted on VmHWM (peak RSS) after hostile input.
+# Why 64 MiB: the appliance is a Raspberry Pi shared by a household; an idle kith is a few
+# MiB of code plus SQLite's page cache, and every bound the server promises is small —
+# 256 KiB per stanza, 8 KiB before auth, a bounded queue per session. A server that honours
+# them stays far below 64 MiB under every attack here; one that buffers the 10 MB stanza,
+# the flood aimed at a reader that never reads (40 MB), or per-connection state for 500
+# idle sockets, goes over it.
+RSS_LIMIT_KIB = 64 * 1024
+
+log = logging.getLogger("kith-e2e")
+
+
+# --------------------------------------------------------------------------- basics
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago on `host`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def run(coro, timeout: float = 60.0):
+    """Run one async scenario to its end, or fail after `timeout` seconds."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    """A `kB` field (VmRSS, VmHWM) of /proc/PID/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+class TestCA:
+    """A throw-away certificate authority and a leaf for DOMAIN signed by it (openssl CLI)."""
+
+    __test__ = False
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.ca_cert = directory / "ca.pem"
+        self.ca_key = directory / "ca.key"
+        self.cert = directory / "leaf.pem"
+        self.key = directory / "leaf.key"
+        ossl = ["openssl"]
+        subprocess.run(
+            ossl + ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", self.ca_key, "-out", self.ca_cert, "-days", "2",
+                    "-subj", "/CN=Kith test CA",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+            check=True, capture_output=True)
+        csr = directory / "leaf.csr"
+        subprocess.run(
+            ossl + ["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-keyout", self.key, "-out", csr, "-subj", f"/CN={DOMAIN}"],
+            check=True, capture_output=True)
+        ext = directory / "leaf.ext"
+        ext.write_text(
+            f"subjectAltName=DNS:{DOMAIN}\n"
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=serverAuth\n")
+        subprocess.run(
+            ossl + ["x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
+                    "-CAcreateserial", "-out", self.cert, "-days", "2", "-sha256",
+                    "-extfile", ext],
+            check=True, capture_output=True)
+
+    def client_context(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.ca_cert))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+
+@pytest.fixture(scope="session")
+def test_ca(tmp_path_factory) -> TestCA:
+    return TestCA(tmp_path_factory.mktemp("ca"))
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Kith:
+    """One real `kith serve` process with its own data dir, config and ports."""
+
+    def __init__(self, directory: Path, ca: TestCA | None, *, limits=None, auth=None,
+                 tls_files: bool = True, direct_tls: bool = True):
+        self.dir = directory
+        self.data_dir = directory / "data"
+        self.config = directory / "kith.toml"
+        self.log_path = directory / "kith.log"
+        self.ca = ca
+        self.c2s_port = free_port()
+        self.c2s_tls_port = free_port() if direct_tls else None
+        self.proc: subprocess.Popen | None = None
+        self._log_file = None
+        lines = [f"domain = {toml_value(DOMAIN)}", f"data_dir = {toml_value(self.data_dir)}",
+                 "", "[listen]", f'c2s = "127.0.0.1:{self.c2s_port}"']
+        if self.c2s_tls_port:
+            lines.append(f'c2s_tls = "127.0.0.1:{self.c2s_tls_port}"')
+        if tls_files and ca is not None:
+            lines += ["", "[tls]", f"cert = {toml_value(ca.cert)}", f"key = {toml_value(ca.key)}"]
+        lims = {"auth_timeout_secs": 10}
+        lims.update(limits or {})
+        lines += ["", "[limits]"] + [f"{k} = {toml_value(v)}" for k, v in lims.items()]
+        auth_cfg = {"scram_iterations": 4096}
+        auth_cfg.update(auth or {})
+        lines += ["", "[auth]"] + [f"{k} = {toml_value(v)}" for k, v in auth_cfg.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    # -- CLI
+    def cli(self, *args: str, stdin: str | None = None, check: bool = True):
+        res = subprocess.run([str(KITH_BIN), "--config", str(self.config), *args],
+                             input=stdin, capture_output=True, text=True, timeout=STEP * 3)
+        if check and res.returncode != 0:
+            raise AssertionError(f"kith {' '.join(args)} exited {res.returncode}: "
+                                 f"{res.stderr.strip()}")
+        return res
+
+    def add_user(self, user: str, password: str = PASSWORD) -> str:
+        jid = f"{user}@{DOMAIN}"
+        self.cli("user", "add", jid, stdin=password + "\n")
+        return jid
+
+    # -- process
+    def start(self) -> "Kith":
+        self._log_file = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env.pop("NOTIFY_SOCKET", None)
+        self.proc = subprocess.Popen([str(KITH_BIN), "--config", str(self.config), "serve"],
+                                     stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + START
+        ports = [self.c2s_port] + ([self.c2s_tls_port] if self.c2s_tls_port else [])
+        while True:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"kith serve exited {self.proc.returncode} at start:\n"
+                                     + self.log_tail())
+            if all(self._port_open(p) for p in ports):
+                return self
+            if time.monotonic() > deadline:
+                raise AssertionError(f"kith serve did not open {ports} in {START}s:\n"
+                                     + self.log_tail())
+            time.sleep(0.05)
+
+    @staticmethod
+    def _port_open(port: int) -> bool:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            return s.connect_ex(("127.0.0.1", port)) == 0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_kib(self) -> int:
+        return proc_status_kib(self.pid, "VmRSS")
+
+    def peak_rss_kib(self) -> int:
+        return proc_status_kib(self.pid, "VmHWM")
+
+    def assert_memory_bounded(self, limit_kib: int = RSS_LIMIT_KIB):
+        assert self.alive(), "kith died:\n" + self.log_tail()
+        peak = self.peak_rss_kib()
+        assert peak < limit_kib, (f"kith peak RSS {peak} KiB >= bound {limit_kib} KiB "
+                                  f"(now {self.rss_kib()} KiB)")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        if self._log_file:
+            self._log_file.close()
+            self._log_file = None
+        return self.proc.returncode
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+@pytest.fixture
+def kith_factory(tmp_path, test_ca):
+    """Make (not start) servers: `kith_factory(limits={...})`. All are stopped at teardown."""
+    made: list[Kith] = []
+
+    def make(name: str = "kith", **kw) -> Kith:
+        d = tmp_path / name
+        d.mkdir()
+        k = Kith(d, test_ca, **kw)
+        made.append(k)
+        return k
+
+    yield make
+    for k in made:
+        k.stop()
+        print(f"--- {k.dir.name} log (tail) ---\n{k.log_tail()}")
+
+
+@pytest.fixture
+def kith(kith_factory) -> Kith:
+    """The household's server, running, with alice, bob and carol as users."""
+    k = kith_factory()
+    for user in ("alice", "bob", "carol"):
+        k.add_user(user)
+    return k.start()
+
+
+# --------------------------------------------------------------------------- slixmpp
+
+
+class Client(slixmpp.ClientXMPP):
+    """A slixmpp client whose events land in queues a scenario can await, with timeouts."""
+
+    def __init__(self, server: Kith, jid: str, password: str = PASSWORD, *,
+                 mech: str | None = None, direct_tls: bool = False):
+        super().__init__(jid, password, sasl_mech=mech)
+        self.server = server
+        self.direct_tls = direct_tls
+        self.enable_plaintext = False
+        self.enable_direct_tls = direct_tls
+        self.enable_starttls = not direct_tls
+        self.ca_certs = server.ca.ca_cert if server.ca else None
+        # XEP-0368: a Direct TLS client offers ALPN xmpp-client.
+        self.ssl_context.set_alpn_protocols(["xmpp-client"])
+        self.ssl_context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.whitespace_keepalive = False
+        # The tests answer subscription requests themselves.
+        self.roster.auto_authorize = None
+        self.roster.auto_subscribe = False
+        for plugin in ("xep_0030", "xep_0054", "xep_0092", "xep_0199", "xep_0202"):
+            self.register_plugin(plugin)
+        self.messages: asyncio.Queue = asyncio.Queue()
+        self.presences: asyncio.Queue = asyncio.Queue()
+        self.roster_pushes: asyncio.Queue = asyncio.Queue()
+        self.stream_errors: asyncio.Queue = asyncio.Queue()
+        self.session = asyncio.get_running_loop().create_future()
+        self.gone = asyncio.get_running_loop().create_future()
+        self.mech_used: str | None = None
+        self.add_event_handler("message", self.messages.put_nowait)
+        self.add_event_handler("presence", self.presences.put_nowait)
+        self.add_event_handler("roster_update", self._on_roster)
+        self.add_event_handler("stream_error", self.stream_errors.put_nowait)
+        self.add_event_handler("session_start", self._on_session)
+        self.add_event_handler("auth_success", self._on_auth)
+        self.add_event_handler("failed_auth", self._on_fail("failed_auth"))
+        self.add_event_handler("failed_all_auth", self._on_fail("failed_all_auth"))
+        self.add_event_handler("connection_failed", self._on_fail("connection_failed"))
+        self.add_event_handler("ssl_invalid_chain", self._on_fail("ssl_invalid_chain"))
+        self.add_event_handler("disconnected", self._on_disconnected)
+
+    def _on_roster(self, iq):
+        if iq["type"] == "set":
+            self.roster_pushes.put_nowait(iq)
+
+    def _on_session(self, _event):
+        if not self.session.done():
+            self.session.set_result(True)
+
+    def _on_auth(self, _stanza):
+        self.mech_used = self.plugin["feature_mechanisms"].mech.name
+
+    def _on_fail(self, what):
+        def handler(arg):
+            if not self.session.done():
+                cond = arg["condition"] if hasattr(arg, "get") or hasattr(arg, "keys") else arg
+                self.session.set_exception(LoginFailed(what, cond))
+        return handler
+
+    def _on_disconnected(self, reason):
+        if not self.session.done():
+            self.session.set_exception(LoginFailed("disconnected", reason))
+        if not self.gone.done():
+            self.gone.set_result(reason)
+
+    async def login(self, timeout: float = STEP):
+        port = self.server.c2s_tls_port if self.direct_tls else self.server.c2s_port
+        self.connect("127.0.0.1", port)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.session), timeout)
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    async def next_message(self, timeout: float = STEP, *, body_only: bool = True):
+        """The next message with a body (chat states, receipts … skipped)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            msg = await asyncio.wait_for(self.messages.get(), max(left, 0.01))
+            if not body_only or msg["body"]:
+                return msg
+
+    async def next_presence(self, match=lambda p: True, timeout: float = STEP):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            p = await asyncio.wait_for(self.presences.get(), max(left, 0.01))
+            if match(p):
+                return p
+
+    async def next_roster_push(self, match=lambda iq: True, timeout: float = STEP):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            iq = await asyncio.wait_for(self.roster_pushes.get(), max(left, 0.01))
+            if match(iq):
+                return iq
+
+    async def expect_no_message(self, within: float = 1.0):
+        try:
+            msg = await self.next_message(within)
+        except asyncio.TimeoutError:
+            return
+        raise AssertionError(f"{self.boundjid} got an unexpected message: {msg}")
+
+    async def close(self):
+        if self.transport is not None:
+            self.disconnect(wait=1.0)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.gone), 3.0)
+        self.abort()
+
+
+class LoginFailed(Exception):
+    def __init__(self, what, condition):
+        super().__init__(f"{what}: {condition}")
+        self.what = what
+        self.condition = condition
+
+
+@contextlib.asynccontextmanager
+async def online(server: Kith, user: str, resource: str | None = None, *, priority: int = 0,
+                 presence: bool = True, roster: bool = True, **kw):
+    """A logged-in slixmpp client for `user` (optionally /resource), disconnected on exit."""
+    jid = f"{user}@{DOMAIN}" + (f"/{resource}" if resource else "")
+    c = Client(server, jid, **kw)
+    try:
+        await c.login()
+        if roster:
+            await c.get_roster(timeout=STEP)
+        if presence:
+            c.send_presence(ppriority=priority)
+        yield c
+    finally:
+        await c.close()
+
+
+async def exchange(sender: Client, receiver: Client, body: str | None = None):
+    """`sender` writes to `receiver`'s bare JID; assert it arrives, stamped with the sender."""
+    body = body or f"hello {secrets.token_hex(4)}"
+    sender.send_message(mto=receiver.boundjid.bare, mbody=body, mtype="chat")
+    msg = await receiver.next_message()
+    assert msg["body"] == body
+    assert msg["from"] == sender.boundjid, f"from {msg['from']} != {sender.boundjid}"
+    return msg
+
+
+# --------------------------------------------------------------------------- raw sockets
+
+
+class StreamClosed(Exception):
+    pass
+
+
+class RawXmpp:
+    """A socket speaking XMPP by hand, blocking, every read bounded by a timeout.
+
+    `elements()` yields the top-level children of the server's stream as ElementTree
+    elements; `raw` keeps every byte received, for assertions on hostile-input replies.
+    """
+
+    def __init__(self, port: int, *, host: str = "127.0.0.1", source: str | None = None,
+                 direct_tls: ssl.SSLContext | None = None, rcvbuf: int | None = None,
+                 timeout: float = STEP):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if source:
+            self.sock.bind((source, 0))
+        self.sock.settimeout(timeout)
+        self.sock.connect((host, port))
+        self.timeout = timeout
+        self.raw = b""
+        self.closed = False
+        self._pending: list[ET.Element] = []
+        self._new_parser()
+        if direct_tls is not None:
+            self.sock = direct_tls.wrap_socket(self.sock, server_hostname=DOMAIN)
+
+    def _new_parser(self):
+        self._parser = ET.XMLPullParser(events=("start", "end"))
+        self._depth = 0
+        self.stream_attrs: dict | None = None
+
+    # -- writing
+    def send(self, data: bytes | str):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+    def open_stream(self, to: str = DOMAIN, extra: str = ""):
+        """Send a stream header; the server's header is read lazily by `elements()`."""
+        self._new_parser()
+        self.send(f"<?xml version='1.0'?><stream:stream to='{to}' version='1.0' "
+                  f"xmlns='jabber:client' xmlns:stream='{NS_STREAM}'{extra}>")
+
+    # -- reading
+    def recv_some(self, timeout: float | None = None) -> bytes:
+        """One read; b'' when the server closed; raises TimeoutError after `timeout`."""
+        self.sock.settimeout(self.timeout if timeout is None else timeout)
+        try:
+            data = self.sock.recv(65536)
+        except (ConnectionResetError, BrokenPipeError, ssl.SSLEOFError):
+            data = b""
+        except ssl.SSLError as e:  # a TLS alert or a cut connection
+            if "timed out" in str(e):
+                raise TimeoutError from e
+            data = b""
+        except socket.timeout as e:
+            raise TimeoutError from e
+        if not data:
+            self.closed = True
+        self.raw += data
+        return data
+
+    def element(self, timeout: float | None = None) -> ET.Element:
+        """The next top-level element of the server's stream."""
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while not self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no element; received so far: {self.raw[-500:]!r}")
+            data = self.recv_some(left)
+            if not data:
+                raise StreamClosed(f"closed; received: {self.raw[-500:]!r}")
+            self._parser.feed(data)
+            for event, el in self._parser.read_events():
+                if event == "start":
+                    self._depth += 1
+                    if self._depth == 1:
+                        self.stream_attrs = dict(el.attrib)
+                else:
+                    self._depth -= 1
+                    if self._depth == 1:
+                        self._pending.append(el)
+        return self._pending.pop(0)
+
+    def expect(self, tag: str, timeout: float | None = None) -> ET.Element:
+        el = self.element(timeout)
+        if el.tag == f"{{{NS_STREAM}}}error":
+            raise AssertionError(f"stream error {stream_error_condition(self.raw)} "
+                                 f"while waiting for {tag}")
+        assert el.tag == tag, f"expected {tag}, got {el.tag}: {ET.tostring(el)!r}"
+        return el
+
+    def read_until_closed(self, timeout: float = STEP, limit: int = 64 << 20) -> bytes:
+        """Read (and keep) everything until the server closes; fail after `timeout`."""
+        deadline = time.monotonic() + timeout
+        total = 0
+        while not self.closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"server kept the connection open {timeout}s; "
+                                   f"tail: {self.raw[-300:]!r}")
+            total += len(self.recv_some(left))
+            assert total <= limit, "server sent far more than expected"
+        return self.raw
+
+    # -- negotiation
+    def features(self) -> ET.Element:
+        return self.expect(f"{{{NS_STREAM}}}features")
+
+    def starttls(self, ctx: ssl.SSLContext):
+        self.open_stream()
+        feats = self.features()
+        assert feats.find(f"{{{NS_TLS}}}starttls") is not None, "no <starttls/> offered"
+        self.send(f"<starttls xmlns='{NS_TLS}'/>")
+        self.expect(f"{{{NS_TLS}}}proceed")
+        self.sock.settimeout(self.timeout)
+        self.sock = ctx.wrap_socket(self.sock, server_hostname=DOMAIN)
+        self.raw = b""
+
+    def mechanisms(self) -> tuple[list[str], ET.Element]:
+        self.open_stream()
+        feats = self.features()
+        mechs = feats.find(f"{{{NS_SASL}}}mechanisms")
+        assert mechs is not None, f"no SASL mechanisms offered: {ET.tostring(feats)!r}"
+        return [m.text for m in mechs.findall(f"{{{NS_SASL}}}mechanism")], feats
+
+    def auth_plain(self, user: str, password: str = PASSWORD) -> ET.Element:
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        self.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{token}</auth>")
+        return self.element()
+
+    def bind(self, resource: str | None = None) -> str:
+        self.open_stream()
+        feats = self.features()
+        assert feats.find(f"{{{NS_BIND}}}bind") is not None, "no <bind/> after auth"
+        res = f"<resource>{resource}</resource>" if resource else ""
+        self.send(f"<iq type='set' id='bind1'><bind xmlns='{NS_BIND}'>{res}</bind></iq>")
+        iq = self.expect(f"{{{NS_CLIENT}}}iq")
+        assert iq.get("type") == "result", ET.tostring(iq)
+        return iq.find(f"{{{NS_BIND}}}bind/{{{NS_BIND}}}jid").text
+
+    def login(self, ctx: ssl.SSLContext, user: str, resource: str | None = None,
+              password: str = PASSWORD, *, direct: bool = False) -> str:
+        """STARTTLS (unless already Direct TLS), PLAIN, bind; returns the full JID."""
+        if not direct:
+            self.starttls(ctx)
+        self.mechanisms()
+        res = self.auth_plain(user, password)
+        assert res.tag == f"{{{NS_SASL}}}success", ET.tostring(res)
+        return self.bind(resource)
+
+    def poll_closed(self) -> bool:
+        """Without blocking: read what has arrived (kept in `raw`); True once closed."""
+        while not self.closed:
+            pending = getattr(self.sock, "pending", lambda: 0)()
+            if not pending and not select.select([self.sock], [], [], 0)[0]:
+                return False
+            try:
+                self.recv_some(0.5)
+            except TimeoutError:  # half a TLS record so far
+                return False
+        return True
+
+    def close(self):
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+def stream_error_condition(raw: bytes) -> str | None:
+    """The defined condition of the first stream error in `raw` (any prefix), or None."""
+    text = raw.decode("utf-8", errors="replace")
+    m = re.search(r"<(?:[\w.-]+:)?error\b[^>]*>(.*?)</(?:[\w.-]+:)?error>", text, re.S)
+    body = m.group(1) if m else text
+    m = re.search(r"<([a-z-]+)\s+xmlns=['\"]" + re.escape(NS_STREAMS_ERR) + r"['\"]", body)
+    return m.group(1) if m else None
+
+
+def plain_context_unverified() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+# --------------------------------------------------------------------------- SCRAM by hand
+
+
+class Scram:
+    """RFC 5802 client side, to drive -PLUS with channel-binding data slixmpp can't make."""
+
+    def __init__(self, hash_name: str, user: str, password: str, cb_type: str | None,
+                 cb_data: bytes = b""):
+        self.h = hash_name
+        self.user = user
+        self.password = password
+        self.gs2 = (f"p={cb_type},," if cb_type else "n,,").encode()
+        self.cb_data = cb_data
+        self.cnonce = base64.b64encode(secrets.token_bytes(18)).decode()
+        self.first_bare = f"n={user},r={self.cnonce}".encode()
+
+    def first(self) -> bytes:
+        return self.gs2 + self.first_bare
+
+    def final(self, server_first: bytes) -> bytes:
+        attrs = dict(kv.split(b"=", 1) for kv in server_first.split(b","))
+        nonce = attrs[b"r"]
+        assert nonce.startswith(self.cnonce.encode()), "server nonce must extend ours"
+        salt = base64.b64decode(attrs[b"s"])
+        iterations = int(attrs[b"i"])
+        salted = hashlib.pbkdf2_hmac(self.h, self.password.encode(), salt, iterations)
+        client_key = hmac.new(salted, b"Client Key", self.h).digest()
+        stored_key = hashlib.new(self.h, client_key).digest()
+        cbind = base64.b64encode(self.gs2 + self.cb_data).decode()
+        without_proof = f"c={cbind},r={nonce.decode()}".encode()
+        auth_message = self.first_bare + b"," + server_first + b"," + without_proof
+        signature = hmac.new(stored_key, auth_message, self.h).digest()
+        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        server_key = hmac.new(salted, b"Server Key", self.h).digest()
+        self.expected_server_sig = hmac.new(server_key, auth_message, self.h).digest()
+        return without_proof + b",p=" + base64.b64encode(proof)
+
+    def verify(self, server_final: bytes):
+        attrs = dict(kv.split(b"=", 1) for kv in server_final.split(b","))
+        assert base64.b64decode(attrs[b"v"]) == self.expected_server_sig, "bad server signature"
+
+
+def scram_login(raw: RawXmpp, mech: str, scram: Scram) -> ET.Element:
+    """Run a SCRAM exchange on `raw`; returns the final <success/> or <failure/>."""
+    data = base64.b64encode(scram.first()).decode()
+    raw.send(f"<auth xmlns='{NS_SASL}' mechanism='{mech}'>{data}</auth>")
+    el = raw.element()
+    if el.tag != f"{{{NS_SASL}}}challenge":
+        return el
+    reply = scram.final(base64.b64decode(el.text or ""))
+    raw.send(f"<response xmlns='{NS_SASL}'>{base64.b64encode(reply).decode()}</response>")
+    el = raw.element()
+    if el.tag == f"{{{NS_SASL}}}success" and el.text:
+        scram.verify(base64.b64decode(el.text))
+    return el
+
+
+def tls_server_end_point(sslsock: ssl.SSLSocket) -> bytes:
+    """RFC 5929 §4.1 channel binding: hash of the server certificate (SHA-256 for
+    certificates signed with SHA-1 or SHA-256, else the signature's own hash)."""
+    der = sslsock.getpeercert(binary_form=True)
+    return hashlib.sha256(der).digest()
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -1,0 +1,233 @@
+"""A household's day: rosters, presence, messages, offline delivery, phones and laptops."""
+
+import asyncio
+
+from conftest import DOMAIN, STEP, RawXmpp, exchange, online, run
+
+ALICE = f"alice@{DOMAIN}"
+BOB = f"bob@{DOMAIN}"
+
+
+def roster_item(iq, jid):
+    items = iq["roster"]["items"]
+    assert jid in items, f"{jid} not in roster push {list(items)}"
+    return items[jid]
+
+
+def is_push_for(jid, subscription, ask=None):
+    def match(iq):
+        items = iq["roster"]["items"]
+        if jid not in items:
+            return False
+        item = items[jid]
+        return item["subscription"] == subscription and (ask is None or item["ask"] == ask)
+    return match
+
+
+def test_alice_and_bob_become_contacts(kith):
+    """The full RFC 6121 §3 handshake, both directions, with roster pushes at each step,
+    presence flowing once subscribed, and unavailable presence when bob leaves."""
+    async def scenario():
+        async with online(kith, "alice", "phone") as alice, online(kith, "bob", "laptop") as bob:
+            # alice asks to see bob's presence.
+            alice.send_presence_subscription(pto=BOB, ptype="subscribe")
+            await alice.next_roster_push(is_push_for(BOB, "none", "subscribe"))
+            req = await bob.next_presence(lambda p: p["type"] == "subscribe")
+            assert req["from"].bare == ALICE, "subscription requests come from the bare JID"
+            # bob approves.
+            bob.send_presence_subscription(pto=ALICE, ptype="subscribed")
+            await bob.next_roster_push(is_push_for(ALICE, "from"))
+            await alice.next_roster_push(is_push_for(BOB, "to"))
+            await alice.next_presence(lambda p: p["type"] == "subscribed"
+                                      and p["from"].bare == BOB)
+            # … and alice now gets bob's current presence.
+            avail = await alice.next_presence(lambda p: p["type"] == "available"
+                                              and p["from"].bare == BOB)
+            assert avail["from"].resource == "laptop"
+
+            # bob asks back, alice approves: both.
+            bob.send_presence_subscription(pto=ALICE, ptype="subscribe")
+            await alice.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == BOB)
+            alice.send_presence_subscription(pto=BOB, ptype="subscribed")
+            await alice.next_roster_push(is_push_for(BOB, "both"))
+            await bob.next_roster_push(is_push_for(ALICE, "both"))
+            await bob.next_presence(lambda p: p["type"] == "available" and p["from"].bare == ALICE)
+
+            # The stored rosters agree.
+            r = await alice.get_roster(timeout=STEP)
+            assert roster_item(r, BOB)["subscription"] == "both"
+            r = await bob.get_roster(timeout=STEP)
+            assert roster_item(r, ALICE)["subscription"] == "both"
+
+            # bob's laptop goes away: alice sees it.
+            await bob.close()
+            gone = await alice.next_presence(lambda p: p["type"] == "unavailable"
+                                             and p["from"].bare == BOB)
+            assert gone["from"].resource == "laptop"
+    run(scenario())
+
+
+def test_bob_declines_and_alice_cancels(kith):
+    async def scenario():
+        async with online(kith, "alice") as alice, online(kith, "bob") as bob:
+            alice.send_presence_subscription(pto=BOB, ptype="subscribe")
+            await bob.next_presence(lambda p: p["type"] == "subscribe")
+            bob.send_presence_subscription(pto=ALICE, ptype="unsubscribed")
+            await alice.next_presence(lambda p: p["type"] == "unsubscribed"
+                                      and p["from"].bare == BOB)
+            push = await alice.next_roster_push(lambda iq: BOB in iq["roster"]["items"]
+                                                and not iq["roster"]["items"][BOB]["ask"])
+            assert roster_item(push, BOB)["subscription"] == "none"
+            # Removing the contact pushes subscription='remove'.
+            alice.del_roster_item(BOB)
+            await alice.next_roster_push(is_push_for(BOB, "remove"))
+            r = await alice.get_roster(timeout=STEP)
+            assert BOB not in r["roster"]["items"]
+    run(scenario())
+
+
+def test_messages_flow_both_ways_with_from_stamped(kith, test_ca):
+    async def scenario():
+        async with online(kith, "alice", "phone") as alice, online(kith, "bob", "laptop") as bob:
+            for i in range(3):
+                await exchange(alice, bob, f"alice says {i}")
+                await exchange(bob, alice, f"bob says {i}")
+            # A client lying about `from` is corrected: the server stamps the real full JID.
+            raw = RawXmpp(kith.c2s_port)
+            liar = await asyncio.to_thread(raw.login, test_ca.client_context(), "carol", "x")
+            raw.send(f"<message to='{ALICE}' from='bob@{DOMAIN}/laptop' type='chat'>"
+                     "<body>it is me, bob</body></message>")
+            msg = await alice.next_message()
+            assert msg["body"] == "it is me, bob"
+            assert str(msg["from"]) == liar, f"forged from not replaced: {msg['from']}"
+            raw.close()
+    run(scenario())
+
+
+def test_message_to_unknown_user_bounces_service_unavailable(kith):
+    async def scenario():
+        async with online(kith, "alice") as alice:
+            alice.send_message(mto=f"nobody@{DOMAIN}", mbody="hello?", mtype="chat")
+            err = await alice.next_message(body_only=False)
+            assert err["type"] == "error", err
+            assert err["error"]["condition"] == "service-unavailable", err
+            assert err["from"].bare == f"nobody@{DOMAIN}"
+    run(scenario())
+
+
+def test_bob_gets_what_he_missed_when_his_phone_comes_back(kith):
+    """XEP-0160: messages to an offline user are stored, delivered on the next available
+    presence (not before), in order, exactly once."""
+    async def scenario():
+        bodies = [f"while you were out {i}" for i in range(5)]
+        async with online(kith, "alice") as alice:
+            for b in bodies:
+                alice.send_message(mto=BOB, mbody=b, mtype="chat")
+            # A round-trip so that every message reached the server before bob logs in.
+            await alice.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+        async with online(kith, "bob", "phone", presence=False) as bob:
+            await bob.expect_no_message(1.0)  # no presence yet: nothing delivered
+            bob.send_presence()
+            got = [(await bob.next_message())["body"] for _ in bodies]
+            assert got == bodies
+            await bob.expect_no_message(0.5)  # and nothing more
+        async with online(kith, "bob", "phone") as bob:
+            await bob.expect_no_message(1.0)  # delivered once, not again
+    run(scenario())
+
+
+def test_offline_storage_is_bounded(kith_factory):
+    k = kith_factory(limits={"offline_max": 3})
+    for u in ("alice", "bob"):
+        k.add_user(u)
+    k.start()
+
+    async def scenario():
+        async with online(k, "alice") as alice:
+            for i in range(5):
+                alice.send_message(mto=BOB, mbody=f"m{i}", mtype="chat")
+            await alice.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+            # Past the bound the sender learns the message was not stored.
+            errors = []
+            while True:
+                try:
+                    m = await alice.next_message(2.0, body_only=False)
+                except asyncio.TimeoutError:
+                    break
+                if m["type"] == "error":
+                    errors.append(m)
+            assert len(errors) == 2, f"expected 2 bounces past offline_max=3, got {len(errors)}"
+        async with online(k, "bob") as bob:
+            got = [(await bob.next_message())["body"] for _ in range(3)]
+            assert got == ["m0", "m1", "m2"]
+            await bob.expect_no_message(1.0)
+    run(scenario())
+
+
+def test_bare_jid_messages_go_to_the_highest_priority_resource(kith):
+    """RFC 6121 §8.5.2.1.1: alice's phone (priority 5) gets bob's message, her laptop
+    (priority 1) doesn't; when the laptop raises its priority it gets the next one; full-JID
+    messages always go to that resource alone."""
+    async def scenario():
+        async with online(kith, "alice", "phone", priority=5) as phone, \
+                online(kith, "alice", "laptop", priority=1) as laptop, \
+                online(kith, "bob") as bob:
+            await asyncio.sleep(0.3)  # both presences processed
+            bob.send_message(mto=ALICE, mbody="to the phone", mtype="chat")
+            assert (await phone.next_message())["body"] == "to the phone"
+            await laptop.expect_no_message(1.0)
+
+            laptop.send_presence(ppriority=10)
+            await phone.next_presence(lambda p: p["from"] == laptop.boundjid)
+            bob.send_message(mto=ALICE, mbody="to the laptop", mtype="chat")
+            assert (await laptop.next_message())["body"] == "to the laptop"
+            await phone.expect_no_message(1.0)
+
+            bob.send_message(mto=phone.boundjid, mbody="full jid", mtype="chat")
+            assert (await phone.next_message())["body"] == "full jid"
+            await laptop.expect_no_message(1.0)
+    run(scenario())
+
+
+def test_negative_priority_resource_gets_no_bare_jid_messages(kith):
+    async def scenario():
+        async with online(kith, "alice", "bot", priority=-1) as bot, online(kith, "bob") as bob:
+            bob.send_message(mto=ALICE, mbody="stored, not sent to a -1 resource", mtype="chat")
+            await bot.expect_no_message(1.5)
+            bot.send_message(mto=bob.boundjid, mbody="but I can talk", mtype="chat")
+            assert (await bob.next_message())["body"] == "but I can talk"
+        async with online(kith, "alice", "phone") as phone:
+            msg = await phone.next_message()
+            assert msg["body"] == "stored, not sent to a -1 resource"
+    run(scenario())
+
+
+def test_same_resource_twice_newer_login_wins(kith):
+    async def scenario():
+        async with online(kith, "alice", "phone") as old, online(kith, "bob") as bob:
+            async with online(kith, "alice", "phone") as new:
+                err = await asyncio.wait_for(old.stream_errors.get(), STEP)
+                assert err["condition"] == "conflict", err
+                await asyncio.wait_for(asyncio.shield(old.gone), STEP)
+                assert new.boundjid.full == f"{ALICE}/phone"
+                await exchange(bob, new)
+                await exchange(new, bob)
+    run(scenario())
+
+
+def test_directed_presence_reaches_a_non_contact(kith):
+    async def scenario():
+        async with online(kith, "alice") as alice, online(kith, "bob") as bob:
+            alice.send_presence(pto=bob.boundjid, pstatus="knock knock")
+            p = await bob.next_presence(lambda p: p["from"] == alice.boundjid)
+            assert p["status"] == "knock knock"
+    run(scenario())
+
+
+def test_iq_to_a_full_jid_is_routed_and_answered(kith):
+    async def scenario():
+        async with online(kith, "alice") as alice, online(kith, "bob") as bob:
+            rtt = await alice.plugin["xep_0199"].ping(bob.boundjid, timeout=STEP)
+            assert rtt >= 0
+    run(scenario())
+

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Prepare the machine for the end-to-end tests. Idempotent: safe to run again.
+#
+# - Debian packages the tests use (openssl for the test CA, iproute2 for `ss`), installed
+#   with apt-get only when missing (apt-get update only then, too).
+# - A virtualenv at <repo>/.venv with the exact pins of tests/requirements.txt.
+#
+# Needs only Python 3.11+, apt and root (or sudo) on a fresh machine.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+venv="$root/.venv"
+python="${PYTHON:-python3}"
+
+# Debian packages: command -> package.
+declare -A want=([openssl]=openssl [ss]=iproute2)
+missing=()
+for cmd in "${!want[@]}"; do
+    command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
+done
+# `python3 -m venv` needs ensurepip (Debian splits it out as python3-venv).
+if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    missing+=(python3-venv)
+fi
+if ((${#missing[@]})); then
+    sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    echo "setup.sh: installing Debian packages: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# The venv is rebuilt only when requirements.txt changed since it was last filled.
+stamp="$venv/.requirements.sha256"
+want_sum="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
+if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want_sum" ]]; then
+    exit 0
+fi
+if [[ ! -x "$venv/bin/python" ]]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    --require-virtualenv -r "$here/requirements.txt"
+echo "$want_sum" >"$stamp"
+echo "setup.sh: $venv ready ($("$venv/bin/python" -c 'import slixmpp; print("slixmpp", slixmpp.__version__)'))"
