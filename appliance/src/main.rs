@@ -1,2 +1,167 @@
-//! The `kith` command.
-fn main() {}
+//! The `kith` command: run the server, manage accounts.
+
+mod config;
+mod systemd;
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+/// Kith: a private chat server for a household, in one box.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML). Without one, a built-in default for localhost is used.
+    #[arg(long, short, env = "KITH_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server until SIGTERM or Ctrl-C.
+    Serve,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create an account; the password is read from standard input.
+    Add { jid: String },
+    /// Change an account's password; the new password is read from standard input.
+    Passwd { jid: String },
+    /// Delete an account and everything stored for it.
+    Del { jid: String },
+    /// List accounts.
+    List,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let config = match config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kith: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kith: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::User(cmd) => user(config, cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kith: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("KITH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: kith_server::Config) -> Result<(), String> {
+    let domain = config.domain.clone();
+    let server = kith_server::Server::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%domain, c2s = ?server.addrs().c2s, c2s_tls = ?server.addrs().c2s_tls, "kith ready");
+    systemd::ready();
+    let watchdog = systemd::spawn_watchdog();
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    systemd::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    server.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the password: {e}"))?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    if pw.is_empty() {
+        return Err("no password given on standard input".into());
+    }
+    Ok(pw)
+}
+
+async fn user(config: kith_server::Config, cmd: UserCommand) -> Result<(), String> {
+    let accounts = kith_server::Accounts::open(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = match cmd {
+        UserCommand::Add { jid } => {
+            let pw = read_password()?;
+            accounts
+                .add(&jid, &pw)
+                .await
+                .map(|()| println!("created {jid}"))
+        }
+        UserCommand::Passwd { jid } => {
+            let pw = read_password()?;
+            accounts
+                .passwd(&jid, &pw)
+                .await
+                .map(|()| println!("changed the password of {jid}"))
+        }
+        UserCommand::Del { jid } => accounts
+            .delete(&jid)
+            .await
+            .map(|()| println!("deleted {jid}")),
+        UserCommand::List => accounts.list().await.map(|l| {
+            for j in l {
+                println!("{j}");
+            }
+        }),
+    };
+    accounts.close().await;
+    r.map_err(|e| e.to_string())
+}

@@ -1,1 +1,30 @@
 //! Kith's XMPP server.
+//!
+//! The public surface is small: [`Config`] to describe a server, [`Server`] to
+//! run one, and [`Accounts`] to manage users. Everything else is internal and
+//! organised as in Prosody: a core (streams, router, sessions, storage) and one
+//! module per protocol area that registers what it handles.
+
+mod accounts;
+pub mod config;
+mod core;
+mod deliver;
+mod limits;
+mod message;
+mod presence;
+mod registry;
+mod roster;
+mod router;
+pub mod sasl;
+mod server;
+mod session;
+mod stanza;
+mod storage;
+mod stream;
+pub mod tls;
+mod xep;
+pub mod xml;
+
+pub use accounts::{AccountError, Accounts};
+pub use config::{Config, Limits, Listen, TlsFiles};
+pub use server::{BoundAddrs, Server, StartError};

@@ -1,0 +1,224 @@
+//! The configuration file (TOML) and the embedded default.
+//!
+//! Parsed with `serde` and validated once, here: unknown keys are refused with
+//! the key's name, addresses must parse, limits must be sane. The result is the
+//! server's plain [`kith_server::Config`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The file as written by the admin.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    pub domain: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<ListenFile>,
+    pub tls: Option<TlsFile>,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    #[serde(default)]
+    pub auth: AuthFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFile {
+    pub c2s: Option<String>,
+    pub c2s_tls: Option<String>,
+    pub s2s: Option<String>,
+    pub http: Option<String>,
+    pub https: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    pub stanza_size: Option<usize>,
+    pub connections_per_ip: Option<usize>,
+    pub auth_failures_per_minute: Option<u32>,
+    pub auth_timeout_secs: Option<u64>,
+    pub session_queue: Option<usize>,
+    pub offline_max: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AuthFile {
+    pub scram_iterations: Option<u32>,
+}
+
+/// The embedded default: runs on a laptop without root and without a file.
+pub const DEFAULT: &str = r#"
+domain = "localhost"
+data_dir = "./kith-data"
+
+[listen]
+c2s = "127.0.0.1:5222"
+c2s_tls = "127.0.0.1:5223"
+s2s = "127.0.0.1:5269"
+http = "127.0.0.1:5280"
+https = "127.0.0.1:5281"
+"#;
+
+/// Load the config from `path`, or the embedded default when `None`.
+pub fn load(path: Option<&Path>) -> Result<kith_server::Config, String> {
+    let (text, origin) = match path {
+        Some(p) => (
+            std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?,
+            p.display().to_string(),
+        ),
+        None => (
+            DEFAULT.to_string(),
+            "the built-in default configuration".to_string(),
+        ),
+    };
+    parse(&text).map_err(|e| format!("{origin}: {e}"))
+}
+
+/// Parse and validate configuration text.
+pub fn parse(text: &str) -> Result<kith_server::Config, String> {
+    let file: File = toml::from_str(text).map_err(|e| {
+        // toml's message names the unknown or mistyped key; keep it on one line.
+        e.to_string()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    })?;
+    let domain = file
+        .domain
+        .unwrap_or_else(|| "localhost".into())
+        .to_lowercase();
+    if jid::BareJid::new(&domain)
+        .map(|j| j.node().is_some())
+        .unwrap_or(true)
+    {
+        return Err(format!("domain: '{domain}' is not a valid domain name"));
+    }
+    let mut config = kith_server::Config::new(
+        domain,
+        file.data_dir.unwrap_or_else(|| "./kith-data".into()),
+    );
+    let listen = file.listen.ok_or("[listen]: no listeners configured")?;
+    let addr = |key: &str, v: &Option<String>| -> Result<Option<SocketAddr>, String> {
+        v.as_deref()
+            .map(|s| {
+                s.parse()
+                    .map_err(|_| format!("listen.{key}: '{s}' is not an ADDRESS:PORT"))
+            })
+            .transpose()
+    };
+    config.listen = kith_server::Listen {
+        c2s: addr("c2s", &listen.c2s)?,
+        c2s_tls: addr("c2s_tls", &listen.c2s_tls)?,
+        s2s: addr("s2s", &listen.s2s)?,
+        http: addr("http", &listen.http)?,
+        https: addr("https", &listen.https)?,
+    };
+    if config.listen.c2s.is_none() && config.listen.c2s_tls.is_none() {
+        return Err(
+            "[listen]: neither c2s nor c2s_tls is configured, clients could not connect".into(),
+        );
+    }
+    config.tls = file.tls.map(|t| kith_server::TlsFiles {
+        cert: t.cert,
+        key: t.key,
+    });
+    let l = &mut config.limits;
+    let lf = file.limits;
+    if let Some(v) = lf.stanza_size {
+        if !(8 * 1024..=16 * 1024 * 1024).contains(&v) {
+            return Err(format!(
+                "limits.stanza_size: {v} is outside 8192..=16777216 bytes"
+            ));
+        }
+        l.stanza_size = v;
+    }
+    if let Some(v) = lf.connections_per_ip {
+        l.connections_per_ip = v;
+    }
+    if let Some(v) = lf.auth_failures_per_minute {
+        l.auth_failures_per_minute = v;
+    }
+    if let Some(v) = lf.auth_timeout_secs {
+        if v == 0 {
+            return Err("limits.auth_timeout_secs: must be at least 1".into());
+        }
+        l.auth_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = lf.session_queue {
+        if v == 0 {
+            return Err("limits.session_queue: must be at least 1".into());
+        }
+        l.session_queue = v;
+    }
+    if let Some(v) = lf.offline_max {
+        l.offline_max = v;
+    }
+    if let Some(i) = file.auth.scram_iterations {
+        if i < 4096 {
+            return Err(format!(
+                "auth.scram_iterations: {i} is below the minimum of 4096"
+            ));
+        }
+        config.scram_iterations = i;
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_listens_on_loopback_high_ports() {
+        let c = parse(DEFAULT).expect("default parses");
+        assert_eq!(c.domain, "localhost");
+        assert_eq!(c.listen.c2s, Some("127.0.0.1:5222".parse().expect("addr")));
+        assert_eq!(
+            c.listen.https,
+            Some("127.0.0.1:5281".parse().expect("addr"))
+        );
+        assert_eq!(c.limits.stanza_size, 256 * 1024);
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse("domain = 'x.org'\n[listen]\nc2s = '127.0.0.1:1'\nc2z = '1'\n").unwrap_err();
+        assert!(e.contains("c2z"), "{e}");
+        let e = parse("domian = 'x.org'\n").unwrap_err();
+        assert!(e.contains("domian"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_say_which_key() {
+        let e = parse("[listen]\nc2s = 'nope'\n").unwrap_err();
+        assert!(e.starts_with("listen.c2s"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nstanza_size = 10\n").unwrap_err();
+        assert!(e.starts_with("limits.stanza_size"), "{e}");
+        let e = parse("domain = 'a@b'\n[listen]\nc2s = '127.0.0.1:1'\n").unwrap_err();
+        assert!(e.starts_with("domain"), "{e}");
+        let e =
+            parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nscram_iterations = 10\n").unwrap_err();
+        assert!(e.starts_with("auth.scram_iterations"), "{e}");
+    }
+
+    #[test]
+    fn missing_listeners_are_off() {
+        let c = parse("[listen]\nc2s_tls = '127.0.0.1:0'\n").expect("ok");
+        assert!(c.listen.c2s.is_none() && c.listen.s2s.is_none());
+        assert!(parse("domain = 'x.org'\n").is_err());
+    }
+}

@@ -1,0 +1,104 @@
+//! Account administration for the CLI and the web pod: add, change password,
+//! delete, list. Works on the database directly, with or without a running server.
+
+use jid::BareJid;
+
+use crate::config::Config;
+use crate::registry::Registry;
+use crate::sasl::StoredCredentials;
+use crate::storage::{Db, StorageError};
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("'{0}' is not a valid JID of the form user@domain")]
+    InvalidJid(String),
+    #[error("{jid} is not on this server's domain ({domain})")]
+    WrongDomain { jid: String, domain: String },
+    #[error("the password is empty")]
+    EmptyPassword,
+    #[error("the system random number generator failed")]
+    Random,
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+}
+
+/// Account administration on one server's database.
+pub struct Accounts {
+    db: Db,
+    domain: String,
+    iterations: u32,
+}
+
+impl Accounts {
+    /// Open the server's database (creating and migrating it if needed).
+    pub async fn open(config: &Config) -> Result<Self, AccountError> {
+        let registry = Registry::new(&crate::server::modules());
+        let db = crate::server::open_db(config, &registry).await?;
+        Ok(Accounts {
+            db,
+            domain: config.domain.clone(),
+            iterations: config.scram_iterations,
+        })
+    }
+
+    fn username(&self, jid: &str) -> Result<String, AccountError> {
+        let bare = BareJid::new(jid).map_err(|_| AccountError::InvalidJid(jid.to_string()))?;
+        let node = bare
+            .node()
+            .ok_or_else(|| AccountError::InvalidJid(jid.to_string()))?;
+        if bare.domain().as_str() != self.domain {
+            return Err(AccountError::WrongDomain {
+                jid: jid.to_string(),
+                domain: self.domain.clone(),
+            });
+        }
+        Ok(node.as_str().to_string())
+    }
+
+    fn credentials(&self, password: &str) -> Result<StoredCredentials, AccountError> {
+        if password.is_empty() {
+            return Err(AccountError::EmptyPassword);
+        }
+        StoredCredentials::new(password, self.iterations).map_err(|_| AccountError::Random)
+    }
+
+    /// Create an account.
+    pub async fn add(&self, jid: &str, password: &str) -> Result<(), AccountError> {
+        let user = self.username(jid)?;
+        let creds = self.credentials(password)?;
+        self.db.account_create(&user, &creds).await?;
+        Ok(())
+    }
+
+    /// Change an account's password.
+    pub async fn passwd(&self, jid: &str, password: &str) -> Result<(), AccountError> {
+        let user = self.username(jid)?;
+        let creds = self.credentials(password)?;
+        self.db.account_set_credentials(&user, &creds).await?;
+        Ok(())
+    }
+
+    /// Delete an account and its data.
+    pub async fn delete(&self, jid: &str) -> Result<(), AccountError> {
+        let user = self.username(jid)?;
+        self.db.account_delete(&user).await?;
+        Ok(())
+    }
+
+    /// Every account's bare JID.
+    pub async fn list(&self) -> Result<Vec<String>, AccountError> {
+        Ok(self
+            .db
+            .account_list()
+            .await?
+            .into_iter()
+            .map(|u| format!("{u}@{}", self.domain))
+            .collect())
+    }
+
+    /// Close the database.
+    pub async fn close(self) {
+        self.db.close().await;
+    }
+}

@@ -1,0 +1,89 @@
+//! The shared state of a running server, handed to every connection and module.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::limits::{AuthLimiter, ConnLimiter};
+use crate::registry::{Registry, SessionEvent};
+use crate::router::Sessions;
+use crate::session::SessionHandle;
+use crate::storage::Db;
+use crate::tls::TlsContext;
+
+/// Everything shared by the server's tasks.
+pub struct Core {
+    pub domain: String,
+    pub config: Config,
+    pub db: Db,
+    pub registry: Registry,
+    pub sessions: Sessions,
+    pub tls: TlsContext,
+    pub conn_limiter: Arc<ConnLimiter>,
+    pub auth_limiter: AuthLimiter,
+    /// Key that derives fake SCRAM parameters for unknown accounts.
+    pub scram_secret: Vec<u8>,
+    /// Flips to `true` when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Held by every connection task; shutdown waits for all to be dropped.
+    pub(crate) alive: mpsc::Sender<()>,
+    next_id: AtomicU64,
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        config: Config,
+        db: Db,
+        registry: Registry,
+        tls: TlsContext,
+        scram_secret: Vec<u8>,
+        shutdown: watch::Receiver<bool>,
+        alive: mpsc::Sender<()>,
+    ) -> Self {
+        Core {
+            domain: config.domain.clone(),
+            conn_limiter: ConnLimiter::new(config.limits.connections_per_ip),
+            auth_limiter: AuthLimiter::new(config.limits.auth_failures_per_minute),
+            config,
+            db,
+            registry,
+            sessions: Sessions::default(),
+            tls,
+            scram_secret,
+            shutdown,
+            alive,
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A process-unique number (connection ids, generated resources).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Run the hooks of `ev` for `session`.
+    pub async fn session_event(self: &Arc<Self>, ev: SessionEvent, session: &Arc<SessionHandle>) {
+        for h in self.registry.hooks(ev) {
+            h(self, session).await;
+        }
+    }
+}
+
+/// Random bytes as lowercase hex (ids, nonces, resources).
+pub fn random_hex(bytes: usize) -> String {
+    use ring::rand::SecureRandom;
+    let mut buf = vec![0u8; bytes];
+    if ring::rand::SystemRandom::new().fill(&mut buf).is_err() {
+        // Unreachable on Linux (getrandom); fall back to a time-based value
+        // that is still unique, never to a constant.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        return format!("{t:x}");
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

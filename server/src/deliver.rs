@@ -1,0 +1,33 @@
+//! Local delivery primitives shared by the message, presence and roster modules.
+
+use std::sync::Arc;
+
+use jid::BareJid;
+use minidom::Element;
+
+use crate::core::Core;
+use crate::session::SessionHandle;
+
+/// Sessions of `bare` that have sent available presence.
+pub fn available(core: &Core, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
+    core.sessions
+        .of(bare)
+        .into_iter()
+        .filter(|s| s.state().available)
+        .collect()
+}
+
+/// Deliver a copy of `stanza` to every available session of `bare`, with `to`
+/// rewritten to each full JID only when `rewrite_to` is set.
+pub fn to_available(core: &Core, bare: &BareJid, stanza: &Element) -> usize {
+    let targets = available(core, bare);
+    for s in &targets {
+        s.send(stanza.clone());
+    }
+    targets.len()
+}
+
+/// Username (localpart) of a local bare JID.
+pub fn username(bare: &BareJid) -> &str {
+    bare.node().map(|n| n.as_str()).unwrap_or("")
+}

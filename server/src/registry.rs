@@ -1,0 +1,199 @@
+//! The module registry: what each protocol module declares at start-up.
+//!
+//! A module registers stanza handlers keyed by (kind, addressing) — and for
+//! IQs by (get/set, addressing, payload namespace and name) —, the disco
+//! features and identities it implements, the stream features it offers after
+//! authentication, its storage migrations and its session hooks. Disco answers
+//! and stream features are built from here, never from a hand-kept list.
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use jid::Jid;
+use minidom::Element;
+use sqlx::migrate::Migrator;
+
+use crate::core::Core;
+use crate::router::Addr;
+use crate::session::SessionHandle;
+use crate::stanza::{Kind, StanzaError};
+
+/// A boxed future borrowing from the context.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What an IQ handler sees.
+pub struct IqCtx<'a> {
+    pub core: &'a Arc<Core>,
+    pub session: &'a Arc<SessionHandle>,
+    pub to: Option<&'a Jid>,
+    pub addr: Addr,
+    pub payload: &'a Element,
+}
+
+/// The payload of the result (or none), or the error to return.
+pub type IqResult = Result<Option<Element>, StanzaError>;
+
+/// An IQ handler.
+pub type IqHandler = for<'a> fn(IqCtx<'a>) -> BoxFuture<'a, IqResult>;
+
+/// What a message or presence handler sees.
+pub struct StanzaCtx<'a> {
+    pub core: &'a Arc<Core>,
+    pub session: &'a Arc<SessionHandle>,
+    pub to: Option<&'a Jid>,
+}
+
+/// A message or presence handler; it owns the stanza.
+pub type StanzaHandler = for<'a> fn(StanzaCtx<'a>, Element) -> BoxFuture<'a, ()>;
+
+/// Session lifecycle events modules can hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SessionEvent {
+    /// The session sent its first available presence.
+    InitialPresence,
+    /// The session went away (stream closed, connection lost, kicked).
+    Ended,
+}
+
+/// A session hook.
+pub type SessionHook = for<'a> fn(&'a Arc<Core>, &'a Arc<SessionHandle>) -> BoxFuture<'a, ()>;
+
+/// Who a disco feature describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeatureScope {
+    /// The server (`to` = the domain).
+    Host,
+    /// Every account (`to` = a bare JID).
+    Account,
+}
+
+/// Everything the modules declared.
+#[derive(Default)]
+pub struct Registry {
+    iq: HashMap<(bool, Addr, String, String), IqHandler>,
+    stanza: HashMap<(Kind, Addr), StanzaHandler>,
+    hooks: HashMap<SessionEvent, Vec<SessionHook>>,
+    host_features: BTreeSet<&'static str>,
+    account_features: BTreeSet<&'static str>,
+    identities: Vec<(FeatureScope, &'static str, &'static str, &'static str)>,
+    stream_features: Vec<fn() -> Element>,
+    migrators: Vec<&'static Migrator>,
+}
+
+/// A protocol module: a name and a function that registers it.
+pub struct Module {
+    pub name: &'static str,
+    pub register: fn(&mut Registry),
+}
+
+impl Registry {
+    /// Build a registry from modules.
+    pub fn new(modules: &[Module]) -> Self {
+        let mut r = Registry::default();
+        for m in modules {
+            (m.register)(&mut r);
+            tracing::debug!(module = m.name, "module registered");
+        }
+        r
+    }
+
+    /// Handle IQs of type get (`set == false`) or set to `addr` with payload `ns`/`name`.
+    pub fn iq(&mut self, set: bool, addr: Addr, ns: &str, name: &str, h: IqHandler) {
+        let prev = self
+            .iq
+            .insert((set, addr, ns.to_string(), name.to_string()), h);
+        debug_assert!(prev.is_none(), "two handlers for iq {ns} {name}");
+    }
+
+    /// Handle messages or presences to `addr`.
+    pub fn stanza(&mut self, kind: Kind, addr: Addr, h: StanzaHandler) {
+        let prev = self.stanza.insert((kind, addr), h);
+        debug_assert!(prev.is_none(), "two handlers for {kind:?} {addr:?}");
+    }
+
+    /// Run `h` on a session event.
+    pub fn hook(&mut self, ev: SessionEvent, h: SessionHook) {
+        self.hooks.entry(ev).or_default().push(h);
+    }
+
+    /// Advertise a disco feature.
+    pub fn feature(&mut self, scope: FeatureScope, var: &'static str) {
+        match scope {
+            FeatureScope::Host => self.host_features.insert(var),
+            FeatureScope::Account => self.account_features.insert(var),
+        };
+    }
+
+    /// Advertise a disco identity (category, type, name).
+    pub fn identity(
+        &mut self,
+        scope: FeatureScope,
+        category: &'static str,
+        ty: &'static str,
+        name: &'static str,
+    ) {
+        self.identities.push((scope, category, ty, name));
+    }
+
+    /// Offer a stream feature after authentication.
+    pub fn stream_feature(&mut self, f: fn() -> Element) {
+        self.stream_features.push(f);
+    }
+
+    /// Storage migrations this module needs.
+    pub fn migrations(&mut self, m: &'static Migrator) {
+        self.migrators.push(m);
+    }
+
+    pub(crate) fn iq_handler(
+        &self,
+        set: bool,
+        addr: Addr,
+        ns: &str,
+        name: &str,
+    ) -> Option<IqHandler> {
+        self.iq
+            .get(&(set, addr, ns.to_string(), name.to_string()))
+            .copied()
+    }
+
+    pub(crate) fn stanza_handler(&self, kind: Kind, addr: Addr) -> Option<StanzaHandler> {
+        self.stanza.get(&(kind, addr)).copied()
+    }
+
+    pub(crate) fn hooks(&self, ev: SessionEvent) -> &[SessionHook] {
+        self.hooks.get(&ev).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Features advertised for a scope, sorted.
+    pub fn features(&self, scope: FeatureScope) -> Vec<&'static str> {
+        match scope {
+            FeatureScope::Host => self.host_features.iter().copied().collect(),
+            FeatureScope::Account => self.account_features.iter().copied().collect(),
+        }
+    }
+
+    /// Identities advertised for a scope.
+    pub fn identities(
+        &self,
+        scope: FeatureScope,
+    ) -> Vec<(&'static str, &'static str, &'static str)> {
+        self.identities
+            .iter()
+            .filter(|i| i.0 == scope)
+            .map(|i| (i.1, i.2, i.3))
+            .collect()
+    }
+
+    /// Post-authentication stream features from modules.
+    pub fn stream_features(&self) -> Vec<Element> {
+        self.stream_features.iter().map(|f| f()).collect()
+    }
+
+    /// All registered migrators.
+    pub fn migrators(&self) -> &[&'static Migrator] {
+        &self.migrators
+    }
+}

@@ -1,0 +1,313 @@
+//! Rosters (RFC 6121 §2) with versioning (XEP-0237) and subscription handling
+//! (§3) for local accounts. The state machine lives in [`state`]; this module
+//! stores items, pushes changes to interested resources and moves subscription
+//! stanzas between the two local accounts.
+
+pub mod state;
+
+use std::sync::Arc;
+
+use jid::BareJid;
+use minidom::Element;
+
+use crate::core::Core;
+use crate::deliver::{self, username};
+use crate::registry::{BoxFuture, IqCtx, IqResult, Module, Registry};
+use crate::router::Addr;
+use crate::session::SessionHandle;
+use crate::stanza::StanzaError;
+use crate::xml::{el, ns, serialize};
+use state::{inbound, outbound, Item, SubType};
+
+/// The roster module.
+pub const MODULE: Module = Module {
+    name: "roster",
+    register,
+};
+
+pub const NS_ROSTER: &str = "jabber:iq:roster";
+
+fn register(r: &mut Registry) {
+    r.iq(false, Addr::SelfBare, NS_ROSTER, "query", get);
+    r.iq(true, Addr::SelfBare, NS_ROSTER, "query", set);
+    r.stream_feature(|| Element::bare("ver", "urn:xmpp:features:rosterver"));
+    r.stream_feature(|| Element::bare("sub", "urn:xmpp:features:pre-approval"));
+    r.migrations(&crate::storage::roster::MIGRATOR);
+}
+
+fn item_element(item: &Item, remove: bool) -> Element {
+    let mut b = el("item", NS_ROSTER).attr("jid", item.contact.clone());
+    if remove {
+        return b.attr("subscription", "remove").build();
+    }
+    b = b
+        .attr("subscription", item.subscription.as_str())
+        .attr_opt("name", item.name.clone());
+    if item.ask {
+        b = b.attr("ask", "subscribe");
+    }
+    if item.approved {
+        b = b.attr("approved", "true");
+    }
+    for g in &item.groups {
+        b = b.child(el("group", NS_ROSTER).text(g.clone()).build());
+    }
+    b.build()
+}
+
+fn storage_err(e: crate::storage::StorageError) -> StanzaError {
+    tracing::error!(error = %e, "roster storage failed");
+    StanzaError::internal()
+}
+
+fn get(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
+    Box::pin(async move {
+        let user = username(&cx.session.jid.to_bare()).to_string();
+        cx.session.state().interested = true;
+        let version = cx
+            .core
+            .db
+            .roster_version(&user)
+            .await
+            .map_err(storage_err)?;
+        let ver = version.to_string();
+        if cx.payload.attr("ver") == Some(ver.as_str()) {
+            // XEP-0237: unchanged; changes (none) would come as pushes.
+            return Ok(None);
+        }
+        let items = cx.core.db.roster_items(&user).await.map_err(storage_err)?;
+        let q = el("query", NS_ROSTER)
+            .attr("ver", ver)
+            .children(
+                items
+                    .iter()
+                    .filter(|i| i.in_roster)
+                    .map(|i| item_element(i, false)),
+            )
+            .build();
+        Ok(Some(q))
+    })
+}
+
+fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
+    Box::pin(async move {
+        let items: Vec<&Element> = cx
+            .payload
+            .children()
+            .filter(|c| c.is("item", NS_ROSTER))
+            .collect();
+        let [item_el] = items[..] else {
+            return Err(
+                StanzaError::bad_request().with_text("a roster set carries exactly one item")
+            );
+        };
+        let contact = item_el
+            .attr("jid")
+            .and_then(|j| BareJid::new(j).ok())
+            .ok_or_else(StanzaError::jid_malformed)?;
+        let me = cx.session.jid.to_bare();
+        if contact == me {
+            return Err(StanzaError::not_allowed().with_text("you cannot add yourself"));
+        }
+        let user = username(&me).to_string();
+        let db = &cx.core.db;
+        let mut item = db
+            .roster_item(&user, contact.as_str())
+            .await
+            .map_err(storage_err)?
+            .unwrap_or_else(|| Item::new(contact.as_str()));
+        if item_el.attr("subscription") == Some("remove") {
+            if !item.in_roster && item.is_empty() {
+                return Err(StanzaError::item_not_found());
+            }
+            // RFC 6121 §2.5.2: cancel both directions, then forget the item.
+            for t in [SubType::Unsubscribe, SubType::Unsubscribed] {
+                subscription(cx.core, cx.session, t, &contact, None).await;
+            }
+            let mut gone = db
+                .roster_item(&user, contact.as_str())
+                .await
+                .map_err(storage_err)?
+                .unwrap_or_else(|| Item::new(contact.as_str()));
+            gone = Item {
+                contact: gone.contact,
+                ..Item::default()
+            };
+            let ver = db.roster_put(&user, &gone).await.map_err(storage_err)?;
+            push(cx.core, &me, &gone, ver, true);
+            return Ok(None);
+        }
+        let groups: Vec<String> = item_el
+            .children()
+            .filter(|g| g.is("group", NS_ROSTER))
+            .map(|g| g.text())
+            .filter(|g| !g.is_empty())
+            .collect();
+        let mut dedup = groups.clone();
+        dedup.sort();
+        dedup.dedup();
+        if dedup.len() != groups.len() {
+            return Err(StanzaError::bad_request().with_text("duplicate group"));
+        }
+        item.name = item_el
+            .attr("name")
+            .filter(|n| !n.is_empty())
+            .map(str::to_string);
+        item.groups = groups;
+        item.in_roster = true;
+        let ver = db.roster_put(&user, &item).await.map_err(storage_err)?;
+        push(cx.core, &me, &item, ver, false);
+        Ok(None)
+    })
+}
+
+/// Push a changed item to every interested resource of `owner` (RFC 6121 §2.1.6).
+pub fn push(core: &Core, owner: &BareJid, item: &Item, ver: u64, remove: bool) {
+    if !item.in_roster && !remove {
+        return;
+    }
+    for s in core.sessions.of(owner) {
+        if !s.state().interested {
+            continue;
+        }
+        let iq = el("iq", ns::CLIENT)
+            .attr("type", "set")
+            .attr("id", format!("push-{}", crate::core::random_hex(6)))
+            .attr("to", s.jid.as_str())
+            .child(
+                el("query", NS_ROSTER)
+                    .attr("ver", ver.to_string())
+                    .child(item_element(item, remove))
+                    .build(),
+            )
+            .build();
+        s.send(iq);
+    }
+}
+
+/// Store `item` for `owner` and push it.
+async fn save(core: &Core, owner: &BareJid, item: &Item) {
+    match core.db.roster_put(username(owner), item).await {
+        Ok(ver) => push(core, owner, item, ver, false),
+        Err(e) => tracing::error!(error = %e, "saving a roster item failed"),
+    }
+}
+
+async fn load(core: &Core, owner: &BareJid, contact: &BareJid) -> Option<Item> {
+    match core.db.roster_item(username(owner), contact.as_str()).await {
+        Ok(i) => Some(i.unwrap_or_else(|| Item::new(contact.as_str()))),
+        Err(e) => {
+            tracing::error!(error = %e, "loading a roster item failed");
+            None
+        }
+    }
+}
+
+fn sub_presence(from: &BareJid, to: &BareJid, t: SubType, original: Option<&Element>) -> Element {
+    let mut p = el("presence", ns::CLIENT)
+        .attr("from", from.as_str())
+        .attr("to", to.as_str())
+        .attr("type", t.as_str());
+    if let Some(o) = original {
+        // Keep what the user said with the request (status text, nickname).
+        p = p.children(o.children().cloned());
+    }
+    p.build()
+}
+
+/// An outbound subscription stanza of type `t` from `session`'s user to the
+/// local `contact` (RFC 6121 §3): updates both rosters and delivers.
+pub async fn subscription(
+    core: &Arc<Core>,
+    session: &Arc<SessionHandle>,
+    t: SubType,
+    contact: &BareJid,
+    original: Option<&Element>,
+) {
+    let me = session.jid.to_bare();
+    let Some(mut item) = load(core, &me, contact).await else {
+        return;
+    };
+    let o = outbound(&mut item, t);
+    if o.changed {
+        save(core, &me, &item).await;
+    }
+    if o.route {
+        let exists = core
+            .db
+            .account_exists(username(contact))
+            .await
+            .unwrap_or(false);
+        if exists {
+            deliver_inbound(core, &me, contact, t, original).await;
+        }
+    }
+    if o.send_presence {
+        crate::presence::send_current_presence(core, &me, contact, t == SubType::Subscribed);
+    }
+}
+
+/// The contact's side: apply an inbound subscription stanza from `from`.
+async fn deliver_inbound(
+    core: &Arc<Core>,
+    from: &BareJid,
+    contact: &BareJid,
+    t: SubType,
+    original: Option<&Element>,
+) {
+    let Some(mut citem) = load(core, contact, from).await else {
+        return;
+    };
+    let stanza = sub_presence(from, contact, t, original);
+    let mut text = Vec::new();
+    serialize(&stanza, &mut text);
+    let i = inbound(&mut citem, t, &String::from_utf8_lossy(&text));
+    if i.changed {
+        save(core, contact, &citem).await;
+    }
+    if i.deliver {
+        deliver::to_available(core, contact, &stanza);
+    }
+    if let Some(reply) = i.auto_reply {
+        // The contact's server answers for the contact; the answer lands at `from`.
+        let Some(mut fitem) = load(core, from, contact).await else {
+            return;
+        };
+        let back = sub_presence(contact, from, reply, None);
+        let r = inbound(&mut fitem, reply, "");
+        if r.changed {
+            save(core, from, &fitem).await;
+        }
+        if r.deliver {
+            deliver::to_available(core, from, &back);
+        }
+        if reply == SubType::Subscribed {
+            crate::presence::send_current_presence(core, contact, from, true);
+        }
+    }
+}
+
+/// Pending inbound subscription requests of `owner`, to show a new session.
+pub async fn pending_requests(core: &Core, owner: &BareJid) -> Vec<Element> {
+    match core.db.roster_items(username(owner)).await {
+        Ok(items) => items
+            .iter()
+            .filter_map(|i| i.pending_in.as_ref()?.parse::<Element>().ok())
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "loading pending subscription requests failed");
+            Vec::new()
+        }
+    }
+}
+
+/// The roster of `owner` (for presence broadcast and probes).
+pub async fn items(core: &Core, owner: &BareJid) -> Vec<Item> {
+    core.db
+        .roster_items(username(owner))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "loading a roster failed");
+            Vec::new()
+        })
+}

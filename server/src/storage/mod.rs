@@ -1,0 +1,113 @@
+//! Storage: the database handle and one file of queries per protocol area.
+//!
+//! The embedded default is SQLite in WAL mode with `synchronous=FULL`, so what the
+//! server has acknowledged survives a crash or power cut. Protocol code only calls
+//! the typed functions of the area modules below; a PostgreSQL backend replaces
+//! this module's internals, not the callers. Each area owns its migrations
+//! (`server/migrations/<area>/`), registered through the module registry.
+
+pub mod accounts;
+pub mod offline;
+pub mod roster;
+pub mod vcard;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+/// A storage failure. Protocol code answers `internal-server-error` and logs it.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot create the data directory {path}: {err}")]
+    DataDir { path: String, err: std::io::Error },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// The shared database handle. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: SqlitePool,
+}
+
+/// Every migrator the core owns, in order. Modules add theirs to the registry.
+pub fn core_migrators() -> Vec<&'static Migrator> {
+    vec![&accounts::MIGRATOR]
+}
+
+impl Db {
+    /// Open (creating if needed) `data_dir/kith.db` and run `migrators`.
+    pub async fn open(
+        data_dir: &Path,
+        migrators: &[&'static Migrator],
+    ) -> Result<Self, StorageError> {
+        std::fs::create_dir_all(data_dir).map_err(|err| StorageError::DataDir {
+            path: data_dir.display().to_string(),
+            err,
+        })?;
+        let path = data_dir.join("kith.db");
+        let opts = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(StorageError::Db)?
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .min_connections(1)
+            .connect_with(opts)
+            .await?;
+        let db = Db { pool };
+        // Each area embeds its own migrations (`sqlx::migrate!`); they are merged
+        // into one ordered set so that sqlx checks the whole history at once.
+        let mut all: Vec<sqlx::migrate::Migration> =
+            migrators.iter().flat_map(|m| m.iter().cloned()).collect();
+        all.sort_by_key(|m| m.version);
+        all.dedup_by_key(|m| m.version);
+        let merged = Migrator {
+            migrations: std::borrow::Cow::Owned(all),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        };
+        merged.run(&db.pool).await?;
+        Ok(db)
+    }
+
+    /// The underlying pool (for the area modules).
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Flush the WAL into the main file and close every connection.
+    pub async fn close(&self) {
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await
+        {
+            tracing::warn!(error = %e, "WAL checkpoint at shutdown failed");
+        }
+        self.pool.close().await;
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

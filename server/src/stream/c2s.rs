@@ -1,0 +1,580 @@
+//! Client-to-server stream negotiation (RFC 6120 §4–§7): STARTTLS (mandatory)
+//! or Direct TLS (XEP-0368), SASL, resource binding; then the session loop.
+//!
+//! The whole negotiation runs under one deadline (`limits.auth_timeout`); a
+//! connection that has not bound a resource by then gets `<connection-timeout/>`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use jid::{BareJid, FullJid};
+use minidom::Element;
+use tokio::net::TcpStream;
+use tokio::time::{timeout_at, Instant};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
+use crate::core::{random_hex, Core};
+use crate::sasl::{parse_plain, Failure, Mechanism, ScramServer};
+use crate::tls::ChannelBindings;
+use crate::xml::{el, ns, Frame, ParserLimits, StreamHeader};
+
+/// Failed SASL attempts allowed on one connection before it is closed.
+const MAX_AUTH_ATTEMPTS: u32 = 3;
+
+/// How a negotiation step ended early.
+enum Stop {
+    /// Send this stream error and close.
+    Error(StreamError),
+    /// The transport failed or the peer left; nothing more to send.
+    Gone,
+    /// The peer closed its stream cleanly.
+    Closed,
+}
+
+impl From<StreamFail> for Stop {
+    fn from(f: StreamFail) -> Self {
+        match error_for(&f) {
+            Some(e) => Stop::Error(e),
+            None => Stop::Gone,
+        }
+    }
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(_: std::io::Error) -> Self {
+        Stop::Gone
+    }
+}
+
+fn limits_pre_auth(core: &Core) -> ParserLimits {
+    let l = &core.config.limits;
+    ParserLimits {
+        stanza_bytes: l.pre_auth_stanza_size,
+        depth: l.max_depth,
+        attributes: l.max_attributes,
+    }
+}
+
+pub(crate) fn limits_session(core: &Core) -> ParserLimits {
+    let l = &core.config.limits;
+    ParserLimits {
+        stanza_bytes: l.stanza_size,
+        depth: l.max_depth,
+        attributes: l.max_attributes,
+    }
+}
+
+/// Serve one accepted TCP connection on a c2s listener.
+pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let _alive = core.alive.clone();
+    let _ = tcp.set_nodelay(true);
+    let Some(_permit) = core.conn_limiter.acquire(peer.ip()) else {
+        tracing::warn!(%peer, "too many connections from this address");
+        let mut s = XmlStream::new(tcp, limits_pre_auth(&core));
+        s.fail(
+            &core.domain,
+            &StreamError::text("policy-violation", "too many connections from your address"),
+        )
+        .await;
+        return;
+    };
+    let deadline = Instant::now() + core.config.limits.auth_timeout;
+    let mut shutdown = core.shutdown.clone();
+
+    let stream = XmlStream::new(tcp, limits_pre_auth(&core));
+    let tls = if direct_tls {
+        accept_tls(&core, stream, deadline, true).await
+    } else {
+        let mut stream = stream;
+        let r = tokio::select! {
+            r = timeout_at(deadline, starttls(&core, &mut stream)) => r.unwrap_or_else(|_| Err(timeout())),
+            _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
+        };
+        match r {
+            Ok(()) => accept_tls(&core, stream, deadline, false).await,
+            Err(stop) => return finish(&core, &mut stream, stop).await,
+        }
+    };
+    let Some(mut stream) = tls else { return };
+    let bindings = {
+        let (_, conn) = stream.io.get_ref();
+        ChannelBindings::of(conn, &core.tls.leaf)
+    };
+    let r = tokio::select! {
+        r = timeout_at(deadline, authenticate_and_bind(&core, &mut stream, peer, &bindings)) => r.unwrap_or_else(|_| Err(timeout())),
+        _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
+    };
+    match r {
+        Ok((jid, reply)) => {
+            tracing::info!(%peer, %jid, "session bound");
+            super::session_loop::run(core, stream, jid, reply).await;
+        }
+        Err(stop) => finish(&core, &mut stream, stop).await,
+    }
+}
+
+fn timeout() -> Stop {
+    Stop::Error(StreamError::text(
+        "connection-timeout",
+        "authentication took too long",
+    ))
+}
+
+async fn finish<T: Transport>(core: &Core, stream: &mut XmlStream<T>, stop: Stop) {
+    match stop {
+        Stop::Error(e) => {
+            tracing::debug!(condition = e.condition, text = ?e.text, "closing stream with an error");
+            stream.fail(&core.domain, &e).await
+        }
+        Stop::Closed => stream.close().await,
+        Stop::Gone => {}
+    }
+}
+
+/// TLS handshake, bounded by the deadline.
+async fn accept_tls(
+    core: &Core,
+    stream: XmlStream<TcpStream>,
+    deadline: Instant,
+    direct: bool,
+) -> Option<XmlStream<TlsStream<TcpStream>>> {
+    let cfg = if direct {
+        core.tls.direct.clone()
+    } else {
+        core.tls.starttls.clone()
+    };
+    let acceptor = TlsAcceptor::from(cfg);
+    let XmlStream { io, .. } = stream;
+    match timeout_at(deadline, acceptor.accept(io)).await {
+        Ok(Ok(tls)) => Some(XmlStream::new(tls, limits_pre_auth(core))),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Wait for the stream header and check it (RFC 6120 §4.7).
+async fn open<T: Transport>(core: &Core, stream: &mut XmlStream<T>) -> Result<StreamHeader, Stop> {
+    let header = match stream.next().await? {
+        Frame::Open(h) => h,
+        _ => return Err(Stop::Error(StreamError::new("not-well-formed"))),
+    };
+    stream
+        .send_header(&core.domain, &random_hex(16), ns::CLIENT)
+        .await?;
+    if let Some(to) = &header.to {
+        if !to.eq_ignore_ascii_case(&core.domain) {
+            return Err(Stop::Error(StreamError::text(
+                "host-unknown",
+                format!("this server serves {}", core.domain),
+            )));
+        }
+    }
+    match header.version.as_deref().and_then(|v| v.split('.').next()) {
+        Some("1") => Ok(header),
+        _ => Err(Stop::Error(StreamError::text(
+            "unsupported-version",
+            "XMPP 1.0 streams only",
+        ))),
+    }
+}
+
+/// The next top-level element, or why there is none.
+async fn element<T: Transport>(stream: &mut XmlStream<T>) -> Result<Element, Stop> {
+    match stream.next().await? {
+        Frame::Stanza(el) => Ok(el),
+        Frame::Close => Err(Stop::Closed),
+        Frame::Open(_) => Err(Stop::Error(StreamError::text(
+            "not-well-formed",
+            "stream opened twice",
+        ))),
+    }
+}
+
+/// A stanza or unknown element where negotiation expected something else.
+fn unexpected(el: &Element, stage: &str) -> Stop {
+    if el.ns() == ns::CLIENT {
+        Stop::Error(StreamError::text(
+            "not-authorized",
+            format!("{stage} first"),
+        ))
+    } else {
+        Stop::Error(StreamError::text(
+            "unsupported-stanza-type",
+            format!("unexpected <{}/> during {stage}", el.name()),
+        ))
+    }
+}
+
+/// Plaintext phase of port 5222: only STARTTLS is possible.
+async fn starttls(core: &Core, stream: &mut XmlStream<TcpStream>) -> Result<(), Stop> {
+    open(core, stream).await?;
+    let features = el("stream:features", "")
+        .child(
+            el("starttls", ns::TLS)
+                .child(Element::bare("required", ns::TLS))
+                .build(),
+        )
+        .build();
+    stream.write(&features_bytes(&features)).await?;
+    let req = element(stream).await?;
+    if !req.is("starttls", ns::TLS) {
+        return Err(unexpected(&req, "STARTTLS"));
+    }
+    stream.send(&Element::bare("proceed", ns::TLS)).await?;
+    Ok(())
+}
+
+/// `<stream:features>` must use the stream prefix; minidom cannot express a
+/// prefixed root without a namespace, so it is written by hand around children.
+fn features_bytes(features: &Element) -> Vec<u8> {
+    let mut out = b"<stream:features>".to_vec();
+    for child in features.children() {
+        crate::xml::serialize(child, &mut out);
+    }
+    out.extend_from_slice(b"</stream:features>");
+    out
+}
+
+/// SASL, stream restart and resource binding on a TLS stream.
+async fn authenticate_and_bind<T: Transport>(
+    core: &Arc<Core>,
+    stream: &mut XmlStream<T>,
+    peer: SocketAddr,
+    bindings: &ChannelBindings,
+) -> Result<(FullJid, Element), Stop> {
+    open(core, stream).await?;
+    let mut features = el("stream:features", "");
+    let mut mechs = el("mechanisms", ns::SASL);
+    for m in Mechanism::ALL {
+        if !m.is_plus() || bindings.exporter.is_some() || bindings.server_end_point.is_some() {
+            mechs = mechs.child(el("mechanism", ns::SASL).text(m.name()).build());
+        }
+    }
+    features = features.child(mechs.build());
+    let mut cb = el("sasl-channel-binding", ns::SASL_CB);
+    if bindings.exporter.is_some() {
+        cb = cb.child(
+            el("channel-binding", ns::SASL_CB)
+                .attr("type", "tls-exporter")
+                .build(),
+        );
+    }
+    if bindings.server_end_point.is_some() {
+        cb = cb.child(
+            el("channel-binding", ns::SASL_CB)
+                .attr("type", "tls-server-end-point")
+                .build(),
+        );
+    }
+    features = features.child(cb.build());
+    stream.write(&features_bytes(&features.build())).await?;
+
+    let username = sasl(core, stream, peer, bindings).await?;
+    let bare = BareJid::new(&format!("{username}@{}", core.domain))
+        .map_err(|_| Stop::Error(StreamError::new("internal-server-error")))?;
+
+    // Stream restart (RFC 6120 §6.4.6).
+    stream.restart(limits_pre_auth(core));
+    open(core, stream).await?;
+    let mut features = el("stream:features", "")
+        .child(Element::bare("bind", ns::BIND))
+        .child(
+            el("session", ns::SESSION)
+                .child(Element::bare("optional", ns::SESSION))
+                .build(),
+        );
+    for f in core.registry.stream_features() {
+        features = features.child(f);
+    }
+    stream.write(&features_bytes(&features.build())).await?;
+    bind(stream, &bare).await
+}
+
+/// Run SASL exchanges until one succeeds; returns the username.
+async fn sasl<T: Transport>(
+    core: &Core,
+    stream: &mut XmlStream<T>,
+    peer: SocketAddr,
+    bindings: &ChannelBindings,
+) -> Result<String, Stop> {
+    let mut attempts = 0;
+    loop {
+        let auth = element(stream).await?;
+        if !auth.is("auth", ns::SASL) {
+            return Err(unexpected(&auth, "authentication"));
+        }
+        let outcome = exchange(core, stream, peer, bindings, &auth).await?;
+        match outcome {
+            Ok((username, extra)) => {
+                let success = match extra {
+                    Some(data) => el("success", ns::SASL).text(B64.encode(data)).build(),
+                    None => Element::bare("success", ns::SASL),
+                };
+                stream.send(&success).await?;
+                tracing::info!(%peer, user = %username, mechanism = auth.attr("mechanism").unwrap_or(""), "authenticated");
+                return Ok(username);
+            }
+            Err((failure, why)) => {
+                tracing::info!(%peer, condition = failure.condition(), why, "authentication failed");
+                stream
+                    .send(
+                        &el("failure", ns::SASL)
+                            .child(Element::bare(failure.condition(), ns::SASL))
+                            .build(),
+                    )
+                    .await?;
+                attempts += 1;
+                if attempts >= MAX_AUTH_ATTEMPTS {
+                    return Err(Stop::Error(StreamError::text(
+                        "policy-violation",
+                        "too many failed authentication attempts",
+                    )));
+                }
+            }
+        }
+    }
+}
+
+type Exchange = Result<(String, Option<Vec<u8>>), (Failure, &'static str)>;
+
+/// One SASL exchange for an `<auth/>` element.
+async fn exchange<T: Transport>(
+    core: &Core,
+    stream: &mut XmlStream<T>,
+    peer: SocketAddr,
+    bindings: &ChannelBindings,
+    auth: &Element,
+) -> Result<Exchange, Stop> {
+    let Some(mech) = auth.attr("mechanism").and_then(Mechanism::from_name) else {
+        return Ok(Err((Failure::InvalidMechanism, "unknown mechanism")));
+    };
+    if mech.is_plus() && bindings.exporter.is_none() && bindings.server_end_point.is_none() {
+        return Ok(Err((
+            Failure::InvalidMechanism,
+            "no channel binding on this connection",
+        )));
+    }
+    let initial = match decode(&auth.text()) {
+        Ok(Some(data)) => data,
+        Ok(None) => {
+            // No initial response: send an empty challenge (RFC 6120 §6.4.2).
+            stream.send(&Element::bare("challenge", ns::SASL)).await?;
+            match response(stream).await? {
+                Ok(d) => d,
+                Err(f) => return Ok(Err(f)),
+            }
+        }
+        Err(f) => return Ok(Err(f)),
+    };
+    let ip = peer.ip();
+    match mech.scram_hash() {
+        None => {
+            let (authzid, user, password) = match parse_plain(&initial) {
+                Ok(p) => p,
+                Err(f) => return Ok(Err((f, "malformed PLAIN"))),
+            };
+            let Some(username) = normalize_user(&user, &core.domain) else {
+                return Ok(Err((Failure::NotAuthorized, "invalid username")));
+            };
+            if !core.auth_limiter.allowed(ip, &username) {
+                return Ok(Err((Failure::TemporaryAuthFailure, "rate limited")));
+            }
+            if let Some(z) = authzid {
+                if !authzid_ok(&z, &username, &core.domain) {
+                    return Ok(Err((Failure::InvalidAuthzid, "authzid differs")));
+                }
+            }
+            let creds = core.db.account_credentials(&username).await.map_err(|e| {
+                tracing::error!(error = %e, "credential lookup failed");
+                Stop::Error(StreamError::new("internal-server-error"))
+            })?;
+            let ok = creds.is_some_and(|c| {
+                c.sha256
+                    .verify_password(crate::sasl::Hash::Sha256, &password)
+            });
+            if ok {
+                Ok(Ok((username, None)))
+            } else {
+                core.auth_limiter.failed(ip, &username);
+                Ok(Err((
+                    Failure::NotAuthorized,
+                    "wrong password or unknown account",
+                )))
+            }
+        }
+        Some(hash) => {
+            let mut scram = match ScramServer::start(hash, mech.is_plus(), true, bindings, &initial)
+            {
+                Ok(s) => s,
+                Err(e) => return Ok(Err((e.0, e.1))),
+            };
+            let username = normalize_user(scram.username(), &core.domain);
+            let key = username
+                .clone()
+                .unwrap_or_else(|| scram.username().to_string());
+            if !core.auth_limiter.allowed(ip, &key) {
+                return Ok(Err((Failure::TemporaryAuthFailure, "rate limited")));
+            }
+            let keys = match &username {
+                Some(u) => core
+                    .db
+                    .account_credentials(u)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "credential lookup failed");
+                        Stop::Error(StreamError::new("internal-server-error"))
+                    })?
+                    .map(|c| c.keys(hash).clone()),
+                None => None,
+            };
+            let challenge = scram.challenge(keys, &core.scram_secret, &random_hex(18));
+            stream
+                .send(
+                    &el("challenge", ns::SASL)
+                        .text(B64.encode(challenge))
+                        .build(),
+                )
+                .await?;
+            let fin = match response(stream).await? {
+                Ok(d) => d,
+                Err(f) => return Ok(Err(f)),
+            };
+            match (scram.finish(&fin), username) {
+                (Ok(server_final), Some(u)) => {
+                    if let Some(z) = scram.authzid() {
+                        if !authzid_ok(z, &u, &core.domain) {
+                            return Ok(Err((Failure::InvalidAuthzid, "authzid differs")));
+                        }
+                    }
+                    Ok(Ok((u, Some(server_final))))
+                }
+                (Err(e), _) => {
+                    core.auth_limiter.failed(ip, &key);
+                    Ok(Err((e.0, e.1)))
+                }
+                (Ok(_), None) => Ok(Err((Failure::NotAuthorized, "invalid username"))),
+            }
+        }
+    }
+}
+
+/// Read a `<response/>` (or `<abort/>`).
+async fn response<T: Transport>(
+    stream: &mut XmlStream<T>,
+) -> Result<Result<Vec<u8>, (Failure, &'static str)>, Stop> {
+    let r = element(stream).await?;
+    if r.is("abort", ns::SASL) {
+        return Ok(Err((Failure::Aborted, "client aborted")));
+    }
+    if !r.is("response", ns::SASL) {
+        return Err(unexpected(&r, "authentication"));
+    }
+    Ok(decode(&r.text()).map(Option::unwrap_or_default))
+}
+
+/// SASL payload decoding: empty = no data, `=` = empty data (RFC 6120 §6.4.2).
+fn decode(text: &str) -> Result<Option<Vec<u8>>, (Failure, &'static str)> {
+    let t = text.trim();
+    match t {
+        "" => Ok(None),
+        "=" => Ok(Some(Vec::new())),
+        _ => B64
+            .decode(t)
+            .map(Some)
+            .map_err(|_| (Failure::IncorrectEncoding, "not base64")),
+    }
+}
+
+/// The account name as stored: nodeprep'd by the JID library.
+pub fn normalize_user(user: &str, domain: &str) -> Option<String> {
+    let bare = BareJid::new(&format!("{user}@{domain}")).ok()?;
+    let node = bare.node()?.as_str().to_string();
+    (node == user.to_lowercase() || node == user).then_some(node)
+}
+
+fn authzid_ok(authzid: &str, username: &str, domain: &str) -> bool {
+    BareJid::new(authzid).ok().is_some_and(|j| {
+        j.node().map(|n| n.as_str()) == Some(username) && j.domain().as_str() == domain
+    })
+}
+
+/// Resource binding (RFC 6120 §7); returns the JID and the result to send.
+async fn bind<T: Transport>(
+    stream: &mut XmlStream<T>,
+    bare: &BareJid,
+) -> Result<(FullJid, Element), Stop> {
+    loop {
+        let iq = element(stream).await?;
+        let is_bind_iq = iq.is("iq", ns::CLIENT)
+            && iq.attr("type") == Some("set")
+            && iq.has_child("bind", ns::BIND);
+        if !is_bind_iq {
+            return Err(unexpected(&iq, "resource binding"));
+        }
+        let id = iq.attr("id").unwrap_or("").to_string();
+        let requested = iq
+            .get_child("bind", ns::BIND)
+            .and_then(|b| b.get_child("resource", ns::BIND))
+            .map(|r| r.text().trim().to_string())
+            .filter(|r| !r.is_empty());
+        let resource = requested.unwrap_or_else(|| format!("kith-{}", random_hex(6)));
+        match bare.with_resource_str(&resource) {
+            Ok(full) => {
+                let reply = el("iq", ns::CLIENT)
+                    .attr("type", "result")
+                    .attr("id", id)
+                    .child(
+                        el("bind", ns::BIND)
+                            .child(el("jid", ns::BIND).text(full.as_str()).build())
+                            .build(),
+                    )
+                    .build();
+                return Ok((full, reply));
+            }
+            Err(_) => {
+                let err = crate::stanza::StanzaError::bad_request().with_text("invalid resource");
+                if let Some(reply) = crate::stanza::error_reply(&iq, &err) {
+                    stream.send(&reply).await?;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_normalised_or_refused() {
+        assert_eq!(
+            normalize_user("Alice", "localhost").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(normalize_user("bob", "localhost").as_deref(), Some("bob"));
+        assert_eq!(normalize_user("a@b", "localhost"), None);
+        assert_eq!(normalize_user("", "localhost"), None);
+    }
+
+    #[test]
+    fn sasl_payload_decoding() {
+        assert_eq!(decode(""), Ok(None));
+        assert_eq!(decode("="), Ok(Some(vec![])));
+        assert_eq!(decode("aGk="), Ok(Some(b"hi".to_vec())));
+        assert!(decode("!!").is_err());
+    }
+
+    #[test]
+    fn authzid_must_name_the_same_account() {
+        assert!(authzid_ok("alice@localhost", "alice", "localhost"));
+        assert!(!authzid_ok("bob@localhost", "alice", "localhost"));
+        assert!(!authzid_ok("alice@elsewhere", "alice", "localhost"));
+    }
+}

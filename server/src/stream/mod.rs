@@ -1,0 +1,198 @@
+//! One XML stream over any byte transport (TCP, TLS; later WebSocket framing):
+//! framing, limits, stream headers and stream errors (RFC 6120 §4).
+//!
+//! [`XmlStream`] owns the transport and the parser. The c2s negotiation and the
+//! session loop both drive it, so every transport gets the same limits and the
+//! same errors.
+
+pub mod c2s;
+mod session_loop;
+
+use std::collections::VecDeque;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::xml::{escape, ns, Frame, ParseError, ParserLimits, StreamParser};
+
+/// Bytes read from the transport at a time.
+const READ_CHUNK: usize = 4096;
+
+/// Why a stream ended abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamFail {
+    #[error("{0}")]
+    Parse(#[from] ParseError),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed by peer")]
+    Eof,
+}
+
+/// A stream error to send (RFC 6120 §4.9.3).
+#[derive(Debug, Clone)]
+pub struct StreamError {
+    pub condition: &'static str,
+    pub text: Option<String>,
+}
+
+impl StreamError {
+    pub fn new(condition: &'static str) -> Self {
+        StreamError {
+            condition,
+            text: None,
+        }
+    }
+    pub fn text(condition: &'static str, text: impl Into<String>) -> Self {
+        StreamError {
+            condition,
+            text: Some(text.into()),
+        }
+    }
+}
+
+/// Any byte transport a stream can run on.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// An XML stream on transport `T`.
+pub struct XmlStream<T> {
+    pub(crate) io: T,
+    parser: StreamParser,
+    frames: VecDeque<Frame>,
+    buf: Vec<u8>,
+    header_sent: bool,
+}
+
+impl<T: Transport> XmlStream<T> {
+    pub fn new(io: T, limits: ParserLimits) -> Self {
+        XmlStream {
+            io,
+            parser: StreamParser::new(limits),
+            frames: VecDeque::new(),
+            buf: Vec::new(),
+            header_sent: false,
+        }
+    }
+
+    /// Expect a new stream header from the peer (after TLS or SASL).
+    pub fn restart(&mut self, limits: ParserLimits) {
+        self.parser.reset();
+        self.parser.set_limits(limits);
+        self.frames.clear();
+        self.header_sent = false;
+    }
+
+    /// Change the parser limits in place.
+    pub fn set_limits(&mut self, limits: ParserLimits) {
+        self.parser.set_limits(limits);
+    }
+
+    /// The next frame, reading as needed.
+    pub async fn next(&mut self) -> Result<Frame, StreamFail> {
+        loop {
+            if let Some(f) = self.frames.pop_front() {
+                return Ok(f);
+            }
+            self.read_some().await?;
+        }
+    }
+
+    /// Read once from the transport and parse what arrived.
+    pub async fn read_some(&mut self) -> Result<(), StreamFail> {
+        let mut chunk = [0u8; READ_CHUNK];
+        let n = self.io.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(StreamFail::Eof);
+        }
+        let mut out = Vec::new();
+        let r = self.parser.feed(&chunk[..n], &mut out);
+        self.frames.extend(out);
+        r.map_err(StreamFail::from)
+    }
+
+    /// Frames parsed but not yet taken.
+    pub fn take_ready(&mut self) -> Option<Frame> {
+        self.frames.pop_front()
+    }
+
+    /// Send our stream header.
+    pub async fn send_header(
+        &mut self,
+        domain: &str,
+        id: &str,
+        content_ns: &str,
+    ) -> std::io::Result<()> {
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{content_ns}' xmlns:stream='{}' id='{id}' from='{}' version='1.0' xml:lang='en'>",
+            ns::STREAM,
+            escape(domain)
+        );
+        self.header_sent = true;
+        self.write(header.as_bytes()).await
+    }
+
+    /// Serialise and send an element.
+    pub async fn send(&mut self, el: &minidom::Element) -> std::io::Result<()> {
+        self.buf.clear();
+        crate::xml::serialize(el, &mut self.buf);
+        let buf = std::mem::take(&mut self.buf);
+        let r = self.write(&buf).await;
+        self.buf = buf;
+        r
+    }
+
+    /// Write raw bytes and flush.
+    pub async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+
+    /// Send a stream error and close the stream (header first if none was sent).
+    pub async fn fail(&mut self, domain: &str, err: &StreamError) {
+        let mut out = String::new();
+        if !self.header_sent {
+            out.push_str(&format!(
+                "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0'>",
+                ns::CLIENT,
+                ns::STREAM,
+                crate::core::random_hex(8),
+                escape(domain)
+            ));
+        }
+        out.push_str(&format!(
+            "<stream:error><{} xmlns='{}'/>",
+            err.condition,
+            ns::STREAMS_ERR
+        ));
+        if let Some(t) = &err.text {
+            out.push_str(&format!(
+                "<text xmlns='{}' xml:lang='en'>{}</text>",
+                ns::STREAMS_ERR,
+                escape(t)
+            ));
+        }
+        out.push_str("</stream:error></stream:stream>");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let _ = self.write(out.as_bytes()).await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
+    }
+
+    /// Close the stream cleanly.
+    pub async fn close(&mut self) {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let _ = self.write(b"</stream:stream>").await;
+            let _ = self.io.shutdown().await;
+        })
+        .await;
+    }
+}
+
+/// The stream error for a failed read.
+pub fn error_for(fail: &StreamFail) -> Option<StreamError> {
+    match fail {
+        StreamFail::Parse(p) => Some(StreamError::text(p.condition(), p.to_string())),
+        StreamFail::Io(_) | StreamFail::Eof => None,
+    }
+}

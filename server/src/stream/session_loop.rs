@@ -1,0 +1,150 @@
+//! The established session: stanzas in from the client go to the router;
+//! stanzas queued for the session go out, batched into one write. The loop
+//! also closes the stream when the session is kicked (conflict, too slow) or
+//! the server shuts down, and sends a whitespace keepalive when idle.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jid::FullJid;
+use minidom::Element;
+use tokio::sync::mpsc;
+
+use super::c2s::limits_session;
+use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
+use crate::core::Core;
+use crate::registry::SessionEvent;
+use crate::session::{Kick, Outbound, SessionHandle};
+use crate::stanza::Kind;
+use crate::xml::{ns, Frame};
+
+/// Idle time before the server sends a whitespace keepalive.
+const KEEPALIVE: Duration = Duration::from_secs(120);
+/// A write that cannot complete in this time means a stuck peer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most stanzas serialised into one write.
+const BATCH: usize = 64;
+
+enum End {
+    Closed,
+    Error(StreamError),
+    Gone,
+}
+
+/// Run a bound session until it ends; `bind_reply` is sent first.
+pub async fn run<T: Transport>(
+    core: Arc<Core>,
+    mut stream: XmlStream<T>,
+    jid: FullJid,
+    bind_reply: Element,
+) {
+    let (tx, mut rx) = mpsc::channel(core.config.limits.session_queue.max(1));
+    let session = Arc::new(SessionHandle::new(jid, core.next_id(), tx));
+    core.sessions.insert(session.clone());
+    stream.set_limits(limits_session(&core));
+    let mut shutdown = core.shutdown.clone();
+    let mut out = Vec::with_capacity(1024);
+
+    let end = if stream.send(&bind_reply).await.is_err() {
+        End::Gone
+    } else {
+        loop {
+            // Stanzas already parsed (several may arrive in one read).
+            let mut ended = None;
+            while let Some(frame) = stream.take_ready() {
+                match frame {
+                    Frame::Stanza(el) => {
+                        if let Err(e) = incoming(&core, &session, el).await {
+                            ended = Some(End::Error(e));
+                            break;
+                        }
+                    }
+                    Frame::Close => {
+                        ended = Some(End::Closed);
+                        break;
+                    }
+                    Frame::Open(_) => {
+                        ended = Some(End::Error(StreamError::text(
+                            "not-well-formed",
+                            "stream opened twice",
+                        )));
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = ended {
+                break e;
+            }
+            tokio::select! {
+                r = stream.read_some() => match r {
+                    Ok(()) => {}
+                    Err(StreamFail::Eof) => break End::Gone,
+                    Err(f) => break error_for(&f).map(End::Error).unwrap_or(End::Gone),
+                },
+                first = rx.recv() => {
+                    let Some(first) = first else { break End::Gone };
+                    out.clear();
+                    push(&mut out, first);
+                    for _ in 1..BATCH {
+                        match rx.try_recv() {
+                            Ok(next) => push(&mut out, next),
+                            Err(_) => break,
+                        }
+                    }
+                    match tokio::time::timeout(WRITE_TIMEOUT, stream.write(&out)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => break End::Gone,
+                        Err(_) => break End::Error(StreamError::text("connection-timeout", "the client stopped reading")),
+                    }
+                    if out.capacity() > 64 * 1024 {
+                        out = Vec::with_capacity(1024);
+                    }
+                }
+                kick = session.kicked() => break End::Error(match kick {
+                    Kick::Conflict => StreamError::text("conflict", "replaced by a new session"),
+                    Kick::TooSlow => StreamError::text("policy-violation", "too many stanzas waiting: the client is not reading"),
+                }),
+                _ = shutdown.changed() => break End::Error(StreamError::text("system-shutdown", "the server is shutting down")),
+                _ = tokio::time::sleep(KEEPALIVE) => {
+                    if tokio::time::timeout(WRITE_TIMEOUT, stream.write(b" ")).await.map_or(true, |r| r.is_err()) {
+                        break End::Gone;
+                    }
+                }
+            }
+        }
+    };
+
+    core.sessions.remove(&session);
+    core.session_event(SessionEvent::Ended, &session).await;
+    match end {
+        End::Closed => stream.close().await,
+        End::Error(e) => {
+            tracing::info!(jid = %session.jid, condition = e.condition, "session closed with a stream error");
+            stream.fail(&core.domain, &e).await
+        }
+        End::Gone => {}
+    }
+    tracing::info!(jid = %session.jid, "session ended");
+}
+
+fn push(out: &mut Vec<u8>, item: Outbound) {
+    match item {
+        Outbound::Stanza(el) => crate::xml::serialize(&el, out),
+    }
+}
+
+/// One top-level element from the client.
+async fn incoming(
+    core: &Arc<Core>,
+    session: &Arc<SessionHandle>,
+    el: Element,
+) -> Result<(), StreamError> {
+    if el.ns() != ns::CLIENT || Kind::of(&el).is_none() {
+        return Err(StreamError::text(
+            "unsupported-stanza-type",
+            format!("<{}/> is not a stanza this server handles", el.name()),
+        ));
+    }
+    crate::router::route_from_client(core, session, el).await;
+    Ok(())
+}

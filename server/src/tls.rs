@@ -1,0 +1,180 @@
+//! TLS for XMPP: one rustls server configuration (ring provider, TLS 1.2+), the
+//! certificate from PEM files or a self-signed one generated once into the data
+//! directory, and what SASL channel binding needs from a finished handshake.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+use rustls::ServerConfig;
+
+use crate::config::Config;
+
+/// ALPN protocol id for Direct TLS client connections (XEP-0368).
+pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
+
+/// The loaded certificate: the rustls configurations for STARTTLS and Direct TLS
+/// and the end-entity certificate (for `tls-server-end-point`).
+#[derive(Clone)]
+pub struct TlsContext {
+    /// For STARTTLS, no ALPN required.
+    pub starttls: Arc<ServerConfig>,
+    /// For Direct TLS: ALPN `xmpp-client` offered.
+    pub direct: Arc<ServerConfig>,
+    /// DER of the leaf certificate.
+    pub leaf: Arc<Vec<u8>>,
+}
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {err}")]
+    Read { path: String, err: String },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: String },
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+    #[error("cannot write {path}: {err}")]
+    Write { path: String, err: String },
+    #[error("certificate and key do not work together: {0}")]
+    Config(String),
+}
+
+impl TlsContext {
+    /// Load `[tls]` from the config, or generate/reuse the self-signed pair.
+    pub fn load(config: &Config) -> Result<Self, TlsError> {
+        let (cert_path, key_path) = match &config.tls {
+            Some(files) => (files.cert.clone(), files.key.clone()),
+            None => {
+                let dir = config.data_dir.join("tls");
+                let cert = dir.join("cert.pem");
+                let key = dir.join("key.pem");
+                if !cert.exists() || !key.exists() {
+                    generate_self_signed(&config.domain, &dir, &cert, &key)?;
+                }
+                (cert, key)
+            }
+        };
+        Self::from_files(&cert_path, &key_path)
+    }
+
+    /// Build from a PEM chain and a PEM key.
+    pub fn from_files(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
+        let read_err = |p: &Path, e: &dyn std::fmt::Display| TlsError::Read {
+            path: p.display().to_string(),
+            err: e.to_string(),
+        };
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+            .map_err(|e| read_err(cert_path, &e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| read_err(cert_path, &e))?;
+        let leaf = certs
+            .first()
+            .ok_or_else(|| TlsError::NoCertificate {
+                path: cert_path.display().to_string(),
+            })?
+            .to_vec();
+        let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| read_err(key_path, &e))?;
+        let build = |alpn: Option<&[u8]>| -> Result<Arc<ServerConfig>, TlsError> {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut cfg = ServerConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+                .map_err(|e| TlsError::Config(e.to_string()))?
+                .with_no_client_auth()
+                .with_single_cert(certs.clone(), key.clone_key())
+                .map_err(|e| TlsError::Config(e.to_string()))?;
+            if let Some(p) = alpn {
+                cfg.alpn_protocols = vec![p.to_vec()];
+            }
+            // Tickets would let a resumed session skip the certificate; XMPP
+            // sessions are long-lived, so keep the server simple and stateless.
+            cfg.send_tls13_tickets = 0;
+            Ok(Arc::new(cfg))
+        };
+        Ok(TlsContext {
+            starttls: build(None)?,
+            direct: build(Some(ALPN_XMPP_CLIENT))?,
+            leaf: Arc::new(leaf),
+        })
+    }
+}
+
+/// Generate a self-signed certificate for `domain` (and its subdomains) into `dir`.
+fn generate_self_signed(domain: &str, dir: &Path, cert: &Path, key: &Path) -> Result<(), TlsError> {
+    let names = vec![domain.to_string(), format!("*.{domain}")];
+    let signed =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let write_err = |p: &Path, e: std::io::Error| TlsError::Write {
+        path: p.display().to_string(),
+        err: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
+    write_private(key, signed.signing_key.serialize_pem().as_bytes())
+        .map_err(|e| write_err(key, e))?;
+    std::fs::write(cert, signed.cert.pem()).map_err(|e| write_err(cert, e))?;
+    tracing::info!(cert = %cert.display(), "generated a self-signed certificate for {domain}");
+    Ok(())
+}
+
+/// Write a file readable by its owner only.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+/// Channel-binding data of an established TLS connection (RFC 9266, RFC 5929).
+#[derive(Debug, Clone, Default)]
+pub struct ChannelBindings {
+    /// `tls-exporter` (RFC 9266): 32 bytes of keying material.
+    pub exporter: Option<Vec<u8>>,
+    /// `tls-server-end-point` (RFC 5929): hash of the server certificate.
+    pub server_end_point: Option<Vec<u8>>,
+}
+
+impl ChannelBindings {
+    /// Compute the bindings of a server-side connection.
+    pub fn of(conn: &rustls::ServerConnection, leaf: &[u8]) -> Self {
+        let exporter = conn
+            .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
+            .ok();
+        ChannelBindings {
+            exporter,
+            server_end_point: Some(server_end_point(leaf)),
+        }
+    }
+}
+
+/// RFC 5929 §4.1: the certificate's signature hash, with MD5/SHA-1 upgraded to
+/// SHA-256. Kith's certificates are ECDSA/RSA with SHA-256 or better; SHA-384 and
+/// SHA-512 signatures are recognised from their algorithm OIDs.
+pub fn server_end_point(leaf: &[u8]) -> Vec<u8> {
+    // OIDs (DER content bytes) of sha384/sha512 signature algorithms.
+    const SHA384_OIDS: [&[u8]; 2] = [
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03], // ecdsa-with-SHA384
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0c], // sha384WithRSA
+    ];
+    const SHA512_OIDS: [&[u8]; 2] = [
+        &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x04],
+        &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0d],
+    ];
+    // The signatureAlgorithm sits after tbsCertificate, near the end of the DER.
+    let tail = &leaf[leaf.len().saturating_sub(600)..];
+    let has = |oid: &[u8]| tail.windows(oid.len()).any(|w| w == oid);
+    let alg = if SHA512_OIDS.iter().any(|o| has(o)) {
+        &ring::digest::SHA512
+    } else if SHA384_OIDS.iter().any(|o| has(o)) {
+        &ring::digest::SHA384
+    } else {
+        &ring::digest::SHA256
+    };
+    ring::digest::digest(alg, leaf).as_ref().to_vec()
+}

@@ -1,0 +1,8 @@
+//! Small protocol modules, one file each.
+
+pub mod disco;
+pub mod ping;
+pub mod session;
+pub mod time;
+pub mod vcard;
+pub mod version;
