@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every test of Kith: style and lints, unit tests, end-to-end tests with real
+# clients, the benchmark smoke run and the appliance image boot test.
+# Installs what it needs (Debian packages, a Python venv) through tests/setup.sh.
+#   tests/run.sh            everything
+#   KITH_SKIP_IMAGE=1 ...   everything but the (slow) image build and qemu boot test
+set -euo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+step() { printf '\n=== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
+
+step "set-up: packages and the Python venv"
+bash tests/setup.sh
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --profile ci -- -D warnings
+
+step "build kith (profile ci)"
+cargo build --profile ci --workspace --bins
+export KITH_BIN="$PWD/target/ci/kith"
+
+step "unit and Rust interop tests"
+cargo test --workspace --profile ci
+
+step "end-to-end tests (slixmpp, raw sockets)"
+.venv/bin/python -m pytest tests/e2e
+
+if [ -f tests/bench/smoke.sh ]; then
+  step "benchmark smoke run"
+  bash tests/bench/smoke.sh
+fi
+
+if [ -f image/ci.sh ] && [ "${KITH_SKIP_IMAGE:-0}" != 1 ]; then
+  step "appliance image: build and qemu boot test"
+  bash image/ci.sh
+fi
+
+step "all tests passed"
