@@ -1,0 +1,45 @@
+# Shared settings for the image scripts. Sourced, not run.
+# shellcheck shell=bash
+
+IMAGE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO_DIR=$(cd "$IMAGE_DIR/.." && pwd)
+# Everything slow to make lives outside the repo, so a fresh clone (CI) reuses it.
+KITH_IMAGE_CACHE=${KITH_IMAGE_CACHE:-/var/cache/kith-image}
+KITH_IMAGE_OUT=${KITH_IMAGE_OUT:-$IMAGE_DIR/out}
+SUITE=bookworm
+
+_t0=${_t0:-$(date +%s)}
+export _t0
+log()  { printf '[image %4ss] %s\n' "$(( $(date +%s) - _t0 ))" "$*" >&2; }
+die()  { log "FAILED: $*"; exit 1; }
+
+# Mirror lines for mmdebstrap, taken from this machine's own apt sources (so no host is
+# written down here): "deb URI SUITE COMPONENTS" for SUITE, SUITE-updates, SUITE-security.
+apt_mirror_lines() {
+  local comps="main non-free-firmware"
+  python3 - "$SUITE" "$comps" <<'PY'
+import glob, re, sys
+suite, comps = sys.argv[1], sys.argv[2]
+uris = {}
+for path in glob.glob("/etc/apt/sources.list.d/*.sources"):
+    for stanza in re.split(r"\n\s*\n", open(path).read()):
+        f = dict(re.findall(r"^(\S+):\s*(.*)$", stanza, re.M))
+        if "deb" not in f.get("Types", "").split():
+            continue
+        for s in f.get("Suites", "").split():
+            uris.setdefault(s, f.get("URIs", "").split()[0])
+for path in ["/etc/apt/sources.list"] + glob.glob("/etc/apt/sources.list.d/*.list"):
+    try:
+        for line in open(path):
+            p = line.split("#")[0].split()
+            if len(p) >= 3 and p[0] == "deb":
+                p = [x for x in p if not x.startswith("[")]
+                uris.setdefault(p[2], p[1])
+    except FileNotFoundError:
+        pass
+for s in (suite, suite + "-updates", suite + "-security"):
+    if s not in uris:
+        sys.exit("no apt source for suite %s on this machine" % s)
+    print("deb %s %s %s" % (uris[s], s, comps))
+PY
+}
