@@ -73,7 +73,14 @@ fn to_host<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
 async fn deliver_bare(core: &Arc<Core>, sender: &SessionHandle, bare: &BareJid, msg: Element) {
     let ty = msg_type(&msg).to_string();
     let user = crate::deliver::username(bare).to_string();
-    match core.db.account_exists(&user).await {
+    let sessions = core.sessions.of(bare);
+    // A bound session proves the account exists; only ask storage otherwise.
+    let exists = if sessions.is_empty() {
+        core.db.account_exists(&user).await
+    } else {
+        Ok(true)
+    };
+    match exists {
         Ok(true) => {}
         Ok(false) => {
             bounce(sender, &msg, StanzaError::service_unavailable());
@@ -85,7 +92,6 @@ async fn deliver_bare(core: &Arc<Core>, sender: &SessionHandle, bare: &BareJid, 
             return;
         }
     }
-    let sessions = core.sessions.of(bare);
     let eligible: Vec<(i8, &Arc<SessionHandle>)> = sessions
         .iter()
         .filter_map(|s| s.eligible().map(|p| (p, s)))

@@ -236,7 +236,19 @@ async fn unavailable_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p:
 }
 
 fn ended<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> BoxFuture<'a, ()> {
-    Box::pin(unavailable_presence(core, session, None))
+    Box::pin(async move {
+        // Replaced by a newer login with the same resource that is already
+        // online: an unavailable from this JID now would contradict it.
+        let replaced = core
+            .sessions
+            .get(&session.jid)
+            .is_some_and(|s| s.state().available);
+        if replaced {
+            session.state().available = false;
+            return;
+        }
+        unavailable_presence(core, session, None).await
+    })
 }
 
 /// After a subscription change, send `owner`'s current presence to `contact`

@@ -6,17 +6,17 @@
 //! (a client that stopped reading) is told to close instead of growing memory.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use jid::FullJid;
 use minidom::Element;
 use tokio::sync::{mpsc, Notify};
 
-/// Something for the connection task to write or do.
+/// A serialised stanza for the connection task to write. Serialising at
+/// enqueue time makes the queue's byte size exact, so it can be bounded.
 #[derive(Debug)]
-pub enum Outbound {
-    Stanza(Element),
-}
+pub struct Outbound(pub Vec<u8>);
 
 /// Why another part of the server asked a session to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,33 +50,55 @@ pub struct SessionHandle {
     /// Unique per connection (distinguishes a replaced session with the same JID).
     pub id: u64,
     tx: mpsc::Sender<Outbound>,
+    /// Bytes waiting in the queue, and the most allowed.
+    queued: AtomicUsize,
+    max_queued: usize,
     kick: Mutex<Option<Kick>>,
     kicked: Notify,
     state: Mutex<PresenceState>,
 }
 
 impl SessionHandle {
-    pub fn new(jid: FullJid, id: u64, tx: mpsc::Sender<Outbound>) -> Self {
+    pub fn new(jid: FullJid, id: u64, tx: mpsc::Sender<Outbound>, max_queued: usize) -> Self {
         SessionHandle {
             jid,
             id,
             tx,
+            queued: AtomicUsize::new(0),
+            max_queued,
             kick: Mutex::new(None),
             kicked: Notify::new(),
             state: Mutex::new(PresenceState::default()),
         }
     }
 
-    /// Queue a stanza. If the queue is full the session is kicked as too slow.
+    /// Queue a stanza. If the queue is full (in stanzas or in bytes) the
+    /// session is kicked as too slow and the stanza is not queued.
     pub fn send(&self, stanza: Element) {
-        match self.tx.try_send(Outbound::Stanza(stanza)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
-                self.kick(Kick::TooSlow);
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        let mut bytes = Vec::with_capacity(256);
+        crate::xml::serialize(&stanza, &mut bytes);
+        let len = bytes.len();
+        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_queued {
+            self.queued.fetch_sub(len, Ordering::Relaxed);
+            tracing::warn!(jid = %self.jid, "outbound queue over its byte limit; closing the session");
+            self.kick(Kick::TooSlow);
+            return;
         }
+        match self.tx.try_send(Outbound(bytes)) {
+            Ok(()) => {}
+            Err(e) => {
+                self.queued.fetch_sub(len, Ordering::Relaxed);
+                if let mpsc::error::TrySendError::Full(_) = e {
+                    tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
+                    self.kick(Kick::TooSlow);
+                }
+            }
+        }
+    }
+
+    /// The connection task took `len` bytes off the queue.
+    pub fn dequeued(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::Relaxed);
     }
 
     /// Ask the session's connection task to close the stream.

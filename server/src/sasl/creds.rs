@@ -33,7 +33,7 @@ impl Hash {
         digest::digest(alg, data).as_ref().to_vec()
     }
     /// Output length in bytes.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Hash::Sha1 => 20,
             Hash::Sha256 => 32,
@@ -80,7 +80,7 @@ impl ScramKeys {
 
 /// SaltedPassword := Hi(Normalize(password), salt, i).
 pub fn salted_password(hash: Hash, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
-    let mut out = vec![0u8; hash.len()];
+    let mut out = vec![0u8; hash.output_len()];
     let iterations = NonZeroU32::new(iterations.max(1)).unwrap_or(NonZeroU32::MIN);
     pbkdf2::derive(
         hash.pbkdf2_alg(),

@@ -207,7 +207,7 @@ impl ScramServer {
         let proof = B64
             .decode(proof)
             .map_err(|_| err(Failure::IncorrectEncoding, "proof is not base64"))?;
-        if proof.len() != self.hash.len() {
+        if proof.len() != self.hash.output_len() {
             return Err(err(Failure::NotAuthorized, "proof has the wrong length"));
         }
         let auth_message = format!(

@@ -39,7 +39,8 @@ pub async fn run<T: Transport>(
     bind_reply: Element,
 ) {
     let (tx, mut rx) = mpsc::channel(core.config.limits.session_queue.max(1));
-    let session = Arc::new(SessionHandle::new(jid, core.next_id(), tx));
+    let max_queued = (core.config.limits.stanza_size * 8).max(1024 * 1024);
+    let session = Arc::new(SessionHandle::new(jid, core.next_id(), tx, max_queued));
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
     let mut shutdown = core.shutdown.clone();
@@ -84,10 +85,10 @@ pub async fn run<T: Transport>(
                 first = rx.recv() => {
                     let Some(first) = first else { break End::Gone };
                     out.clear();
-                    push(&mut out, first);
+                    push(&session, &mut out, first);
                     for _ in 1..BATCH {
                         match rx.try_recv() {
-                            Ok(next) => push(&mut out, next),
+                            Ok(next) => push(&session, &mut out, next),
                             Err(_) => break,
                         }
                     }
@@ -127,10 +128,9 @@ pub async fn run<T: Transport>(
     tracing::info!(jid = %session.jid, "session ended");
 }
 
-fn push(out: &mut Vec<u8>, item: Outbound) {
-    match item {
-        Outbound::Stanza(el) => crate::xml::serialize(&el, out),
-    }
+fn push(session: &SessionHandle, out: &mut Vec<u8>, item: Outbound) {
+    session.dequeued(item.0.len());
+    out.extend_from_slice(&item.0);
 }
 
 /// One top-level element from the client.

@@ -247,9 +247,10 @@ impl StreamParser {
 }
 
 fn new_rxml() -> Parser {
-    let mut options = rxml::Options::default();
-    options.max_token_length = 16 * 1024;
-    Parser::with_options(options)
+    Parser::with_options(rxml::Options {
+        max_token_length: 16 * 1024,
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -358,7 +359,7 @@ mod tests {
         let mut p = opened();
         let mut out = Vec::new();
         let mut tag = b"<message to='".to_vec();
-        tag.extend(std::iter::repeat(b'x').take(3000));
+        tag.extend(std::iter::repeat_n(b'x', 3000));
         assert_eq!(
             p.feed(&tag, &mut out).unwrap_err().condition(),
             "policy-violation"
