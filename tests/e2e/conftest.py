@@ -294,7 +294,7 @@ class Client(slixmpp.ClientXMPP):
     def __init__(self, server: Kith, jid: str, password: str = PASSWORD, *,
                  mech: str | None = None, direct_tls: bool = False):
         super().__init__(jid, password, sasl_mech=mech)
-        self.server = server
+        self.kith = server
         self.direct_tls = direct_tls
         self.enable_plaintext = False
         self.enable_direct_tls = direct_tls
@@ -342,7 +342,10 @@ class Client(slixmpp.ClientXMPP):
     def _on_fail(self, what):
         def handler(arg):
             if not self.session.done():
-                cond = arg["condition"] if hasattr(arg, "get") or hasattr(arg, "keys") else arg
+                try:
+                    cond = arg["condition"]
+                except Exception:
+                    cond = arg
                 self.session.set_exception(LoginFailed(what, cond))
         return handler
 
@@ -353,7 +356,7 @@ class Client(slixmpp.ClientXMPP):
             self.gone.set_result(reason)
 
     async def login(self, timeout: float = STEP):
-        port = self.server.c2s_tls_port if self.direct_tls else self.server.c2s_port
+        port = self.kith.c2s_tls_port if self.direct_tls else self.kith.c2s_port
         self.connect("127.0.0.1", port)
         try:
             await asyncio.wait_for(asyncio.shield(self.session), timeout)

@@ -8,15 +8,19 @@ ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
 
 
+def roster_items(iq) -> dict:
+    return {str(jid): item for jid, item in iq["roster"]["items"].items()}
+
+
 def roster_item(iq, jid):
-    items = iq["roster"]["items"]
+    items = roster_items(iq)
     assert jid in items, f"{jid} not in roster push {list(items)}"
     return items[jid]
 
 
 def is_push_for(jid, subscription, ask=None):
     def match(iq):
-        items = iq["roster"]["items"]
+        items = roster_items(iq)
         if jid not in items:
             return False
         item = items[jid]
@@ -53,11 +57,12 @@ def test_alice_and_bob_become_contacts(kith):
             await bob.next_roster_push(is_push_for(ALICE, "both"))
             await bob.next_presence(lambda p: p["type"] == "available" and p["from"].bare == ALICE)
 
-            # The stored rosters agree.
-            r = await alice.get_roster(timeout=STEP)
-            assert roster_item(r, BOB)["subscription"] == "both"
-            r = await bob.get_roster(timeout=STEP)
-            assert roster_item(r, ALICE)["subscription"] == "both"
+            # What the clients learnt from the pushes is what the server stored.
+            for c, other in ((alice, BOB), (bob, ALICE)):
+                r = await c.get_roster(timeout=STEP)
+                if roster_items(r):  # an empty result means "your version is current"
+                    assert roster_item(r, other)["subscription"] == "both"
+                assert c.client_roster[other]["subscription"] == "both"
 
             # bob's laptop goes away: alice sees it.
             await bob.close()
@@ -75,14 +80,13 @@ def test_bob_declines_and_alice_cancels(kith):
             bob.send_presence_subscription(pto=ALICE, ptype="unsubscribed")
             await alice.next_presence(lambda p: p["type"] == "unsubscribed"
                                       and p["from"].bare == BOB)
-            push = await alice.next_roster_push(lambda iq: BOB in iq["roster"]["items"]
-                                                and not iq["roster"]["items"][BOB]["ask"])
+            push = await alice.next_roster_push(lambda iq: BOB in roster_items(iq)
+                                                and not roster_items(iq)[BOB]["ask"])
             assert roster_item(push, BOB)["subscription"] == "none"
             # Removing the contact pushes subscription='remove'.
             alice.del_roster_item(BOB)
             await alice.next_roster_push(is_push_for(BOB, "remove"))
-            r = await alice.get_roster(timeout=STEP)
-            assert BOB not in r["roster"]["items"]
+            assert BOB not in alice.client_roster
     run(scenario())
 
 
@@ -105,6 +109,7 @@ def test_messages_flow_both_ways_with_from_stamped(kith, test_ca):
 
 
 def test_message_to_unknown_user_bounces_service_unavailable(kith):
+    """RFC 6121 §8.5.1 lets a server drop it or bounce it; issue 2 asks for the error."""
     async def scenario():
         async with online(kith, "alice") as alice:
             alice.send_message(mto=f"nobody@{DOMAIN}", mbody="hello?", mtype="chat")
@@ -231,3 +236,35 @@ def test_iq_to_a_full_jid_is_routed_and_answered(kith):
             assert rtt >= 0
     run(scenario())
 
+
+
+def test_roster_versioning(kith, test_ca):
+    """XEP-0237: a client with the current version gets an empty result; a change bumps it."""
+    raw = RawXmpp(kith.c2s_port)
+    raw.login(test_ca.client_context(), "alice", "desk")
+    q = "<query xmlns='jabber:iq:roster' ver='{}'/>"
+    raw.send(f"<iq type='get' id='r1'>{q.format('')}</iq>")
+    iq = raw.expect("{jabber:client}iq")
+    ver1 = iq.find("{jabber:iq:roster}query").get("ver")
+    assert ver1 is not None, "roster result without a version"
+    raw.send(f"<iq type='get' id='r2'>{q.format(ver1)}</iq>")
+    iq = raw.expect("{jabber:client}iq")
+    assert iq.get("type") == "result"
+    query = iq.find("{jabber:iq:roster}query")
+    assert query is None or len(query) == 0, "current version must not resend the roster"
+    raw.send(f"<iq type='set' id='r3'><query xmlns='jabber:iq:roster'>"
+             f"<item jid='{BOB}' name='Bob'/></query></iq>")
+    push = result = None
+    for _ in range(4):
+        el = raw.expect("{jabber:client}iq")
+        if el.get("type") == "set":
+            push = el
+        elif el.get("id") == "r3":
+            result = el
+        if push is not None and result is not None:
+            break
+    assert result is not None and result.get("type") == "result"
+    assert push is not None, "no roster push for the change"
+    ver2 = push.find("{jabber:iq:roster}query").get("ver")
+    assert ver2 and ver2 != ver1, (ver1, ver2)
+    raw.close()
