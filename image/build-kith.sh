@@ -3,6 +3,8 @@
 # (rustup cannot add targets on the build machine), into a target dir outside the repo so
 # that a fresh clone reuses the compiled dependencies. Prints the binary's path on stdout.
 #   KITH_IMAGE_PROFILE=release (default; lto=fat, what ships) or ci (quicker to link)
+#   KITH_IMAGE_SRC=head  build the last commit (a copy of it), not the work tree: for
+#                        building an image while the work tree holds unfinished edits
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
@@ -17,8 +19,15 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 unset RUSTUP_TOOLCHAIN RUSTFLAGS CARGO_BUILD_TARGET
 
 log "kith: cargo build --profile $profile --target $target (Debian rustc $(/usr/bin/rustc --version | cut -d' ' -f2))"
-cd "$REPO_DIR"
-timeout 2400 nice -n 10 /usr/bin/cargo build --locked --profile "$profile" --target "$target" \
+src=$REPO_DIR
+if [[ ${KITH_IMAGE_SRC:-} == head ]]; then
+  src=$KITH_IMAGE_CACHE/src-head
+  rm -rf "$src"; mkdir -p "$src"
+  git -C "$REPO_DIR" archive --format=tar HEAD | tar -x -C "$src"
+  log "kith: building commit $(git -C "$REPO_DIR" rev-parse --short HEAD) (copy in $src)"
+fi
+cd "$src"
+timeout 2400 nice -n 10 /usr/bin/cargo build --profile "$profile" --target "$target" \
   -p kith --bin kith >&2
 bin=$CARGO_TARGET_DIR/$target/$profile/kith
 [[ -x $bin ]] || die "kith: no binary at $bin"
