@@ -64,6 +64,7 @@ pub async fn sessions(ctx: &Ctx, args: SessionsArgs) -> Result<Report> {
             let mut session = match session {
                 Ok(s) => {
                     let _ = done.send(Ok(t0.elapsed())).await;
+                    drop(done);
                     s
                 }
                 Err(e) => {
@@ -94,7 +95,10 @@ pub async fn sessions(ctx: &Ctx, args: SessionsArgs) -> Result<Report> {
     let mut first_error = None;
     let login_deadline = ctx.target.timeout * (1 + (args.count / args.concurrency) as u32);
     let waited = timeout(login_deadline, async {
-        while let Some(result) = done_rx.recv().await {
+        for _ in 0..args.count {
+            let Some(result) = done_rx.recv().await else {
+                break;
+            };
             match result {
                 Ok(d) => latencies.push(d.as_micros() as u64),
                 Err(e) => {
