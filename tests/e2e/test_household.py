@@ -268,3 +268,43 @@ def test_roster_versioning(kith, test_ca):
     ver2 = push.find("{jabber:iq:roster}query").get("ver")
     assert ver2 and ver2 != ver1, (ver1, ver2)
     raw.close()
+
+
+def test_message_to_a_connected_but_not_yet_available_user_waits_for_his_presence(kith):
+    """RFC 6121 §8.5.2.2: bob's phone is bound but has sent no presence yet; alice's message
+    to his bare JID is kept (offline storage) and handed over with his initial presence."""
+    async def scenario():
+        async with online(kith, "bob", "phone", presence=False) as bob, \
+                online(kith, "alice") as alice:
+            alice.send_message(mto=BOB, mbody="are you there?", mtype="chat")
+            await alice.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+            bob.send_presence()
+            assert (await bob.next_message())["body"] == "are you there?"
+    run(scenario())
+
+
+def test_a_message_racing_the_initial_presence_is_not_lost(kith):
+    """alice writes at the very moment bob's phone announces itself: whichever the server
+    sees first, the message must reach bob (live, or from offline storage on that presence)."""
+    async def scenario():
+        async with online(kith, "alice") as alice:
+            for i in range(15):
+                async with online(kith, "bob", f"phone{i}", presence=False) as bob:
+                    bob.send_presence()
+                    alice.send_message(mto=BOB, mbody=f"race {i}", mtype="chat")
+                    try:
+                        msg = await bob.next_message(5.0)
+                    except asyncio.TimeoutError:
+                        msg = None
+                if msg is None:  # where did it go? (diagnosis for the failure message)
+                    async with online(kith, "bob", "check") as again:
+                        try:
+                            late = (await again.next_message(3.0))["body"]
+                        except asyncio.TimeoutError:
+                            late = None
+                    raise AssertionError(
+                        f"race {i}: not delivered with bob's initial presence; "
+                        + (f"it sat in offline storage until the next presence ({late!r})"
+                           if late else "and it is gone (not in offline storage either)"))
+                assert msg["body"] == f"race {i}"
+    run(scenario(), timeout=120)
