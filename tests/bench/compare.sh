@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Benchmarks Kith, Prosody and ejabberd side by side on this machine, one server at a
+# time, alternating the order between runs, and prints one Markdown table of medians
+# with Kith's ratios. See docs/benchmarks.md.
+#
+#   tests/bench/compare.sh                 3 runs, sessions N=1000 and 10000, all three
+#   RUNS=1 SESSIONS="1000" SERVERS="prosody ejabberd" tests/bench/compare.sh
+#
+# Settings (environment): RUNS (3), SESSIONS ("1000 10000"), SERVERS ("prosody ejabberd
+# kith"), USERS (200, throughput), DURATION (10 s per throughput window), LOGINS (200
+# sequential logins), KITH_BENCH_DIR (scratch dir, kept: users are created once),
+# KITH_BIN (default target/ci/kith). Installs prosody and ejabberd from Debian if missing.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+
+RUNS=${RUNS:-3}
+SESSIONS=${SESSIONS:-1000 10000}
+SERVERS=${SERVERS:-prosody ejabberd kith}
+USERS=${USERS:-200}
+DURATION=${DURATION:-10}
+LOGINS=${LOGINS:-200}
+WORK=${KITH_BENCH_DIR:-/tmp/kith-bench}
+KITH_BIN=${KITH_BIN:-$ROOT/target/ci/kith}
+BENCH=${KITH_BENCH_BIN:-$ROOT/target/ci/kith-bench}
+RESULTS=$WORK/results-$(date -u +%Y%m%dT%H%M%S).jsonl
+mkdir -p "$WORK"
+
+# shellcheck source=tests/bench/servers.sh
+source "$ROOT/tests/bench/servers.sh"
+
+SERVER_PID=
+CURRENT=
+cleanup() {
+  if [ -n "$CURRENT" ] && [ -n "$SERVER_PID" ]; then
+    "stop_$CURRENT" || true
+  fi
+}
+trap cleanup EXIT
+
+install_peers
+log "building kith and kith-bench (profile ci)"
+cargo build --profile ci -p kith -p kith-bench
+# 10 000 sessions need 10 000 descriptors in the server and in the generator.
+ulimit -n 1048576 2>/dev/null || ulimit -n 65536
+make_cert
+
+max_users=$USERS
+for n in $SESSIONS; do ((n > max_users)) && max_users=$n; done
+for s in $SERVERS; do "provision_$s" "$max_users"; done
+
+machine() {
+  printf '{"scenario":"machine","phase":"%s","nproc":%s,"load1":%s,"date":"%s"}\n' \
+    "$1" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$(date -u +%FT%TZ)" >>"$RESULTS"
+}
+
+# bench LABEL ARGS...: one scenario against the running server, result appended.
+bench() {
+  local label=$1
+  shift
+  timeout 900 "$BENCH" --addr "127.0.0.1:$PORT" --cert "$WORK/tls/cert.pem" \
+    --server-pid "$SERVER_PID" --label "$label" "$@" >>"$RESULTS" ||
+    log "$label: kith-bench $1 failed (exit $?)"
+}
+
+# one_server NAME: every scenario against NAME, from fresh starts.
+one_server() {
+  local s=$1 first=1 n
+  for n in $SESSIONS; do
+    CURRENT=$s
+    "start_$s"
+    sleep 3
+    if ((first)); then
+      bench "$s" idle
+    fi
+    bench "$s" sessions --count "$n" --concurrency 32
+    if ((first)); then
+      bench "$s" latency --count "$LOGINS" --users "$USERS"
+      bench "$s" throughput --users "$USERS" --window 1 --duration "$DURATION"
+      bench "$s" throughput --users "$USERS" --window 10 --duration "$DURATION"
+      first=0
+    fi
+    "stop_$s"
+    CURRENT=
+  done
+}
+
+read -ra order <<<"$SERVERS"
+for ((run = 1; run <= RUNS; run++)); do
+  machine "start of run $run"
+  # Rotate the order so that no server always goes first (or last) in a sitting.
+  for ((k = 0; k < ${#order[@]}; k++)); do
+    s=${order[$(((k + run - 1) % ${#order[@]}))]}
+    log "run $run/$RUNS: $s"
+    one_server "$s"
+  done
+done
+machine "end"
+
+log "results: $RESULTS"
+echo
+echo "nproc $(nproc); load average at start and end of runs:" \
+  "$(grep -o '"load1":[0-9.]*' "$RESULTS" | cut -d: -f2 | tr '\n' ' ')"
+python3 "$ROOT/tests/bench/table.py" "$RESULTS"

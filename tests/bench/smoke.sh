@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Benchmark smoke run: about 30 s of kith-bench against Kith alone (sequential logins,
+# held sessions, 1:1 messages at windows 1 and 10). Fails on any error or lost message;
+# it checks that the tool and the server work, not how fast they are.
+#   tests/bench/smoke.sh          (uses $KITH_BIN, default target/ci/kith)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+KITH_BIN=${KITH_BIN:-$ROOT/target/ci/kith}
+BENCH=${KITH_BENCH_BIN:-$ROOT/target/ci/kith-bench}
+WORK=$(mktemp -d /tmp/kith-smoke.XXXXXX)
+
+# shellcheck source=tests/bench/servers.sh
+source "$ROOT/tests/bench/servers.sh"
+
+SERVER_PID=
+cleanup() {
+  [ -z "$SERVER_PID" ] || stop_kith
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cargo build --profile ci -p kith -p kith-bench
+# A free port, so that a smoke run never meets another test's server.
+for ((try = 0; try < 50; try++)); do
+  KITH_PORT=$((20000 + RANDOM % 30000))
+  port_free "$KITH_PORT" && break
+done
+make_cert
+provision_kith 20
+start_kith
+if ! timeout 180 "$BENCH" --addr "127.0.0.1:$KITH_PORT" --cert "$WORK/tls/cert.pem" \
+  --server-pid "$SERVER_PID" --label kith --timeout 20 smoke --users 20 --seconds 30; then
+  log "smoke run failed; last lines of the server log:"
+  tail -n 20 "$WORK/kith/kith.log" >&2 || true
+  exit 1
+fi

@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Turns the JSON lines of kith-bench runs (results.jsonl) into one Markdown table:
+the median of every figure per server over the runs, and Kith's ratio to each peer.
+
+Usage: table.py results.jsonl
+"""
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+SERVERS = ["prosody", "ejabberd", "kith"]
+
+# (label, scenario, selector on the report, field, scale, higher_is_better)
+ROWS = [
+    ("idle RSS (MiB)", "idle", {}, "server_rss_kib", 1 / 1024, False),
+    ("RSS per held session, N={n} (KiB)", "sessions", {}, "server_kib_per_session", 1, False),
+    ("server CPU per login, N={n}, 32 at a time (ms)", "sessions", {}, "server_cpu_ms_per_login", 1, False),
+    ("logins/s, N={n}, 32 at a time", "sessions", {}, "login_per_s", 1, True),
+    ("sequential login p50 (ms)", "latency", {}, "login_p50_ms", 1, False),
+    ("sequential login p99 (ms)", "latency", {}, "login_p99_ms", 1, False),
+    ("server CPU per sequential login (ms)", "latency", {}, "server_cpu_ms_per_login", 1, False),
+    ("msgs/s, window {w}", "throughput", {}, "msgs_per_s", 1, True),
+    ("msgs per server CPU-s, window {w}", "throughput", {}, "msgs_per_server_cpu_s", 1, True),
+    ("delivery p50, window {w} (ms)", "throughput", {}, "lat_p50_ms", 1, False),
+    ("delivery p99, window {w} (ms)", "throughput", {}, "lat_p99_ms", 1, False),
+    ("messages lost, window {w} (sum of runs)", "throughput", {}, "lost", 1, False),
+    ("generator CPU, window {w} (% of one core)", "throughput", {}, "client_cpu_pct", 1, False),
+    ("generator CPU per login, N={n} (ms)", "sessions", {}, "client_cpu_ms_per_login", 1, False),
+]
+
+
+def load(path):
+    reports = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("{"):
+                r = json.loads(line)
+                if r.get("scenario") == "throughput" and r.get("seconds"):
+                    r["client_cpu_pct"] = 100 * r["client_cpu_s"] / r["seconds"]
+                reports.append(r)
+    return reports
+
+
+def variants(reports, scenario):
+    """The distinct sizes of a scenario: session counts or windows."""
+    key = {"sessions": "count", "throughput": "window"}.get(scenario)
+    if key is None:
+        return [(None, {})]
+    values = sorted({r[key] for r in reports if r["scenario"] == scenario})
+    return [(v, {key: v}) for v in values]
+
+
+def fmt(v):
+    if v is None:
+        return "–"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    if abs(v) >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def ratio(kith, peer, higher_is_better):
+    if kith is None or peer is None or kith <= 0 or peer <= 0:
+        return "–"
+    # Always "how many times better Kith is": >1 means Kith wins.
+    x = kith / peer if higher_is_better else peer / kith
+    return f"{x:.2f}×"
+
+
+def main():
+    reports = load(sys.argv[1])
+    servers = [s for s in SERVERS if any(r.get("server") == s for r in reports)]
+    head = ["figure (median of runs)"] + servers
+    if "kith" in servers:
+        head += [f"Kith vs {p}" for p in servers if p != "kith"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for label, scenario, _, field, scale, better in ROWS:
+        for value, sel in variants(reports, scenario):
+            cells = {}
+            for s in servers:
+                vals = [
+                    r[field] * scale
+                    for r in reports
+                    if r.get("server") == s
+                    and r["scenario"] == scenario
+                    and all(r.get(k) == v for k, v in sel.items())
+                    and r.get(field) is not None
+                ]
+                if not vals:
+                    cells[s] = None
+                elif field == "lost":
+                    cells[s] = sum(vals)
+                else:
+                    cells[s] = statistics.median(vals)
+            name = label.format(n=value, w=value)
+            row = [name] + [fmt(cells[s]) for s in servers]
+            if "kith" in servers:
+                for p in servers:
+                    if p != "kith":
+                        row.append("" if field == "lost" else ratio(cells["kith"], cells[p], better))
+            print("| " + " | ".join(row) + " |")
+    runs = defaultdict(int)
+    errors = 0
+    for r in reports:
+        if r["scenario"] == "idle":
+            runs[r["server"]] += 1
+        errors += int(r.get("errors") or 0)
+    print()
+    print("runs per server: " + ", ".join(f"{s} {runs[s]}" for s in servers)
+          + f"; failed logins or stalled senders in all runs: {errors}")
+
+
+if __name__ == "__main__":
+    main()
