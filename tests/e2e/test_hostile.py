@@ -26,16 +26,23 @@ STREAM_HEADER = (f"<stream:stream to='{DOMAIN}' version='1.0' xmlns='jabber:clie
 
 
 @contextlib.asynccontextmanager
-async def household(server):
-    """alice and bob chatting before, during and after an attack."""
+async def household(server, growth_kib: int = 8 * 1024):
+    """alice and bob chatting before, during and after an attack. Besides the absolute
+    bound, the attack may raise kith's peak RSS by at most `growth_kib` (8 MiB: a 256 KiB
+    stanza, socket buffers and allocator slack; buffering a 10 MB stanza would not fit)."""
     async with online(server, "alice", "phone") as alice, online(server, "bob", "laptop") as bob:
         await exchange(bob, alice, "before the attack")
+        before = server.peak_rss_kib()
         yield alice, bob
         assert server.alive(), "kith died:\n" + server.log_tail()
         assert alice.transport is not None, "alice was disconnected by someone else's attack"
         assert bob.transport is not None, "bob was disconnected by someone else's attack"
         await exchange(bob, alice, "after the attack")
         await exchange(alice, bob, "still here")
+        peak = server.peak_rss_kib()
+        print(f"kith peak RSS {before} -> {peak} KiB, now {server.rss_kib()} KiB")
+        assert peak - before < growth_kib, \
+            f"the attack raised kith's peak RSS by {peak - before} KiB (bound {growth_kib})"
     server.assert_memory_bounded()
 
 
@@ -252,7 +259,8 @@ def test_five_hundred_connections_that_never_authenticate(kith_factory, test_ca)
     k.start()
 
     async def scenario():
-        async with household(k) as (alice, bob):
+        # 500 connections, 100 of them with TLS state: up to 48 KiB each.
+        async with household(k, growth_kib=24 * 1024) as (alice, bob):
             def open_all():
                 silent, streams = [], []
                 for i in range(500):

@@ -55,7 +55,11 @@ def test_ping_version_and_time(kith):
             assert v["software_version"]["name"], "version answer without a name"
             assert v["software_version"]["version"]
             t = await alice.plugin["xep_0202"].get_entity_time(JID(DOMAIN), timeout=STEP)
-            utc = t["entity_time"]["utc"]
+            # Parsed by hand: slixmpp 1.17 appends a second 'Z' to <utc/> and chokes.
+            text = t.xml.find("{urn:xmpp:time}time/{urn:xmpp:time}utc").text
+            utc = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            tzo = t.xml.find("{urn:xmpp:time}time/{urn:xmpp:time}tzo").text
+            assert tzo == "Z" or (tzo[0] in "+-" and tzo[3] == ":"), tzo
             now = dt.datetime.now(dt.timezone.utc)
             assert abs((utc - now).total_seconds()) < 60, f"server time {utc} vs {now}"
     run(scenario())
@@ -76,7 +80,8 @@ def test_alice_publishes_her_vcard_and_bob_reads_it(kith):
             theirs = await bob.plugin["xep_0054"].get_vcard(JID(f"alice@{DOMAIN}"), local=False,
                                                             timeout=STEP)
             assert theirs["vcard_temp"]["FN"] == "Alice Liddell"
-            assert theirs["vcard_temp"]["NICKNAME"] == "al"
+            nick = theirs["vcard_temp"]["NICKNAME"]
+            assert nick in ("al", ["al"]), nick
             assert theirs["vcard_temp"]["NOTE"] == "Ünïcode ✓"
             # bob has not published one: an empty vCard (or item-not-found), not a crash.
             try:
