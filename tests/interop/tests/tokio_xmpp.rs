@@ -117,6 +117,14 @@ async fn chat_both_ways(direct: bool) {
 
     alice.send_end().await.expect("close alice");
     bob.send_end().await.expect("close bob");
+    // For the record (run with --nocapture): which mechanism tokio-xmpp picked.
+    for line in kith
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("authenticated"))
+    {
+        println!("{line}");
+    }
 }
 
 #[tokio::test]
