@@ -35,7 +35,7 @@ rm -f "$r/etc/hostname" "$r/var/lib/dbus/machine-id"
 ln -s /etc/machine-id "$r/var/lib/dbus/machine-id"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tkith\n::1\t\tlocalhost ip6-localhost ip6-loopback\n' > "$r/etc/hosts"
 ln -sfn ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
-systemd-sysusers --root="$r" >/dev/null
+systemd-sysusers --root="$r" >/dev/null 2>&1
 systemctl --root="$r" --quiet enable kith.service kith-firstboot.service kith-boottest.service \
   systemd-networkd.service systemd-resolved.service systemd-timesyncd.service avahi-daemon.service
 # Updates come as whole images, never through apt on the box.
@@ -59,6 +59,7 @@ total=$((p4 + DATA_MIB))
 mkfs.vfat -C -F 32 -n BOOT -i 4b697468 "$stage/boot.fs" $((BOOT_MIB * 1024)) >/dev/null
 mcopy -s -p -m -i "$stage/boot.fs" "$stage/bootfs/"* ::/
 mkext4() { # LABEL MIB DIR FILE
+  truncate -s "$2M" "$4"
   mkfs.ext4 -q -F -L "$1" -T default -m 1 -E root_owner=0:0 -d "$3" "$4" "$2M"
 }
 mkext4 root-a "$ROOT_MIB" "$r" "$stage/root-a.fs"

@@ -12,7 +12,7 @@ PKGS=(
   # disk image without loop devices or mounts
   dosfstools mtools fdisk e2fsprogs genimage xz-utils
   # boot test
-  qemu-system-arm iproute2 python3
+  qemu-system-arm qemu-utils iproute2 python3
 )
 
 missing=()

@@ -14,13 +14,16 @@ CONSOLES="ttyS1,115200 tty0"
 CMA=64M
 KERNEL_ARCH=arm64
 CFG
-cat > "$root/etc/default/raspi-extra-cmdline" <<'CFG'
-net.ifnames=0 fsck.repair=yes rootwait
-CFG
+# The initramfs's fsck hook copies fsck.ext4 only when /etc/fstab names the root's type;
+# without it the root filesystem is mounted unchecked after a power cut. (assemble.sh
+# installs the full fstab from overlay/etc/fstab.)
+echo 'LABEL=root-a / ext4 defaults,noatime,errors=remount-ro 0 1' > "$root/etc/fstab"
 # zstd: small and quick to unpack on the Pi.
 sed -i 's/^COMPRESS=.*/COMPRESS=zstd/' "$root/etc/initramfs-tools/initramfs.conf"
 
+echo "customize: mkinitramfs under qemu-user, started $(date -u +%T)"
 chroot "$root" update-initramfs -c -k all
+echo "customize: mkinitramfs done $(date -u +%T)"
 
 # Tidy what the package installation leaves behind.
 rm -rf "$root/var/cache/apt/"*.bin "$root/var/lib/apt/lists/"* "$root/var/log/"*.log \
