@@ -115,9 +115,44 @@ async fn deliver_bare(core: &Arc<Core>, sender: &SessionHandle, bare: &BareJid, 
                     s.send(msg.clone());
                 }
             }
-            None => store_offline(core, sender, &user, msg).await,
+            None => store_or_deliver(core, sender, bare, &user, msg).await,
         },
     }
+}
+
+/// Serialises "store for later" with "flush on initial presence" per account:
+/// a message racing the recipient's initial presence is either stored before
+/// the flush reads storage, or sees the now-available session and goes live.
+static OFFLINE_LOCKS: [tokio::sync::Mutex<()>; 64] =
+    [const { tokio::sync::Mutex::const_new(()) }; 64];
+
+fn offline_lock(user: &str) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    user.hash(&mut h);
+    &OFFLINE_LOCKS[(h.finish() % 64) as usize]
+}
+
+async fn store_or_deliver(
+    core: &Arc<Core>,
+    sender: &SessionHandle,
+    bare: &BareJid,
+    user: &str,
+    msg: Element,
+) {
+    let _guard = offline_lock(user).lock().await;
+    let sessions = core.sessions.of(bare);
+    let eligible: Vec<(i8, &Arc<SessionHandle>)> = sessions
+        .iter()
+        .filter_map(|s| s.eligible().map(|p| (p, s)))
+        .collect();
+    if let Some(top) = eligible.iter().map(|(p, _)| *p).max() {
+        for (_, s) in eligible.iter().filter(|(p, _)| *p == top) {
+            s.send(msg.clone());
+        }
+        return;
+    }
+    store_offline(core, sender, user, msg).await;
 }
 
 /// Whether a message is worth keeping for later (not a bare chat state).
@@ -165,6 +200,7 @@ fn deliver_offline<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> 
             return;
         }
         let user = crate::deliver::username(&session.jid.to_bare()).to_string();
+        let _guard = offline_lock(&user).lock().await;
         let stored = match core.db.offline_peek(&user).await {
             Ok(s) => s,
             Err(e) => {

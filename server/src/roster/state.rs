@@ -147,11 +147,14 @@ pub fn outbound(item: &mut Item, t: SubType) -> Outbound {
             if from {
                 route = false;
             } else if item.pending_in.is_some() {
+                // Approving adds the requester to the roster (RFC 6121 §3.1.5).
+                item.in_roster = true;
                 item.pending_in = None;
                 item.subscription = Subscription::with(to, true);
                 send_presence = true;
             } else {
-                // Pre-approval: remembered, not routed (RFC 6121 §3.4.2).
+                // Pre-approval: remembered and pushed, not routed (RFC 6121 §3.4.2).
+                item.in_roster = true;
                 item.approved = true;
                 route = false;
             }
@@ -250,7 +253,7 @@ mod tests {
         let i = inbound(&mut b, Subscribe, "<presence type='subscribe'/>");
         assert!(i.deliver && b.pending_in.is_some() && !b.in_roster);
         let o = outbound(&mut b, Subscribed);
-        assert!(o.route && o.send_presence);
+        assert!(o.route && o.send_presence && b.in_roster);
         assert_eq!(b.subscription, Subscription::From);
         let i = inbound(&mut a, Subscribed, "");
         assert!(i.deliver && !a.ask);

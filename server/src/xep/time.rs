@@ -25,14 +25,13 @@ fn register(r: &mut Registry) {
     r.feature(FeatureScope::Host, NS);
 }
 
-/// Now, as an XEP-0082 DateTime in UTC with millisecond precision.
+/// Now, as an XEP-0082 DateTime in UTC, whole seconds (fractions are optional
+/// in XEP-0082, and several clients cannot parse them).
 pub fn now_rfc3339() -> String {
-    let fmt = time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
-    );
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
     time::OffsetDateTime::now_utc()
         .format(&fmt)
-        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 #[cfg(test)]
@@ -40,7 +39,7 @@ mod tests {
     #[test]
     fn timestamps_are_xep0082() {
         let t = super::now_rfc3339();
-        assert_eq!(t.len(), 24, "{t}");
+        assert_eq!(t.len(), 20, "{t}");
         assert!(t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
     }
 }
