@@ -42,7 +42,7 @@ install_peers
 log "building kith and kith-bench (profile ci)"
 cargo build --profile ci -p kith -p kith-bench
 # 10 000 sessions need 10 000 descriptors in the server and in the generator.
-ulimit -n 1048576 2>/dev/null || ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 make_cert
 
 max_users=$USERS

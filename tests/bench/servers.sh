@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # Start, stop and provision the three servers the benchmark compares, each with an
 # equivalent configuration generated here: loopback only, the same self-signed
-# certificate, STARTTLS required, SCRAM-SHA-1 with 4096 iterations, rate limits off,
-# the default storage of each, the same features (roster, presence, messages, offline
+# certificate, STARTTLS required, a listen backlog of 1024 (tokio's, Kith's), SCRAM-SHA-1
+# with 4096 iterations, rate limits off, the default storage of each, the same features (roster, presence, messages, offline
 # storage, disco, ping, vCard); no s2s, no MAM, no carbons, no stream management.
 #
 # Sourced by compare.sh and smoke.sh. Expects: WORK (scratch dir), BENCH (kith-bench
@@ -143,6 +143,7 @@ pidfile = "$dir/prosody.pid"
 data_path = "$dir/data"
 admin_socket = "$dir/prosody.sock"
 network_backend = "epoll"
+network_settings = { tcp_backlog = 1024 }
 interfaces = { "127.0.0.1" }
 local_interfaces = { "127.0.0.1" }
 c2s_ports = { $PROSODY_PORT }
@@ -230,6 +231,7 @@ listen:
     ip: "127.0.0.1"
     module: ejabberd_c2s
     starttls_required: true
+    backlog: 1024
     max_stanza_size: 262144
     shaper: none
     access: c2s
@@ -269,9 +271,12 @@ EOF
   chown -R ejabberd:ejabberd "$dir"
 }
 
+# ejabberdctl run as root switches user with su, whose PAM session resets the
+# open-files limit to 1024; setpriv keeps this shell's limit (needed for 10 000 sessions).
 ejctl() {
-  ejabberdctl --config-dir "$WORK/ejabberd" --config "$WORK/ejabberd/ejabberd.yml" \
-    --ctl-config "$WORK/ejabberd/ejabberdctl.cfg" --spool "$WORK/ejabberd/spool" \
+  setpriv --reuid=ejabberd --regid=ejabberd --init-groups \
+    env HOME=/var/lib/ejabberd ejabberdctl --config-dir "$WORK/ejabberd" \
+    --config "$WORK/ejabberd/ejabberd.yml" --ctl-config "$WORK/ejabberd/ejabberdctl.cfg" --spool "$WORK/ejabberd/spool" \
     --logs "$WORK/ejabberd/logs" "$@"
 }
 

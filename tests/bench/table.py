@@ -101,7 +101,8 @@ def main():
             if "kith" in servers:
                 for p in servers:
                     if p != "kith":
-                        row.append("" if field == "lost" else ratio(cells["kith"], cells[p], better))
+                        no_ratio = field == "lost" or label.startswith("generator")
+                        row.append("" if no_ratio else ratio(cells["kith"], cells[p], better))
             print("| " + " | ".join(row) + " |")
     runs = defaultdict(int)
     errors = 0
