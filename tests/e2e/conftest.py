@@ -424,6 +424,10 @@ async def online(server: Kith, user: str, resource: str | None = None, *, priori
             await c.get_roster(timeout=STEP)
         if presence:
             c.send_presence(ppriority=priority)
+            # A round-trip: the server handles one session's stanzas in order, so once the
+            # ping is answered the presence has been processed (tests then don't race it;
+            # test_a_message_racing_the_initial_presence_is_not_lost does so on purpose).
+            await c.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
         yield c
     finally:
         await c.close()

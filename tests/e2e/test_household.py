@@ -177,13 +177,13 @@ def test_bare_jid_messages_go_to_the_highest_priority_resource(kith):
         async with online(kith, "alice", "phone", priority=5) as phone, \
                 online(kith, "alice", "laptop", priority=1) as laptop, \
                 online(kith, "bob") as bob:
-            await asyncio.sleep(0.3)  # both presences processed
             bob.send_message(mto=ALICE, mbody="to the phone", mtype="chat")
             assert (await phone.next_message())["body"] == "to the phone"
             await laptop.expect_no_message(1.0)
 
             laptop.send_presence(ppriority=10)
-            await phone.next_presence(lambda p: p["from"] == laptop.boundjid)
+            await phone.next_presence(lambda p: p["from"] == laptop.boundjid
+                                      and p["priority"] == 10)
             bob.send_message(mto=ALICE, mbody="to the laptop", mtype="chat")
             assert (await laptop.next_message())["body"] == "to the laptop"
             await phone.expect_no_message(1.0)
