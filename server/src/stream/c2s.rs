@@ -91,7 +91,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
     } else {
         let mut stream = stream;
         let r = tokio::select! {
-            r = timeout_at(deadline, starttls(&core, &mut stream)) => r.unwrap_or_else(|_| Err(timeout())),
+            r = timeout_at(deadline, Box::pin(starttls(&core, &mut stream))) => r.unwrap_or_else(|_| Err(timeout())),
             _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
         };
         match r {
@@ -105,12 +105,14 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         ChannelBindings::of(conn, &core.tls.leaf)
     };
     let r = tokio::select! {
-        r = timeout_at(deadline, authenticate_and_bind(&core, &mut stream, peer, &bindings)) => r.unwrap_or_else(|_| Err(timeout())),
+        r = timeout_at(deadline, Box::pin(authenticate_and_bind(&core, &mut stream, peer, &bindings))) => r.unwrap_or_else(|_| Err(timeout())),
         _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
     };
     match r {
         Ok((jid, reply)) => {
             tracing::info!(%peer, %jid, "session bound");
+            // The negotiation futures above were boxed and are gone now: an
+            // established session costs only what the session loop holds.
             super::session_loop::run(core, stream, jid, reply).await;
         }
         Err(stop) => finish(&core, &mut stream, stop).await,
@@ -149,7 +151,7 @@ async fn accept_tls(
     };
     let acceptor = TlsAcceptor::from(cfg);
     let XmlStream { io, .. } = stream;
-    match timeout_at(deadline, acceptor.accept(io)).await {
+    match timeout_at(deadline, Box::pin(acceptor.accept(io))).await {
         Ok(Ok(tls)) => Some(XmlStream::new(tls, limits_pre_auth(core))),
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");

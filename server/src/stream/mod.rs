@@ -51,8 +51,26 @@ impl StreamError {
 }
 
 /// Any byte transport a stream can run on.
-pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Resolves when a read would make progress, without holding a buffer: an
+    /// idle session then costs no read buffer at all.
+    fn readable(&self) -> impl std::future::Future<Output = std::io::Result<()>> + Send;
+}
+
+impl Transport for tokio::net::TcpStream {
+    async fn readable(&self) -> std::io::Result<()> {
+        tokio::net::TcpStream::readable(self).await
+    }
+}
+
+impl Transport for tokio_rustls::server::TlsStream<tokio::net::TcpStream> {
+    async fn readable(&self) -> std::io::Result<()> {
+        // Plaintext never waits inside rustls between reads: a read that
+        // filled the whole buffer is followed by another read (see
+        // `XmlStream::read_some`), so readiness of the socket is enough.
+        self.get_ref().0.readable().await
+    }
+}
 
 /// An XML stream on transport `T`.
 pub struct XmlStream<T> {
@@ -97,17 +115,28 @@ impl<T: Transport> XmlStream<T> {
         }
     }
 
-    /// Read once from the transport and parse what arrived.
+    /// Read from the transport and parse what arrived. Reads again while a
+    /// read fills the whole buffer, so nothing stays buffered inside TLS.
     pub async fn read_some(&mut self) -> Result<(), StreamFail> {
-        let mut chunk = [0u8; READ_CHUNK];
-        let n = self.io.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(StreamFail::Eof);
+        let mut chunk = vec![0u8; READ_CHUNK];
+        loop {
+            let n = self.io.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(StreamFail::Eof);
+            }
+            let mut out = Vec::new();
+            let r = self.parser.feed(&chunk[..n], &mut out);
+            self.frames.extend(out);
+            r?;
+            if n < chunk.len() || self.frames.len() > 64 {
+                return Ok(());
+            }
         }
-        let mut out = Vec::new();
-        let r = self.parser.feed(&chunk[..n], &mut out);
-        self.frames.extend(out);
-        r.map_err(StreamFail::from)
+    }
+
+    /// Resolves when the transport has something to read.
+    pub async fn readable(&self) -> Result<(), StreamFail> {
+        Ok(self.io.readable().await?)
     }
 
     /// Frames parsed but not yet taken.

@@ -14,7 +14,7 @@ use super::c2s::limits_session;
 use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
 use crate::core::Core;
 use crate::registry::SessionEvent;
-use crate::session::{Kick, Outbound, SessionHandle};
+use crate::session::{Kick, SessionHandle};
 use crate::stanza::Kind;
 use crate::xml::{ns, Frame};
 
@@ -44,7 +44,6 @@ pub async fn run<T: Transport>(
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
     let mut shutdown = core.shutdown.clone();
-    let mut out = Vec::with_capacity(1024);
 
     let end = if stream.send(&bind_reply).await.is_err() {
         End::Gone
@@ -77,18 +76,28 @@ pub async fn run<T: Transport>(
                 break e;
             }
             tokio::select! {
-                r = stream.read_some() => match r {
-                    Ok(()) => {}
-                    Err(StreamFail::Eof) => break End::Gone,
-                    Err(f) => break error_for(&f).map(End::Error).unwrap_or(End::Gone),
+                r = stream.readable() => {
+                    let r = match r {
+                        Ok(()) => stream.read_some().await,
+                        Err(e) => Err(e),
+                    };
+                    match r {
+                        Ok(()) => {}
+                        Err(StreamFail::Eof) => break End::Gone,
+                        Err(f) => break error_for(&f).map(End::Error).unwrap_or(End::Gone),
+                    }
                 },
                 first = rx.recv() => {
                     let Some(first) = first else { break End::Gone };
-                    out.clear();
-                    push(&session, &mut out, first);
+                    session.dequeued(first.0.len());
+                    // One stanza is written as it is; several are joined into one write.
+                    let mut out = first.0;
                     for _ in 1..BATCH {
                         match rx.try_recv() {
-                            Ok(next) => push(&session, &mut out, next),
+                            Ok(next) => {
+                                session.dequeued(next.0.len());
+                                out.extend_from_slice(&next.0);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -96,9 +105,6 @@ pub async fn run<T: Transport>(
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break End::Gone,
                         Err(_) => break End::Error(StreamError::text("connection-timeout", "the client stopped reading")),
-                    }
-                    if out.capacity() > 64 * 1024 {
-                        out = Vec::with_capacity(1024);
                     }
                 }
                 kick = session.kicked() => break End::Error(match kick {
@@ -126,11 +132,6 @@ pub async fn run<T: Transport>(
         End::Gone => {}
     }
     tracing::info!(jid = %session.jid, "session ended");
-}
-
-fn push(session: &SessionHandle, out: &mut Vec<u8>, item: Outbound) {
-    session.dequeued(item.0.len());
-    out.extend_from_slice(&item.0);
 }
 
 /// One top-level element from the client.

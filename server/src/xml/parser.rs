@@ -173,6 +173,9 @@ impl StreamParser {
                 return Err(self.too_large());
             }
         }
+        // rxml reserves a token-sized scratch buffer whenever it starts a token;
+        // give it back while the peer is quiet, so idle sessions stay small.
+        self.parser.release_temporaries();
         Ok(())
     }
 
@@ -248,7 +251,7 @@ impl StreamParser {
 
 fn new_rxml() -> Parser {
     Parser::with_options(rxml::Options {
-        max_token_length: 16 * 1024,
+        max_token_length: 8 * 1024,
         ..Default::default()
     })
 }
