@@ -190,11 +190,12 @@ class Kith:
         return jid
 
     # -- process
-    def start(self) -> "Kith":
+    def start(self, extra_env: dict | None = None) -> "Kith":
         self._log_file = open(self.log_path, "ab")
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.pop("NOTIFY_SOCKET", None)
+        env.update(extra_env or {})
         self.proc = subprocess.Popen([str(KITH_BIN), "--config", str(self.config), "serve"],
                                      stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + START

@@ -308,3 +308,115 @@ def test_a_message_racing_the_initial_presence_is_not_lost(kith):
                            if late else "and it is gone (not in offline storage either)"))
                 assert msg["body"] == f"race {i}"
     run(scenario(), timeout=120)
+
+
+async def befriend(alice, bob):
+    """Mutual subscription between two online clients, the long way round."""
+    a, b = alice.boundjid.bare, bob.boundjid.bare
+    alice.send_presence_subscription(pto=b, ptype="subscribe")
+    await bob.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == a)
+    bob.send_presence_subscription(pto=a, ptype="subscribed")
+    bob.send_presence_subscription(pto=a, ptype="subscribe")
+    await alice.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == b)
+    alice.send_presence_subscription(pto=b, ptype="subscribed")
+    await alice.next_roster_push(is_push_for(b, "both"))
+    await bob.next_roster_push(is_push_for(a, "both"))
+
+
+def test_pre_approved_subscription_needs_no_second_step(kith, test_ca):
+    """RFC 6121 §3.4: bob pre-approves alice; her later request is approved by the server."""
+    raw = RawXmpp(kith.c2s_port)
+    raw.starttls(test_ca.client_context())
+    raw.mechanisms()
+    assert raw.auth_plain("bob").tag.endswith("success")
+    raw.open_stream()
+    feats = raw.features()
+    assert feats.find("{urn:xmpp:features:pre-approval}sub") is not None, \
+        "pre-approval (urn:xmpp:features:pre-approval) not advertised"
+    raw.close()
+
+    async def scenario():
+        async with online(kith, "bob") as bob:
+            bob.send_presence_subscription(pto=ALICE, ptype="subscribed")
+            push = await bob.next_roster_push(lambda iq: ALICE in roster_items(iq))
+            assert roster_item(push, ALICE)["approved"] in ("true", "1", True), push
+            async with online(kith, "alice") as alice:
+                alice.send_presence_subscription(pto=BOB, ptype="subscribe")
+                await alice.next_roster_push(is_push_for(BOB, "to"))
+                await alice.next_presence(lambda p: p["type"] == "subscribed"
+                                          and p["from"].bare == BOB)
+                await bob.next_roster_push(is_push_for(ALICE, "from"))
+    run(scenario())
+
+
+def test_cancelling_and_unsubscribing(kith):
+    """RFC 6121 §3.2-3.3: bob cancels alice's subscription, alice unsubscribes from bob."""
+    async def scenario():
+        async with online(kith, "alice") as alice, online(kith, "bob") as bob:
+            await befriend(alice, bob)
+            # bob stops alice seeing him: she is told, her roster says 'from', and she gets
+            # his unavailable presence.
+            bob.send_presence_subscription(pto=ALICE, ptype="unsubscribed")
+            await alice.next_roster_push(is_push_for(BOB, "from"))
+            await bob.next_roster_push(is_push_for(ALICE, "to"))
+            await alice.next_presence(lambda p: p["type"] == "unsubscribed"
+                                      and p["from"].bare == BOB)
+            await alice.next_presence(lambda p: p["type"] == "unavailable"
+                                      and p["from"].bare == BOB)
+            # alice stops seeing... she no longer sees bob; now she drops his subscription
+            # to her as well: both 'none'.
+            alice.send_presence_subscription(pto=BOB, ptype="unsubscribed")
+            await alice.next_roster_push(is_push_for(BOB, "none"))
+            await bob.next_roster_push(is_push_for(ALICE, "none"))
+            await bob.next_presence(lambda p: p["type"] == "unavailable"
+                                    and p["from"].bare == ALICE)
+    run(scenario())
+
+
+def test_alice_sees_who_is_online_when_she_comes_online(kith):
+    """RFC 6121 §4.2: on alice's initial presence the server probes her contacts and hands
+    her their current presence; they see her come online."""
+    async def scenario():
+        async with online(kith, "alice", "phone") as alice, online(kith, "bob", "laptop") as bob:
+            await befriend(alice, bob)
+        async with online(kith, "bob", "laptop") as bob:
+            bob.send_presence(pstatus="cooking")
+            await bob.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+            async with online(kith, "alice", "tablet") as alice:
+                p = await alice.next_presence(lambda p: p["from"] == bob.boundjid
+                                              and p["type"] == "available")
+                assert p["status"] == "cooking"
+                seen = await bob.next_presence(lambda p: p["from"] == alice.boundjid)
+                assert seen["type"] == "available"
+    run(scenario())
+
+
+def test_directed_presence_target_learns_when_alice_leaves(kith):
+    """RFC 6121 §4.6: someone alice sent directed presence to gets her unavailable too."""
+    async def scenario():
+        async with online(kith, "bob") as bob:
+            async with online(kith, "alice") as alice:
+                alice.send_presence(pto=bob.boundjid)
+                await bob.next_presence(lambda p: p["from"] == alice.boundjid)
+                alice_jid = alice.boundjid
+            gone = await bob.next_presence(lambda p: p["from"] == alice_jid
+                                           and p["type"] == "unavailable")
+            assert gone["from"] == alice_jid
+    run(scenario())
+
+
+def test_message_to_a_vanished_resource_falls_back_to_the_bare_jid(kith):
+    """RFC 6121 §8.5.3.2.1: a chat to alice/laptop when only alice/phone is online reaches
+    the phone; an IQ to the vanished resource gets service-unavailable."""
+    async def scenario():
+        async with online(kith, "alice", "phone") as phone, online(kith, "bob") as bob:
+            bob.send_message(mto=f"{ALICE}/laptop", mbody="on your laptop?", mtype="chat")
+            assert (await phone.next_message())["body"] == "on your laptop?"
+            from slixmpp.exceptions import IqError
+            try:
+                await bob.plugin["xep_0199"].send_ping(f"{ALICE}/laptop", timeout=STEP)
+            except IqError as e:
+                assert e.iq["error"]["condition"] == "service-unavailable", e.iq
+            else:
+                raise AssertionError("ping to an absent resource was answered")
+    run(scenario())

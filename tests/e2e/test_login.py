@@ -2,15 +2,16 @@
 
 import base64
 import hashlib
+import socket
 import ssl
 import time
 import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import (DOMAIN, NS_SASL, NS_SASL_CB, NS_TLS, PASSWORD, STEP,
-                      Client, LoginFailed, RawXmpp, Scram, online, run, scram_login,
-                      stream_error_condition, tls_server_end_point, exchange)
+from conftest import (DOMAIN, NS_SASL, NS_SASL_CB, NS_TLS, PASSWORD, STEP, Client, LoginFailed,
+                      RawXmpp, Scram, StreamClosed, exchange, online, run, scram_login,
+                      stream_error_condition, tls_server_end_point)
 
 
 @pytest.mark.parametrize("mech", ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"])
@@ -247,3 +248,52 @@ def test_wrong_stream_namespace_is_invalid_namespace(kith):
     raw.read_until_closed(STEP)
     assert stream_error_condition(raw.raw) == "invalid-namespace", raw.raw[-400:]
 
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_tls_1_1_is_refused(kith):
+    """The client really offers TLS 1.1 (a 0x0302 ClientHello); the server must refuse."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+    except (ValueError, ssl.SSLError) as e:
+        pytest.skip(f"this OpenSSL cannot offer TLS 1.1: {e}")
+    with socket.create_connection(("127.0.0.1", kith.c2s_tls_port), timeout=STEP) as s:
+        try:
+            with ctx.wrap_socket(s, server_hostname=DOMAIN) as tls:
+                pytest.fail(f"TLS 1.1 handshake succeeded ({tls.version()})")
+        except ssl.SSLError as e:
+            if "NO_PROTOCOLS_AVAILABLE" in str(e) or "no protocols available" in str(e):
+                pytest.skip("this OpenSSL cannot offer TLS 1.1")
+            # refused by the server: a protocol_version alert (or any handshake failure)
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+
+
+def test_failed_logins_are_limited_per_account_across_addresses(kith_factory, test_ca):
+    """Someone guessing alice's password from many addresses is stopped too."""
+    k = kith_factory(limits={"auth_failures_per_minute": 3})
+    k.add_user("alice")
+    k.start()
+    ctx = test_ca.client_context()
+    for i in range(3):
+        raw = RawXmpp(k.c2s_port, source=f"127.0.0.{10 + i}")
+        raw.starttls(ctx)
+        raw.mechanisms()
+        assert raw.auth_plain("alice", "guess").tag == f"{{{NS_SASL}}}failure"
+        raw.close()
+    raw = RawXmpp(k.c2s_port, source="127.0.0.20")
+    try:
+        raw.starttls(ctx)
+        raw.mechanisms()
+        el = raw.auth_plain("alice", PASSWORD)
+        assert el.tag != f"{{{NS_SASL}}}success", \
+            "alice's account let a 4th attempt in within a minute from a new address"
+    except (StreamClosed, TimeoutError, OSError):
+        pass
+    finally:
+        raw.close()

@@ -1,6 +1,7 @@
 """Running the box: the `kith` command, its config file, restarts and shutdown."""
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -112,3 +113,29 @@ def test_offline_messages_and_vcards_survive_a_restart(kith):
                                                           timeout=STEP)
             assert card["vcard_temp"]["FN"] == "Alice"
     run(after())
+
+
+def test_ready_is_notified_to_systemd(kith_factory, tmp_path):
+    """With NOTIFY_SOCKET set (Type=notify units), kith sends READY=1 once it serves."""
+    k = kith_factory()
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as notify:
+        notify.bind(path)
+        notify.settimeout(START)
+        k.start(extra_env={"NOTIFY_SOCKET": path})
+        seen = b""
+        while b"READY=1" not in seen:
+            try:
+                seen += notify.recv(4096) + b"\n"
+            except socket.timeout:
+                pytest.fail(f"no READY=1 on NOTIFY_SOCKET; got {seen!r}")
+
+
+def test_kith_config_env_names_the_config_file(kith_factory):
+    k = kith_factory()
+    k.add_user("alice")
+    env = dict(os.environ, KITH_CONFIG=str(k.config))
+    res = subprocess.run([str(KITH_BIN), "user", "list"], env=env, capture_output=True,
+                         text=True, timeout=START)
+    assert res.returncode == 0, res.stderr
+    assert f"alice@{DOMAIN}" in res.stdout.split()
