@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare the machine for the end-to-end tests. Idempotent: safe to run again.
 #
-# - Debian packages the tests use (openssl for the test CA, iproute2 for `ss`), installed
+# - Debian packages the tests use (openssl, for the e2e tests' throw-away CA), installed
 #   with apt-get only when missing (apt-get update only then, too).
 # - A virtualenv at <repo>/.venv with the exact pins of tests/requirements.txt.
 #
@@ -14,7 +14,7 @@ venv="$root/.venv"
 python="${PYTHON:-python3}"
 
 # Debian packages: command -> package.
-declare -A want=([openssl]=openssl [ss]=iproute2)
+declare -A want=([openssl]=openssl)
 missing=()
 for cmd in "${!want[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
@@ -35,12 +35,14 @@ fi
 stamp="$venv/.requirements.sha256"
 want_sum="$(sha256sum "$here/requirements.txt" | cut -d' ' -f1)"
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$want_sum" ]]; then
-    exit 0
+    echo "setup.sh: $venv up to date"
+else
+    if [[ ! -x "$venv/bin/python" ]]; then
+        "$python" -m venv "$venv"
+    fi
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        --require-virtualenv -r "$here/requirements.txt"
+    echo "$want_sum" >"$stamp"
+    echo "setup.sh: $venv ready" \
+        "($("$venv/bin/python" -c 'import slixmpp; print("slixmpp", slixmpp.__version__)'))"
 fi
-if [[ ! -x "$venv/bin/python" ]]; then
-    "$python" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-    --require-virtualenv -r "$here/requirements.txt"
-echo "$want_sum" >"$stamp"
-echo "setup.sh: $venv ready ($("$venv/bin/python" -c 'import slixmpp; print("slixmpp", slixmpp.__version__)'))"
