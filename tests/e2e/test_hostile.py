@@ -218,6 +218,7 @@ def test_ten_megabyte_stanza_is_cut_off(kith, test_ca):
                 raw.close()
                 return raw, sent
             raw, sent = await asyncio.to_thread(go)
+            print(f"10 MB stanza: {sent} bytes written before the server cut it off")
             assert_condition(raw, "policy-violation")
             assert raw.closed, "connection left open after policy-violation"
             assert sent < total, "the server swallowed the whole 10 MB stanza"
@@ -379,6 +380,8 @@ def test_a_reader_that_never_reads_is_closed_and_costs_bounded_memory(kith_facto
                 dave.close()
                 return got, flood_secs, peak_during, carol.closed
             got, flood_secs, peak_during, closed = await asyncio.to_thread(go)
+            print(f"never-reading client: {got} bytes readable after a {n * len(body)} byte "
+                  f"flood ({flood_secs:.1f} s), closed={closed}")
             assert closed, "the server kept the never-reading session open through the flood"
             assert got < n * len(body) // 4, f"carol could still read {got} bytes: queued unbounded"
             assert flood_secs < 60
