@@ -147,6 +147,10 @@ def toml_value(v) -> str:
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+class PortTaken(Exception):
+    pass
+
+
 class Kith:
     """One real `kith serve` process with its own data dir, config and ports."""
 
@@ -157,22 +161,27 @@ class Kith:
         self.config = directory / "kith.toml"
         self.log_path = directory / "kith.log"
         self.ca = ca
-        self.c2s_port = free_port()
-        self.c2s_tls_port = free_port() if direct_tls else None
         self.proc: subprocess.Popen | None = None
         self._log_file = None
+        self._direct_tls = direct_tls
+        self._tls_files = tls_files
+        self._limits = {"auth_timeout_secs": 10, **(limits or {})}
+        self._auth = {"scram_iterations": 4096, **(auth or {})}
+        self.pick_ports()
+
+    def pick_ports(self):
+        """Choose free ports and (re)write the config file with them."""
+        self.c2s_port = free_port()
+        self.c2s_tls_port = free_port() if self._direct_tls else None
         lines = [f"domain = {toml_value(DOMAIN)}", f"data_dir = {toml_value(self.data_dir)}",
                  "", "[listen]", f'c2s = "127.0.0.1:{self.c2s_port}"']
         if self.c2s_tls_port:
             lines.append(f'c2s_tls = "127.0.0.1:{self.c2s_tls_port}"')
-        if tls_files and ca is not None:
-            lines += ["", "[tls]", f"cert = {toml_value(ca.cert)}", f"key = {toml_value(ca.key)}"]
-        lims = {"auth_timeout_secs": 10}
-        lims.update(limits or {})
-        lines += ["", "[limits]"] + [f"{k} = {toml_value(v)}" for k, v in lims.items()]
-        auth_cfg = {"scram_iterations": 4096}
-        auth_cfg.update(auth or {})
-        lines += ["", "[auth]"] + [f"{k} = {toml_value(v)}" for k, v in auth_cfg.items()]
+        if self._tls_files and self.ca is not None:
+            lines += ["", "[tls]", f"cert = {toml_value(self.ca.cert)}",
+                      f"key = {toml_value(self.ca.key)}"]
+        lines += ["", "[limits]"] + [f"{k} = {toml_value(v)}" for k, v in self._limits.items()]
+        lines += ["", "[auth]"] + [f"{k} = {toml_value(v)}" for k, v in self._auth.items()]
         self.config.write_text("\n".join(lines) + "\n")
 
     # -- CLI
@@ -191,7 +200,18 @@ class Kith:
 
     # -- process
     def start(self, extra_env: dict | None = None) -> "Kith":
+        """Start `kith serve` and wait for its ports. A port taken between picking and
+        binding (another process's ephemeral port) is retried with fresh ports."""
+        for attempt in range(3):
+            try:
+                return self._start_once(extra_env)
+            except PortTaken:
+                self.pick_ports()
+        raise AssertionError("kith could not bind fresh ports three times:\n" + self.log_tail())
+
+    def _start_once(self, extra_env: dict | None) -> "Kith":
         self._log_file = open(self.log_path, "ab")
+        log_start = self.log_path.stat().st_size
         env = dict(os.environ)
         env.setdefault("RUST_LOG", "info")
         env.pop("NOTIFY_SOCKET", None)
@@ -202,6 +222,13 @@ class Kith:
         ports = [self.c2s_port] + ([self.c2s_tls_port] if self.c2s_tls_port else [])
         while True:
             if self.proc.poll() is not None:
+                self._log_file.close()
+                self._log_file = None
+                with open(self.log_path, "rb") as f:
+                    f.seek(log_start)
+                    said = f.read().decode(errors="replace").lower()
+                if "in use" in said and any(str(p) in said for p in ports):
+                    raise PortTaken()
                 raise AssertionError(f"kith serve exited {self.proc.returncode} at start:\n"
                                      + self.log_tail())
             if all(self._port_open(p) for p in ports):

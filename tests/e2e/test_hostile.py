@@ -387,3 +387,38 @@ def test_a_reader_that_never_reads_is_closed_and_costs_bounded_memory(kith_facto
             assert flood_secs < 60
             assert peak_during < RSS_LIMIT_KIB
     run(scenario(), timeout=180)
+
+
+def test_unknown_top_level_element_is_unsupported_stanza_type(kith, test_ca):
+    """RFC 6120 §4.9.3.24: a first-level child of the stream that is not a stanza."""
+    async def scenario():
+        async with household(kith):
+            raw = await asyncio.to_thread(attack, kith, b"<nonsense xmlns='jabber:client'/>",
+                                          tls=test_ca.client_context(), login="carol")
+            assert_condition(raw, "unsupported-stanza-type")
+    run(scenario())
+
+
+def test_oversized_resource_is_refused_at_bind(kith, test_ca):
+    """RFC 7622 §3.4: a resourcepart is at most 1023 octets; binding a longer one fails
+    with a stanza error (bad-request or not-allowed), and the server lives on."""
+    async def scenario():
+        async with household(kith):
+            def go():
+                raw = RawXmpp(kith.c2s_port)
+                raw.starttls(test_ca.client_context())
+                raw.mechanisms()
+                assert raw.auth_plain("carol").tag.endswith("success")
+                raw.open_stream()
+                raw.features()
+                raw.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                         f"<resource>{'r' * 3000}</resource></bind></iq>")
+                try:
+                    return raw.element()
+                finally:
+                    raw.close()
+            iq = await asyncio.to_thread(go)
+            assert iq.get("type") == "error", f"bound a 3000-octet resource: {iq.attrib}"
+            cond = [c.tag.split("}")[1] for c in iq.find("{jabber:client}error")]
+            assert set(cond) & {"bad-request", "not-allowed"}, cond
+    run(scenario())
