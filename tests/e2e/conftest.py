@@ -489,6 +489,7 @@ class RawXmpp:
                  direct_tls: ssl.SSLContext | None = None, rcvbuf: int | None = None,
                  timeout: float = STEP):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         if source:

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import (DOMAIN, RSS_LIMIT_KIB, STEP, RawXmpp, exchange, online, run,
-                      stream_error_condition, wait_until)
+from conftest import (DOMAIN, RSS_LIMIT_KIB, STEP, RawXmpp, StreamClosed, exchange, online,
+                      run, stream_error_condition, wait_until)
 
 BOMB = ("<?xml version='1.0'?>"
         "<!DOCTYPE lolz ["
@@ -264,23 +264,31 @@ def test_five_hundred_connections_that_never_authenticate(kith_factory, test_ca)
         async with household(k, growth_kib=24 * 1024) as (alice, bob):
             def open_all():
                 silent, streams = [], []
+                ctx = test_ca.client_context()
                 for i in range(500):
                     r = RawXmpp(k.c2s_port, source="127.0.0.2")
-                    if i % 5 == 0:  # 100 get as far as TLS and a new stream
-                        r.starttls(test_ca.client_context())
-                        r.open_stream()
-                        r.features()
-                        streams.append(r)
-                    elif i % 5 in (1, 2):  # 200 open a stream and stop there
-                        r.open_stream()
-                        streams.append(r)
-                    else:  # 200 say nothing at all
+                    try:
+                        if i % 5 == 0:  # 100 get as far as TLS and a new stream
+                            r.starttls(ctx)
+                            r.open_stream()
+                            r.features()
+                            streams.append(r)
+                        elif i % 5 in (1, 2):  # 200 open a stream and stop there
+                            r.open_stream()
+                            streams.append(r)
+                        else:  # 200 say nothing at all
+                            silent.append(r)
+                    except (StreamClosed, OSError):
+                        # Only legitimate if this socket's auth timeout already ran out
+                        # (a very loaded machine); it still has to be closed.
+                        assert time.monotonic() - started > timeout, "closed too early"
                         silent.append(r)
                 return silent, streams
 
             started = time.monotonic()
             silent, streams = await asyncio.to_thread(open_all)
             opened_in = time.monotonic() - started
+            print(f"500 connections opened in {opened_in:.1f} s")
             # The household is still served while the 500 hang around.
             await exchange(bob, alice, "during the siege")
             assert k.rss_kib() < RSS_LIMIT_KIB
