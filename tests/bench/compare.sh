@@ -9,7 +9,8 @@
 # Settings (environment): RUNS (3), SESSIONS ("1000 10000"), SERVERS ("prosody ejabberd
 # kith"), USERS (200, throughput), DURATION (10 s per throughput window), LOGINS (200
 # sequential logins), KITH_BENCH_DIR (scratch dir, kept: users are created once),
-# KITH_BIN (default target/ci/kith). Installs prosody and ejabberd from Debian if missing.
+# KITH_BIN (a kith binary to measure; default: build target/ci/kith).
+# Installs prosody and ejabberd from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -21,7 +22,6 @@ USERS=${USERS:-200}
 DURATION=${DURATION:-10}
 LOGINS=${LOGINS:-200}
 WORK=${KITH_BENCH_DIR:-/tmp/kith-bench}
-KITH_BIN=${KITH_BIN:-$ROOT/target/ci/kith}
 BENCH=${KITH_BENCH_BIN:-$ROOT/target/ci/kith-bench}
 RESULTS=$WORK/results-$(date -u +%Y%m%dT%H%M%S).jsonl
 mkdir -p "$WORK"
@@ -39,19 +39,30 @@ cleanup() {
 trap cleanup EXIT
 
 install_peers
-log "building kith and kith-bench (profile ci)"
-cargo build --profile ci -p kith -p kith-bench
+if [ -n "${KITH_BIN:-}" ]; then
+  KITH_BIN=$(realpath "$KITH_BIN")
+  log "measuring the given $KITH_BIN; building kith-bench (profile ci)"
+  cargo build --profile ci -p kith-bench
+else
+  log "building kith and kith-bench (profile ci)"
+  cargo build --profile ci -p kith -p kith-bench
+  KITH_BIN=$ROOT/target/ci/kith
+fi
 # 10 000 sessions need 10 000 descriptors in the server and in the generator.
 ulimit -n "$(ulimit -Hn)"
 make_cert
+# Measure a snapshot: the shared target/ may be rebuilt while the runs go on.
+cp "$KITH_BIN" "$WORK/kith-under-test"
+KITH_BIN=$WORK/kith-under-test
+kith_commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
 
 max_users=$USERS
 for n in $SESSIONS; do ((n > max_users)) && max_users=$n; done
 for s in $SERVERS; do "provision_$s" "$max_users"; done
 
 machine() {
-  printf '{"scenario":"machine","phase":"%s","nproc":%s,"load1":%s,"date":"%s"}\n' \
-    "$1" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$(date -u +%FT%TZ)" >>"$RESULTS"
+  printf '{"scenario":"machine","phase":"%s","nproc":%s,"load1":%s,"date":"%s","kith":"%s"}\n' \
+    "$1" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$(date -u +%FT%TZ)" "$kith_commit" >>"$RESULTS"
 }
 
 # bench LABEL ARGS...: one scenario against the running server, result appended.

@@ -12,10 +12,11 @@
 DOMAIN=${DOMAIN:-localhost}
 PASSWORD=${PASSWORD:-bench-pass}
 STOP_DEADLINE=${STOP_DEADLINE:-20}
-PROSODY_PORT=${PROSODY_PORT:-41222}
-EJABBERD_PORT=${EJABBERD_PORT:-42222}
-EJABBERD_API_PORT=${EJABBERD_API_PORT:-42280}
-KITH_PORT=${KITH_PORT:-43222}
+# Below the ephemeral range (32768-60999), where a client socket may hold the port.
+PROSODY_PORT=${PROSODY_PORT:-17222}
+EJABBERD_PORT=${EJABBERD_PORT:-18222}
+EJABBERD_API_PORT=${EJABBERD_API_PORT:-18280}
+KITH_PORT=${KITH_PORT:-19222}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -35,6 +36,15 @@ wait_port() {
 # port_free PORT: true when nothing accepts connections on 127.0.0.1:PORT.
 port_free() {
   ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+# pick_port BASE: the first free port from BASE on (another test may hold BASE).
+pick_port() {
+  local port=$1
+  while ! port_free "$port" && ((port < $1 + 100)); do
+    port=$((port + 1))
+  done
+  echo "$port"
 }
 
 # stop_pid PID: SIGTERM, then SIGKILL of the same PID after STOP_DEADLINE seconds.
@@ -116,7 +126,7 @@ provision_kith() {
 }
 
 start_kith() {
-  port_free "$KITH_PORT" || { log "port $KITH_PORT is taken"; return 1; }
+  KITH_PORT=$(pick_port "$KITH_PORT")
   kith_config
   "$KITH_BIN" --config "$WORK/kith/kith.toml" serve 2>>"$WORK/kith/kith.log" &
   SERVER_PID=$!
@@ -163,7 +173,7 @@ EOF
 }
 
 start_prosody() {
-  port_free "$PROSODY_PORT" || { log "port $PROSODY_PORT is taken"; return 1; }
+  PROSODY_PORT=$(pick_port "$PROSODY_PORT")
   prosody_config
   prosody --config "$WORK/prosody/prosody.cfg.lua" -F >>"$WORK/prosody/stdout.log" 2>&1 &
   SERVER_PID=$!
@@ -281,7 +291,7 @@ ejctl() {
 }
 
 start_ejabberd() {
-  port_free "$EJABBERD_PORT" || { log "port $EJABBERD_PORT is taken"; return 1; }
+  EJABBERD_PORT=$(pick_port "$EJABBERD_PORT")
   ejabberd_config
   ejctl foreground >>"$WORK/ejabberd/stdout.log" 2>&1 &
   EJ_WRAPPER=$!
@@ -306,6 +316,7 @@ provision_ejabberd() {
   [ -f "$WORK/ejabberd/users" ] && have=$(cat "$WORK/ejabberd/users")
   ((have >= count)) && return 0
   log "ejabberd: creating users $((have + 1))..$count"
+  EJABBERD_API_PORT=$(pick_port "$EJABBERD_API_PORT")
   EJ_API=1 start_ejabberd
   wait_port $EJABBERD_API_PORT 60
   timeout 1200 python3 - "$((have + 1))" "$count" "$DOMAIN" "$PASSWORD" "$EJABBERD_API_PORT" <<'EOF'
