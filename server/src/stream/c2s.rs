@@ -70,9 +70,9 @@ pub(crate) fn limits_session(core: &Core) -> ParserLimits {
 
 /// Serve one accepted TCP connection on a c2s listener.
 pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
-    let _alive = core.alive.clone();
+    let alive = core.alive.clone();
     let _ = tcp.set_nodelay(true);
-    let Some(_permit) = core.conn_limiter.acquire(peer.ip()) else {
+    let Some(permit) = core.conn_limiter.acquire(peer.ip()) else {
         tracing::warn!(%peer, "too many connections from this address");
         let mut s = XmlStream::new(tcp, limits_pre_auth(&core));
         s.fail(
@@ -113,7 +113,13 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
             tracing::info!(%peer, %jid, "session bound");
             // The negotiation futures above were boxed and are gone now: an
             // established session costs only what the session loop holds.
-            super::session_loop::run(core, stream, jid, reply).await;
+            // The session runs as its own task: the negotiation's state (and
+            // this task) is freed, and an idle session costs only its loop.
+            let guards = (permit, alive);
+            tokio::spawn(async move {
+                super::session_loop::run(core, stream, jid, reply).await;
+                drop(guards);
+            });
         }
         Err(stop) => finish(&core, &mut stream, stop).await,
     }
@@ -217,14 +223,10 @@ fn unexpected(el: &Element, stage: &str) -> Stop {
 /// Plaintext phase of port 5222: only STARTTLS is possible.
 async fn starttls(core: &Core, stream: &mut XmlStream<TcpStream>) -> Result<(), Stop> {
     open(core, stream).await?;
-    let features = el("stream:features", "")
-        .child(
-            el("starttls", ns::TLS)
-                .child(Element::bare("required", ns::TLS))
-                .build(),
-        )
+    let starttls = el("starttls", ns::TLS)
+        .child(Element::bare("required", ns::TLS))
         .build();
-    stream.write(&features_bytes(&features)).await?;
+    stream.write(&features_bytes(&[starttls])).await?;
     let req = element(stream).await?;
     if !req.is("starttls", ns::TLS) {
         return Err(unexpected(&req, "STARTTLS"));
@@ -233,11 +235,11 @@ async fn starttls(core: &Core, stream: &mut XmlStream<TcpStream>) -> Result<(), 
     Ok(())
 }
 
-/// `<stream:features>` must use the stream prefix; minidom cannot express a
-/// prefixed root without a namespace, so it is written by hand around children.
-fn features_bytes(features: &Element) -> Vec<u8> {
+/// `<stream:features>` uses the stream prefix declared in our header, which
+/// minidom cannot express, so the wrapper is written by hand around the features.
+fn features_bytes(features: &[Element]) -> Vec<u8> {
     let mut out = b"<stream:features>".to_vec();
-    for child in features.children() {
+    for child in features {
         crate::xml::serialize(child, &mut out);
     }
     out.extend_from_slice(b"</stream:features>");
@@ -252,14 +254,12 @@ async fn authenticate_and_bind<T: Transport>(
     bindings: &ChannelBindings,
 ) -> Result<(FullJid, Element), Stop> {
     open(core, stream).await?;
-    let mut features = el("stream:features", "");
     let mut mechs = el("mechanisms", ns::SASL);
     for m in Mechanism::ALL {
         if !m.is_plus() || bindings.exporter.is_some() || bindings.server_end_point.is_some() {
             mechs = mechs.child(el("mechanism", ns::SASL).text(m.name()).build());
         }
     }
-    features = features.child(mechs.build());
     let mut cb = el("sasl-channel-binding", ns::SASL_CB);
     if bindings.exporter.is_some() {
         cb = cb.child(
@@ -275,8 +275,9 @@ async fn authenticate_and_bind<T: Transport>(
                 .build(),
         );
     }
-    features = features.child(cb.build());
-    stream.write(&features_bytes(&features.build())).await?;
+    stream
+        .write(&features_bytes(&[mechs.build(), cb.build()]))
+        .await?;
 
     let username = sasl(core, stream, peer, bindings).await?;
     let bare = BareJid::new(&format!("{username}@{}", core.domain))
@@ -285,17 +286,14 @@ async fn authenticate_and_bind<T: Transport>(
     // Stream restart (RFC 6120 §6.4.6).
     stream.restart(limits_pre_auth(core));
     open(core, stream).await?;
-    let mut features = el("stream:features", "")
-        .child(Element::bare("bind", ns::BIND))
-        .child(
-            el("session", ns::SESSION)
-                .child(Element::bare("optional", ns::SESSION))
-                .build(),
-        );
-    for f in core.registry.stream_features() {
-        features = features.child(f);
-    }
-    stream.write(&features_bytes(&features.build())).await?;
+    let mut features = vec![
+        Element::bare("bind", ns::BIND),
+        el("session", ns::SESSION)
+            .child(Element::bare("optional", ns::SESSION))
+            .build(),
+    ];
+    features.extend(core.registry.stream_features());
+    stream.write(&features_bytes(&features)).await?;
     bind(stream, &bare).await
 }
 

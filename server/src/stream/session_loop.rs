@@ -54,7 +54,9 @@ pub async fn run<T: Transport>(
             while let Some(frame) = stream.take_ready() {
                 match frame {
                     Frame::Stanza(el) => {
-                        if let Err(e) = incoming(&core, &session, el).await {
+                        // Boxed: routing is a large future, only alive while a
+                        // stanza is handled, so idle sessions do not carry it.
+                        if let Err(e) = Box::pin(incoming(&core, &session, el)).await {
                             ended = Some(End::Error(e));
                             break;
                         }
@@ -122,7 +124,17 @@ pub async fn run<T: Transport>(
     };
 
     core.sessions.remove(&session);
-    core.session_event(SessionEvent::Ended, &session).await;
+    Box::pin(core.session_event(SessionEvent::Ended, &session)).await;
+    Box::pin(finish(&core, &session, &mut stream, end)).await;
+    tracing::info!(jid = %session.jid, "session ended");
+}
+
+async fn finish<T: Transport>(
+    core: &Core,
+    session: &SessionHandle,
+    stream: &mut XmlStream<T>,
+    end: End,
+) {
     match end {
         End::Closed => stream.close().await,
         End::Error(e) => {
@@ -131,7 +143,6 @@ pub async fn run<T: Transport>(
         }
         End::Gone => {}
     }
-    tracing::info!(jid = %session.jid, "session ended");
 }
 
 /// One top-level element from the client.
