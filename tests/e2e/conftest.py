@@ -388,8 +388,12 @@ class Client(slixmpp.ClientXMPP):
         self.connect("127.0.0.1", port)
         try:
             await asyncio.wait_for(asyncio.shield(self.session), timeout)
-        except BaseException:
+        except BaseException as e:
             self.abort()
+            if not self.kith.alive():  # say so plainly: the server is gone, not the login
+                raise AssertionError(f"kith is not running (exit code "
+                                     f"{self.kith.proc.returncode}, signal if < 0) when "
+                                     f"{self.boundjid} logged in:\n{self.kith.log_tail()}") from e
             raise
         return self
 
