@@ -241,7 +241,16 @@ def test_iq_to_a_full_jid_is_routed_and_answered(kith):
 def test_roster_versioning(kith, test_ca):
     """XEP-0237: a client with the current version gets an empty result; a change bumps it."""
     raw = RawXmpp(kith.c2s_port)
-    raw.login(test_ca.client_context(), "alice", "desk")
+    raw.starttls(test_ca.client_context())
+    raw.mechanisms()
+    assert raw.auth_plain("alice").tag.endswith("success")
+    raw.open_stream()
+    feats = raw.features()
+    assert feats.find("{urn:xmpp:features:rosterver}ver") is not None, \
+        "roster versioning (urn:xmpp:features:rosterver) not advertised"
+    raw.send("<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+             "<resource>desk</resource></bind></iq>")
+    assert raw.expect("{jabber:client}iq").get("type") == "result"
     q = "<query xmlns='jabber:iq:roster' ver='{}'/>"
     raw.send(f"<iq type='get' id='r1'>{q.format('')}</iq>")
     iq = raw.expect("{jabber:client}iq")
@@ -419,4 +428,17 @@ def test_message_to_a_vanished_resource_falls_back_to_the_bare_jid(kith):
                 assert e.iq["error"]["condition"] == "service-unavailable", e.iq
             else:
                 raise AssertionError("ping to an absent resource was answered")
+    run(scenario())
+
+
+def test_message_to_another_domain_without_federation_bounces(kith):
+    """s2s is off in this config: a message for another server comes back as an error
+    (remote-server-not-found, or service-unavailable), it does not vanish."""
+    async def scenario():
+        async with online(kith, "alice") as alice:
+            alice.send_message(mto="friend@elsewhere.example", mbody="hi", mtype="chat")
+            err = await alice.next_message(body_only=False)
+            assert err["type"] == "error", err
+            assert err["error"]["condition"] in ("remote-server-not-found",
+                                                 "service-unavailable"), err
     run(scenario())

@@ -34,6 +34,33 @@ def test_unknown_config_key_is_refused_by_name(kith_factory):
     assert "stanza_sise" in res.stderr + res.stdout, res.stderr
 
 
+@pytest.mark.parametrize("key,line", [("c2s", 'c2s = "not an address"'),
+                                      ("domainn", 'domainn = "typo.example"')])
+def test_bad_config_values_are_refused_by_name(kith_factory, key, line):
+    k = kith_factory()
+    text = k.config.read_text()
+    if key == "c2s":
+        text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("c2s ="))
+        text = text.replace("[listen]", "[listen]\n" + line)
+    else:
+        text = line + "\n" + text
+    k.config.write_text(text)
+    try:
+        res = subprocess.run([str(KITH_BIN), "--config", str(k.config), "serve"],
+                             capture_output=True, text=True, timeout=START)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"kith served with a bad {key}")
+    assert res.returncode != 0
+    assert key in res.stderr + res.stdout, res.stderr
+
+
+def test_user_add_for_another_domain_is_refused(kith_factory):
+    k = kith_factory()
+    res = k.cli("user", "add", "mallory@elsewhere.example", stdin="pw\n", check=False)
+    assert res.returncode != 0, "created an account for a domain this server does not serve"
+    assert "mallory@elsewhere.example" not in k.cli("user", "list").stdout
+
+
 def test_port_in_use_is_one_clear_error(kith_factory):
     k = kith_factory()
     with socket.socket() as squatter:
