@@ -292,6 +292,9 @@ def test_five_hundred_connections_that_never_authenticate(kith_factory, test_ca)
             # The household is still served while the 500 hang around.
             await exchange(bob, alice, "during the siege")
             assert k.rss_kib() < RSS_LIMIT_KIB
+            if time.monotonic() - started < timeout - 1:
+                early = sum(r.poll_closed() for r in silent + streams)
+                assert early == 0, f"{early} idle connections closed before auth_timeout_secs"
 
             def all_closed():
                 everyone = silent + streams
@@ -299,8 +302,11 @@ def test_five_hundred_connections_that_never_authenticate(kith_factory, test_ca)
                            timeout + opened_in + 15, "the server to close 500 idle sockets")
                 for r in everyone:
                     r.close()
+                return time.monotonic() - started
 
-            await asyncio.to_thread(all_closed)
+            closed_after = await asyncio.to_thread(all_closed)
+            print(f"all 500 closed {closed_after:.1f} s after the first connected")
+            assert closed_after >= timeout - 0.5, "closed before auth_timeout_secs"
             wrong = [r.raw[-200:] for r in streams
                      if stream_error_condition(r.raw) != "connection-timeout"]
             assert not wrong, f"{len(wrong)} of {len(streams)} open streams closed without " \

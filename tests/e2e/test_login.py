@@ -50,9 +50,9 @@ def test_before_tls_only_required_starttls_is_offered(kith):
     raw.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{token}</auth>")
     try:
         el = raw.element()
-        assert el.tag != f"{{{NS_SASL}}}success", "PLAIN accepted without TLS"
-    except Exception:  # closed with a stream error is fine too
-        pass
+    except (StreamClosed, TimeoutError, OSError):  # closed (with a stream error) is fine too
+        el = None
+    assert el is None or el.tag != f"{{{NS_SASL}}}success", "PLAIN accepted without TLS"
     raw.close()
 
 
@@ -185,12 +185,12 @@ def test_repeated_failures_are_rate_limited(kith_factory, test_ca):
         raw.starttls(ctx)
         raw.mechanisms()
         el = raw.auth_plain("alice", PASSWORD)
-        assert el.tag != f"{{{NS_SASL}}}success", "4th attempt within a minute was let in"
-    except Exception as e:  # refusing the connection or closing the stream is also a limit
-        if isinstance(e, AssertionError):
-            raise
+    except (StreamClosed, TimeoutError, OSError):  # refusing or closing is a limit too
+        el = None
     finally:
         raw.close()
+    assert el is None or el.tag != f"{{{NS_SASL}}}success", \
+        "4th attempt within a minute was let in"
 
 
 def test_default_self_signed_certificate_is_generated_and_served(kith_factory):
@@ -291,9 +291,9 @@ def test_failed_logins_are_limited_per_account_across_addresses(kith_factory, te
         raw.starttls(ctx)
         raw.mechanisms()
         el = raw.auth_plain("alice", PASSWORD)
-        assert el.tag != f"{{{NS_SASL}}}success", \
-            "alice's account let a 4th attempt in within a minute from a new address"
     except (StreamClosed, TimeoutError, OSError):
-        pass
+        el = None
     finally:
         raw.close()
+    assert el is None or el.tag != f"{{{NS_SASL}}}success", \
+        "alice's account let a 4th attempt in within a minute from a new address"
