@@ -691,6 +691,7 @@ class Scram:
         assert nonce.startswith(self.cnonce.encode()), "server nonce must extend ours"
         salt = base64.b64decode(attrs[b"s"])
         iterations = int(attrs[b"i"])
+        self.iterations = iterations
         salted = hashlib.pbkdf2_hmac(self.h, self.password.encode(), salt, iterations)
         client_key = hmac.new(salted, b"Client Key", self.h).digest()
         stored_key = hashlib.new(self.h, client_key).digest()

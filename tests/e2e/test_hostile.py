@@ -436,3 +436,31 @@ def test_oversized_resource_is_refused_at_bind(kith, test_ca):
             cond = [c.tag.split("}")[1] for c in iq.find("{jabber:client}error")]
             assert set(cond) & {"bad-request", "not-allowed"}, cond
     run(scenario())
+
+
+def test_default_connection_limit_is_one_hundred_per_address(kith):
+    """The documented default: 100 connections from one address are served, the 101st is
+    turned away; nobody else notices."""
+    async def scenario():
+        async with household(kith):
+            def go():
+                held = []
+                try:
+                    for _ in range(100):
+                        r = RawXmpp(kith.c2s_port, source="127.0.0.9")
+                        held.append(r)
+                        r.open_stream()
+                        r.features()
+                    extra = RawXmpp(kith.c2s_port, source="127.0.0.9")
+                    with contextlib.suppress(OSError):
+                        extra.open_stream()
+                    extra.read_until_closed(STEP)
+                    extra.close()
+                    return extra
+                finally:
+                    for r in held:
+                        r.close()
+            extra = await asyncio.to_thread(go)
+            assert stream_error_condition(extra.raw) in (None, "policy-violation",
+                                                         "resource-constraint"), extra.raw[-300:]
+    run(scenario())

@@ -297,3 +297,29 @@ def test_failed_logins_are_limited_per_account_across_addresses(kith_factory, te
         raw.close()
     assert el is None or el.tag != f"{{{NS_SASL}}}success", \
         "alice's account let a 4th attempt in within a minute from a new address"
+
+
+def test_scram_iteration_count_follows_config_and_never_drops_below_4096(kith_factory, test_ca):
+    k = kith_factory(auth={"scram_iterations": 10_000})
+    k.add_user("alice")
+    k.start()
+    raw = RawXmpp(k.c2s_port)
+    raw.starttls(test_ca.client_context())
+    raw.mechanisms()
+    scram = Scram("sha256", "alice", PASSWORD, None)
+    el = scram_login(raw, "SCRAM-SHA-256", scram)
+    raw.close()
+    assert el.tag == f"{{{NS_SASL}}}success", ET.tostring(el)
+    assert scram.iterations == 10_000, scram.iterations
+
+    low = kith_factory("low", auth={"scram_iterations": 1000})
+    res = low.cli("user", "add", f"bob@{DOMAIN}", stdin="pw\n", check=False)
+    if res.returncode == 0:  # accepted the config: then it must still hash with >= 4096
+        low.start()
+        raw = RawXmpp(low.c2s_port)
+        raw.starttls(test_ca.client_context())
+        raw.mechanisms()
+        scram = Scram("sha256", "bob", "pw", None)
+        scram_login(raw, "SCRAM-SHA-256", scram)
+        raw.close()
+        assert scram.iterations >= 4096, f"stored with {scram.iterations} iterations"
