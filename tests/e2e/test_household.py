@@ -96,6 +96,8 @@ def test_messages_flow_both_ways_with_from_stamped(kith, test_ca):
             for i in range(3):
                 await exchange(alice, bob, f"alice says {i}")
                 await exchange(bob, alice, f"bob says {i}")
+            # Escaping and non-ASCII survive the trip untouched.
+            await exchange(alice, bob, "5 < 6 & \"quotes\" 'apos' ]]> 🍕 ünïcödé 漢字")
             # A client lying about `from` is corrected: the server stamps the real full JID.
             raw = RawXmpp(kith.c2s_port)
             liar = await asyncio.to_thread(raw.login, test_ca.client_context(), "carol", "x")
