@@ -133,7 +133,7 @@ async fn probe(core: &Arc<Core>, target: &BareJid, requester: &BareJid) -> Vec<E
     }
     available(core, target)
         .iter()
-        .filter_map(|s| s.state().last.clone())
+        .filter_map(|s| s.state().last())
         .collect()
 }
 
@@ -149,7 +149,7 @@ async fn available_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p: E
         st.available = true;
         st.initial_sent = true;
         st.priority = priority;
-        st.last = Some(p.clone());
+        st.set_last(Some(&p));
         initial
     };
     let me = session.jid.to_bare();
@@ -178,7 +178,7 @@ async fn available_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p: E
         }
     }
     for s in &others {
-        if let Some(last) = s.state().last.clone() {
+        if let Some(last) = s.state().last() {
             session.send(with_to(&last, session.jid.as_str()));
         }
     }
@@ -197,7 +197,7 @@ async fn unavailable_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p:
             return;
         }
         st.available = false;
-        st.last = None;
+        st.set_last(None);
         std::mem::take(&mut st.directed)
     };
     let p = p.unwrap_or_else(|| {
@@ -269,7 +269,7 @@ pub fn send_current_presence(core: &Core, owner: &BareJid, contact: &BareJid, av
         return;
     }
     for s in sessions {
-        if let Some(last) = s.state().last.clone() {
+        if let Some(last) = s.state().last() {
             deliver::to_available(core, contact, &with_to(&last, contact.as_str()));
         }
     }

@@ -5,18 +5,13 @@
 //! through this handle. The queue is bounded: a session that does not drain it
 //! (a client that stopped reading) is told to close instead of growing memory.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use jid::FullJid;
 use minidom::Element;
-use tokio::sync::{mpsc, Notify};
-
-/// A serialised stanza for the connection task to write. Serialising at
-/// enqueue time makes the queue's byte size exact, so it can be bounded.
-#[derive(Debug)]
-pub struct Outbound(pub Vec<u8>);
+use tokio::sync::Notify;
 
 /// Why another part of the server asked a session to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,12 +30,29 @@ pub struct PresenceState {
     /// Has sent initial presence at least once.
     pub initial_sent: bool,
     pub priority: i8,
-    /// Last broadcast presence (for probes and new resources).
-    pub last: Option<Element>,
+    /// Last broadcast presence (for probes and new resources), kept
+    /// serialised: a parsed element costs several times more memory.
+    last: Option<Box<str>>,
     /// Requested the roster, so receives roster pushes.
     pub interested: bool,
     /// Full/bare JIDs that got directed presence and must get unavailable.
     pub directed: HashSet<String>,
+}
+
+impl PresenceState {
+    /// Remember (or forget) the last broadcast presence.
+    pub fn set_last(&mut self, presence: Option<&Element>) {
+        self.last = presence.map(|p| {
+            let mut buf = Vec::new();
+            crate::xml::serialize(p, &mut buf);
+            String::from_utf8_lossy(&buf).into()
+        });
+    }
+
+    /// The last broadcast presence.
+    pub fn last(&self) -> Option<Element> {
+        self.last.as_deref()?.parse().ok()
+    }
 }
 
 /// A bound session, shared by the router.
@@ -49,7 +61,12 @@ pub struct SessionHandle {
     pub jid: FullJid,
     /// Unique per connection (distinguishes a replaced session with the same JID).
     pub id: u64,
-    tx: mpsc::Sender<Outbound>,
+    /// Serialised stanzas waiting to be written (serialising at enqueue time
+    /// makes the queue's byte size exact, so it can be bounded).
+    queue: Mutex<VecDeque<Vec<u8>>>,
+    ready: Notify,
+    closed: AtomicBool,
+    max_items: usize,
     /// Bytes waiting in the queue, and the most allowed.
     queued: AtomicUsize,
     max_queued: usize,
@@ -59,11 +76,14 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(jid: FullJid, id: u64, tx: mpsc::Sender<Outbound>, max_queued: usize) -> Self {
+    pub fn new(jid: FullJid, id: u64, max_items: usize, max_queued: usize) -> Self {
         SessionHandle {
             jid,
             id,
-            tx,
+            queue: Mutex::new(VecDeque::new()),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+            max_items,
             queued: AtomicUsize::new(0),
             max_queued,
             kick: Mutex::new(None),
@@ -75,30 +95,52 @@ impl SessionHandle {
     /// Queue a stanza. If the queue is full (in stanzas or in bytes) the
     /// session is kicked as too slow and the stanza is not queued.
     pub fn send(&self, stanza: Element) {
+        if self.closed.load(Ordering::Relaxed) {
+            return;
+        }
         let mut bytes = Vec::with_capacity(256);
         crate::xml::serialize(&stanza, &mut bytes);
         let len = bytes.len();
-        if self.queued.fetch_add(len, Ordering::Relaxed) + len > self.max_queued {
-            self.queued.fetch_sub(len, Ordering::Relaxed);
-            tracing::warn!(jid = %self.jid, "outbound queue over its byte limit; closing the session");
+        let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if q.len() >= self.max_items || self.queued.load(Ordering::Relaxed) + len > self.max_queued
+        {
+            drop(q);
+            tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
             self.kick(Kick::TooSlow);
             return;
         }
-        match self.tx.try_send(Outbound(bytes)) {
-            Ok(()) => {}
-            Err(e) => {
-                self.queued.fetch_sub(len, Ordering::Relaxed);
-                if let mpsc::error::TrySendError::Full(_) = e {
-                    tracing::warn!(jid = %self.jid, "outbound queue full; closing the session");
-                    self.kick(Kick::TooSlow);
-                }
-            }
-        }
+        self.queued.fetch_add(len, Ordering::Relaxed);
+        q.push_back(bytes);
+        drop(q);
+        self.ready.notify_one();
     }
 
-    /// The connection task took `len` bytes off the queue.
-    pub fn dequeued(&self, len: usize) {
-        self.queued.fetch_sub(len, Ordering::Relaxed);
+    /// Resolves when stanzas may be waiting (a stored permit makes a
+    /// notification sent before the wait count).
+    pub async fn queued(&self) {
+        self.ready.notified().await
+    }
+
+    /// Take everything queued, joined into one buffer (empty if nothing).
+    pub fn take_queued(&self) -> Vec<u8> {
+        let items = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let total: usize = items.iter().map(Vec::len).sum();
+        self.queued.fetch_sub(total, Ordering::Relaxed);
+        let mut items = items.into_iter();
+        let Some(mut out) = items.next() else {
+            return Vec::new();
+        };
+        out.reserve(total - out.len());
+        for item in items {
+            out.extend_from_slice(&item);
+        }
+        out
+    }
+
+    /// The session ended: drop what is queued and refuse more.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.take_queued();
     }
 
     /// Ask the session's connection task to close the stream.

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use jid::FullJid;
 use minidom::Element;
-use tokio::sync::mpsc;
 
 use super::c2s::limits_session;
 use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
@@ -22,8 +21,6 @@ use crate::xml::{ns, Frame};
 const KEEPALIVE: Duration = Duration::from_secs(120);
 /// A write that cannot complete in this time means a stuck peer.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most stanzas serialised into one write.
-const BATCH: usize = 64;
 
 enum End {
     Closed,
@@ -38,9 +35,14 @@ pub async fn run<T: Transport>(
     jid: FullJid,
     bind_reply: Element,
 ) {
-    let (tx, mut rx) = mpsc::channel(core.config.limits.session_queue.max(1));
     let max_queued = (core.config.limits.stanza_size * 8).max(1024 * 1024);
-    let session = Arc::new(SessionHandle::new(jid, core.next_id(), tx, max_queued));
+    let max_items = core.config.limits.session_queue.max(1);
+    let session = Arc::new(SessionHandle::new(
+        jid,
+        core.next_id(),
+        max_items,
+        max_queued,
+    ));
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
     let mut shutdown = core.shutdown.clone();
@@ -89,19 +91,11 @@ pub async fn run<T: Transport>(
                         Err(f) => break error_for(&f).map(End::Error).unwrap_or(End::Gone),
                     }
                 },
-                first = rx.recv() => {
-                    let Some(first) = first else { break End::Gone };
-                    session.dequeued(first.0.len());
-                    // One stanza is written as it is; several are joined into one write.
-                    let mut out = first.0;
-                    for _ in 1..BATCH {
-                        match rx.try_recv() {
-                            Ok(next) => {
-                                session.dequeued(next.0.len());
-                                out.extend_from_slice(&next.0);
-                            }
-                            Err(_) => break,
-                        }
+                _ = session.queued() => {
+                    // Everything queued goes out in one write.
+                    let out = session.take_queued();
+                    if out.is_empty() {
+                        continue;
                     }
                     match tokio::time::timeout(WRITE_TIMEOUT, stream.write(&out)).await {
                         Ok(Ok(())) => {}
@@ -124,6 +118,7 @@ pub async fn run<T: Transport>(
     };
 
     core.sessions.remove(&session);
+    session.close();
     Box::pin(core.session_event(SessionEvent::Ended, &session)).await;
     Box::pin(finish(&core, &session, &mut stream, end)).await;
     tracing::info!(jid = %session.jid, "session ended");
