@@ -100,6 +100,13 @@ impl<T: Transport> XmlStream<T> {
         self.header_sent = false;
     }
 
+    /// Give back buffer capacity grown during negotiation.
+    pub fn release_buffers(&mut self) {
+        self.buf = Vec::new();
+        self.frames.shrink_to_fit();
+        self.parser.shrink();
+    }
+
     /// Change the parser limits in place.
     pub fn set_limits(&mut self, limits: ParserLimits) {
         self.parser.set_limits(limits);

@@ -45,6 +45,7 @@ pub async fn run<T: Transport>(
     ));
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
+    stream.release_buffers();
     let mut shutdown = core.shutdown.clone();
 
     let end = if stream.send(&bind_reply).await.is_err() {
@@ -82,7 +83,7 @@ pub async fn run<T: Transport>(
             tokio::select! {
                 r = stream.readable() => {
                     let r = match r {
-                        Ok(()) => stream.read_some().await,
+                        Ok(()) => Box::pin(stream.read_some()).await,
                         Err(e) => Err(e),
                     };
                     match r {
@@ -97,7 +98,7 @@ pub async fn run<T: Transport>(
                     if out.is_empty() {
                         continue;
                     }
-                    match tokio::time::timeout(WRITE_TIMEOUT, stream.write(&out)).await {
+                    match Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.write(&out))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break End::Gone,
                         Err(_) => break End::Error(StreamError::text("connection-timeout", "the client stopped reading")),
@@ -109,7 +110,7 @@ pub async fn run<T: Transport>(
                 }),
                 _ = shutdown.changed() => break End::Error(StreamError::text("system-shutdown", "the server is shutting down")),
                 _ = tokio::time::sleep(KEEPALIVE) => {
-                    if tokio::time::timeout(WRITE_TIMEOUT, stream.write(b" ")).await.map_or(true, |r| r.is_err()) {
+                    if Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.write(b" "))).await.map_or(true, |r| r.is_err()) {
                         break End::Gone;
                     }
                 }

@@ -133,6 +133,12 @@ impl StreamParser {
         self.limits = limits;
     }
 
+    /// Give back spare capacity (for long idle periods).
+    pub fn shrink(&mut self) {
+        self.stack.shrink_to_fit();
+        self.parser.release_temporaries();
+    }
+
     /// Whether the stream header has been seen.
     pub fn is_open(&self) -> bool {
         self.opened
