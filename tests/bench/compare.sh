@@ -74,26 +74,26 @@ bench() {
     log "$label: kith-bench $1 failed (exit $?)"
 }
 
-# one_server NAME: every scenario against NAME, from fresh starts.
+# one_server NAME: every scenario against NAME, each group from a fresh start: what a
+# scenario leaves behind (Prosody's Lua heap after 1000 sessions, say) would otherwise
+# slow the next one down.
 one_server() {
-  local s=$1 first=1 n
+  local s=$1 n
+  CURRENT=$s
+  "start_$s"
+  sleep 3
+  bench "$s" idle
+  bench "$s" latency --count "$LOGINS" --users "$USERS"
+  bench "$s" throughput --users "$USERS" --window 1 --duration "$DURATION"
+  bench "$s" throughput --users "$USERS" --window 10 --duration "$DURATION"
+  "stop_$s"
   for n in $SESSIONS; do
-    CURRENT=$s
     "start_$s"
     sleep 3
-    if ((first)); then
-      bench "$s" idle
-    fi
     bench "$s" sessions --count "$n" --concurrency 32
-    if ((first)); then
-      bench "$s" latency --count "$LOGINS" --users "$USERS"
-      bench "$s" throughput --users "$USERS" --window 1 --duration "$DURATION"
-      bench "$s" throughput --users "$USERS" --window 10 --duration "$DURATION"
-      first=0
-    fi
     "stop_$s"
-    CURRENT=
   done
+  CURRENT=
 }
 
 read -ra order <<<"$SERVERS"
