@@ -16,6 +16,9 @@ use crate::session::SessionHandle;
 use crate::stanza::Kind;
 use crate::xml::{attr_set, el, ns};
 
+/// Directed-presence recipients remembered per session (for their unavailable).
+const MAX_DIRECTED: usize = 1000;
+
 /// The presence module.
 pub const MODULE: Module = Module {
     name: "presence",
@@ -109,7 +112,10 @@ async fn handle_addressed(
             }
             let mut st = session.state();
             if ty.is_none() {
-                st.directed.insert(to_text);
+                // Bounded: a client cannot make the server remember without end.
+                if st.directed.len() < MAX_DIRECTED {
+                    st.directed.insert(to_text);
+                }
             } else {
                 st.directed.remove(&to_text);
             }

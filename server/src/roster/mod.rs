@@ -27,6 +27,9 @@ pub const MODULE: Module = Module {
 
 pub const NS_ROSTER: &str = "jabber:iq:roster";
 
+/// Contacts one roster may hold (RFC 6121 §2.3.3 lets a server bound it).
+const MAX_ITEMS: usize = 2000;
+
 fn register(r: &mut Registry) {
     r.iq(false, Addr::SelfBare, NS_ROSTER, "query", get);
     r.iq(true, Addr::SelfBare, NS_ROSTER, "query", set);
@@ -154,6 +157,19 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             .filter(|n| !n.is_empty())
             .map(str::to_string);
         item.groups = groups;
+        if !item.in_roster {
+            let size = db
+                .roster_items(&user)
+                .await
+                .map_err(storage_err)?
+                .iter()
+                .filter(|i| i.in_roster)
+                .count();
+            if size >= MAX_ITEMS {
+                return Err(StanzaError::not_allowed()
+                    .with_text(format!("a roster holds at most {MAX_ITEMS} contacts")));
+            }
+        }
         item.in_roster = true;
         let ver = db.roster_put(&user, &item).await.map_err(storage_err)?;
         push(cx.core, &me, &item, ver, false);

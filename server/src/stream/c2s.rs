@@ -395,10 +395,22 @@ async fn exchange<T: Transport>(
                 tracing::error!(error = %e, "credential lookup failed");
                 Stop::Error(StreamError::new("internal-server-error"))
             })?;
-            let ok = creds.is_some_and(|c| {
-                c.sha256
-                    .verify_password(crate::sasl::Hash::Sha256, &password)
-            });
+            // An unknown account costs the same PBKDF2 work as a wrong
+            // password, so timing does not tell which accounts exist.
+            let ok = match creds {
+                Some(c) => c
+                    .sha256
+                    .verify_password(crate::sasl::Hash::Sha256, &password),
+                None => {
+                    let decoy = crate::sasl::ScramKeys::derive(
+                        crate::sasl::Hash::Sha256,
+                        &password,
+                        &core.scram_secret,
+                        core.config.scram_iterations,
+                    );
+                    decoy.stored_key.is_empty()
+                }
+            };
             if ok {
                 Ok(Ok((username, None)))
             } else {
