@@ -9,6 +9,25 @@ use crate::sasl::{ScramKeys, StoredCredentials};
 /// Migrations of this area.
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/accounts");
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>;
+
+/// Bind `$1` = username and `$2`..`$9` = the SCRAM keys, in column order.
+fn bind_credentials<'q>(
+    q: Query<'q>,
+    username: &'q str,
+    creds: &'q StoredCredentials,
+) -> Query<'q> {
+    let mut q = q.bind(username);
+    for keys in [&creds.sha1, &creds.sha256] {
+        q = q
+            .bind(&keys.salt)
+            .bind(keys.iterations as i64)
+            .bind(&keys.stored_key)
+            .bind(&keys.server_key);
+    }
+    q
+}
+
 impl Db {
     /// Create an account; fails with `Conflict` if it exists.
     pub async fn account_create(
@@ -16,23 +35,15 @@ impl Db {
         username: &str,
         creds: &StoredCredentials,
     ) -> Result<(), StorageError> {
-        let r = sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO accounts (username, sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,
                sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key, created_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (username) DO NOTHING",
-        )
-        .bind(username)
-        .bind(&creds.sha1.salt)
-        .bind(creds.sha1.iterations as i64)
-        .bind(&creds.sha1.stored_key)
-        .bind(&creds.sha1.server_key)
-        .bind(&creds.sha256.salt)
-        .bind(creds.sha256.iterations as i64)
-        .bind(&creds.sha256.stored_key)
-        .bind(&creds.sha256.server_key)
-        .bind(now())
-        .execute(self.pool())
-        .await?;
+        );
+        let r = bind_credentials(q, username, creds)
+            .bind(now())
+            .execute(self.pool())
+            .await?;
         if r.rows_affected() == 0 {
             return Err(StorageError::Conflict(format!(
                 "account {username} already exists"
@@ -47,22 +58,14 @@ impl Db {
         username: &str,
         creds: &StoredCredentials,
     ) -> Result<(), StorageError> {
-        let r = sqlx::query(
+        let q = sqlx::query(
             "UPDATE accounts SET sha1_salt = $2, sha1_iterations = $3, sha1_stored_key = $4, sha1_server_key = $5,
                sha256_salt = $6, sha256_iterations = $7, sha256_stored_key = $8, sha256_server_key = $9
              WHERE username = $1",
-        )
-        .bind(username)
-        .bind(&creds.sha1.salt)
-        .bind(creds.sha1.iterations as i64)
-        .bind(&creds.sha1.stored_key)
-        .bind(&creds.sha1.server_key)
-        .bind(&creds.sha256.salt)
-        .bind(creds.sha256.iterations as i64)
-        .bind(&creds.sha256.stored_key)
-        .bind(&creds.sha256.server_key)
-        .execute(self.pool())
-        .await?;
+        );
+        let r = bind_credentials(q, username, creds)
+            .execute(self.pool())
+            .await?;
         if r.rows_affected() == 0 {
             return Err(StorageError::NotFound(format!("no account {username}")));
         }
