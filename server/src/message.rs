@@ -44,8 +44,38 @@ fn target_bare(to: Option<&Jid>, session: &SessionHandle) -> BareJid {
 fn to_bare<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let bare = target_bare(cx.to, cx.session);
-        deliver_bare(cx.core, cx.session, &bare, msg).await;
+        let delivered = deliver_bare(cx.core, cx.session, &bare, &msg).await;
+        after(cx.core, cx.session, &msg, &delivered);
     })
+}
+
+/// Let other modules (carbons) see a handled message.
+fn after(core: &Core, sender: &SessionHandle, msg: &Element, delivered: &[Arc<SessionHandle>]) {
+    for h in core.registry.message_hooks() {
+        h(core, sender, msg, delivered);
+    }
+}
+
+/// The available, non-negative-priority sessions with the highest priority.
+fn top_priority(sessions: &[Arc<SessionHandle>]) -> Vec<Arc<SessionHandle>> {
+    let eligible: Vec<(i8, &Arc<SessionHandle>)> = sessions
+        .iter()
+        .filter_map(|s| s.eligible().map(|p| (p, s)))
+        .collect();
+    let Some(top) = eligible.iter().map(|(p, _)| *p).max() else {
+        return Vec::new();
+    };
+    eligible
+        .into_iter()
+        .filter(|(p, _)| *p == top)
+        .map(|(_, s)| s.clone())
+        .collect()
+}
+
+fn send_all(targets: &[Arc<SessionHandle>], msg: &Element) {
+    for s in targets {
+        s.send(msg.clone());
+    }
 }
 
 fn to_full<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
@@ -53,15 +83,21 @@ fn to_full<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
         let Some(full) = cx.to.and_then(|j| j.clone().try_into_full().ok()) else {
             return;
         };
-        if let Some(target) = cx.core.sessions.get(&full) {
-            target.send(msg);
-            return;
-        }
-        match msg_type(&msg) {
-            "chat" | "normal" => deliver_bare(cx.core, cx.session, &full.to_bare(), msg).await,
-            "groupchat" => bounce(cx.session, &msg, StanzaError::service_unavailable()),
-            _ => {}
-        }
+        let delivered = match cx.core.sessions.get(&full) {
+            Some(target) => {
+                target.send(msg.clone());
+                vec![target]
+            }
+            None => match msg_type(&msg) {
+                "chat" | "normal" => deliver_bare(cx.core, cx.session, &full.to_bare(), &msg).await,
+                "groupchat" => {
+                    bounce(cx.session, &msg, StanzaError::service_unavailable());
+                    Vec::new()
+                }
+                _ => Vec::new(),
+            },
+        };
+        after(cx.core, cx.session, &msg, &delivered);
     })
 }
 
@@ -69,9 +105,14 @@ fn to_host<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
     Box::pin(async move { bounce(cx.session, &msg, StanzaError::service_unavailable()) })
 }
 
-/// RFC 6121 §8.5.2: a message to a local bare JID.
-async fn deliver_bare(core: &Arc<Core>, sender: &SessionHandle, bare: &BareJid, msg: Element) {
-    let ty = msg_type(&msg).to_string();
+/// RFC 6121 §8.5.2: a message to a local bare JID. Returns the sessions it
+/// was delivered to live.
+async fn deliver_bare(
+    core: &Arc<Core>,
+    sender: &SessionHandle,
+    bare: &BareJid,
+    msg: &Element,
+) -> Vec<Arc<SessionHandle>> {
     let user = crate::deliver::username(bare).to_string();
     let sessions = core.sessions.of(bare);
     // A bound session proves the account exists; only ask storage otherwise.
@@ -83,40 +124,44 @@ async fn deliver_bare(core: &Arc<Core>, sender: &SessionHandle, bare: &BareJid, 
     match exists {
         Ok(true) => {}
         Ok(false) => {
-            bounce(sender, &msg, StanzaError::service_unavailable());
-            return;
+            bounce(sender, msg, StanzaError::service_unavailable());
+            return Vec::new();
         }
         Err(e) => {
             tracing::error!(error = %e, "account lookup failed");
-            bounce(sender, &msg, StanzaError::internal());
-            return;
+            bounce(sender, msg, StanzaError::internal());
+            return Vec::new();
         }
     }
-    let eligible: Vec<(i8, &Arc<SessionHandle>)> = sessions
-        .iter()
-        .filter_map(|s| s.eligible().map(|p| (p, s)))
-        .collect();
-    let top = eligible.iter().map(|(p, _)| *p).max();
-    match ty.as_str() {
-        "groupchat" => bounce(sender, &msg, StanzaError::service_unavailable()),
+    match msg_type(msg) {
+        "groupchat" => {
+            bounce(sender, msg, StanzaError::service_unavailable());
+            Vec::new()
+        }
         "headline" => {
-            for (_, s) in &eligible {
-                s.send(msg.clone());
-            }
+            let all: Vec<_> = sessions
+                .iter()
+                .filter(|s| s.eligible().is_some())
+                .cloned()
+                .collect();
+            send_all(&all, msg);
+            all
         }
         "error" => {
-            if let Some((_, s)) = eligible.iter().find(|(p, _)| Some(*p) == top) {
-                s.send(msg);
+            let top = top_priority(&sessions);
+            if let Some(s) = top.first() {
+                s.send(msg.clone());
             }
+            top.into_iter().take(1).collect()
         }
-        _ => match top {
-            Some(top) => {
-                for (_, s) in eligible.iter().filter(|(p, _)| *p == top) {
-                    s.send(msg.clone());
-                }
+        _ => {
+            let top = top_priority(&sessions);
+            if top.is_empty() {
+                return store_or_deliver(core, sender, bare, &user, msg).await;
             }
-            None => store_or_deliver(core, sender, bare, &user, msg).await,
-        },
+            send_all(&top, msg);
+            top
+        }
     }
 }
 
@@ -138,21 +183,16 @@ async fn store_or_deliver(
     sender: &SessionHandle,
     bare: &BareJid,
     user: &str,
-    msg: Element,
-) {
+    msg: &Element,
+) -> Vec<Arc<SessionHandle>> {
     let _guard = offline_lock(user).lock().await;
-    let sessions = core.sessions.of(bare);
-    let eligible: Vec<(i8, &Arc<SessionHandle>)> = sessions
-        .iter()
-        .filter_map(|s| s.eligible().map(|p| (p, s)))
-        .collect();
-    if let Some(top) = eligible.iter().map(|(p, _)| *p).max() {
-        for (_, s) in eligible.iter().filter(|(p, _)| *p == top) {
-            s.send(msg.clone());
-        }
-        return;
+    let top = top_priority(&core.sessions.of(bare));
+    if top.is_empty() {
+        store_offline(core, sender, user, msg.clone()).await;
+    } else {
+        send_all(&top, msg);
     }
-    store_offline(core, sender, user, msg).await;
+    top
 }
 
 /// Whether a message is worth keeping for later (not a bare chat state).

@@ -60,6 +60,11 @@ pub enum SessionEvent {
 /// A session hook.
 pub type SessionHook = for<'a> fn(&'a Arc<Core>, &'a Arc<SessionHandle>) -> BoxFuture<'a, ()>;
 
+/// Runs after the message module handled a message from a local client:
+/// `sender` sent `msg` (from stamped, to normalised) and it was delivered live
+/// to `delivered` (empty when it went to offline storage or elsewhere).
+pub type MessageHook = fn(&Core, &SessionHandle, &Element, &[Arc<SessionHandle>]);
+
 /// Who a disco feature describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeatureScope {
@@ -75,6 +80,7 @@ pub struct Registry {
     iq: HashMap<(bool, Addr, String, String), IqHandler>,
     stanza: HashMap<(Kind, Addr), StanzaHandler>,
     hooks: HashMap<SessionEvent, Vec<SessionHook>>,
+    message_hooks: Vec<MessageHook>,
     host_features: BTreeSet<&'static str>,
     account_features: BTreeSet<&'static str>,
     identities: Vec<(FeatureScope, &'static str, &'static str, &'static str)>,
@@ -116,6 +122,11 @@ impl Registry {
     /// Run `h` on a session event.
     pub fn hook(&mut self, ev: SessionEvent, h: SessionHook) {
         self.hooks.entry(ev).or_default().push(h);
+    }
+
+    /// Run `h` after every message from a local client was handled.
+    pub fn message_hook(&mut self, h: MessageHook) {
+        self.message_hooks.push(h);
     }
 
     /// Advertise a disco feature.
@@ -161,6 +172,10 @@ impl Registry {
 
     pub(crate) fn stanza_handler(&self, kind: Kind, addr: Addr) -> Option<StanzaHandler> {
         self.stanza.get(&(kind, addr)).copied()
+    }
+
+    pub(crate) fn message_hooks(&self) -> &[MessageHook] {
+        &self.message_hooks
     }
 
     pub(crate) fn hooks(&self, ev: SessionEvent) -> &[SessionHook] {

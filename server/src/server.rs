@@ -27,6 +27,7 @@ pub fn modules() -> Vec<Module> {
         crate::xep::time::MODULE,
         crate::xep::vcard::MODULE,
         crate::xep::session::MODULE,
+        crate::xep::carbons::MODULE,
     ]
 }
 

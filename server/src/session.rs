@@ -66,6 +66,8 @@ pub struct SessionHandle {
     queue: Mutex<VecDeque<Vec<u8>>>,
     ready: Notify,
     closed: AtomicBool,
+    /// XEP-0280: this session asked for copies of its account's chats.
+    pub carbons: AtomicBool,
     max_items: usize,
     /// Bytes waiting in the queue, and the most allowed.
     queued: AtomicUsize,
@@ -83,6 +85,7 @@ impl SessionHandle {
             queue: Mutex::new(VecDeque::new()),
             ready: Notify::new(),
             closed: AtomicBool::new(false),
+            carbons: AtomicBool::new(false),
             max_items,
             queued: AtomicUsize::new(0),
             max_queued,

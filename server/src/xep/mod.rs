@@ -1,5 +1,6 @@
 //! Small protocol modules, one file each.
 
+pub mod carbons;
 pub mod disco;
 pub mod ping;
 pub mod session;
