@@ -61,6 +61,10 @@ log "boot-test: $(basename "$img"), kernel $kernel"
 run=()   # prefix that runs a command where qemu's forwarded 127.0.0.1 ports are
 lan_nic=()
 mdns=skip mdns_why=""
+# Namespaces left behind by a run that was killed outright (SIGKILL skips the trap).
+for ns in $(ip netns list 2>/dev/null | grep -oE '^kith-(box|peer)-[0-9]+'); do
+  kill -0 "${ns##*-}" 2>/dev/null || ip netns del "$ns" 2>/dev/null || true
+done
 if ip netns add "kith-box-$$" 2>/dev/null; then
   ns_box=kith-box-$$ ns_peer=kith-peer-$$
   if ip netns add "$ns_peer" && (
@@ -76,8 +80,8 @@ if ip netns add "kith-box-$$" 2>/dev/null; then
       $P link set veth-peer up
     ) 2>"$work/netns.err"; then
     run=(ip netns exec "$ns_box")
-    lan_nic=(-netdev tap,id=n1,ifname=tap0,script=no,downscript=no
-             -device virtio-net-pci,netdev=n1,romfile=,mac=52:54:00:4b:69:02)
+    lan_nic=(-netdev "tap,id=n1,ifname=tap0,script=no,downscript=no"
+             -device "virtio-net-pci,netdev=n1,romfile=,mac=52:54:00:4b:69:02")
     mdns=pending
   else
     mdns_why="network namespaces: $(tr '\n' ' ' < "$work/netns.err")"
@@ -169,7 +173,7 @@ check "systemd" "$([[ $state == running && -z $failed_units ]]; echo $?)" \
   "is-system-running=${state:-?}${failed_units:+, failed: $failed_units}"
 check "kith.service" "$([[ $(get kith) == active && $(get kith-user) == kith ]]; echo $?)" \
   "$(get kith), running as user $(get kith-user)"
-check "first boot" "$([[ $(get firstboot) == done && $(get hostname) == kith ]]; echo $?)" \
+check "first boot" "$([[ $(get firstboot) == "done" && $(get hostname) == kith ]]; echo $?)" \
   "firstboot=$(get firstboot), hostname=$(get hostname), machine-id=$(get machine-id)"
 data_bytes=$(get data-bytes); data_bytes=${data_bytes:-0}
 # The image's data partition is 128 MiB; on the 6 GiB disk it must have grown to > 3 GiB.

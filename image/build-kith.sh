@@ -18,6 +18,12 @@ export AR_aarch64_unknown_linux_gnu=aarch64-linux-gnu-ar
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 unset RUSTUP_TOOLCHAIN RUSTFLAGS CARGO_BUILD_TARGET
 
+# Each new checkout path adds its own copies of the workspace crates: start afresh when
+# the target dir has grown past 8 GB rather than fill the disk.
+if [[ -d $CARGO_TARGET_DIR ]] && (( $(du -sm "$CARGO_TARGET_DIR" | cut -f1) > 8192 )); then
+  log "kith: $CARGO_TARGET_DIR is over 8 GB, removing it"
+  rm -rf "$CARGO_TARGET_DIR"
+fi
 log "kith: cargo build --profile $profile --target $target (Debian rustc $(/usr/bin/rustc --version | cut -d' ' -f2))"
 src=$REPO_DIR
 if [[ ${KITH_IMAGE_SRC:-} == head ]]; then

@@ -19,6 +19,7 @@ rootfs_log=$KITH_IMAGE_CACHE/rootfs.log
 setsid bash "$IMAGE_DIR/build-rootfs.sh" >"$KITH_IMAGE_CACHE/rootfs.path" 2>"$rootfs_log" &
 rootfs_pid=$!
 trap 'kill -TERM -- -$rootfs_pid 2>/dev/null || true' EXIT
+trap 'exit 143' TERM INT
 kith_bin=$(bash "$IMAGE_DIR/build-kith.sh")
 log "step 3/4: waiting for the root filesystem (log: $rootfs_log)"
 if ! wait "$rootfs_pid"; then
