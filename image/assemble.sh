@@ -20,7 +20,7 @@ commit=$(git -C "$REPO_DIR" rev-parse --short=10 HEAD 2>/dev/null || echo unknow
 name=kith-$version-rpi-arm64
 
 stage=$KITH_IMAGE_CACHE/stage
-rm -rf "$stage"; mkdir -p "$stage/bootfs" "$stage/data" "$KITH_IMAGE_OUT"
+rm -rf "$stage" "$KITH_IMAGE_CACHE"/trash.*; mkdir -p "$stage/bootfs" "$stage/data" "$KITH_IMAGE_OUT"
 log "assemble: copying rootfs"
 cp -a --reflink=auto "$rootfs" "$stage/root"
 r=$stage/root
@@ -92,5 +92,8 @@ if [[ ${KITH_IMAGE_XZ:-0} == 1 ]]; then
   (cd "$KITH_IMAGE_OUT" && sha256sum "$name.img.xz" > "$name.img.xz.sha256")
   log "assemble: $img.xz ($(stat -c %s "$img.xz") bytes), sha256 $(cut -c1-16 "$img.xz.sha256")…"
 fi
-rm -rf "$stage"
+# Deleting the staged tree (~20k files) takes up to 20 s here: do it off the critical path.
+trash=$KITH_IMAGE_CACHE/trash.$$
+mv "$stage" "$trash"
+setsid nohup rm -rf "$trash" >/dev/null 2>&1 < /dev/null &
 echo "$img"
