@@ -74,7 +74,7 @@ impl Db {
 
     /// Delete an account and everything stored for it.
     pub async fn account_delete(&self, username: &str) -> Result<(), StorageError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let r = sqlx::query("DELETE FROM accounts WHERE username = $1")
             .bind(username)
             .execute(&mut *tx)

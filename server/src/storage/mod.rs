@@ -87,6 +87,15 @@ impl Db {
         Ok(db)
     }
 
+    /// A write transaction. `BEGIN IMMEDIATE` takes the write lock up front, so
+    /// a read-then-write transaction never fails half-way with SQLITE_BUSY
+    /// (a deferred transaction cannot wait for the lock once it has read).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, StorageError> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
+
     /// The underlying pool (for the area modules).
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool

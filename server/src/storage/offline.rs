@@ -17,7 +17,7 @@ impl Db {
         stanza: &str,
         max: usize,
     ) -> Result<bool, StorageError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let count: i64 = sqlx::query("SELECT COUNT(*) FROM offline_messages WHERE username = $1")
             .bind(username)
             .fetch_one(&mut *tx)

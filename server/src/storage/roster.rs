@@ -64,7 +64,7 @@ impl Db {
     /// Store an item (insert or replace) and bump the roster version; returns the
     /// new version. Items neither in the roster nor carrying state are deleted.
     pub async fn roster_put(&self, username: &str, item: &Item) -> Result<u64, StorageError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let version: i64 = sqlx::query(
             "INSERT INTO roster_versions (username, version) VALUES ($1, 1)
              ON CONFLICT (username) DO UPDATE SET version = version + 1 RETURNING version",
