@@ -71,7 +71,7 @@ pub(crate) fn limits_session(core: &Core) -> ParserLimits {
 /// Serve one accepted TCP connection on a c2s listener.
 pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls: bool) {
     let alive = core.alive.clone();
-    let _ = tcp.set_nodelay(true);
+    tune_socket(&tcp);
     let Some(permit) = core.conn_limiter.acquire(peer.ip()) else {
         tracing::warn!(%peer, "too many connections from this address");
         let mut s = XmlStream::new(tcp, limits_pre_auth(&core));
@@ -122,6 +122,25 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
             });
         }
         Err(stop) => finish(&core, &mut stream, stop).await,
+    }
+}
+
+/// Socket options for every client connection: no Nagle delay (each stanza is
+/// one write), TCP keepalive probes, and a user timeout so that a peer that
+/// vanished without closing (a phone that lost signal: a half-open connection)
+/// is dropped within minutes instead of the kernel's default quarter of an hour.
+fn tune_socket(tcp: &TcpStream) {
+    let _ = tcp.set_nodelay(true);
+    let sock = socket2::SockRef::from(tcp);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(std::time::Duration::from_secs(60))
+        .with_interval(std::time::Duration::from_secs(15))
+        .with_retries(4);
+    if let Err(e) = sock.set_tcp_keepalive(&keepalive) {
+        tracing::debug!(error = %e, "cannot enable TCP keepalive");
+    }
+    if let Err(e) = sock.set_tcp_user_timeout(Some(std::time::Duration::from_secs(120))) {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT");
     }
 }
 
