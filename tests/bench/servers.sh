@@ -306,7 +306,8 @@ stop_ejabberd() {
   stop_pid "$SERVER_PID"
   stop_pid "$EJ_WRAPPER"
   wait "$EJ_WRAPPER" 2>/dev/null || true
-  SERVER_PID= EJ_WRAPPER=
+  SERVER_PID=''
+  EJ_WRAPPER=''
 }
 
 # provision_ejabberd COUNT: registers users through ejabberd's admin API (the HTTP form
@@ -318,7 +319,7 @@ provision_ejabberd() {
   log "ejabberd: creating users $((have + 1))..$count"
   EJABBERD_API_PORT=$(pick_port "$EJABBERD_API_PORT")
   EJ_API=1 start_ejabberd
-  wait_port $EJABBERD_API_PORT 60
+  wait_port "$EJABBERD_API_PORT" 60
   timeout 1200 python3 - "$((have + 1))" "$count" "$DOMAIN" "$PASSWORD" "$EJABBERD_API_PORT" <<'EOF'
 import http.client, json, sys
 first, last, domain, password = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
