@@ -2,8 +2,9 @@
 # Start, stop and provision the three servers the benchmark compares, each with an
 # equivalent configuration generated here: loopback only, the same self-signed
 # certificate, STARTTLS required, a listen backlog of 1024 (tokio's, Kith's), SCRAM-SHA-1
-# with 4096 iterations, rate limits off, the default storage of each, the same features (roster, presence, messages, offline
-# storage, disco, ping, vCard); no s2s, no MAM, no carbons, no stream management.
+# with 4096 iterations, rate limits off, the default storage of each, the same features
+# (roster, presence, messages, offline storage, disco, ping, vCard); no s2s, no MAM, no
+# carbons, no stream management.
 #
 # Sourced by compare.sh and smoke.sh. Expects: WORK (scratch dir), BENCH (kith-bench
 # binary), KITH_BIN, DOMAIN, PASSWORD. Each start_* sets SERVER_PID (the process whose
