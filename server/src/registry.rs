@@ -60,6 +60,14 @@ pub enum SessionEvent {
 /// A session hook.
 pub type SessionHook = for<'a> fn(&'a Arc<Core>, &'a Arc<SessionHandle>) -> BoxFuture<'a, ()>;
 
+/// Handles a top-level element that is not a stanza (a "nonza", e.g. CSI's
+/// `<active/>`), keyed by namespace and name.
+pub type NonzaHandler = fn(&Core, &SessionHandle, &Element);
+
+/// Decides whether a stanza for a session that said it is inactive may wait
+/// (true) or must go out now, with everything held before it (false).
+pub type HoldFilter = fn(&Element) -> bool;
+
 /// Runs after the message module handled a message from a local client:
 /// `sender` sent `msg` (from stamped, to normalised) and it was delivered live
 /// to `delivered` (empty when it went to offline storage or elsewhere).
@@ -81,6 +89,8 @@ pub struct Registry {
     stanza: HashMap<(Kind, Addr), StanzaHandler>,
     hooks: HashMap<SessionEvent, Vec<SessionHook>>,
     message_hooks: Vec<MessageHook>,
+    nonzas: HashMap<(String, String), NonzaHandler>,
+    hold_filter: Option<HoldFilter>,
     host_features: BTreeSet<&'static str>,
     account_features: BTreeSet<&'static str>,
     identities: Vec<(FeatureScope, &'static str, &'static str, &'static str)>,
@@ -129,6 +139,16 @@ impl Registry {
         self.message_hooks.push(h);
     }
 
+    /// Handle the top-level element `ns`/`name` sent by a bound client.
+    pub fn nonza(&mut self, ns: &str, name: &str, h: NonzaHandler) {
+        self.nonzas.insert((ns.to_string(), name.to_string()), h);
+    }
+
+    /// Set the filter deciding what may wait for an inactive session.
+    pub fn hold_filter(&mut self, f: HoldFilter) {
+        self.hold_filter = Some(f);
+    }
+
     /// Advertise a disco feature.
     pub fn feature(&mut self, scope: FeatureScope, var: &'static str) {
         match scope {
@@ -172,6 +192,16 @@ impl Registry {
 
     pub(crate) fn stanza_handler(&self, kind: Kind, addr: Addr) -> Option<StanzaHandler> {
         self.stanza.get(&(kind, addr)).copied()
+    }
+
+    pub(crate) fn nonza_handler(&self, ns: &str, name: &str) -> Option<NonzaHandler> {
+        self.nonzas
+            .get(&(ns.to_string(), name.to_string()))
+            .copied()
+    }
+
+    pub(crate) fn hold(&self) -> Option<HoldFilter> {
+        self.hold_filter
     }
 
     pub(crate) fn message_hooks(&self) -> &[MessageHook] {

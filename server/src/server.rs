@@ -28,6 +28,7 @@ pub fn modules() -> Vec<Module> {
         crate::xep::vcard::MODULE,
         crate::xep::session::MODULE,
         crate::xep::carbons::MODULE,
+        crate::xep::csi::MODULE,
     ]
 }
 

@@ -13,6 +13,9 @@ use jid::FullJid;
 use minidom::Element;
 use tokio::sync::Notify;
 
+/// Stanzas held back for an inactive session before they are sent anyway.
+const MAX_HELD: usize = 100;
+
 /// Why another part of the server asked a session to close.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kick {
@@ -68,6 +71,10 @@ pub struct SessionHandle {
     closed: AtomicBool,
     /// XEP-0280: this session asked for copies of its account's chats.
     pub carbons: AtomicBool,
+    /// XEP-0352: the client said it is inactive; `hold` decides what may wait.
+    inactive: AtomicBool,
+    hold: Option<fn(&Element) -> bool>,
+    held: Mutex<Vec<Vec<u8>>>,
     max_items: usize,
     /// Bytes waiting in the queue, and the most allowed.
     queued: AtomicUsize,
@@ -78,7 +85,13 @@ pub struct SessionHandle {
 }
 
 impl SessionHandle {
-    pub fn new(jid: FullJid, id: u64, max_items: usize, max_queued: usize) -> Self {
+    pub fn new(
+        jid: FullJid,
+        id: u64,
+        max_items: usize,
+        max_queued: usize,
+        hold: Option<fn(&Element) -> bool>,
+    ) -> Self {
         SessionHandle {
             jid,
             id,
@@ -86,6 +99,9 @@ impl SessionHandle {
             ready: Notify::new(),
             closed: AtomicBool::new(false),
             carbons: AtomicBool::new(false),
+            inactive: AtomicBool::new(false),
+            hold,
+            held: Mutex::new(Vec::new()),
             max_items,
             queued: AtomicUsize::new(0),
             max_queued,
@@ -103,6 +119,37 @@ impl SessionHandle {
         }
         let mut bytes = Vec::with_capacity(256);
         crate::xml::serialize(&stanza, &mut bytes);
+        if self.inactive.load(Ordering::Relaxed) {
+            if self.hold.is_some_and(|may_wait| may_wait(&stanza)) {
+                let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+                if held.len() < MAX_HELD {
+                    held.push(bytes);
+                    return;
+                }
+            }
+            // Something that must go out now: what waited goes first, in order.
+            self.flush_held();
+        }
+        self.enqueue(bytes);
+    }
+
+    /// Mark the session inactive (XEP-0352) or active; becoming active
+    /// releases what was held.
+    pub fn set_inactive(&self, inactive: bool) {
+        self.inactive.store(inactive, Ordering::Relaxed);
+        if !inactive {
+            self.flush_held();
+        }
+    }
+
+    fn flush_held(&self) {
+        let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
+        for bytes in held {
+            self.enqueue(bytes);
+        }
+    }
+
+    fn enqueue(&self, bytes: Vec<u8>) {
         let len = bytes.len();
         let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if q.len() >= self.max_items || self.queued.load(Ordering::Relaxed) + len > self.max_queued

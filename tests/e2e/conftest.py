@@ -335,7 +335,7 @@ class Client(slixmpp.ClientXMPP):
         # The tests answer subscription requests themselves.
         self.roster.auto_authorize = None
         self.roster.auto_subscribe = False
-        for plugin in ("xep_0030", "xep_0054", "xep_0092", "xep_0199", "xep_0202"):
+        for plugin in ("xep_0030", "xep_0054", "xep_0092", "xep_0199", "xep_0202", "xep_0352"):
             self.register_plugin(plugin)
         self.messages: asyncio.Queue = asyncio.Queue()
         self.presences: asyncio.Queue = asyncio.Queue()

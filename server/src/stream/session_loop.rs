@@ -42,6 +42,7 @@ pub async fn run<T: Transport>(
         core.next_id(),
         max_items,
         max_queued,
+        core.registry.hold(),
     ));
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
@@ -147,6 +148,12 @@ async fn incoming(
     session: &Arc<SessionHandle>,
     el: Element,
 ) -> Result<(), StreamError> {
+    if el.ns() != ns::CLIENT {
+        if let Some(h) = core.registry.nonza_handler(&el.ns(), el.name()) {
+            h(core, session, &el);
+            return Ok(());
+        }
+    }
     if el.ns() != ns::CLIENT || Kind::of(&el).is_none() {
         return Err(StreamError::text(
             "unsupported-stanza-type",

@@ -1,6 +1,7 @@
 //! Small protocol modules, one file each.
 
 pub mod carbons;
+pub mod csi;
 pub mod disco;
 pub mod ping;
 pub mod session;
