@@ -117,7 +117,10 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
             // this task) is freed, and an idle session costs only its loop.
             let guards = (permit, alive);
             tokio::spawn(async move {
-                super::session_loop::run(core, stream, jid, reply).await;
+                let mut bytes = Vec::new();
+                crate::xml::serialize(&reply, &mut bytes);
+                drop(reply);
+                super::session_loop::run(core, stream, jid, bytes).await;
                 drop(guards);
             });
         }

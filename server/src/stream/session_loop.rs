@@ -28,12 +28,13 @@ enum End {
     Gone,
 }
 
-/// Run a bound session until it ends; `bind_reply` is sent first.
+/// Run a bound session until it ends; `bind_reply` (serialised, so that no
+/// element outlives its sending) is written first.
 pub async fn run<T: Transport>(
     core: Arc<Core>,
     mut stream: XmlStream<T>,
     jid: FullJid,
-    bind_reply: Element,
+    bind_reply: Vec<u8>,
 ) {
     let max_queued = (core.config.limits.stanza_size * 8).max(1024 * 1024);
     let max_items = core.config.limits.session_queue.max(1);
@@ -49,7 +50,9 @@ pub async fn run<T: Transport>(
     stream.release_buffers();
     let mut shutdown = core.shutdown.clone();
 
-    let end = if stream.send(&bind_reply).await.is_err() {
+    let sent = stream.write(&bind_reply).await;
+    drop(bind_reply);
+    let end = if sent.is_err() {
         End::Gone
     } else {
         loop {
