@@ -35,11 +35,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 fat="$img@@$((4 * 1024 * 1024))"
-kernel=$(mdir -b -i "$fat" ::/ | sed -n 's|^::/\(vmlinuz-.*\)|\1|p' | sort -V | tail -n 1)
-initrd=$(mdir -b -i "$fat" ::/ | sed -n 's|^::/\(initrd.img-.*\)|\1|p' | sort -V | tail -n 1)
-[[ -n $kernel && -n $initrd ]] || die "pi3 boot test: no kernel/initrd in the BOOT partition"
-mcopy -n -i "$fat" "::/$kernel" "$work/vmlinuz"
-mcopy -n -i "$fat" "::/$initrd" "$work/initrd.img"
+kernel=$(extract_boot_files "$img" "$work" "pi3 boot test")
 mcopy -n -i "$fat" ::/bcm2837-rpi-3-b.dtb "$work/pi3.dtb"
 # An SD card's size must be a power of two for qemu: a 4 GiB overlay on the image.
 qemu-img create -q -f qcow2 -F raw -b "$img" "$work/sd.qcow2" 4G

@@ -48,12 +48,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- kernel and initrd out of the FAT partition (first partition, at 4 MiB) -----------
-fat="$img@@$((4 * 1024 * 1024))"
-kernel=$(mdir -b -i "$fat" ::/ | sed -n 's|^::/\(vmlinuz-.*\)|\1|p' | sort -V | tail -n 1)
-initrd=$(mdir -b -i "$fat" ::/ | sed -n 's|^::/\(initrd.img-.*\)|\1|p' | sort -V | tail -n 1)
-[[ -n $kernel && -n $initrd ]] || die "boot-test: no kernel/initrd in the BOOT partition"
-mcopy -n -i "$fat" "::/$kernel" "$work/vmlinuz"
-mcopy -n -i "$fat" "::/$initrd" "$work/initrd.img"
+kernel=$(extract_boot_files "$img" "$work" "boot-test")
 qemu-img create -q -f qcow2 -F raw -b "$img" "$work/disk.qcow2" 6G
 log "boot-test: $(basename "$img"), kernel $kernel"
 

@@ -43,3 +43,16 @@ for s in (suite, suite + "-updates", suite + "-security"):
     print("deb %s %s %s" % (uris[s], s, comps))
 PY
 }
+
+# Copy the newest kernel and initrd out of the image's FAT BOOT partition (the first
+# partition, at 4 MiB) into DIR as vmlinuz and initrd.img; prints the kernel's name.
+# Usage: extract_boot_files IMAGE DIR WHO   (WHO prefixes the error message)
+extract_boot_files() {
+  local fat="$1@@$((4 * 1024 * 1024))" kernel initrd
+  kernel=$(mdir -b -i "$fat" ::/ | sed -n 's|^::/\(vmlinuz-.*\)|\1|p' | sort -V | tail -n 1)
+  initrd=$(mdir -b -i "$fat" ::/ | sed -n 's|^::/\(initrd.img-.*\)|\1|p' | sort -V | tail -n 1)
+  [[ -n $kernel && -n $initrd ]] || die "$3: no kernel/initrd in the BOOT partition"
+  mcopy -n -i "$fat" "::/$kernel" "$2/vmlinuz"
+  mcopy -n -i "$fat" "::/$initrd" "$2/initrd.img"
+  printf '%s\n' "$kernel"
+}
