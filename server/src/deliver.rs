@@ -17,8 +17,8 @@ pub fn available(core: &Core, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
         .collect()
 }
 
-/// Deliver a copy of `stanza` to every available session of `bare`, with `to`
-/// rewritten to each full JID only when `rewrite_to` is set.
+/// Deliver a copy of `stanza`, as it is, to every available session of `bare`;
+/// returns how many got one.
 pub fn to_available(core: &Core, bare: &BareJid, stanza: &Element) -> usize {
     let targets = available(core, bare);
     for s in &targets {

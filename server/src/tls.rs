@@ -21,8 +21,9 @@ pub struct TlsContext {
     pub starttls: Arc<ServerConfig>,
     /// For Direct TLS: ALPN `xmpp-client` offered.
     pub direct: Arc<ServerConfig>,
-    /// DER of the leaf certificate.
-    pub leaf: Arc<Vec<u8>>,
+    /// `tls-server-end-point` binding of the leaf certificate: a property of
+    /// the certificate, so hashed once here rather than on every connection.
+    pub server_end_point: Arc<Vec<u8>>,
 }
 
 /// Why TLS could not be set up.
@@ -94,7 +95,7 @@ impl TlsContext {
         Ok(TlsContext {
             starttls: build(None)?,
             direct: build(Some(ALPN_XMPP_CLIENT))?,
-            leaf: Arc::new(leaf),
+            server_end_point: Arc::new(server_end_point(&leaf)),
         })
     }
 }
@@ -141,14 +142,15 @@ pub struct ChannelBindings {
 }
 
 impl ChannelBindings {
-    /// Compute the bindings of a server-side connection.
-    pub fn of(conn: &rustls::ServerConnection, leaf: &[u8]) -> Self {
+    /// The bindings of a server-side connection; `server_end_point` is the
+    /// certificate's precomputed hash ([`TlsContext::server_end_point`]).
+    pub fn of(conn: &rustls::ServerConnection, server_end_point: &[u8]) -> Self {
         let exporter = conn
             .export_keying_material(vec![0u8; 32], b"EXPORTER-Channel-Binding", None)
             .ok();
         ChannelBindings {
             exporter,
-            server_end_point: Some(server_end_point(leaf)),
+            server_end_point: Some(server_end_point.to_vec()),
         }
     }
 }
