@@ -16,14 +16,8 @@ timeout_s=${KITH_PI3_TIMEOUT:-600}
 work=$(mktemp -d /tmp/kith-pi3.XXXXXX)
 qpid=""
 cleanup() {
-  local rc=$? p
-  for p in "$(cat "$work/qemu.pid" 2>/dev/null)" "$qpid"; do
-    [[ -n $p ]] && kill -0 "$p" 2>/dev/null || continue
-    kill -TERM "$p" 2>/dev/null || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.3; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  [[ -n $qpid ]] && wait "$qpid" 2>/dev/null || true
+  local rc=$?
+  stop_qemu "$work/qemu.pid" "$qpid"
   if [[ $rc != 0 && -s $work/serial.log ]]; then
     log "pi3 boot test: last lines of the serial console:"
     tail -n 40 "$work/serial.log" | sed 's/^/    | /' >&2

@@ -26,15 +26,7 @@ qpid="" ns_box="" ns_peer=""
 
 cleanup() {
   local rc=$?
-  # qemu's own PID (from -pidfile), then the timeout(1) wrapper around it.
-  local p
-  for p in "$(cat "$work/qemu.pid" 2>/dev/null)" "$qpid"; do
-    [[ -n $p ]] && kill -0 "$p" 2>/dev/null || continue
-    kill -TERM "$p" 2>/dev/null || true
-    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.3; done
-    kill -KILL "$p" 2>/dev/null || true
-  done
-  [[ -n $qpid ]] && wait "$qpid" 2>/dev/null || true
+  stop_qemu "$work/qemu.pid" "$qpid"
   [[ -n $ns_peer ]] && ip netns del "$ns_peer" 2>/dev/null
   [[ -n $ns_box ]] && ip netns del "$ns_box" 2>/dev/null
   if [[ $rc != 0 && -s $work/serial.log ]]; then

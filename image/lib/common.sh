@@ -56,3 +56,17 @@ extract_boot_files() {
   mcopy -n -i "$fat" "::/$initrd" "$2/initrd.img"
   printf '%s\n' "$kernel"
 }
+
+# Stop qemu: its own PID (from -pidfile PIDFILE), then the timeout(1) wrapper WRAPPER_PID;
+# SIGTERM, up to 3 s of grace, then SIGKILL of the same PID, and reap the wrapper.
+# Usage: stop_qemu PIDFILE WRAPPER_PID
+stop_qemu() {
+  local p
+  for p in "$(cat "$1" 2>/dev/null)" "$2"; do
+    [[ -n $p ]] && kill -0 "$p" 2>/dev/null || continue
+    kill -TERM "$p" 2>/dev/null || true
+    for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$p" 2>/dev/null || break; sleep 0.3; done
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  [[ -n $2 ]] && wait "$2" 2>/dev/null || true
+}
