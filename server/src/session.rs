@@ -142,6 +142,12 @@ impl SessionHandle {
         }
     }
 
+    /// Whether the client said it is inactive (XEP-0352); push notifies
+    /// the phone behind such a session.
+    pub fn is_inactive(&self) -> bool {
+        self.inactive.load(Ordering::Relaxed)
+    }
+
     fn flush_held(&self) {
         let held = std::mem::take(&mut *self.held.lock().unwrap_or_else(|e| e.into_inner()));
         for bytes in held {

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod offline;
+pub mod push;
 pub mod roster;
 pub mod vcard;
 
