@@ -5,7 +5,7 @@ to be anyone outside its domain."""
 
 import asyncio
 
-from conftest import (DOMAIN, NS_COMPONENT, NS_STREAM, STEP, AppServer, LoginFailed,
+from conftest import (DOMAIN, NS_COMPONENT, NS_STANZAS, NS_STREAM, STEP, AppServer, LoginFailed,
                       RawXmpp, online, run, stream_error_condition)
 
 APP = "push.localhost"
@@ -39,6 +39,15 @@ def test_an_app_server_connects_is_listed_and_talks_with_users(kith_extra):
                                  mbody="hello human", mtype="chat")
                 msg = await alice.next_message()
                 assert (msg["body"], msg["from"].full) == ("hello human", f"bot@{APP}")
+                # A message to nobody comes back as an error the component understands.
+                app.send_message(mto=f"nobody@{DOMAIN}", mfrom=f"bot@{APP}",
+                                 mbody="hello?", mtype="chat")
+                err = await asyncio.wait_for(app.messages.get(), STEP)
+                assert err["type"] == "error", err
+                # XEP-0114: the error is in the stream's namespace, like the stanza (slixmpp
+                # reads it with fix_error_ns=True, a process-wide switch, so look directly).
+                cond = err.xml.find(f"{{{NS_COMPONENT}}}error/{{{NS_STANZAS}}}service-unavailable")
+                assert cond is not None, err
         finally:
             await app.close()
     run(scenario())

@@ -65,6 +65,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
         (l.stanza_size * 8).max(1024 * 1024),
         None,
     ));
+    handle.set_rewrite(|el| renamespace(el, ns::CLIENT, NS_COMPONENT));
     if !core.components.claim(&domain, handle.clone()) {
         tracing::warn!(%peer, %domain, "a second connection for a component domain");
         let e = StreamError::text("conflict", "this component is already connected");

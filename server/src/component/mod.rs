@@ -6,7 +6,8 @@
 //! stanzas *to* them; `conn.rs` runs a component's connection (handshake, read
 //! and write loop) and `route.rs` routes the stanzas a component sends. A
 //! component's outbound queue is a [`SessionHandle`], so it is bounded exactly
-//! like a client's.
+//! like a client's, and it rewrites every stanza into the component
+//! namespace, whoever queues it.
 
 mod conn;
 mod route;
@@ -22,7 +23,6 @@ use crate::registry::{Module, Registry};
 use crate::router::bounce;
 use crate::session::SessionHandle;
 use crate::stanza::{Kind, StanzaError};
-use crate::xml::ns;
 
 pub use conn::serve;
 
@@ -94,7 +94,8 @@ pub fn send(core: &Core, stanza: &Element) -> bool {
     };
     match core.components.get(to.domain().as_str()) {
         Some(h) => {
-            h.send(renamespace(stanza, ns::CLIENT, NS_COMPONENT));
+            // The handle moves it to the component namespace (conn.rs).
+            h.send(stanza.clone());
             true
         }
         None => false,
@@ -144,7 +145,7 @@ pub fn renamespace(el: &Element, from: &str, to: &str) -> Element {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xml::el;
+    use crate::xml::{el, ns};
 
     #[test]
     fn stanzas_change_namespace_and_keep_everything_else() {
