@@ -773,6 +773,15 @@ class KithExtra(Kith):
                 f"{toml_value(k)} = {toml_value(v)}\n" for k, v in values.items())
         self.config.write_text(text)
 
+    def _start_once(self, extra_env: dict | None) -> "Kith":
+        try:
+            return super()._start_once(extra_env)
+        except AssertionError as e:
+            said = str(e).lower()
+            if self.component_port and "in use" in said and str(self.component_port) in said:
+                raise PortTaken() from e
+            raise
+
 
 @pytest.fixture
 def kith_extra(tmp_path, test_ca):

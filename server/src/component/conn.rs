@@ -30,6 +30,10 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
     let _alive = core.alive.clone();
     let _ = tcp.set_nodelay(true);
     let l = &core.config.limits;
+    let Some(_permit) = core.conn_limiter.acquire(peer.ip()) else {
+        tracing::warn!(%peer, "too many connections from this address");
+        return;
+    };
     let mut stream = XmlStream::new(
         tcp,
         ParserLimits {

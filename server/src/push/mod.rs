@@ -138,8 +138,9 @@ fn disable(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                 tracing::error!(error = %e, "removing a push registration failed");
                 StanzaError::internal()
             })?;
-        if let Some(node) = node {
-            cx.core.push.forget(&(user, jid, node.to_string()));
+        match node {
+            Some(node) => cx.core.push.forget(&(user, jid, node.to_string())),
+            None => cx.core.push.forget_all(&user, &jid),
         }
         Ok(None)
     })

@@ -101,6 +101,11 @@ impl PushState {
     pub fn forget(&self, key: &RegKey) {
         lock(&self.regs).remove(key);
     }
+
+    /// Every registration of `user` at `jid` is gone.
+    pub fn forget_all(&self, user: &str, jid: &str) {
+        lock(&self.regs).retain(|(u, j, _), _| u != user || j != jid);
+    }
 }
 
 #[cfg(test)]
