@@ -140,3 +140,21 @@ def test_a_service_that_is_not_connected_answers_with_an_error(kith_extra):
             assert err["type"] == "error"
             assert err["error"]["condition"] == "service-unavailable"
     run(scenario())
+
+
+def test_a_component_gets_the_same_stanza_limit_as_devices(kith_extra):
+    kith = start(kith_extra)
+
+    async def scenario():
+        app = await AppServer(kith, APP, SECRET).start()
+        try:
+            huge = "x" * (300 * 1024)  # above limits.stanza_size (256 KiB)
+            app.send_raw(f"<message from='bot@{APP}' to='alice@{DOMAIN}'>"
+                         f"<body>{huge}</body></message>")
+            err = await asyncio.wait_for(app.stream_errors.get(), STEP)
+            assert err["condition"] == "policy-violation", err
+            await asyncio.wait_for(asyncio.shield(app.gone), STEP)
+        finally:
+            await app.close()
+        assert kith.alive()
+    run(scenario())
