@@ -88,9 +88,19 @@ fn init_logging() {
 
 async fn serve(config: kith_server::Config) -> Result<(), String> {
     let domain = config.domain.clone();
+    let web_config = kith_web::WebConfig {
+        http: config.listen.http,
+        https: config.listen.https,
+        ..Default::default()
+    };
     let server = kith_server::Server::start(config)
         .await
         .map_err(|e| e.to_string())?;
+    // The web pod (HTTP, HTTPS, WebSocket) runs on the XMPP server's handle.
+    let web = kith_web::Web::start(server.web(), web_config)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(http = ?web.addrs().http, https = ?web.addrs().https, "web pod ready");
     tracing::info!(%domain, c2s = ?server.addrs().c2s, c2s_tls = ?server.addrs().c2s_tls, "kith ready");
     systemd::ready();
     let watchdog = systemd::spawn_watchdog();
@@ -100,6 +110,7 @@ async fn serve(config: kith_server::Config) -> Result<(), String> {
     if let Some(w) = watchdog {
         w.abort();
     }
+    web.shutdown().await;
     server.shutdown(Duration::from_secs(10)).await;
     Ok(())
 }

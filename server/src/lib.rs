@@ -25,9 +25,12 @@ mod stanza;
 mod storage;
 mod stream;
 pub mod tls;
+mod web;
 mod xep;
 pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
 pub use config::{Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles};
 pub use server::{BoundAddrs, Server, StartError};
+pub use stream::framed::{FramedError, FramedReceiver, FramedSender, NS_FRAMING};
+pub use web::WebHandle;

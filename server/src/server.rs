@@ -89,11 +89,8 @@ impl Server {
         let c2s = bind("c2s", config.listen.c2s).await?;
         let c2s_tls = bind("c2s_tls", config.listen.c2s_tls).await?;
         let component = bind("component", config.listen.component).await?;
-        for (name, addr) in [
-            ("s2s", config.listen.s2s),
-            ("http", config.listen.http),
-            ("https", config.listen.https),
-        ] {
+        // `http` and `https` are bound by the web pod (`kith-web`).
+        for (name, addr) in [("s2s", config.listen.s2s)] {
             if let Some(addr) = addr {
                 tracing::warn!(listener = name, %addr, "this listener is not part of this build yet; not listening");
             }
@@ -138,6 +135,11 @@ impl Server {
     /// Where the listeners are.
     pub fn addrs(&self) -> &BoundAddrs {
         &self.addrs
+    }
+
+    /// A handle for the web pod; drop it before [`Server::shutdown`].
+    pub fn web(&self) -> crate::web::WebHandle {
+        crate::web::WebHandle::new(self.core.clone())
     }
 
     /// Number of bound sessions.

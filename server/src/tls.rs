@@ -12,6 +12,8 @@ use crate::config::Config;
 
 /// ALPN protocol id for Direct TLS client connections (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
+/// ALPN protocol id of the web pod's HTTPS listener.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 
 /// The loaded certificate: the rustls configurations for STARTTLS and Direct TLS
 /// and the end-entity certificate (for `tls-server-end-point`).
@@ -21,6 +23,9 @@ pub struct TlsContext {
     pub starttls: Arc<ServerConfig>,
     /// For Direct TLS: ALPN `xmpp-client` offered.
     pub direct: Arc<ServerConfig>,
+    /// For the web pod's HTTPS listener: ALPN `http/1.1`. The same certificate
+    /// resolver as XMPP, so a new certificate is swapped in at one place.
+    pub https: Arc<ServerConfig>,
     /// `tls-server-end-point` binding of the leaf certificate: a property of
     /// the certificate, so hashed once here rather than on every connection.
     pub server_end_point: Arc<Vec<u8>>,
@@ -76,14 +81,24 @@ impl TlsContext {
             })?
             .to_vec();
         let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| read_err(key_path, &e))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        // One resolver serves every listener (XMPP and HTTPS).
+        let signing = provider
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let certified = Arc::new(rustls::sign::CertifiedKey::new(certs, signing));
+        certified
+            .keys_match()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let resolver: Arc<dyn rustls::server::ResolvesServerCert> =
+            Arc::new(rustls::sign::SingleCertAndKey::from(certified));
         let build = |alpn: Option<&[u8]>| -> Result<Arc<ServerConfig>, TlsError> {
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
-            let mut cfg = ServerConfig::builder_with_provider(provider)
+            let mut cfg = ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
                 .map_err(|e| TlsError::Config(e.to_string()))?
                 .with_no_client_auth()
-                .with_single_cert(certs.clone(), key.clone_key())
-                .map_err(|e| TlsError::Config(e.to_string()))?;
+                .with_cert_resolver(resolver.clone());
             if let Some(p) = alpn {
                 cfg.alpn_protocols = vec![p.to_vec()];
             }
@@ -95,6 +110,7 @@ impl TlsContext {
         Ok(TlsContext {
             starttls: build(None)?,
             direct: build(Some(ALPN_XMPP_CLIENT))?,
+            https: build(Some(ALPN_HTTP1))?,
             server_end_point: Arc::new(server_end_point(&leaf)),
         })
     }

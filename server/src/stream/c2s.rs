@@ -128,6 +128,40 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
     }
 }
 
+/// Serve a client whose transport the web pod already secured (HTTPS):
+/// WebSocket and BOSH sessions, through [`super::framed`]. The same deadline,
+/// per-IP limit, SASL, binding and session loop as TCP; no channel binding.
+pub(crate) async fn serve_secured<T: Transport + 'static>(
+    core: Arc<Core>,
+    io: T,
+    peer: SocketAddr,
+) {
+    let alive = core.alive.clone();
+    let mut stream = XmlStream::new(io, limits_pre_auth(&core));
+    let Some(permit) = core.conn_limiter.acquire(peer.ip()) else {
+        let e = StreamError::text("policy-violation", "too many connections from your address");
+        return finish(&core, &mut stream, Stop::Error(e)).await;
+    };
+    let deadline = Instant::now() + core.config.limits.auth_timeout;
+    let mut shutdown = core.shutdown.clone();
+    let bindings = ChannelBindings::default();
+    let r = tokio::select! {
+        r = timeout_at(deadline, Box::pin(authenticate_and_bind(&core, &mut stream, peer, &bindings))) => r.unwrap_or_else(|_| Err(timeout())),
+        _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
+    };
+    match r {
+        Ok((jid, reply)) => {
+            tracing::info!(%peer, %jid, "session bound (web transport)");
+            let mut bytes = Vec::new();
+            crate::xml::serialize(&reply, &mut bytes);
+            drop(reply);
+            super::session_loop::run(core, stream, jid, bytes).await;
+            drop((permit, alive));
+        }
+        Err(stop) => finish(&core, &mut stream, stop).await,
+    }
+}
+
 /// Socket options for every client connection: no Nagle delay (each stanza is
 /// one write), TCP keepalive probes, and a user timeout so that a peer that
 /// vanished without closing (a phone that lost signal: a half-open connection)

@@ -1,0 +1,82 @@
+//! The web pod's routes and the state they share, with the limits every
+//! route gets: body size (`413`), request time (`408`), security headers.
+
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use kith_server::WebHandle;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::HttpLimits;
+
+/// What handlers need.
+#[derive(Clone)]
+pub struct AppState {
+    /// The XMPP server.
+    pub xmpp: WebHandle,
+    /// The HTTPS listener's port, for redirects and discovery.
+    pub https_port: Option<u16>,
+}
+
+impl AppState {
+    pub fn new(xmpp: WebHandle, https_port: Option<u16>) -> Self {
+        AppState { xmpp, https_port }
+    }
+}
+
+/// The full web pod; `https` says whether it is served over TLS (HSTS).
+pub fn app(state: AppState, limits: &HttpLimits, https: bool) -> Router {
+    let r = Router::new()
+        .route("/.well-known/host-meta", get(crate::wellknown::host_meta))
+        .route(
+            "/.well-known/host-meta.json",
+            get(crate::wellknown::host_meta_json),
+        )
+        .route("/xmpp-websocket", get(crate::websocket::upgrade))
+        .fallback(not_found)
+        .layer(RequestBodyLimitLayer::new(limits.body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            limits.request_timeout,
+        ))
+        .with_state(state);
+    crate::headers::secure(r, https)
+}
+
+async fn not_found() -> StatusCode {
+    StatusCode::NOT_FOUND
+}
+
+/// The `Host` the client used, if it is a plain host name or address (with
+/// an optional port); otherwise the XMPP domain. Reflected into URLs, so
+/// anything else is never echoed.
+pub fn request_host(headers: &HeaderMap, domain: &str) -> String {
+    let valid = |h: &str| {
+        !h.is_empty()
+            && h.len() <= 255
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+    };
+    headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| valid(h))
+        .unwrap_or(domain)
+        .to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_hosts_are_reflected() {
+        let mut h = HeaderMap::new();
+        assert_eq!(request_host(&h, "kith.example"), "kith.example");
+        h.insert(header::HOST, "Kith.Example:8443".parse().expect("value"));
+        assert_eq!(request_host(&h, "x"), "kith.example:8443");
+        h.insert(header::HOST, "evil.example/\"><x".parse().expect("value"));
+        assert_eq!(request_host(&h, "kith.example"), "kith.example");
+    }
+}
