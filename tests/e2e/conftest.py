@@ -922,3 +922,129 @@ async def disable_push(client, app_server: str, node: str | None = None):
     attrs = {"jid": app_server} | ({"node": node} if node else {})
     iq.append(ET.Element(f"{{{NS_PUSH}}}disable", attrs))
     return await iq.send(timeout=STEP)
+
+
+# --------------------------------------------------------------------------- the web pod
+
+NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
+
+
+class WebKith(Kith):
+    """A Kith with the web pod's HTTP and HTTPS listeners on free loopback ports."""
+
+    def pick_ports(self):
+        super().pick_ports()
+        self.http_port = free_port()
+        self.https_port = free_port()
+        text = self.config.read_text().replace(
+            "[listen]\n",
+            f'[listen]\nhttp = "127.0.0.1:{self.http_port}"\n'
+            f'https = "127.0.0.1:{self.https_port}"\n', 1)
+        self.config.write_text(text)
+
+    def start(self, extra_env: dict | None = None) -> "WebKith":
+        super().start(extra_env)
+        deadline = time.monotonic() + START
+        while not (self._port_open(self.https_port) and self._port_open(self.http_port)):
+            if time.monotonic() > deadline:
+                raise AssertionError("kith did not open its web ports:\n" + self.log_tail())
+            time.sleep(0.05)
+        return self
+
+    @property
+    def https_url(self) -> str:
+        return f"https://{DOMAIN}:{self.https_port}"
+
+    def https_context(self) -> ssl.SSLContext:
+        ctx = self.ca.client_context()
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+    def https_raw(self, request: bytes, *, timeout: float = STEP) -> bytes:
+        """Send raw bytes over HTTPS, return everything until the server closes (or the
+        timeout): for hostile-input tests that http.client would refuse to send."""
+        with socket.create_connection(("127.0.0.1", self.https_port), timeout=timeout) as s:
+            with self.https_context().wrap_socket(s, server_hostname=DOMAIN) as t:
+                t.sendall(request)
+                out = b""
+                with contextlib.suppress(TimeoutError, ssl.SSLError, ConnectionError):
+                    while chunk := t.recv(65536):
+                        out += chunk
+                return out
+
+
+@pytest.fixture
+def web_kith(kith_factory, tmp_path, test_ca) -> WebKith:
+    """The household's server with its web pod; alice, bob and carol are users."""
+    d = tmp_path / "web"
+    d.mkdir()
+    k = WebKith(d, test_ca)
+    for user in ("alice", "bob", "carol"):
+        k.add_user(user)
+    try:
+        yield k.start()
+    finally:
+        k.stop()
+        print(f"--- {d.name} log (tail) ---\n{k.log_tail()}")
+
+
+class WsXmpp:
+    """XMPP over WebSocket (RFC 7395) by hand, with the `websockets` library: one
+    element per message, every receive bounded by STEP."""
+
+    def __init__(self, ws):
+        self.ws = ws
+
+    @classmethod
+    async def connect(cls, server: WebKith, *, subprotocols=("xmpp",), **kw) -> "WsXmpp":
+        import websockets
+        ws = await websockets.connect(
+            f"wss://{DOMAIN}:{server.https_port}/xmpp-websocket",
+            ssl=server.https_context(), subprotocols=list(subprotocols),
+            open_timeout=STEP, **kw)
+        return cls(ws)
+
+    async def send(self, xml: str):
+        await self.ws.send(xml)
+
+    async def recv(self, timeout: float = STEP) -> ET.Element:
+        msg = await asyncio.wait_for(self.ws.recv(), timeout)
+        return ET.fromstring(msg)
+
+    async def open(self) -> ET.Element:
+        """Send <open/>; return the <stream:features/> that follows the server's <open/>."""
+        await self.send(f"<open xmlns='{NS_FRAMING}' to='{DOMAIN}' version='1.0'/>")
+        opened = await self.recv()
+        assert opened.tag == f"{{{NS_FRAMING}}}open", opened.tag
+        features = await self.recv()
+        assert features.tag == f"{{{NS_STREAM}}}features", features.tag
+        return features
+
+    async def login(self, user: str, password: str = PASSWORD, resource: str = "web") -> str:
+        """SASL PLAIN, stream restart, bind; returns the bound full JID."""
+        features = await self.open()
+        mechs = [m.text for m in features.iter(f"{{{NS_SASL}}}mechanism")]
+        assert "PLAIN" in mechs, mechs
+        token = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+        await self.send(f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{token}</auth>")
+        ok = await self.recv()
+        assert ok.tag == f"{{{NS_SASL}}}success", ET.tostring(ok)
+        features = await self.open()
+        assert features.find(f"{{{NS_BIND}}}bind") is not None
+        await self.send(f"<iq xmlns='{NS_CLIENT}' type='set' id='b1'><bind xmlns='{NS_BIND}'>"
+                        f"<resource>{resource}</resource></bind></iq>")
+        res = await self.recv()
+        assert res.get("type") == "result", ET.tostring(res)
+        return res.find(f"{{{NS_BIND}}}bind/{{{NS_BIND}}}jid").text
+
+    async def next_stanza(self, tag: str, timeout: float = STEP) -> ET.Element:
+        """The next `tag` (message, presence, iq) in jabber:client, skipping others."""
+        deadline = time.monotonic() + timeout
+        while True:
+            el = await self.recv(max(0.01, deadline - time.monotonic()))
+            if el.tag == f"{{{NS_CLIENT}}}{tag}":
+                return el
+
+    async def close(self):
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.ws.close(), STEP)
