@@ -30,6 +30,19 @@ pub struct File {
     pub push: PushFile,
     #[serde(default)]
     pub ping: PingFile,
+    #[serde(default)]
+    pub upload: UploadFile,
+}
+
+/// `[upload]`: HTTP File Upload (XEP-0363).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct UploadFile {
+    pub max_file_size: Option<u64>,
+    pub quota: Option<u64>,
+    pub retention_days: Option<u64>,
+    pub slot_lifetime_secs: Option<u64>,
+    pub base_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -241,6 +254,37 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
             return Err("ping.timeout_secs: must be at least 1".into());
         }
         config.ping.timeout = Duration::from_secs(v);
+    }
+    let u = &mut config.upload;
+    let uf = file.upload;
+    if let Some(v) = uf.max_file_size {
+        if v == 0 {
+            return Err("upload.max_file_size: must be at least 1 byte".into());
+        }
+        u.max_file_size = v;
+    }
+    if let Some(v) = uf.quota {
+        u.quota = v;
+    }
+    if let Some(v) = uf.retention_days {
+        if v == 0 {
+            return Err("upload.retention_days: must be at least 1".into());
+        }
+        u.retention = Duration::from_secs(v * 86400);
+    }
+    if let Some(v) = uf.slot_lifetime_secs {
+        if v == 0 {
+            return Err("upload.slot_lifetime_secs: must be at least 1".into());
+        }
+        u.slot_lifetime = Duration::from_secs(v);
+    }
+    if let Some(v) = uf.base_url {
+        if !v.starts_with("https://") || v.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "upload.base_url: '{v}' is not an https:// origin (like https://kith.example)"
+            ));
+        }
+        u.base_url = Some(v);
     }
     if let Some(i) = file.auth.scram_iterations {
         if i < 4096 {

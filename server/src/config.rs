@@ -29,6 +29,37 @@ pub struct Config {
     pub push: PushConfig,
     /// Server-to-client and server-to-component pings (XEP-0199).
     pub ping: PingConfig,
+    /// HTTP File Upload (XEP-0363).
+    pub upload: UploadConfig,
+}
+
+/// HTTP File Upload (XEP-0363): the service `upload.DOMAIN` and its bounds.
+#[derive(Debug, Clone)]
+pub struct UploadConfig {
+    /// Largest file, in bytes; larger slot requests get `<file-too-large/>`.
+    pub max_file_size: u64,
+    /// Bytes of stored files per account; a slot that would exceed it gets
+    /// `<resource-constraint/>`.
+    pub quota: u64,
+    /// Files are deleted this long after upload.
+    pub retention: Duration,
+    /// A slot's PUT URL is valid this long.
+    pub slot_lifetime: Duration,
+    /// The web pod's public origin for slot URLs (`https://kith.example`);
+    /// `None` means `https://DOMAIN` with the HTTPS listener's port.
+    pub base_url: Option<String>,
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        UploadConfig {
+            max_file_size: 100 * 1024 * 1024,
+            quota: 1024 * 1024 * 1024,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            slot_lifetime: Duration::from_secs(300),
+            base_url: None,
+        }
+    }
 }
 
 /// A shared secret; never printed by `Debug`.
@@ -159,6 +190,7 @@ impl Config {
             components: BTreeMap::new(),
             push: PushConfig::default(),
             ping: PingConfig::default(),
+            upload: UploadConfig::default(),
         }
     }
 }

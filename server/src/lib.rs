@@ -25,12 +25,14 @@ mod stanza;
 mod storage;
 mod stream;
 pub mod tls;
+mod upload;
 mod web;
 mod xep;
 pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
-pub use config::{Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles};
+pub use config::{Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles, UploadConfig};
 pub use server::{BoundAddrs, Server, StartError};
 pub use stream::framed::{FramedError, FramedReceiver, FramedSender, NS_FRAMING};
+pub use upload::{PutGrant, PutQuery, PutRefused, StoredFile, Uploads};
 pub use web::WebHandle;

@@ -131,6 +131,10 @@ pub async fn route_from_client(
     if crate::component::route_from_client(core, session, &stanza, to.as_ref()) {
         return;
     }
+    // XEP-0363: the upload service (upload.DOMAIN) is served in process.
+    if crate::upload::route_from_client(core, session, &stanza, to.as_ref()).await {
+        return;
+    }
     let addr = addr_of(to.as_ref(), &session.jid.to_bare(), &core.domain);
     if addr == Addr::Remote {
         // Federation arrives with the s2s module; until then say so clearly.

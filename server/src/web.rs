@@ -50,6 +50,11 @@ impl WebHandle {
         crate::stream::framed::open(&self.core, peer)
     }
 
+    /// The HTTP File Upload store (XEP-0363).
+    pub fn uploads(&self) -> crate::upload::Uploads {
+        crate::upload::Uploads::new(self.core.clone())
+    }
+
     /// Resolves when the server begins shutting down.
     pub async fn shutting_down(&self) {
         let mut rx = self.core.shutdown.clone();

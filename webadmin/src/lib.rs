@@ -3,7 +3,8 @@
 //! This crate owns everything that speaks HTTP: the listeners and their limits
 //! (`listen.rs`), the security headers on every response (`headers.rs`), the
 //! plain-HTTP redirect (`redirect.rs`), `/.well-known/host-meta` discovery
-//! (`wellknown.rs`) and XMPP over WebSocket (`websocket.rs`). It reaches XMPP
+//! (`wellknown.rs`), XMPP over WebSocket (`websocket.rs`) and the HTTP half
+//! of file upload (`upload.rs`). It reaches XMPP
 //! only through [`kith_server::WebHandle`]; the XMPP session logic stays in
 //! `kith-server`.
 
@@ -11,6 +12,7 @@ mod headers;
 mod listen;
 mod redirect;
 mod routes;
+mod upload;
 mod websocket;
 mod wellknown;
 
@@ -133,6 +135,10 @@ impl Web {
                 shutdown_rx.clone(),
             ));
         }
+        tasks.push(tokio::spawn(sweep_uploads(
+            xmpp.clone(),
+            shutdown_rx.clone(),
+        )));
         Ok(Web {
             addrs,
             shutdown,
@@ -151,6 +157,20 @@ impl Web {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Delete expired uploads at start and then every hour.
+async fn sweep_uploads(xmpp: WebHandle, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let n = xmpp.uploads().sweep().await;
+        if n > 0 {
+            tracing::info!(files = n, "deleted expired uploads");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -27,7 +27,7 @@ impl AppState {
 
 /// The full web pod; `https` says whether it is served over TLS (HSTS).
 pub fn app(state: AppState, limits: &HttpLimits, https: bool) -> Router {
-    let r = Router::new()
+    let limited = Router::new()
         .route("/.well-known/host-meta", get(crate::wellknown::host_meta))
         .route(
             "/.well-known/host-meta.json",
@@ -39,8 +39,16 @@ pub fn app(state: AppState, limits: &HttpLimits, https: bool) -> Router {
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
-        ))
-        .with_state(state);
+        ));
+    // Uploads stream large bodies: bounded by their slot's size and a
+    // per-chunk timeout (upload.rs) instead of the limits above.
+    let uploads = Router::new().route(
+        "/upload/{id}/{filename}",
+        get(crate::upload::get)
+            .put(crate::upload::put)
+            .options(crate::upload::preflight),
+    );
+    let r = uploads.merge(limited).with_state(state);
     crate::headers::secure(r, https)
 }
 

@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod offline;
 pub mod push;
 pub mod roster;
+pub mod uploads;
 pub mod vcard;
 
 use std::path::Path;
