@@ -930,7 +930,12 @@ NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing"
 
 
 class WebKith(Kith):
-    """A Kith with the web pod's HTTP and HTTPS listeners on free loopback ports."""
+    """A Kith with the web pod's HTTP and HTTPS listeners on free loopback ports;
+    `upload={...}` fills the config's [upload] section."""
+
+    def __init__(self, directory: Path, ca: TestCA | None, *, upload=None, **kw):
+        self._upload = upload or {}
+        super().__init__(directory, ca, **kw)
 
     def pick_ports(self):
         super().pick_ports()
@@ -940,6 +945,9 @@ class WebKith(Kith):
             "[listen]\n",
             f'[listen]\nhttp = "127.0.0.1:{self.http_port}"\n'
             f'https = "127.0.0.1:{self.https_port}"\n', 1)
+        if self._upload:
+            text += "\n[upload]\n" + "".join(f"{k} = {toml_value(v)}\n"
+                                             for k, v in self._upload.items())
         self.config.write_text(text)
 
     def start(self, extra_env: dict | None = None) -> "WebKith":
@@ -974,18 +982,30 @@ class WebKith(Kith):
 
 
 @pytest.fixture
-def web_kith(kith_factory, tmp_path, test_ca) -> WebKith:
-    """The household's server with its web pod; alice, bob and carol are users."""
-    d = tmp_path / "web"
-    d.mkdir()
-    k = WebKith(d, test_ca)
-    for user in ("alice", "bob", "carol"):
-        k.add_user(user)
-    try:
-        yield k.start()
-    finally:
+def web_kith_factory(tmp_path, test_ca):
+    """Start servers with the web pod: `web_kith_factory(upload={...})`; alice, bob and
+    carol are users. All are stopped at teardown."""
+    made: list[WebKith] = []
+
+    def make(name: str = "web", **kw) -> WebKith:
+        d = tmp_path / name
+        d.mkdir()
+        k = WebKith(d, test_ca, **kw)
+        made.append(k)
+        for user in ("alice", "bob", "carol"):
+            k.add_user(user)
+        return k.start()
+
+    yield make
+    for k in made:
         k.stop()
-        print(f"--- {d.name} log (tail) ---\n{k.log_tail()}")
+        print(f"--- {k.dir.name} log (tail) ---\n{k.log_tail()}")
+
+
+@pytest.fixture
+def web_kith(web_kith_factory) -> WebKith:
+    """The household's server with its web pod; alice, bob and carol are users."""
+    return web_kith_factory()
 
 
 class WsXmpp:
