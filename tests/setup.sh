@@ -4,6 +4,9 @@
 # - Debian packages the tests use (openssl, for the e2e tests' throw-away CA), installed
 #   with apt-get only when missing (apt-get update only then, too).
 # - A virtualenv at <repo>/.venv with the exact pins of tests/requirements.txt.
+# - tests/web/node_modules: Converse.js and playwright-core, exact pins from
+#   tests/web/package-lock.json (`npm ci`); the browser is Debian's chromium, never a
+#   downloaded one.
 #
 # Needs only Python 3.11+, apt and root (or sudo) on a fresh machine.
 set -euo pipefail
@@ -14,7 +17,7 @@ venv="$root/.venv"
 python="${PYTHON:-python3}"
 
 # Debian packages: command -> package.
-declare -A want=([openssl]=openssl)
+declare -A want=([openssl]=openssl [chromium]=chromium [npm]=npm)
 missing=()
 for cmd in "${!want[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")
@@ -45,4 +48,16 @@ else
     echo "$want_sum" >"$stamp"
     echo "setup.sh: $venv ready" \
         "($("$venv/bin/python" -c 'import slixmpp; print("slixmpp", slixmpp.__version__)'))"
+fi
+
+# Browser-test packages: reinstalled only when the lock file changed.
+web="$here/web"
+web_stamp="$web/node_modules/.lock.sha256"
+web_sum="$(sha256sum "$web/package-lock.json" | cut -d' ' -f1)"
+if [[ -f "$web_stamp" && "$(cat "$web_stamp")" == "$web_sum" ]]; then
+    echo "setup.sh: $web/node_modules up to date"
+else
+    (cd "$web" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+    echo "$web_sum" >"$web_stamp"
+    echo "setup.sh: $web/node_modules ready"
 fi

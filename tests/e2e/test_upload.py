@@ -207,3 +207,39 @@ def test_a_browser_on_another_origin_gets_cors(web_kith):
         assert headers["Access-Control-Allow-Origin"] == "*"
         assert "PUT" in headers["Access-Control-Allow-Methods"]
     run(scenario())
+
+
+def test_a_1gb_upload_is_streamed_to_disk_not_memory(web_kith_factory):
+    """A 1 GiB PUT: the server's peak RSS grows by far less than the file (the body is
+    streamed to disk), and the bytes on disk are the bytes sent."""
+    size = 1024 * 1024 * 1024
+    server = web_kith_factory(upload={"max_file_size": size, "quota": size})
+    chunk = secrets.token_bytes(1024 * 1024)
+
+    async def body():
+        for _ in range(size // len(chunk)):
+            yield chunk
+
+    async def scenario():
+        async with online(server, "alice") as alice:
+            with_upload(alice)
+            put, get = await slot(alice, "film.mkv", size, "video/x-matroska")
+            before = server.peak_rss_kib()
+            async with aiohttp.ClientSession() as s:
+                async with s.put(put, data=body(), ssl=tls(server),
+                                 headers={"Content-Length": str(size),
+                                          "Content-Type": "video/x-matroska"},
+                                 timeout=aiohttp.ClientTimeout(total=600)) as r:
+                    assert r.status == 201, await r.text()
+            grown = server.peak_rss_kib() - before
+            assert grown < 32 * 1024, f"peak RSS grew by {grown} KiB during a 1 GiB upload"
+            status, headers, tail = await http(server, "GET", get,
+                                               headers={"Range": "bytes=-1048576"})
+            assert status == 206 and tail == chunk
+            assert headers["Content-Range"] == f"bytes {size - len(chunk)}-{size - 1}/{size}"
+        files = list((server.data_dir / "uploads" / "files").iterdir())
+        assert [f.stat().st_size for f in files] == [size]
+        assert not list((server.data_dir / "uploads" / "tmp").iterdir())
+        for f in files:  # do not leave a gigabyte in the test's temporary directory
+            f.unlink()
+    run(scenario(), timeout=900)
