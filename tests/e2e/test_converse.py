@@ -186,3 +186,7 @@ def test_converse_loads_history_from_mam(web_kith, test_page):
         finally:
             browser.kill()
     run(scenario(), timeout=120)
+
+
+def test_converse_over_bosh_chats(web_kith, test_page):
+    run(converse_session(web_kith, test_page, "bosh", upload=False), timeout=180)

@@ -1,5 +1,6 @@
 """The web pod: HTTPS with security headers, the plain-HTTP redirect, XEP-0156
-discovery, and XMPP over WebSocket (RFC 7395) talking to slixmpp users."""
+discovery (WebSocket and BOSH), and XMPP over WebSocket (RFC 7395) talking to slixmpp
+users."""
 
 import asyncio
 import http.client
@@ -14,6 +15,7 @@ from conftest import (DOMAIN, NS_CLIENT, NS_FRAMING, NS_SASL, NS_STREAM, NS_STRE
 
 NS_XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 REL_WS = "urn:xmpp:alt-connections:websocket"
+REL_BOSH = "urn:xmpp:alt-connections:xbosh"
 
 
 def https_get(server, path: str, headers: dict | None = None):
@@ -49,12 +51,14 @@ def test_https_answers_with_security_headers_and_host_meta(web_kith):
     xrd = ET.fromstring(body)
     links = {l.get("rel"): l.get("href") for l in xrd.iter(f"{{{NS_XRD}}}Link")}
     assert links[REL_WS] == f"wss://{DOMAIN}:{web_kith.https_port}/xmpp-websocket"
+    assert links[REL_BOSH] == f"https://{DOMAIN}:{web_kith.https_port}/http-bind"
 
     resp, body = https_get(web_kith, "/.well-known/host-meta.json")
     assert resp.status == 200
     assert resp.getheader("Content-Type") == "application/json"
     links = {l["rel"]: l["href"] for l in json.loads(body)["links"]}
     assert links[REL_WS] == f"wss://{DOMAIN}:{web_kith.https_port}/xmpp-websocket"
+    assert links[REL_BOSH] == f"https://{DOMAIN}:{web_kith.https_port}/http-bind"
 
     resp, _ = https_get(web_kith, "/no/such/page")
     assert resp.status == 404

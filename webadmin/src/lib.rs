@@ -3,11 +3,12 @@
 //! This crate owns everything that speaks HTTP: the listeners and their limits
 //! (`listen.rs`), the security headers on every response (`headers.rs`), the
 //! plain-HTTP redirect (`redirect.rs`), `/.well-known/host-meta` discovery
-//! (`wellknown.rs`), XMPP over WebSocket (`websocket.rs`) and the HTTP half
+//! (`wellknown.rs`), XMPP over WebSocket (`websocket.rs`), BOSH (`bosh.rs`) and the HTTP half
 //! of file upload (`upload.rs`). It reaches XMPP
 //! only through [`kith_server::WebHandle`]; the XMPP session logic stays in
 //! `kith-server`.
 
+mod bosh;
 mod headers;
 mod listen;
 mod redirect;
@@ -139,6 +140,7 @@ impl Web {
             xmpp.clone(),
             shutdown_rx.clone(),
         )));
+        tasks.push(tokio::spawn(state.bosh.clone().sweep(shutdown_rx.clone())));
         Ok(Web {
             addrs,
             shutdown,

@@ -17,11 +17,17 @@ pub struct AppState {
     pub xmpp: WebHandle,
     /// The HTTPS listener's port, for redirects and discovery.
     pub https_port: Option<u16>,
+    /// BOSH sessions.
+    pub bosh: std::sync::Arc<crate::bosh::Bosh>,
 }
 
 impl AppState {
     pub fn new(xmpp: WebHandle, https_port: Option<u16>) -> Self {
-        AppState { xmpp, https_port }
+        AppState {
+            xmpp,
+            https_port,
+            bosh: Default::default(),
+        }
     }
 }
 
@@ -48,7 +54,12 @@ pub fn app(state: AppState, limits: &HttpLimits, https: bool) -> Router {
             .put(crate::upload::put)
             .options(crate::upload::preflight),
     );
-    let r = uploads.merge(limited).with_state(state);
+    // BOSH long-polls (up to its `wait`) and reads bodies under its own timeout.
+    let bosh = Router::new().route(
+        "/http-bind",
+        axum::routing::post(crate::bosh::request).options(crate::bosh::preflight),
+    );
+    let r = uploads.merge(bosh).merge(limited).with_state(state);
     crate::headers::secure(r, https)
 }
 

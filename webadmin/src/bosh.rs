@@ -1,0 +1,426 @@
+//! BOSH (XEP-0124) carrying XMPP (XEP-0206) at `/http-bind`.
+//!
+//! A BOSH session is a framed XMPP session (`kith_server::WebHandle::open_framed`,
+//! the same engine as TCP and WebSocket) plus a bounded outbox: a pump task
+//! moves what the engine writes into the outbox; each HTTP request delivers
+//! its children to the engine and long-polls the outbox. Session creation
+//! sends `<open/>`; `xmpp:restart='true'` sends it again after SASL;
+//! `type='terminate'` closes the stream.
+//!
+//! Bounds: at most [`MAX_SESSIONS`] sessions, [`MAX_PER_IP`] per address;
+//! `wait` at most [`MAX_WAIT`]; `requests` = 2 and `hold` = 1 (a new request
+//! answers the one held before it); a `rid` outside the window terminates the
+//! session; a session without a request for [`INACTIVITY`] is closed; the
+//! outbox holds at most [`MAX_OUTBOX`] bytes (the engine then waits, and its
+//! own write timeout ends a session nobody polls); a request body must arrive
+//! within [`BODY_TIMEOUT`].
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use kith_server::{FramedReceiver, FramedSender, NS_FRAMING};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::routes::AppState;
+
+const NS_HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
+const NS_XBOSH: &str = "urn:xmpp:xbosh";
+const NS_STREAM: &str = "http://etherx.jabber.org/streams";
+
+/// Sessions at once.
+pub const MAX_SESSIONS: usize = 256;
+/// Sessions per client address.
+pub const MAX_PER_IP: usize = 16;
+/// Longest long-poll.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// A session with no request for this long is closed.
+pub const INACTIVITY: Duration = Duration::from_secs(60);
+/// Bytes waiting for the client per session.
+pub const MAX_OUTBOX: usize = 1024 * 1024;
+/// Time to receive a request body.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Requests the client may have open at once (XEP-0124 `requests`).
+const REQUESTS: u64 = 2;
+
+/// The table of BOSH sessions.
+#[derive(Default)]
+pub struct Bosh {
+    sessions: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    by_sid: HashMap<String, Arc<Session>>,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+struct Session {
+    sid: String,
+    ip: IpAddr,
+    wait: Duration,
+    to_xmpp: tokio::sync::Mutex<FramedSender>,
+    out: Mutex<Outbox>,
+    /// The outbox got data or the stream closed; or a newer request arrived.
+    ready: Notify,
+    /// The outbox was emptied.
+    space: Notify,
+    generation: AtomicU64,
+}
+
+#[derive(Default)]
+struct Outbox {
+    items: VecDeque<String>,
+    bytes: usize,
+    closed: bool,
+    rid: u64,
+    polling: usize,
+    last_seen: Option<Instant>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Bosh {
+    fn get(&self, sid: &str) -> Option<Arc<Session>> {
+        lock(&self.sessions).by_sid.get(sid).cloned()
+    }
+
+    fn remove(&self, s: &Session) {
+        let mut t = lock(&self.sessions);
+        if t.by_sid.remove(&s.sid).is_some() {
+            if let Some(n) = t.per_ip.get_mut(&s.ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    t.per_ip.remove(&s.ip);
+                }
+            }
+        }
+    }
+
+    /// Close sessions nobody polled for [`INACTIVITY`]; runs until shutdown.
+    pub async fn sweep(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = shutdown.changed() => return,
+            }
+            let idle: Vec<Arc<Session>> = lock(&self.sessions)
+                .by_sid
+                .values()
+                .filter(|s| {
+                    let o = lock(&s.out);
+                    o.polling == 0 && o.last_seen.is_some_and(|t| t.elapsed() > INACTIVITY)
+                })
+                .cloned()
+                .collect();
+            for s in idle {
+                tracing::debug!(sid = %s.sid, "BOSH session inactive; closing");
+                self.remove(&s);
+                s.to_xmpp.lock().await.shutdown().await;
+            }
+        }
+    }
+}
+
+/// `OPTIONS /http-bind`: CORS preflight.
+pub async fn preflight() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    cors(r)
+}
+
+fn cors(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
+}
+
+fn xml(body: String) -> Response {
+    cors(([(header::CONTENT_TYPE, "text/xml; charset=utf-8")], body).into_response())
+}
+
+/// `<body type='terminate' condition='…'/>` (XEP-0124 §17).
+fn terminate(condition: Option<&str>, children: &str) -> Response {
+    let cond = condition
+        .map(|c| format!(" condition='{c}'"))
+        .unwrap_or_default();
+    xml(format!(
+        "<body xmlns='{NS_HTTPBIND}' xmlns:stream='{NS_STREAM}' type='terminate'{cond}>{children}</body>"
+    ))
+}
+
+/// `POST /http-bind`
+pub async fn request(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let limit = state.xmpp.stanza_size() + 4096;
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            return cors((StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response())
+        }
+        Err(_) => return cors((StatusCode::REQUEST_TIMEOUT, "body too slow\n").into_response()),
+    };
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return cors((StatusCode::BAD_REQUEST, "not UTF-8\n").into_response());
+    };
+    let Ok(el) = text.parse::<minidom::Element>() else {
+        return terminate(Some("bad-request"), "");
+    };
+    if !el.is("body", NS_HTTPBIND) {
+        return terminate(Some("bad-request"), "");
+    }
+    let Some(rid) = el.attr("rid").and_then(|r| r.parse::<u64>().ok()) else {
+        return terminate(Some("bad-request"), "");
+    };
+    let mut children = Vec::new();
+    for c in el.children() {
+        let mut out = Vec::new();
+        if c.write_to(&mut out).is_err() {
+            return terminate(Some("bad-request"), "");
+        }
+        children.push(String::from_utf8_lossy(&out).into_owned());
+    }
+    match el.attr("sid") {
+        None => create(state, peer, &el, rid, children).await,
+        Some(sid) => {
+            let Some(s) = state.bosh.get(sid) else {
+                return terminate(Some("item-not-found"), "");
+            };
+            continue_session(state, s, &el, rid, children).await
+        }
+    }
+}
+
+async fn create(
+    state: AppState,
+    peer: SocketAddr,
+    el: &minidom::Element,
+    rid: u64,
+    children: Vec<String>,
+) -> Response {
+    let domain = state.xmpp.domain().to_string();
+    if el
+        .attr("to")
+        .is_some_and(|t| !t.eq_ignore_ascii_case(&domain))
+    {
+        return terminate(Some("host-unknown"), "");
+    }
+    let wait = el
+        .attr("wait")
+        .and_then(|w| w.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(MAX_WAIT)
+        .min(MAX_WAIT);
+    let (tx, rx) = match state.xmpp.open_framed(peer) {
+        Ok(p) => p,
+        Err(_) => return terminate(Some("internal-server-error"), ""),
+    };
+    let sid = random_sid();
+    let s = Arc::new(Session {
+        sid: sid.clone(),
+        ip: peer.ip(),
+        wait,
+        to_xmpp: tokio::sync::Mutex::new(tx),
+        out: Mutex::new(Outbox {
+            rid,
+            ..Default::default()
+        }),
+        ready: Notify::new(),
+        space: Notify::new(),
+        generation: AtomicU64::new(0),
+    });
+    {
+        let mut t = lock(&state.bosh.sessions);
+        let from_ip = t.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        if t.by_sid.len() >= MAX_SESSIONS || from_ip >= MAX_PER_IP {
+            tracing::warn!(%peer, "BOSH session refused: too many sessions");
+            // Dropping the framed session ends it.
+            return terminate(Some("policy-violation"), "");
+        }
+        *t.per_ip.entry(peer.ip()).or_default() += 1;
+        t.by_sid.insert(sid.clone(), s.clone());
+    }
+    tokio::spawn(pump(rx, s.clone()));
+    let open = format!("<open xmlns='{NS_FRAMING}' to='{domain}' version='1.0'/>");
+    if deliver(&s, Some(&open), &children).await.is_err() {
+        state.bosh.remove(&s);
+        return terminate(Some("remote-connection-failed"), "");
+    }
+    let attrs = format!(
+        " sid='{sid}' wait='{}' requests='{REQUESTS}' hold='1' inactivity='{}' polling='1' ver='1.11' from='{domain}' xmpp:version='1.0' xmpp:restartlogic='true'",
+        wait.as_secs(),
+        INACTIVITY.as_secs()
+    );
+    respond(&state, &s, &attrs).await
+}
+
+async fn continue_session(
+    state: AppState,
+    s: Arc<Session>,
+    el: &minidom::Element,
+    rid: u64,
+    children: Vec<String>,
+) -> Response {
+    {
+        let mut o = lock(&s.out);
+        if rid <= o.rid || rid > o.rid + REQUESTS {
+            drop(o);
+            state.bosh.remove(&s);
+            tracing::debug!(sid = %s.sid, rid, "BOSH rid outside the window");
+            return terminate(Some("item-not-found"), "");
+        }
+        o.rid = rid;
+    }
+    // hold = 1: a new request releases the one held before it.
+    s.generation.fetch_add(1, Ordering::SeqCst);
+    s.ready.notify_waiters();
+    let restart = el.attr_ns(NS_XBOSH, "restart") == Some("true");
+    if el.attr("type") == Some("terminate") {
+        let close = format!("<close xmlns='{NS_FRAMING}'/>");
+        let _ = deliver(&s, Some(&close), &children).await;
+        state.bosh.remove(&s);
+        s.to_xmpp.lock().await.shutdown().await;
+        return terminate(None, "");
+    }
+    let open = restart.then(|| {
+        format!(
+            "<open xmlns='{NS_FRAMING}' to='{}' version='1.0'/>",
+            state.xmpp.domain()
+        )
+    });
+    if deliver(&s, open.as_deref(), &children).await.is_err() {
+        state.bosh.remove(&s);
+        return terminate(Some("remote-connection-failed"), "");
+    }
+    respond(&state, &s, "").await
+}
+
+/// Hand the request's children (after the children, `<open/>` on restart, or
+/// before a `<close/>`) to the XMPP session.
+async fn deliver(s: &Session, extra: Option<&str>, children: &[String]) -> Result<(), ()> {
+    let mut tx = s.to_xmpp.lock().await;
+    let close_last = extra.is_some_and(|e| e.starts_with("<close"));
+    if let (Some(e), false) = (extra, close_last) {
+        tx.send(e).await.map_err(|_| ())?;
+    }
+    for c in children {
+        tx.send(c).await.map_err(|_| ())?;
+    }
+    if let (Some(e), true) = (extra, close_last) {
+        tx.send(e).await.map_err(|_| ())?;
+    }
+    Ok(())
+}
+
+/// Long-poll the outbox and answer with what is there.
+async fn respond(state: &AppState, s: &Arc<Session>, attrs: &str) -> Response {
+    let gen = s.generation.load(Ordering::SeqCst);
+    let deadline = Instant::now() + s.wait;
+    lock(&s.out).polling += 1;
+    let (items, closed) = loop {
+        let notified = s.ready.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        {
+            let mut o = lock(&s.out);
+            if !o.items.is_empty() || o.closed {
+                let items: Vec<String> = o.items.drain(..).collect();
+                o.bytes = 0;
+                s.space.notify_waiters();
+                break (items, o.closed);
+            }
+        }
+        if s.generation.load(Ordering::SeqCst) != gen {
+            break (Vec::new(), false);
+        }
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep_until(deadline) => break (Vec::new(), false),
+        }
+    };
+    {
+        let mut o = lock(&s.out);
+        o.polling -= 1;
+        o.last_seen = Some(Instant::now());
+    }
+    let children = items.concat();
+    if closed {
+        state.bosh.remove(s);
+        let cond = children
+            .contains("<stream:error")
+            .then_some("remote-stream-error");
+        return terminate(cond, &children);
+    }
+    xml(format!(
+        "<body xmlns='{NS_HTTPBIND}' xmlns:xmpp='{NS_XBOSH}' xmlns:stream='{NS_STREAM}'{attrs}>{children}</body>"
+    ))
+}
+
+/// Move the engine's messages into the outbox, waiting while it is full.
+async fn pump(mut rx: FramedReceiver, s: Arc<Session>) {
+    while let Some(m) = rx.recv().await {
+        if m.starts_with("<open") {
+            continue;
+        }
+        if m.starts_with("<close") {
+            break;
+        }
+        loop {
+            let space = s.space.notified();
+            tokio::pin!(space);
+            space.as_mut().enable();
+            {
+                let mut o = lock(&s.out);
+                if o.bytes < MAX_OUTBOX {
+                    o.bytes += m.len();
+                    o.items.push_back(m);
+                    break;
+                }
+            }
+            space.await;
+        }
+        s.ready.notify_waiters();
+    }
+    lock(&s.out).closed = true;
+    s.ready.notify_waiters();
+}
+
+/// 128 random bits, hex: session ids are capabilities.
+fn random_sid() -> String {
+    use ring::rand::SecureRandom;
+    use std::fmt::Write;
+    let mut buf = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut buf).is_err() {
+        tracing::error!("the system random generator failed");
+    }
+    buf.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
