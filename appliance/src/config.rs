@@ -302,6 +302,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn upload_keys_are_read_and_checked() {
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\n[upload]\nmax_file_size = 5000\nquota = 9000\n\
+             retention_days = 2\nslot_lifetime_secs = 60\nbase_url = 'https://chat.example:8443'\n",
+        )
+        .expect("valid");
+        assert_eq!(c.upload.max_file_size, 5000);
+        assert_eq!(c.upload.quota, 9000);
+        assert_eq!(c.upload.retention, Duration::from_secs(2 * 86400));
+        assert_eq!(c.upload.slot_lifetime, Duration::from_secs(60));
+        assert_eq!(
+            c.upload.base_url.as_deref(),
+            Some("https://chat.example:8443")
+        );
+        let e =
+            parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nbase_url = 'http://x'\n").unwrap_err();
+        assert!(e.starts_with("upload.base_url"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nmax_file_size = 0\n").unwrap_err();
+        assert!(e.starts_with("upload.max_file_size"), "{e}");
+    }
+
+    #[test]
     fn the_default_listens_on_loopback_high_ports() {
         let c = parse(DEFAULT).expect("default parses");
         assert_eq!(c.domain, "localhost");
