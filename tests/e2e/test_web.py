@@ -175,3 +175,19 @@ def test_a_stream_error_reaches_the_websocket_client(web_kith):
         finally:
             await ws.close()
     run(scenario())
+
+
+def test_a_websocket_message_that_is_not_one_element_is_not_well_formed(web_kith):
+    async def scenario():
+        ws = await WsXmpp.connect(web_kith)
+        try:
+            await ws.login("alice")
+            await ws.send(f"<message xmlns='{NS_CLIENT}' to='bob@{DOMAIN}'><body>half")
+            el = await ws.recv()
+            while el.tag != f"{{{NS_STREAM}}}error":
+                el = await ws.recv()
+            assert el.find(f"{{{NS_STREAMS_ERR}}}not-well-formed") is not None
+            assert (await ws.recv()).tag == f"{{{NS_FRAMING}}}close"
+        finally:
+            await ws.close()
+    run(scenario())

@@ -139,6 +139,12 @@ fn translate_in(message: &str) -> String {
             return "</stream:stream>".to_string();
         }
     }
+    // RFC 7395 §3.3.3: one complete element per message. Anything else is
+    // handed to the parser as a malformed fragment, so the engine answers
+    // with `<not-well-formed/>` exactly as on TCP.
+    if !m.starts_with('<') || element_end(m.as_bytes()) != Some(m.len()) {
+        return "<>".to_string();
+    }
     m.to_string()
 }
 
@@ -299,6 +305,11 @@ mod tests {
         );
         assert_eq!(translate_in(" <message/> "), "<message/>");
         assert_eq!(translate_in("<opening/>"), "<opening/>");
+        assert_eq!(translate_in("<a><b/></a>"), "<a><b/></a>");
+        // Not exactly one element: refused as malformed.
+        assert_eq!(translate_in("<message><body>"), "<>");
+        assert_eq!(translate_in("<a/><b/>"), "<>");
+        assert_eq!(translate_in("text"), "<>");
     }
 
     #[test]
