@@ -115,6 +115,13 @@ def test_bad_bosh_requests_get_bosh_errors(web_kith):
     other = b.post(f"<body xmlns='{NS_HTTPBIND}' rid='5' to='elsewhere.example' wait='5'/>")
     assert other.get("condition") == "host-unknown"
     b.create()
+    # A retried request (same rid, e.g. after a network error) gets the same answer.
+    wrong = base64.b64encode(b"\0alice\0wrong").decode()
+    auth = f"<auth xmlns='{NS_SASL}' mechanism='PLAIN'>{wrong}</auth>"
+    first = b.request(auth)
+    assert first.find(f"{{{NS_SASL}}}failure") is not None, ET.tostring(first)
+    b.rid -= 1
+    assert ET.tostring(b.request(auth)) == ET.tostring(first)
     b.rid += 5  # a rid outside the window ends the session
     assert b.request().get("condition") == "item-not-found"
 

@@ -9,8 +9,9 @@
 //!
 //! Bounds: at most [`MAX_SESSIONS`] sessions, [`MAX_PER_IP`] per address;
 //! `wait` at most [`MAX_WAIT`]; `requests` = 2 and `hold` = 1 (a new request
-//! answers the one held before it); a `rid` outside the window terminates the
-//! session; a session without a request for [`INACTIVITY`] is closed; the
+//! answers the one held before it); a repeated `rid` gets its answer again
+//! (the last two, up to [`MAX_RESEND`] bytes each); any other `rid` outside
+//! the window terminates the session; a session without a request for [`INACTIVITY`] is closed; the
 //! outbox holds at most [`MAX_OUTBOX`] bytes (the engine then waits, and its
 //! own write timeout ends a session nobody polls); a request body must arrive
 //! within [`BODY_TIMEOUT`].
@@ -47,6 +48,9 @@ pub const INACTIVITY: Duration = Duration::from_secs(60);
 pub const MAX_OUTBOX: usize = 1024 * 1024;
 /// Time to receive a request body.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest answer kept for a retried request; a retry of a larger one ends
+/// the session (`item-not-found`) instead of holding its memory.
+pub const MAX_RESEND: usize = 64 * 1024;
 /// Requests the client may have open at once (XEP-0124 `requests`).
 const REQUESTS: u64 = 2;
 
@@ -83,6 +87,8 @@ struct Outbox {
     rid: u64,
     polling: usize,
     last_seen: Option<Instant>,
+    /// The last answers, by rid, for retries.
+    answered: VecDeque<(u64, String)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -277,7 +283,7 @@ async fn create(
         wait.as_secs(),
         INACTIVITY.as_secs()
     );
-    respond(&state, &s, &attrs).await
+    respond(&state, &s, rid, &attrs).await
 }
 
 async fn continue_session(
@@ -289,6 +295,11 @@ async fn continue_session(
 ) -> Response {
     {
         let mut o = lock(&s.out);
+        // XEP-0124 §14.3: a repeated rid (a retry after a network error) gets
+        // the same answer again.
+        if let Some((_, body)) = o.answered.iter().find(|(r, _)| *r == rid) {
+            return xml(body.clone());
+        }
         if rid <= o.rid || rid > o.rid + REQUESTS {
             drop(o);
             state.bosh.remove(&s);
@@ -318,7 +329,7 @@ async fn continue_session(
         state.bosh.remove(&s);
         return terminate(Some("remote-connection-failed"), "");
     }
-    respond(&state, &s, "").await
+    respond(&state, &s, rid, "").await
 }
 
 /// Hand the request's children (after the children, `<open/>` on restart, or
@@ -339,7 +350,7 @@ async fn deliver(s: &Session, extra: Option<&str>, children: &[String]) -> Resul
 }
 
 /// Long-poll the outbox and answer with what is there.
-async fn respond(state: &AppState, s: &Arc<Session>, attrs: &str) -> Response {
+async fn respond(state: &AppState, s: &Arc<Session>, rid: u64, attrs: &str) -> Response {
     let gen = s.generation.load(Ordering::SeqCst);
     let deadline = Instant::now() + s.wait;
     lock(&s.out).polling += 1;
@@ -377,9 +388,17 @@ async fn respond(state: &AppState, s: &Arc<Session>, attrs: &str) -> Response {
             .then_some("remote-stream-error");
         return terminate(cond, &children);
     }
-    xml(format!(
+    let body = format!(
         "<body xmlns='{NS_HTTPBIND}' xmlns:xmpp='{NS_XBOSH}' xmlns:stream='{NS_STREAM}'{attrs}>{children}</body>"
-    ))
+    );
+    if body.len() <= MAX_RESEND {
+        let mut o = lock(&s.out);
+        o.answered.push_back((rid, body.clone()));
+        while o.answered.len() > REQUESTS as usize {
+            o.answered.pop_front();
+        }
+    }
+    xml(body)
 }
 
 /// Move the engine's messages into the outbox, waiting while it is full.
