@@ -243,3 +243,39 @@ def test_a_1gb_upload_is_streamed_to_disk_not_memory(web_kith_factory):
         for f in files:  # do not leave a gigabyte in the test's temporary directory
             f.unlink()
     run(scenario(), timeout=900)
+
+
+def test_files_older_than_the_retention_are_deleted(web_kith_factory):
+    """A file uploaded (by the database's clock) 31 days ago is gone once the server has
+    swept (at start, then hourly); a fresh one stays."""
+    import sqlite3
+    server = web_kith_factory(upload={"retention_days": 30})
+
+    async def upload_two():
+        async with online(server, "alice") as alice:
+            with_upload(alice)
+            urls = []
+            for name in ("old.txt", "new.txt"):
+                put, get = await slot(alice, name, 3, "text/plain")
+                assert (await http(server, "PUT", put, data=b"abc",
+                                   headers={"Content-Type": "text/plain"}))[0] == 201
+                urls.append(get)
+            return urls
+    old, new = run(upload_two())
+    server.stop()
+    db = sqlite3.connect(server.data_dir / "kith.db")
+    with db:
+        db.execute("UPDATE uploads SET created = created - 31 * 86400 "
+                   "WHERE filename = 'old.txt'")
+    db.close()
+    server.start()
+
+    async def check():
+        deadline = time.monotonic() + STEP
+        while (await http(server, "GET", old))[0] != 404:
+            assert time.monotonic() < deadline, "the expired file is still served"
+            await asyncio.sleep(0.2)
+        status, _, body = await http(server, "GET", new)
+        assert status == 200 and body == b"abc"
+    run(check())
+    assert len(list((server.data_dir / "uploads" / "files").iterdir())) == 1
