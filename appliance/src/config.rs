@@ -50,6 +50,9 @@ pub struct LimitsFile {
     pub auth_timeout_secs: Option<u64>,
     pub session_queue: Option<usize>,
     pub offline_max: Option<usize>,
+    pub pep_nodes: Option<usize>,
+    pub pep_items: Option<usize>,
+    pub pep_item_size: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -165,6 +168,18 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     }
     if let Some(v) = lf.offline_max {
         l.offline_max = v;
+    }
+    for (key, value, slot) in [
+        ("pep_nodes", lf.pep_nodes, &mut l.pep_nodes),
+        ("pep_items", lf.pep_items, &mut l.pep_items),
+        ("pep_item_size", lf.pep_item_size, &mut l.pep_item_size),
+    ] {
+        if let Some(v) = value {
+            if v == 0 {
+                return Err(format!("limits.{key}: must be at least 1"));
+            }
+            *slot = v;
+        }
     }
     if let Some(i) = file.auth.scram_iterations {
         if i < 4096 {

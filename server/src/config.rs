@@ -67,6 +67,13 @@ pub struct Limits {
     pub session_queue: usize,
     /// Offline messages kept per account.
     pub offline_max: usize,
+    /// PEP nodes one account may own (avatar, nickname, bookmarks, OMEMO
+    /// keys: one node per OMEMO 0.3 device bundle).
+    pub pep_nodes: usize,
+    /// Items one PEP node may keep (`pubsub#max_items` "max").
+    pub pep_items: usize,
+    /// Largest PEP item payload, in bytes (serialised).
+    pub pep_item_size: usize,
 }
 
 impl Default for Limits {
@@ -81,6 +88,9 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(30),
             session_queue: 1000,
             offline_max: 1000,
+            pep_nodes: 100,
+            pep_items: 1000,
+            pep_item_size: 128 * 1024,
         }
     }
 }

@@ -29,6 +29,10 @@ pub struct Core {
     pub shutdown: watch::Receiver<bool>,
     /// Held by every connection task; shutdown waits for all to be dropped.
     pub(crate) alive: mpsc::Sender<()>,
+    /// IQs the server sent to clients, waiting for their replies.
+    pub iq_out: crate::iq_out::IqTracker,
+    /// What clients' entity capabilities say they support (XEP-0115/0390).
+    pub caps: crate::xep::caps::Caps,
     next_id: AtomicU64,
 }
 
@@ -55,6 +59,8 @@ impl Core {
             scram_secret,
             shutdown,
             alive,
+            iq_out: Default::default(),
+            caps: Default::default(),
             next_id: AtomicU64::new(1),
         }
     }

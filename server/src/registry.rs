@@ -73,6 +73,21 @@ pub type HoldFilter = fn(&Element) -> bool;
 /// to `delivered` (empty when it went to offline storage or elsewhere).
 pub type MessageHook = fn(&Core, &SessionHandle, &Element, &[Arc<SessionHandle>]);
 
+/// Runs after an available presence from a local client was handled (PEP
+/// reads entity capabilities from it).
+pub type PresenceHook =
+    for<'a> fn(&'a Arc<Core>, &'a Arc<SessionHandle>, &'a Element) -> BoxFuture<'a, ()>;
+
+/// May add to a client's available presence before it is broadcast (the
+/// XEP-0153 avatar hash).
+pub type PresenceFilter =
+    for<'a> fn(&'a Arc<Core>, &'a Arc<SessionHandle>, &'a mut Element) -> BoxFuture<'a, ()>;
+
+/// Contributes `<item/>`s to an account's disco#items: the core, who asks,
+/// and the account's username.
+pub type DiscoItemsHook =
+    for<'a> fn(&'a Arc<Core>, &'a jid::BareJid, &'a str) -> BoxFuture<'a, Vec<Element>>;
+
 /// Who a disco feature describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeatureScope {
@@ -96,6 +111,9 @@ pub struct Registry {
     identities: Vec<(FeatureScope, &'static str, &'static str, &'static str)>,
     stream_features: Vec<fn() -> Element>,
     migrators: Vec<&'static Migrator>,
+    presence_hooks: Vec<PresenceHook>,
+    presence_filters: Vec<PresenceFilter>,
+    disco_items: Vec<DiscoItemsHook>,
 }
 
 /// A protocol module: a name and a function that registers it.
@@ -176,6 +194,33 @@ impl Registry {
     /// Storage migrations this module needs.
     pub fn migrations(&mut self, m: &'static Migrator) {
         self.migrators.push(m);
+    }
+
+    /// Run `h` after every available presence from a local client.
+    pub fn presence_hook(&mut self, h: PresenceHook) {
+        self.presence_hooks.push(h);
+    }
+
+    /// Let `f` add to available presences before they are broadcast.
+    pub fn presence_filter(&mut self, f: PresenceFilter) {
+        self.presence_filters.push(f);
+    }
+
+    /// Add items to accounts' disco#items answers.
+    pub fn disco_items(&mut self, h: DiscoItemsHook) {
+        self.disco_items.push(h);
+    }
+
+    pub(crate) fn presence_hooks(&self) -> &[PresenceHook] {
+        &self.presence_hooks
+    }
+
+    pub(crate) fn presence_filters(&self) -> &[PresenceFilter] {
+        &self.presence_filters
+    }
+
+    pub(crate) fn disco_items_hooks(&self) -> &[DiscoItemsHook] {
+        &self.disco_items
     }
 
     pub(crate) fn iq_handler(

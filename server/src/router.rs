@@ -195,7 +195,9 @@ async fn route_iq(
         return;
     }
     if !is_request {
-        // Results/errors to the server or an account: answers to our pushes.
+        // Results/errors to the server or an account: answers to our pushes,
+        // or to a request a module is waiting for (`iq_out`).
+        core.iq_out.resolve(&iq);
         return;
     }
     let payloads: Vec<&Element> = iq.children().collect();

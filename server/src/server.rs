@@ -29,6 +29,11 @@ pub fn modules() -> Vec<Module> {
         crate::xep::session::MODULE,
         crate::xep::carbons::MODULE,
         crate::xep::csi::MODULE,
+        crate::xep::caps::MODULE,
+        crate::pubsub::MODULE,
+        crate::xep::avatar::MODULE,
+        crate::xep::private::MODULE,
+        crate::xep::bookmarks::MODULE,
     ]
 }
 

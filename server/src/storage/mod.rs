@@ -8,6 +8,8 @@
 
 pub mod accounts;
 pub mod offline;
+pub mod private;
+pub mod pubsub;
 pub mod roster;
 pub mod vcard;
 

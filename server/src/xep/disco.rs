@@ -69,8 +69,20 @@ fn info(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
 
 fn items(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
-        check(&cx).await?;
+        let scope = check(&cx).await?;
         // No components yet (groups, upload arrive with their modules).
-        Ok(Some(el("query", NS_ITEMS).build()))
+        let mut q = el("query", NS_ITEMS);
+        if scope == FeatureScope::Account {
+            // Account items come from modules (PEP nodes the asker may see).
+            let user = cx
+                .to
+                .and_then(|j| j.node().map(|n| n.as_str().to_string()))
+                .unwrap_or_else(|| crate::deliver::username(&cx.session.jid.to_bare()).to_string());
+            let asker = cx.session.jid.to_bare();
+            for h in cx.core.registry.disco_items_hooks() {
+                q = q.children(h(cx.core, &asker, &user).await);
+            }
+        }
+        Ok(Some(q.build()))
     })
 }
