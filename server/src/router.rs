@@ -197,7 +197,7 @@ async fn route_iq(
     if !is_request {
         // Results/errors to the server or an account: answers to our pushes,
         // or to a request a module is waiting for (`iq_out`).
-        core.iq_out.resolve(&iq);
+        core.iq_out.resolve(&iq).await;
         return;
     }
     let payloads: Vec<&Element> = iq.children().collect();

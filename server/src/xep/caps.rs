@@ -173,50 +173,58 @@ fn on_presence<'a>(
             crate::pubsub::caps_known(core, session).await;
             return;
         }
-        let (core, session) = (core.clone(), session.clone());
-        tokio::spawn(async move {
-            let learned = ask(&core, &session, &c).await;
-            core.caps.lock().querying.remove(&session.id);
-            let Some((features, verified)) = learned else {
-                return;
-            };
-            let features = Arc::new(features);
-            if verified {
-                core.caps.cache(&c.key, features.clone());
-            } else {
-                tracing::debug!(jid = %session.jid, "capability hash did not verify; not cached");
-            }
-            // The session may have ended while we waited.
-            if core
-                .sessions
-                .get(&session.jid)
-                .is_some_and(|s| s.id == session.id)
-            {
-                core.caps.set_session(session.id, &c.key, features);
-                crate::pubsub::caps_known(&core, &session).await;
-            }
+        let iq = el("iq", ns::CLIENT)
+            .attr("type", "get")
+            .attr("from", core.domain.clone())
+            .child(
+                el("query", NS_DISCO_INFO)
+                    .attr("node", c.node.clone())
+                    .build(),
+            )
+            .build();
+        let (core2, session2) = (core.clone(), session.clone());
+        // The answer is handled in the session's stanza order: what the
+        // client sends after answering already sees its capabilities.
+        let then: crate::iq_out::Then = Box::new(move |reply| {
+            Box::pin(async move { learned(&core2, &session2, &c, reply).await })
         });
+        if !crate::iq_out::request_then(core, session, iq, QUERY_TIMEOUT, then) {
+            core.caps.lock().querying.remove(&session.id);
+        }
     })
 }
 
-/// Ask the client for the disco#info behind its claim; returns the features
-/// and whether they hash to the claim.
-async fn ask(core: &Core, session: &SessionHandle, c: &Claim) -> Option<(Features, bool)> {
-    let iq = el("iq", ns::CLIENT)
-        .attr("type", "get")
-        .attr("from", core.domain.clone())
-        .child(
-            el("query", NS_DISCO_INFO)
-                .attr("node", c.node.clone())
-                .build(),
-        )
-        .build();
-    let reply = core
-        .iq_out
-        .request(session, iq, QUERY_TIMEOUT)
-        .await
-        .map_err(|e| tracing::debug!(jid = %session.jid, error = %e, "caps query failed"))
-        .ok()?;
+/// The client answered (or not) the disco#info question behind `c`.
+async fn learned(
+    core: &Arc<Core>,
+    session: &Arc<SessionHandle>,
+    c: &Claim,
+    reply: Option<Element>,
+) {
+    core.caps.lock().querying.remove(&session.id);
+    let Some((features, verified)) = reply.as_ref().and_then(|r| check(r, c)) else {
+        tracing::debug!(jid = %session.jid, "no usable disco#info for the capability hash");
+        return;
+    };
+    let features = Arc::new(features);
+    if verified {
+        core.caps.cache(&c.key, features.clone());
+    } else {
+        tracing::debug!(jid = %session.jid, "capability hash did not verify; not cached");
+    }
+    // The session may have ended while we waited.
+    if core
+        .sessions
+        .get(&session.jid)
+        .is_some_and(|s| s.id == session.id)
+    {
+        core.caps.set_session(session.id, &c.key, features);
+        crate::pubsub::caps_known(core, session).await;
+    }
+}
+
+/// The features of a disco#info reply and whether they hash to the claim.
+fn check(reply: &Element, c: &Claim) -> Option<(Features, bool)> {
     if reply.attr("type") != Some("result") {
         return None;
     }
