@@ -83,7 +83,7 @@ pub async fn published(core: &Arc<Core>, owner: &BareJid, node: &str, id: &str, 
     }
     let Some(info) = payload
         .children()
-        .find(|i| i.is("info", NS_METADATA) && i.attr("url").is_none())
+        .find(|i| i.is("info", NS_METADATA) && i.attr("url").is_none_or(str::is_empty))
     else {
         return; // avatar switched off, or hosted elsewhere: leave the vCard alone
     };
