@@ -305,3 +305,59 @@ def test_account_disco_advertises_pep(kith):
                       "multi-items", "item-ids", "delete-nodes", "retract-items"):
                 assert f"http://jabber.org/protocol/pubsub#{f}" in feats, f
     run(scenario())
+
+
+def test_xep0390_capabilities_drive_notifications_too(kith, test_ca):
+    """A client announcing XEP-0390 caps (`urn:xmpp:caps`, SHA-256) is asked for the
+    disco#info behind its hash and then gets the notifications its features ask for."""
+    import base64
+    import hashlib
+    import xml.etree.ElementTree as ET
+
+    from conftest import NS_CLIENT, RawXmpp
+
+    node = "urn:example:mood"
+    disco = "http://jabber.org/protocol/disco#info"
+    features = [disco, f"{node}+notify"]
+    identity = ("client", "phone", "", "Raw")
+    f = b"".join(sorted(x.encode() + b"\x1f" for x in features)) + b"\x1c"
+    i = b"".join(p.encode() + b"\x1f" for p in identity) + b"\x1e" + b"\x1c"
+    h = base64.b64encode(hashlib.sha256(f + i + b"\x1c").digest()).decode()
+
+    ctx = test_ca.client_context()
+    raw = RawXmpp(kith.c2s_port)
+    raw.login(ctx, "alice", "raw")
+    raw.send("<presence><c xmlns='urn:xmpp:caps'><hash xmlns='urn:xmpp:hashes:2' "
+             f"algo='sha-256'>{h}</hash></c></presence>")
+    while True:
+        q = raw.element()
+        if q.tag == f"{{{NS_CLIENT}}}iq":
+            break
+    assert q.get("type") == "get" and q.get("from") == DOMAIN
+    query = q.find(f"{{{disco}}}query")
+    assert query is not None and query.get("node") == f"urn:xmpp:caps#sha-256.{h}"
+    feats = "".join(f"<feature var='{x}'/>" for x in features)
+    raw.send(f"<iq type='result' id='{q.get('id')}' to='{DOMAIN}'>"
+             f"<query xmlns='{disco}' node='{query.get('node')}'>"
+             f"<identity category='client' type='phone' name='Raw'/>{feats}</query></iq>")
+    # A round trip: the answer has been handled once the pong comes back.
+    raw.send("<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    while raw.element().get("id") != "ping1":
+        pass
+
+    pub = RawXmpp(kith.c2s_port)
+    pub.login(ctx, "alice", "desk")
+    pub.send("<iq type='set' id='pub1'><pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+             f"<publish node='{node}'><item id='now'><mood xmlns='{node}'>happy</mood></item>"
+             "</publish></pubsub></iq>")
+    assert pub.expect(f"{{{NS_CLIENT}}}iq").get("type") == "result"
+    while True:
+        m = raw.element()
+        if m.tag == f"{{{NS_CLIENT}}}message":
+            break
+    ev = "http://jabber.org/protocol/pubsub#event"
+    item = m.find(f"{{{ev}}}event/{{{ev}}}items/{{{ev}}}item")
+    assert item is not None and item.get("id") == "now"
+    assert item.find(f"{{{node}}}mood").text == "happy"
+    for r in (raw, pub):
+        r.close()
