@@ -220,6 +220,11 @@ async fn learned(
     {
         core.caps.set_session(session.id, &c.key, features);
         crate::pubsub::caps_known(core, session).await;
+        // The client may have changed its capabilities while we asked.
+        let last = session.state().last();
+        if let Some(p) = last.filter(|p| claim(p).is_some_and(|l| l.key != c.key)) {
+            on_presence(core, session, &p).await;
+        }
     }
 }
 
