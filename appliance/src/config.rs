@@ -231,6 +231,22 @@ mod tests {
     }
 
     #[test]
+    fn pep_limits_are_read_and_checked() {
+        let c = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\npep_nodes = 7\npep_items = 9\npep_item_size = 4096\n")
+            .expect("ok");
+        assert_eq!(
+            (
+                c.limits.pep_nodes,
+                c.limits.pep_items,
+                c.limits.pep_item_size
+            ),
+            (7, 9, 4096)
+        );
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\npep_items = 0\n").unwrap_err();
+        assert!(e.starts_with("limits.pep_items"), "{e}");
+    }
+
+    #[test]
     fn missing_listeners_are_off() {
         let c = parse("[listen]\nc2s_tls = '127.0.0.1:0'\n").expect("ok");
         assert!(c.listen.c2s.is_none() && c.listen.s2s.is_none());

@@ -191,12 +191,9 @@ mod tests {
             }
             tokio::task::yield_now().await;
         };
-        let id = sent
-            .split("id=\"")
-            .nth(1)
-            .and_then(|r| r.split('"').next())
-            .expect("id")
-            .to_string();
+        let sent: Element = sent.parse().expect("one element");
+        let id = sent.attr("id").expect("id").to_string();
+        assert_eq!(sent.attr("to"), Some("a@x/r"));
         let spoofed = el("iq", ns::CLIENT)
             .attr("type", "result")
             .attr("id", id.clone())
