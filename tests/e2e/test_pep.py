@@ -361,3 +361,18 @@ def test_xep0390_capabilities_drive_notifications_too(kith, test_ca):
     assert item.find(f"{{{node}}}mood").text == "happy"
     for r in (raw, pub):
         r.close()
+
+
+def test_a_new_contact_gets_the_last_nickname_at_once(kith):
+    """XEP-0163 auto-subscription: when alice accepts bob, bob's online devices that asked
+    for nicknames get hers without waiting for their next login."""
+    async def scenario():
+        async with online(kith, "alice", "phone", presence=False) as alice, \
+                online(kith, "bob", "phone", presence=False) as bob:
+            await announce_caps(alice, "xep_0172")
+            await announce_caps(bob, "xep_0172")
+            await alice.plugin["xep_0172"].publish_nick("Ally", timeout=STEP)
+            ev = pep_events(bob)
+            await befriend(alice, bob)
+            assert await nick_of(ev, ALICE) == "Ally"
+    run(scenario())

@@ -83,6 +83,14 @@ pub async fn caps_known(core: &Arc<Core>, session: &Arc<SessionHandle>) {
     notify::last_items(core, session).await;
 }
 
+/// `subscriber` was just allowed to see `owner`'s presence (XEP-0163 §4.3.4
+/// auto-subscription): its online devices get `owner`'s last items now.
+pub async fn subscribed(core: &Arc<Core>, owner: &BareJid, subscriber: &BareJid) {
+    for s in crate::deliver::available(core, subscriber) {
+        notify::last_items_of(core, &s, owner, false).await;
+    }
+}
+
 /// Whose PEP service an IQ addresses (the sender's own when no `to`), after
 /// checking that account exists.
 async fn owner(cx: &IqCtx<'_>) -> Result<BareJid, StanzaError> {

@@ -110,24 +110,41 @@ pub async fn last_items(core: &Arc<Core>, session: &Arc<SessionHandle>) {
         Err(e) => tracing::error!(error = %e, "roster lookup for PEP last items failed"),
     }
     for owner in owners {
-        let user = username(&owner).to_string();
-        let Ok(nodes) = core.db.pep_nodes(&user).await else {
+        last_items_of(core, session, &owner, true).await;
+    }
+}
+
+/// Send `session` the last item of each of `owner`'s nodes it wants and may
+/// see, whose `send_last_published_item` allows it: `on_sub_and_presence`
+/// when the session came online (`on_presence`), also `on_sub` when its
+/// account was just subscribed.
+pub async fn last_items_of(
+    core: &Arc<Core>,
+    session: &Arc<SessionHandle>,
+    owner: &BareJid,
+    on_presence: bool,
+) {
+    let me = session.jid.to_bare();
+    let user = username(owner).to_string();
+    let Ok(nodes) = core.db.pep_nodes(&user).await else {
+        return;
+    };
+    for (node, row) in nodes {
+        if !core.caps.wants_notify(session.id, &node) {
             continue;
+        }
+        let cfg = NodeConfig::from_row(&row);
+        let wanted = match cfg.send_last {
+            SendLast::Never => false,
+            SendLast::OnSub => !on_presence,
+            SendLast::OnSubAndPresence => true,
         };
-        for (node, row) in nodes {
-            if !core.caps.wants_notify(session.id, &node) {
-                continue;
-            }
-            let cfg = NodeConfig::from_row(&row);
-            if cfg.send_last != SendLast::OnSubAndPresence
-                || access::check(core, &owner, &cfg, &me).await.is_err()
-            {
-                continue;
-            }
-            if let Ok(items) = core.db.pep_items(&user, &node, 1).await {
-                if !items.is_empty() {
-                    session.send(message(&owner, session, items_event(&node, &items)));
-                }
+        if !wanted || access::check(core, owner, &cfg, &me).await.is_err() {
+            continue;
+        }
+        if let Ok(items) = core.db.pep_items(&user, &node, 1).await {
+            if !items.is_empty() {
+                session.send(message(owner, session, items_event(&node, &items)));
             }
         }
     }
