@@ -88,6 +88,16 @@ pub type PresenceFilter =
 pub type DiscoItemsHook =
     for<'a> fn(&'a Arc<Core>, &'a jid::BareJid, &'a str) -> BoxFuture<'a, Vec<Element>>;
 
+/// Answers disco#info for a node of an account (`Some(identities and
+/// features)`, or `None` when the node is not this module's or not visible
+/// to the asker): the core, who asks, the account's username and the node.
+pub type DiscoNodeInfoHook = for<'a> fn(
+    &'a Arc<Core>,
+    &'a jid::BareJid,
+    &'a str,
+    &'a str,
+) -> BoxFuture<'a, Option<Vec<Element>>>;
+
 /// Who a disco feature describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeatureScope {
@@ -114,6 +124,7 @@ pub struct Registry {
     presence_hooks: Vec<PresenceHook>,
     presence_filters: Vec<PresenceFilter>,
     disco_items: Vec<DiscoItemsHook>,
+    disco_node_info: Vec<DiscoNodeInfoHook>,
 }
 
 /// A protocol module: a name and a function that registers it.
@@ -209,6 +220,15 @@ impl Registry {
     /// Add items to accounts' disco#items answers.
     pub fn disco_items(&mut self, h: DiscoItemsHook) {
         self.disco_items.push(h);
+    }
+
+    /// Answer disco#info for nodes of accounts.
+    pub fn disco_node_info(&mut self, h: DiscoNodeInfoHook) {
+        self.disco_node_info.push(h);
+    }
+
+    pub(crate) fn disco_node_info_hooks(&self) -> &[DiscoNodeInfoHook] {
+        &self.disco_node_info
     }
 
     pub(crate) fn presence_hooks(&self) -> &[PresenceHook] {

@@ -200,6 +200,14 @@ def test_access_models_open_presence_roster_whitelist(kith):
                 r = await reader.plugin["xep_0030"].get_items(jid=ALICE, timeout=STEP)
                 return {i[1] for i in r["disco_items"]["items"]}
             assert await nodes(carol) == {"urn:example:open"}
+            # ... and disco#info on a node answers only for those too (XEP-0060 §5.3).
+            info = await carol.plugin["xep_0030"].get_info(jid=ALICE, node="urn:example:open",
+                                                           timeout=STEP)
+            assert ("pubsub", "leaf") in {(i[0], i[1]) for i in info["disco_info"]["identities"]}
+            with pytest.raises(IqError) as e:
+                await carol.plugin["xep_0030"].get_info(jid=ALICE, node="urn:example:presence",
+                                                        timeout=STEP)
+            assert stanza_error(e.value)[0] == "item-not-found"
             assert await nodes(bob) == {"urn:example:open", "urn:example:presence",
                                         "urn:example:roster"}
     run(scenario())
@@ -375,4 +383,27 @@ def test_a_new_contact_gets_the_last_nickname_at_once(kith):
             ev = pep_events(bob)
             await befriend(alice, bob)
             assert await nick_of(ev, ALICE) == "Ally"
+    run(scenario())
+
+
+def test_a_large_node_is_answered_in_a_bounded_reply(kith_factory):
+    """An items answer carries at most 1 MiB of payload: the newest items, oldest dropped."""
+    kith = kith_factory(limits={"pep_items": 20})
+    kith.start()
+    kith.add_user("alice")
+
+    async def scenario():
+        async with online(kith, "alice", "phone") as alice:
+            alice.register_plugin("xep_0060")
+            pubsub = alice.plugin["xep_0060"]
+            node = "urn:example:photos"
+            for i in range(10):
+                big = _el(node)
+                big.text = f"{i}" * 120_000
+                await pubsub.publish(None, node, id=f"p{i}", payload=big,
+                                     options=publish_options(max_items="max"), timeout=STEP)
+            items = await pubsub.get_items(None, node, timeout=STEP)
+            ids = [i for i, _ in item_payloads(items)]
+            assert 1 <= len(ids) < 10 and ids == [f"p{i}" for i in range(10 - len(ids), 10)]
+            assert sum(len(p.text) for _, p in item_payloads(items)) <= 1024 * 1024
     run(scenario())

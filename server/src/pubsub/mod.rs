@@ -75,6 +75,7 @@ fn register(r: &mut Registry) {
     }
     r.migrations(&crate::storage::pubsub::MIGRATOR);
     r.disco_items(disco_items);
+    r.disco_node_info(disco_node_info);
 }
 
 /// The capabilities of `session` became known or changed (called by
@@ -352,5 +353,28 @@ fn disco_items<'a>(
             }
         }
         out
+    })
+}
+
+/// disco#info on a node the asker may see (XEP-0060 §5.3): a leaf node.
+fn disco_node_info<'a>(
+    core: &'a Arc<Core>,
+    asker: &'a BareJid,
+    user: &'a str,
+    node: &'a str,
+) -> BoxFuture<'a, Option<Vec<Element>>> {
+    Box::pin(async move {
+        let owner = BareJid::new(&format!("{user}@{}", core.domain)).ok()?;
+        let row = core.db.pep_node(user, node).await.ok()??;
+        let cfg = config::NodeConfig::from_row(&row);
+        access::check(core, &owner, &cfg, asker).await.ok()?;
+        let info = crate::xep::disco::NS_INFO;
+        Some(vec![
+            el("identity", info)
+                .attr("category", "pubsub")
+                .attr("type", "leaf")
+                .build(),
+            el("feature", info).attr("var", NS).build(),
+        ])
     })
 }

@@ -142,7 +142,7 @@ pub async fn last_items_of(
         if !wanted || access::check(core, owner, &cfg, &me).await.is_err() {
             continue;
         }
-        if let Ok(items) = core.db.pep_items(&user, &node, 1).await {
+        if let Ok(items) = core.db.pep_items(&user, &node, 1, usize::MAX).await {
             if !items.is_empty() {
                 session.send(message(owner, session, items_event(&node, &items)));
             }

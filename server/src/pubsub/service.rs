@@ -19,6 +19,11 @@ use crate::storage::StorageError;
 /// Longest node name or item id, in bytes.
 pub const MAX_NAME: usize = 1024;
 
+/// Most payload bytes in one items answer: older items beyond it are left
+/// out (the newest always comes), so an answer never overflows the
+/// session's outbound queue.
+pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
+
 fn storage_err(e: StorageError) -> StanzaError {
     tracing::error!(error = %e, "PEP storage failed");
     StanzaError::internal()
@@ -167,12 +172,12 @@ pub async fn items(
     if ids.is_empty() {
         let limit = max.unwrap_or(usize::MAX).min(core.config.limits.pep_items);
         core.db
-            .pep_items(user, node, limit)
+            .pep_items(user, node, limit, MAX_RESULT_BYTES)
             .await
             .map_err(storage_err)
     } else {
         core.db
-            .pep_items_by_id(user, node, ids)
+            .pep_items_by_id(user, node, ids, MAX_RESULT_BYTES)
             .await
             .map_err(storage_err)
     }

@@ -254,15 +254,18 @@ impl Db {
         Ok(NodeOutcome::Done { created })
     }
 
-    /// The newest `limit` items of a node, oldest first.
+    /// The newest `limit` items of a node, oldest first, as many as fit in
+    /// `max_bytes` of payload (always at least the newest one).
     pub async fn pep_items(
         &self,
         username: &str,
         node: &str,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<ItemRow>, StorageError> {
-        let mut rows = sqlx::query(
-            "SELECT item_id, payload, publisher FROM pep_items WHERE username = $1 AND node = $2
+        // Sizes first, so that a node full of large items is never loaded whole.
+        let sizes = sqlx::query(
+            "SELECT length(CAST(payload AS BLOB)) FROM pep_items WHERE username = $1 AND node = $2
              ORDER BY seq DESC LIMIT $3",
         )
         .bind(username)
@@ -270,18 +273,39 @@ impl Db {
         .bind(limit.min(i64::MAX as usize) as i64)
         .fetch_all(self.pool())
         .await?;
+        let mut total = 0usize;
+        let mut fit = 0i64;
+        for r in &sizes {
+            total = total.saturating_add(r.get::<i64, _>(0).max(0) as usize);
+            if fit > 0 && total > max_bytes {
+                break;
+            }
+            fit += 1;
+        }
+        let mut rows = sqlx::query(
+            "SELECT item_id, payload, publisher FROM pep_items WHERE username = $1 AND node = $2
+             ORDER BY seq DESC LIMIT $3",
+        )
+        .bind(username)
+        .bind(node)
+        .bind(fit)
+        .fetch_all(self.pool())
+        .await?;
         rows.reverse();
         Ok(rows.iter().map(item_from_row).collect())
     }
 
-    /// The items of a node with these ids (missing ones are left out), in publication order.
+    /// The items of a node with these ids (missing ones are left out), in
+    /// publication order, as many as fit in `max_bytes` of payload.
     pub async fn pep_items_by_id(
         &self,
         username: &str,
         node: &str,
         ids: &[String],
+        max_bytes: usize,
     ) -> Result<Vec<ItemRow>, StorageError> {
         let mut out: Vec<(i64, ItemRow)> = Vec::new();
+        let mut total = 0usize;
         for id in ids {
             let row = sqlx::query(
                 "SELECT seq, item_id, payload, publisher FROM pep_items
@@ -294,7 +318,12 @@ impl Db {
             .await?;
             if let Some(r) = row {
                 if !out.iter().any(|(_, i)| i.id == *id) {
-                    out.push((r.get("seq"), item_from_row(&r)));
+                    let item = item_from_row(&r);
+                    total = total.saturating_add(item.payload.len());
+                    if !out.is_empty() && total > max_bytes {
+                        break;
+                    }
+                    out.push((r.get("seq"), item));
                 }
             }
         }

@@ -56,7 +56,7 @@ fn b64(s: &str) -> Option<Vec<u8>> {
 async fn current(core: &Core, owner: &BareJid) -> Option<(String, bool)> {
     let items = core
         .db
-        .pep_items(username(owner), NS_METADATA, 1)
+        .pep_items(username(owner), NS_METADATA, 1, usize::MAX)
         .await
         .ok()?;
     let last = items.last()?;
@@ -99,7 +99,7 @@ pub async fn published(core: &Arc<Core>, owner: &BareJid, node: &str, id: &str, 
     }
     let Ok(items) = core
         .db
-        .pep_items_by_id(&user, NS_DATA, std::slice::from_ref(&hash))
+        .pep_items_by_id(&user, NS_DATA, std::slice::from_ref(&hash), usize::MAX)
         .await
     else {
         return;
