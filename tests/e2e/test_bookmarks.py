@@ -138,3 +138,26 @@ def test_private_xml_storage(kith):
                 await private_iq(alice, "set", ET.Element("{jabber:iq:roster}query"))
             assert e.value.iq["error"]["condition"] == "not-acceptable"
     run(scenario())
+
+
+def test_deleting_an_account_deletes_its_profile_data(kith):
+    """`kith user del` takes the account's PEP nodes, items and private data with it."""
+    async def scenario():
+        prefs = ET.Element("{urn:example:prefs}prefs")
+        ET.SubElement(prefs, "{urn:example:prefs}theme").text = "dark"
+        async with online(kith, "alice", "phone") as alice:
+            alice.register_plugin("xep_0172")
+            await alice.plugin["xep_0172"].publish_nick("Ally", timeout=STEP)
+            await private_iq(alice, "set", prefs)
+        kith.cli("user", "del", ALICE)
+        kith.add_user("alice")
+        async with online(kith, "alice", "phone") as alice:
+            alice.register_plugin("xep_0060")
+            with pytest.raises(IqError) as e:
+                await alice.plugin["xep_0060"].get_items(None, "http://jabber.org/protocol/nick",
+                                                         timeout=STEP)
+            assert stanza_error(e.value)[0] == "item-not-found"
+            r = await private_iq(alice, "get", ET.Element("{urn:example:prefs}prefs"))
+            got = r.xml.find(f"{{{NS_PRIVATE}}}query/{{urn:example:prefs}}prefs")
+            assert got is not None and len(got) == 0
+    run(scenario())
