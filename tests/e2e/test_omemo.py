@@ -4,8 +4,9 @@ today) and OMEMO 2 (`urn:xmpp:omemo:2:*`), published with access model `open` so
 anyone who wants to write to alice can fetch her keys, and device-list changes notified
 to contacts who asked (`+notify`).
 
-The clients here are slixmpp with its PubSub plugins publishing real node layouts; see
-docs/profiles.md for why the slixmpp-omemo package is not used."""
+The clients here are slixmpp with its PubSub plugins publishing the node layouts by hand,
+so that each server-side rule is checked on its own; test_omemo_interop.py runs a real
+OMEMO implementation (slixmpp-omemo) end to end."""
 
 import asyncio
 import xml.etree.ElementTree as ET
