@@ -407,3 +407,60 @@ def test_a_large_node_is_answered_in_a_bounded_reply(kith_factory):
             assert 1 <= len(ids) < 10 and ids == [f"p{i}" for i in range(10 - len(ids), 10)]
             assert sum(len(p.text) for _, p in item_payloads(items)) <= 1024 * 1024
     run(scenario())
+
+
+def test_a_capability_hash_that_does_not_verify_is_never_cached(kith, test_ca):
+    """XEP-0115 §5.4: a client answering with features that do not hash to its `ver` is
+    believed for itself only; the next client claiming that `ver` is asked again, while a
+    verified `ver` is asked once for everyone."""
+    from conftest import NS_CLIENT, NS_DISCO_INFO, RawXmpp
+
+    def login(user, resource):
+        raw = RawXmpp(kith.c2s_port)
+        raw.login(test_ca.client_context(), user, resource)
+        return raw
+
+    def claim(raw, ver):
+        raw.send(f"<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' "
+                 f"node='http://raw.example' ver='{ver}'/></presence>"
+                 "<iq type='get' id='sync'><ping xmlns='urn:xmpp:ping'/></iq>")
+        asked = None
+        while True:
+            el = raw.element()
+            if el.tag == f"{{{NS_CLIENT}}}iq" and el.get("id") == "sync":
+                return asked
+            if el.tag == f"{{{NS_CLIENT}}}iq" and el.find(f"{{{NS_DISCO_INFO}}}query") is not None:
+                asked = el
+
+    def answer(raw, q, features):
+        node = q.find(f"{{{NS_DISCO_INFO}}}query").get("node")
+        feats = "".join(f"<feature var='{f}'/>" for f in features)
+        raw.send(f"<iq type='result' id='{q.get('id')}' to='{DOMAIN}'>"
+                 f"<query xmlns='{NS_DISCO_INFO}' node='{node}'>"
+                 f"<identity category='client' type='pc' name='Raw'/>{feats}</query></iq>")
+
+    # The XEP-0115 example: 'client/pc//Exodus 0.9.1' with these features.
+    good_features = ["http://jabber.org/protocol/caps", "http://jabber.org/protocol/disco#info",
+                     "http://jabber.org/protocol/disco#items", "http://jabber.org/protocol/muc"]
+    good_ver = "QgayPKawpkPSDYmwT/WM94uAlu0="
+
+    liar = login("alice", "liar")
+    q = claim(liar, good_ver)
+    assert q is not None, "an unknown hash is asked for"
+    answer(liar, q, ["urn:example:spy+notify"])  # does not hash to good_ver
+    second = login("bob", "honest")
+    q = claim(second, good_ver)
+    assert q is not None, "the lie was not cached: bob's client is asked itself"
+    # bob answers truthfully (identity name as in the XEP example).
+    node = q.find(f"{{{NS_DISCO_INFO}}}query").get("node")
+    feats = "".join(f"<feature var='{f}'/>" for f in good_features)
+    second.send(f"<iq type='result' id='{q.get('id')}' to='{DOMAIN}'>"
+                f"<query xmlns='{NS_DISCO_INFO}' node='{node}'>"
+                f"<identity category='client' type='pc' name='Exodus 0.9.1'/>{feats}</query></iq>")
+    second.send("<iq type='get' id='sync2'><ping xmlns='urn:xmpp:ping'/></iq>")
+    while second.element().get("id") != "sync2":
+        pass
+    third = login("carol", "laptop")
+    assert claim(third, good_ver) is None, "a verified hash is asked only once"
+    for r in (liar, second, third):
+        r.close()
