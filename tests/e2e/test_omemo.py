@@ -159,3 +159,45 @@ def test_omemo_2_devices_and_bundles(kith):
                                      timeout=STEP)
             assert stanza_error(e.value) == ("conflict", "precondition-not-met")
     run(scenario())
+
+
+def test_a_stranger_can_follow_a_device_list_by_subscribing(kith):
+    """XEP-0060 §6.1 explicit subscription: carol does not share presence with alice, yet
+    follows her (open) OMEMO device list; she cannot follow what she may not read."""
+    async def scenario():
+        async with online(kith, "alice", "phone") as alice, \
+                online(kith, "carol", "laptop") as carol:
+            for c in (alice, carol):
+                c.register_plugin("xep_0060")
+            pubsub = alice.plugin["xep_0060"]
+            await pubsub.publish(None, OLD_DEVICES, id="current", payload=devicelist(1),
+                                 options=publish_options(**OPEN), timeout=STEP)
+            events = pep_events(carol)
+            r = await carol.plugin["xep_0060"].subscribe(ALICE, OLD_DEVICES, timeout=STEP)
+            assert r["pubsub"]["subscription"]["subscription"] == "subscribed"
+            kind, msg = await asyncio.wait_for(events.get(), STEP)  # the last item at once
+            assert kind == "publish"
+
+            await pubsub.publish(None, OLD_DEVICES, id="current", payload=devicelist(1, 2),
+                                 options=publish_options(**OPEN), timeout=STEP)
+            kind, msg = await asyncio.wait_for(events.get(), STEP)
+            assert [d.get("id") for d in msg["pubsub_event"]["items"]["item"]["payload"]] \
+                == ["1", "2"]
+
+            await carol.plugin["xep_0060"].unsubscribe(ALICE, OLD_DEVICES, timeout=STEP)
+            await pubsub.publish(None, OLD_DEVICES, id="current", payload=devicelist(2),
+                                 options=publish_options(**OPEN), timeout=STEP)
+            await carol.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+            assert events.empty(), "no news after unsubscribing"
+            with pytest.raises(IqError) as e:
+                await carol.plugin["xep_0060"].unsubscribe(ALICE, OLD_DEVICES, timeout=STEP)
+            assert stanza_error(e.value) == ("unexpected-request", "not-subscribed")
+
+            # A presence-model node cannot be followed by a stranger.
+            await pubsub.publish(None, "urn:example:private", payload=ET.Element(
+                "{urn:example:private}x"), timeout=STEP)
+            with pytest.raises(IqError) as e:
+                await carol.plugin["xep_0060"].subscribe(ALICE, "urn:example:private",
+                                                         timeout=STEP)
+            assert stanza_error(e.value) == ("not-authorized", "presence-subscription-required")
+    run(scenario())

@@ -8,8 +8,9 @@
 //! forms in [`config`]; access models in [`access`]; notifications and the
 //! last item on presence in [`notify`]. Only the owner writes; readers are
 //! admitted by the node's access model. Subscriptions are implicit (presence
-//! subscription plus `+notify` in the reader's entity capabilities); explicit
-//! subscribe, affiliations and purge answer `feature-not-implemented`.
+//! subscription plus `+notify` in the reader's entity capabilities) or
+//! explicit (subscribe/unsubscribe, for readers who do not share presence);
+//! affiliations, subscription options and purge answer `feature-not-implemented`.
 
 pub mod access;
 pub mod config;
@@ -61,6 +62,7 @@ const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#publish-options",
     "http://jabber.org/protocol/pubsub#retract-items",
     "http://jabber.org/protocol/pubsub#retrieve-items",
+    "http://jabber.org/protocol/pubsub#subscribe",
 ];
 
 fn register(r: &mut Registry) {
@@ -247,6 +249,32 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                 };
                 service::retract(cx.core, &owner, node, id, notify).await?;
                 Ok(None)
+            }
+            "subscribe" | "unsubscribe" => {
+                let owner = owner(&cx).await?;
+                let node = service::check_node(op.attr("node"))?;
+                let jid = op
+                    .attr("jid")
+                    .and_then(|j| jid::Jid::new(j).ok())
+                    .ok_or_else(|| {
+                        StanzaError::bad_request().with_app("jid-required", NS_ERRORS)
+                    })?;
+                if op.name() == "unsubscribe" {
+                    service::unsubscribe(cx.core, &owner, &cx.session.jid, node, &jid).await?;
+                    return Ok(None);
+                }
+                service::subscribe(cx.core, &owner, &cx.session.jid, node, &jid).await?;
+                Ok(Some(
+                    el("pubsub", NS)
+                        .child(
+                            el("subscription", NS)
+                                .attr("node", node)
+                                .attr("jid", jid.as_str())
+                                .attr("subscription", "subscribed")
+                                .build(),
+                        )
+                        .build(),
+                ))
             }
             "create" => {
                 let owner = own(&cx).await?;

@@ -5,11 +5,12 @@
 //! Recipients are the owner's own resources and the available resources of
 //! contacts subscribed to the owner's presence whom the access model admits
 //! — and of those only the sessions whose entity capabilities list
-//! `<node>+notify` (filtered notifications, XEP-0163 §5).
+//! `<node>+notify` (filtered notifications, XEP-0163 §5) — plus whoever
+//! subscribed to the node explicitly (XEP-0060 §6.1) and is still admitted.
 
 use std::sync::Arc;
 
-use jid::BareJid;
+use jid::{BareJid, Jid};
 use minidom::Element;
 
 use super::config::{NodeConfig, SendLast};
@@ -86,10 +87,40 @@ pub async fn broadcast(
             targets.extend(available(core, &contact));
         }
     }
-    for s in targets {
-        if core.caps.wants_notify(s.id, node) {
-            s.send(message(owner, &s, event_child.clone()));
+    targets.retain(|s| core.caps.wants_notify(s.id, node));
+    // Explicit subscribers: no +notify needed, they asked; access re-checked.
+    let explicit = core
+        .db
+        .pep_subscribers(username(owner), node)
+        .await
+        .unwrap_or_default();
+    for j in explicit.iter().filter_map(|j| Jid::new(j).ok()) {
+        if access::check(core, owner, cfg, &j.to_bare()).await.is_err() {
+            continue;
         }
+        let sessions = match j.clone().try_into_full() {
+            Ok(full) => core.sessions.get(&full).into_iter().collect(),
+            Err(bare) => available(core, &bare),
+        };
+        for s in sessions {
+            if !targets.iter().any(|t| t.id == s.id) {
+                targets.push(s);
+            }
+        }
+    }
+    for s in targets {
+        s.send(message(owner, &s, event_child.clone()));
+    }
+}
+
+/// Send an event to `jid` (a full JID's session, or a bare JID's available ones).
+pub fn to_jid(core: &Core, owner: &BareJid, jid: &Jid, event_child: Element) {
+    let sessions: Vec<Arc<SessionHandle>> = match jid.clone().try_into_full() {
+        Ok(full) => core.sessions.get(&full).into_iter().collect(),
+        Err(bare) => available(core, &bare),
+    };
+    for s in sessions {
+        s.send(message(owner, &s, event_child.clone()));
     }
 }
 

@@ -19,6 +19,9 @@ use crate::storage::StorageError;
 /// Longest node name or item id, in bytes.
 pub const MAX_NAME: usize = 1024;
 
+/// Explicit subscriptions one node may have.
+pub const MAX_SUBSCRIPTIONS: usize = 1000;
+
 /// Most payload bytes in one items answer: older items beyond it are left
 /// out (the newest always comes), so an answer never overflows the
 /// session's outbound queue.
@@ -241,5 +244,70 @@ pub async fn delete(core: &Arc<Core>, owner: &BareJid, node: &str) -> Result<(),
         .await
         .map_err(storage_err)?;
     notify::broadcast(core, owner, node, &cfg, notify::delete_event(node)).await;
+    Ok(())
+}
+
+/// Subscribe `jid` (the requester's bare or full JID) to `owner`'s `node`
+/// explicitly (XEP-0060 §6.1), if the access model lets the requester see it;
+/// the last item follows at once unless the node says never.
+pub async fn subscribe(
+    core: &Arc<Core>,
+    owner: &BareJid,
+    requester: &jid::FullJid,
+    node: &str,
+    jid: &jid::Jid,
+) -> Result<(), StanzaError> {
+    if jid.to_bare() != requester.to_bare() {
+        return Err(StanzaError::bad_request().with_app("invalid-jid", NS_ERRORS));
+    }
+    let cfg = node_config(core, owner, node).await?;
+    access::check(core, owner, &cfg, &requester.to_bare()).await?;
+    if !core
+        .db
+        .pep_subscribe(username(owner), node, jid.as_str(), MAX_SUBSCRIPTIONS)
+        .await
+        .map_err(storage_err)?
+    {
+        return Err(
+            StanzaError::new("wait", "resource-constraint").with_text(format!(
+                "a node may have at most {MAX_SUBSCRIPTIONS} subscribers"
+            )),
+        );
+    }
+    if cfg.send_last != super::config::SendLast::Never {
+        let items = core
+            .db
+            .pep_items(username(owner), node, 1, usize::MAX)
+            .await
+            .map_err(storage_err)?;
+        if !items.is_empty() {
+            notify::to_jid(core, owner, jid, notify::items_event(node, &items));
+        }
+    }
+    Ok(())
+}
+
+/// Remove `jid`'s explicit subscription to `owner`'s `node`.
+pub async fn unsubscribe(
+    core: &Arc<Core>,
+    owner: &BareJid,
+    requester: &jid::FullJid,
+    node: &str,
+    jid: &jid::Jid,
+) -> Result<(), StanzaError> {
+    if jid.to_bare() != requester.to_bare() {
+        return Err(StanzaError::bad_request().with_app("invalid-jid", NS_ERRORS));
+    }
+    node_config(core, owner, node).await?;
+    if !core
+        .db
+        .pep_unsubscribe(username(owner), node, jid.as_str())
+        .await
+        .map_err(storage_err)?
+    {
+        return Err(
+            StanzaError::new("cancel", "unexpected-request").with_app("not-subscribed", NS_ERRORS)
+        );
+    }
     Ok(())
 }

@@ -347,4 +347,80 @@ impl Db {
                 .await?;
         Ok(r.rows_affected() > 0)
     }
+
+    /// Add an explicit subscription of `jid` to a node (at most `max` per
+    /// node). `Ok(false)` when the node has as many as it may.
+    pub async fn pep_subscribe(
+        &self,
+        username: &str,
+        node: &str,
+        jid: &str,
+        max: usize,
+    ) -> Result<bool, StorageError> {
+        let mut tx = self.begin_write().await?;
+        let count: i64 =
+            sqlx::query("SELECT count(*) FROM pep_subscriptions WHERE username = $1 AND node = $2")
+                .bind(username)
+                .bind(node)
+                .fetch_one(&mut *tx)
+                .await?
+                .get(0);
+        let exists = sqlx::query(
+            "SELECT 1 FROM pep_subscriptions WHERE username = $1 AND node = $2 AND jid = $3",
+        )
+        .bind(username)
+        .bind(node)
+        .bind(jid)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        if exists {
+            return Ok(true);
+        }
+        if count as usize >= max {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO pep_subscriptions (username, node, jid) VALUES ($1, $2, $3)")
+            .bind(username)
+            .bind(node)
+            .bind(jid)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Remove an explicit subscription. False if there was none.
+    pub async fn pep_unsubscribe(
+        &self,
+        username: &str,
+        node: &str,
+        jid: &str,
+    ) -> Result<bool, StorageError> {
+        let r = sqlx::query(
+            "DELETE FROM pep_subscriptions WHERE username = $1 AND node = $2 AND jid = $3",
+        )
+        .bind(username)
+        .bind(node)
+        .bind(jid)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// The JIDs explicitly subscribed to a node.
+    pub async fn pep_subscribers(
+        &self,
+        username: &str,
+        node: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT jid FROM pep_subscriptions WHERE username = $1 AND node = $2 ORDER BY jid",
+        )
+        .bind(username)
+        .bind(node)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
 }
