@@ -783,9 +783,10 @@ async def announce_caps(client: Client, *plugins: str):
 
 
 def pep_events(client: Client) -> asyncio.Queue:
-    """A queue of ("publish" | "retract" | "delete", message) for every PEP event `client` gets."""
+    """A queue of ("publish" | "retract" | "purge" | "delete", message) for every PEP event
+    `client` gets."""
     q: asyncio.Queue = asyncio.Queue()
-    for kind in ("publish", "retract", "delete"):
+    for kind in ("publish", "retract", "purge", "delete"):
         client.add_event_handler(f"pubsub_{kind}", lambda m, k=kind: q.put_nowait((k, m)))
     return q
 

@@ -143,6 +143,15 @@ def test_items_ids_max_items_retract_and_delete(kith):
                 await bob.plugin["xep_0060"].publish(ALICE, node, payload=note("x"), timeout=STEP)
             assert stanza_error(e.value)[0] == "forbidden"
 
+            # Purge: bob is told, the node stays empty.
+            await pubsub.purge(None, node, timeout=STEP)
+            kind, msg = await asyncio.wait_for(ev.get(), STEP)
+            assert kind == "purge"
+            items = await pubsub.get_items(None, node, timeout=STEP)
+            assert item_payloads(items) == []
+            await pubsub.publish(None, node, id="after", payload=note("new"), timeout=STEP)
+            await ev.get()
+
             # Delete: bob is told, the items are gone.
             await pubsub.delete_node(None, node, timeout=STEP)
             kind, msg = await asyncio.wait_for(ev.get(), STEP)

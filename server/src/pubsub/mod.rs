@@ -10,7 +10,8 @@
 //! admitted by the node's access model. Subscriptions are implicit (presence
 //! subscription plus `+notify` in the reader's entity capabilities) or
 //! explicit (subscribe/unsubscribe, for readers who do not share presence);
-//! affiliations, subscription options and purge answer `feature-not-implemented`.
+//! affiliations and subscription options answer `feature-not-implemented`;
+//! purge empties a node.
 
 pub mod access;
 pub mod config;
@@ -60,6 +61,7 @@ const FEATURES: &[&str] = &[
     "http://jabber.org/protocol/pubsub#persistent-items",
     "http://jabber.org/protocol/pubsub#publish",
     "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#purge-nodes",
     "http://jabber.org/protocol/pubsub#retract-items",
     "http://jabber.org/protocol/pubsub#retrieve-items",
     "http://jabber.org/protocol/pubsub#subscribe",
@@ -348,6 +350,11 @@ fn owner_set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             "delete" => {
                 let node = service::check_node(op.attr("node"))?;
                 service::delete(cx.core, &owner, node).await?;
+                Ok(None)
+            }
+            "purge" => {
+                let node = service::check_node(op.attr("node"))?;
+                service::purge(cx.core, &owner, node).await?;
                 Ok(None)
             }
             other => Err(unsupported(other)),

@@ -45,6 +45,11 @@ pub fn retract_event(node: &str, id: &str) -> Element {
         .build()
 }
 
+/// An event's `<purge node='…'/>`.
+pub fn purge_event(node: &str) -> Element {
+    el("purge", NS_EVENT).attr("node", node).build()
+}
+
 /// An event's `<delete node='…'/>`.
 pub fn delete_event(node: &str) -> Element {
     el("delete", NS_EVENT).attr("node", node).build()

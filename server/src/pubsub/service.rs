@@ -236,6 +236,17 @@ pub async fn configure(
     Ok(())
 }
 
+/// Remove every item of `node`, telling subscribers (XEP-0060 §8.5).
+pub async fn purge(core: &Arc<Core>, owner: &BareJid, node: &str) -> Result<(), StanzaError> {
+    let cfg = node_config(core, owner, node).await?;
+    core.db
+        .pep_purge(username(owner), node)
+        .await
+        .map_err(storage_err)?;
+    notify::broadcast(core, owner, node, &cfg, notify::purge_event(node)).await;
+    Ok(())
+}
+
 /// Delete `node` and its items, telling subscribers.
 pub async fn delete(core: &Arc<Core>, owner: &BareJid, node: &str) -> Result<(), StanzaError> {
     let cfg = node_config(core, owner, node).await?;

@@ -331,6 +331,16 @@ impl Db {
         Ok(out.into_iter().map(|(_, i)| i).collect())
     }
 
+    /// Remove every item of a node (the node stays).
+    pub async fn pep_purge(&self, username: &str, node: &str) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM pep_items WHERE username = $1 AND node = $2")
+            .bind(username)
+            .bind(node)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Remove one item. False if there was none.
     pub async fn pep_retract(
         &self,
