@@ -473,3 +473,22 @@ def test_a_capability_hash_that_does_not_verify_is_never_cached(kith, test_ca):
     assert claim(third, good_ver) is None, "a verified hash is asked only once"
     for r in (liar, second, third):
         r.close()
+
+
+def test_coming_back_from_unavailable_brings_the_last_items_again(kith):
+    async def scenario():
+        async with online(kith, "alice", "phone", presence=False) as alice, \
+                online(kith, "bob", "phone", presence=False) as bob:
+            await announce_caps(alice, "xep_0172")
+            await announce_caps(bob, "xep_0172")
+            await befriend(alice, bob)
+            ev = pep_events(bob)
+            await alice.plugin["xep_0172"].publish_nick("Ally", timeout=STEP)
+            assert await nick_of(ev, ALICE) == "Ally"
+            bob.send_presence(ptype="unavailable")
+            bob.send_presence()
+            assert await nick_of(ev, ALICE) == "Ally"
+            # A mere status change is no reason to send it again.
+            bob.send_presence(pstatus="busy")
+            await no_more_events(bob, ev)
+    run(scenario())

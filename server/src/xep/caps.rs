@@ -43,7 +43,23 @@ pub type Features = BTreeSet<String>;
 
 fn register(r: &mut Registry) {
     r.presence_hook(on_presence);
+    r.hook(SessionEvent::InitialPresence, back_online);
     r.hook(SessionEvent::Ended, ended);
+}
+
+/// A session became available again (after an unavailable presence) with
+/// capabilities already known: it gets the last items again (XEP-0163 §6.2).
+fn back_online<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let known = {
+            let mut inner = core.caps.lock();
+            let fresh = inner.fresh.remove(&session.id);
+            !fresh && inner.sessions.contains_key(&session.id)
+        };
+        if known {
+            crate::pubsub::caps_known(core, session).await;
+        }
+    })
 }
 
 /// The capability state of the server: verified hashes and each session's set.
@@ -58,6 +74,9 @@ struct Inner {
     order: VecDeque<String>,
     sessions: HashMap<u64, (String, Arc<Features>)>,
     querying: HashSet<u64>,
+    /// Sessions whose latest presence already led to (or will lead to) a
+    /// last-items delivery, so the initial-presence hook must not repeat it.
+    fresh: HashSet<u64>,
 }
 
 impl Caps {
@@ -146,6 +165,7 @@ fn on_presence<'a>(
     p: &'a Element,
 ) -> BoxFuture<'a, ()> {
     Box::pin(async move {
+        core.caps.lock().fresh.remove(&session.id);
         let Some(c) = claim(p) else { return };
         let cached = {
             let mut inner = core.caps.lock();
@@ -156,6 +176,7 @@ fn on_presence<'a>(
             {
                 return; // same capabilities as before
             }
+            inner.fresh.insert(session.id);
             match inner.by_hash.get(&c.key).cloned() {
                 Some(f) => Some(f),
                 None => {
@@ -252,6 +273,7 @@ fn ended<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> BoxFuture<
         let mut inner = core.caps.lock();
         inner.sessions.remove(&session.id);
         inner.querying.remove(&session.id);
+        inner.fresh.remove(&session.id);
     })
 }
 
