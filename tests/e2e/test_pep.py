@@ -492,3 +492,33 @@ def test_coming_back_from_unavailable_brings_the_last_items_again(kith):
             bob.send_presence(pstatus="busy")
             await no_more_events(bob, ev)
     run(scenario())
+
+
+def test_create_and_configure_and_the_default_configuration(kith):
+    async def scenario():
+        async with online(kith, "alice", "phone") as alice:
+            alice.register_plugin("xep_0060")
+            pubsub = alice.plugin["xep_0060"]
+            default = await pubsub.get_node_config(None, timeout=STEP)
+            values = default["pubsub_owner"]["default"]["form"].get_values()
+            assert values["pubsub#access_model"] == "presence"
+            assert values["pubsub#max_items"] == "1"
+
+            from slixmpp.plugins.xep_0004.stanza import Form
+            form = Form()
+            form["type"] = "submit"
+            form.add_field(var="FORM_TYPE", ftype="hidden",
+                           value="http://jabber.org/protocol/pubsub#node_config")
+            form.add_field(var="pubsub#access_model", value="open")
+            form.add_field(var="pubsub#max_items", value="10")
+            await pubsub.create_node(None, "urn:example:made", config=form, timeout=STEP)
+            cfg = await pubsub.get_node_config(None, "urn:example:made", timeout=STEP)
+            values = cfg["pubsub_owner"]["configure"]["form"].get_values()
+            assert (values["pubsub#access_model"], values["pubsub#max_items"]) == ("open", "10")
+            with pytest.raises(IqError) as e:
+                await pubsub.create_node(None, "urn:example:made", timeout=STEP)
+            assert stanza_error(e.value)[0] == "conflict"
+            # A node created empty has no items yet, and says so.
+            items = await pubsub.get_items(None, "urn:example:made", timeout=STEP)
+            assert item_payloads(items) == []
+    run(scenario())
