@@ -1,15 +1,18 @@
-//! IQs the server itself sends to a client (disco#info for entity caps, and
-//! later pings or push checks), and the matching of their replies.
+//! IQs the server itself sends (push notifications to app servers, entity
+//! capability queries to clients) and the matching of their replies.
 //!
-//! Each request gets a fresh id and a slot in a bounded table; the reply (a
-//! `result` or `error` from exactly the addressed full JID) fills the slot.
-//! A request that gets no reply within its timeout, or that finds the table
-//! full ([`MAX_OUTSTANDING`]), fails without blocking anything else.
+//! Each request gets a random id and waits for a `result` or `error` from the
+//! entity it was sent to. The table is bounded ([`MAX_OUTSTANDING`]); a request
+//! that finds it full fails at once instead of growing memory, and a request
+//! that gets no reply within its timeout is forgotten. A reply whose `from`
+//! is not the address the request went to is ignored, so nobody can answer on
+//! another entity's behalf.
 //!
-//! Two ways to wait: [`IqTracker::request`] awaits the reply, and
-//! [`request_then`] runs a continuation *inside the replying session's
-//! stanza loop*, so whatever the continuation does happens before the
-//! session's next stanza is handled (entity caps rely on that order).
+//! Two ways to wait: [`IqOut::request`] awaits the reply, and [`request_then`]
+//! registers a continuation that the router runs *inside the replying
+//! session's stanza loop* ([`IqOut::resolve_in_order`]), so whatever it does
+//! happens before that session's next stanza is handled (entity caps rely on
+//! that order: a client's stanzas after its answer see its features).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,137 +23,155 @@ use tokio::sync::oneshot;
 
 use crate::core::Core;
 use crate::registry::BoxFuture;
-use crate::session::SessionHandle;
 use crate::xml::attr_set;
 
-/// Server-originated IQs waiting for a reply, across all sessions.
-pub const MAX_OUTSTANDING: usize = 1000;
+/// Requests waiting for a reply at one time, server-wide.
+pub const MAX_OUTSTANDING: usize = 4096;
 
-/// Why a server-originated IQ got no usable answer.
-#[allow(dead_code)] // for modules that await a reply (server pings, push); tested below
+/// Why a server-originated IQ got no usable reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IqOutError {
-    #[error("too many outstanding requests")]
+    #[error("too many requests are waiting for replies")]
     Full,
     #[error("no reply in time")]
     Timeout,
-    #[error("the session went away")]
-    Gone,
+    #[error("the destination cannot be reached")]
+    Unreachable,
 }
 
 /// A continuation: gets the reply, or `None` when none came in time.
 pub type Then = Box<dyn FnOnce(Option<Element>) -> BoxFuture<'static, ()> + Send>;
 
-enum Waiter {
-    #[allow(dead_code)] // built by `request`
+enum Reply {
     Channel(oneshot::Sender<Element>),
     Then(Then),
 }
 
-/// The table of outstanding server-originated IQs.
-#[derive(Default)]
-pub struct IqTracker {
-    waiting: Mutex<HashMap<String, (String, Waiter)>>,
+struct Pending {
+    /// The address the request went to; only it may answer.
+    to: String,
+    reply: Reply,
 }
 
-impl std::fmt::Debug for IqTracker {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IqTracker").finish_non_exhaustive()
-    }
-}
-
-/// Send `iq` to `session` and run `then` with its reply (in the session's
-/// stanza loop) or with `None` after `timeout`. Returns false, without
-/// sending, when the table is full.
+/// Send `iq` (with its `to` set; the `id` is set here) through `send` and run
+/// `then` with the reply — in the replying session's stanza order when the
+/// router hands it over — or with `None` after `timeout`. Returns false,
+/// without sending, when the table is full or `send` could not deliver.
 pub fn request_then(
     core: &Arc<Core>,
-    session: &SessionHandle,
-    iq: Element,
+    mut iq: Element,
     timeout: Duration,
+    send: impl FnOnce(Element) -> bool,
     then: Then,
 ) -> bool {
-    let Some(id) = core.iq_out.add(session, iq, Waiter::Then(then)) else {
+    let id = format!("kith-{}", crate::core::random_hex(8));
+    attr_set(&mut iq, "id", id.clone());
+    let to = iq.attr("to").unwrap_or("").to_string();
+    {
+        let mut p = core.iq_out.lock();
+        if p.len() >= MAX_OUTSTANDING {
+            return false;
+        }
+        p.insert(
+            id.clone(),
+            Pending {
+                to,
+                reply: Reply::Then(then),
+            },
+        );
+    }
+    if !send(iq) {
+        core.iq_out.lock().remove(&id);
         return false;
-    };
+    }
     // A weak reference: a pending timer must not keep a stopping server alive.
-    let core = Arc::downgrade(core);
+    let weak = Arc::downgrade(core);
     tokio::spawn(async move {
         tokio::time::sleep(timeout).await;
-        let Some(core) = core.upgrade() else { return };
-        let waiter = core.iq_out.take(&id);
-        if let Some(Waiter::Then(f)) = waiter {
+        let Some(core) = weak.upgrade() else { return };
+        let pending = core.iq_out.lock().remove(&id);
+        if let Some(Pending {
+            reply: Reply::Then(f),
+            ..
+        }) = pending
+        {
             f(None).await;
         }
     });
     true
 }
 
-impl IqTracker {
-    /// Register a waiter and send; `None` when the table is full.
-    fn add(&self, session: &SessionHandle, mut iq: Element, waiter: Waiter) -> Option<String> {
-        let id = format!("kith-{}", crate::core::random_hex(8));
-        let to = session.jid.to_string();
-        {
-            let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            if w.len() >= MAX_OUTSTANDING {
-                return None;
-            }
-            w.insert(id.clone(), (to.clone(), waiter));
-        }
-        attr_set(&mut iq, "id", id.clone());
-        attr_set(&mut iq, "to", to);
-        session.send(iq);
-        Some(id)
-    }
+/// The outstanding requests, by id.
+#[derive(Default)]
+pub struct IqOut {
+    pending: Mutex<HashMap<String, Pending>>,
+}
 
-    fn take(&self, id: &str) -> Option<Waiter> {
-        self.waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id)
-            .map(|(_, w)| w)
-    }
-
-    /// Send `iq` (type get or set, payload filled in; `id`, `to` are set here)
-    /// to `session` and wait at most `timeout` for its `result` or `error`.
-    #[allow(dead_code)] // for modules that await a reply (server pings, push); tested below
+impl IqOut {
+    /// Register `iq` (its `id` is set here), hand it to `send` (which returns
+    /// whether it could be delivered), and wait at most `timeout` for the
+    /// reply. The reply is the whole `<iq type='result'/>` or `type='error'`.
     pub async fn request(
         &self,
-        session: &SessionHandle,
-        iq: Element,
+        mut iq: Element,
         timeout: Duration,
+        send: impl FnOnce(Element) -> bool,
     ) -> Result<Element, IqOutError> {
+        let id = format!("kith-{}", crate::core::random_hex(8));
+        attr_set(&mut iq, "id", id.clone());
+        let to = iq.attr("to").unwrap_or("").to_string();
         let (tx, rx) = oneshot::channel();
-        let id = self
-            .add(session, iq, Waiter::Channel(tx))
-            .ok_or(IqOutError::Full)?;
-        let out = match tokio::time::timeout(timeout, rx).await {
+        {
+            let mut p = self.lock();
+            if p.len() >= MAX_OUTSTANDING {
+                return Err(IqOutError::Full);
+            }
+            p.insert(
+                id.clone(),
+                Pending {
+                    to,
+                    reply: Reply::Channel(tx),
+                },
+            );
+        }
+        if !send(iq) {
+            self.lock().remove(&id);
+            return Err(IqOutError::Unreachable);
+        }
+        let r = tokio::time::timeout(timeout, rx).await;
+        self.lock().remove(&id);
+        match r {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(IqOutError::Gone),
-            Err(_) => Err(IqOutError::Timeout),
-        };
-        self.take(&id);
-        out
+            _ => Err(IqOutError::Timeout),
+        }
     }
 
-    /// Offer a `result`/`error` IQ from a client (its `from` already stamped
-    /// by the router). Returns true when it answered one of our requests; a
-    /// continuation runs before this returns.
-    pub async fn resolve(&self, iq: &Element) -> bool {
-        let (Some(id), Some(from)) = (iq.attr("id"), iq.attr("from")) else {
-            return false;
-        };
-        let waiter = {
-            let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
-            // Only the addressed resource may answer (no spoofed replies).
-            if w.get(id).is_none_or(|(to, _)| to != from) {
-                return false;
+    /// Offer an incoming `result`/`error` IQ; returns whether it answered a
+    /// request of ours (and was consumed). A continuation found here runs on
+    /// its own task; the router uses [`IqOut::resolve_in_order`] instead.
+    pub fn resolve(&self, iq: &Element) -> bool {
+        match self.take(iq) {
+            Some(Reply::Channel(tx)) => {
+                let _ = tx.send(iq.clone());
+                true
             }
-            w.remove(id).map(|(_, w)| w)
-        };
-        match waiter {
-            Some(Waiter::Channel(tx)) => tx.send(iq.clone()).is_ok(),
-            Some(Waiter::Then(f)) => {
+            Some(Reply::Then(f)) => {
+                tokio::spawn(f(Some(iq.clone())));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Like [`IqOut::resolve`], but a continuation runs before this returns,
+    /// i.e. before the replying session's next stanza.
+    pub async fn resolve_in_order(&self, iq: &Element) -> bool {
+        match self.take(iq) {
+            Some(Reply::Channel(tx)) => {
+                let _ = tx.send(iq.clone());
+                true
+            }
+            Some(Reply::Then(f)) => {
                 f(Some(iq.clone())).await;
                 true
             }
@@ -158,68 +179,161 @@ impl IqTracker {
         }
     }
 
-    /// Requests currently waiting.
+    /// Remove and return the waiter `iq` answers, if it is a reply from the
+    /// address the request went to.
+    fn take(&self, iq: &Element) -> Option<Reply> {
+        let (Some(id), Some(from)) = (iq.attr("id"), iq.attr("from")) else {
+            return None;
+        };
+        if !matches!(iq.attr("type"), Some("result" | "error")) {
+            return None;
+        }
+        let mut p = self.lock();
+        match p.get(id) {
+            Some(pending) if same_address(&pending.to, from) => {}
+            _ => return None,
+        }
+        p.remove(id).map(|pending| pending.reply)
+    }
+
+    /// Requests waiting now.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.lock().len()
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// JIDs compared after normalisation (case of the domain and node).
+fn same_address(a: &str, b: &str) -> bool {
+    match (jid::Jid::new(a), jid::Jid::new(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// The error condition of an `<iq type='error'/>` and its type (`cancel`,
+/// `auth`, `wait`, …), if it is one.
+pub fn error_of(iq: &Element) -> Option<(String, String)> {
+    if iq.attr("type") != Some("error") {
+        return None;
+    }
+    let err = iq.children().find(|c| c.name() == "error")?;
+    let ty = err.attr("type").unwrap_or("cancel").to_string();
+    let cond = err
+        .children()
+        .find(|c| c.ns() == crate::xml::ns::STANZAS && c.name() != "text")
+        .map(|c| c.name().to_string())
+        .unwrap_or_else(|| "undefined-condition".into());
+    Some((cond, ty))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::xml::{el, ns};
+    use std::sync::Arc;
 
-    fn session() -> SessionHandle {
-        let jid = jid::FullJid::new("a@x/r").expect("jid");
-        SessionHandle::new(jid, 1, 100, 1 << 20, None)
+    fn ping(to: &str) -> Element {
+        el("iq", ns::CLIENT)
+            .attr("type", "get")
+            .attr("to", to)
+            .build()
     }
 
     #[tokio::test]
-    async fn a_reply_from_the_addressed_jid_resolves_the_request() {
-        let t = std::sync::Arc::new(IqTracker::default());
-        let s = std::sync::Arc::new(session());
-        let (t2, s2) = (t.clone(), s.clone());
-        let req = tokio::spawn(async move {
-            let iq = el("iq", ns::CLIENT).attr("type", "get").build();
-            t2.request(&s2, iq, Duration::from_secs(5)).await
+    async fn a_reply_from_the_addressee_resolves_the_request() {
+        let out = Arc::new(IqOut::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let o = out.clone();
+        let task = tokio::spawn(async move {
+            o.request(ping("push.localhost"), Duration::from_secs(5), |iq| {
+                tx.send(iq).is_ok()
+            })
+            .await
         });
-        let sent = loop {
-            let q = s.take_queued();
-            if !q.is_empty() {
-                break String::from_utf8(q).expect("utf8");
-            }
-            tokio::task::yield_now().await;
-        };
-        let sent: Element = sent.parse().expect("one element");
+        let sent = tokio::task::spawn_blocking(move || rx.recv().expect("sent"))
+            .await
+            .expect("join");
         let id = sent.attr("id").expect("id").to_string();
-        assert_eq!(sent.attr("to"), Some("a@x/r"));
-        let spoofed = el("iq", ns::CLIENT)
+        let spoof = el("iq", ns::CLIENT)
             .attr("type", "result")
             .attr("id", id.clone())
-            .attr("from", "b@x/r")
+            .attr("from", "evil.localhost")
             .build();
-        assert!(
-            !t.resolve(&spoofed).await,
-            "a reply from another JID is ignored"
-        );
+        assert!(!out.resolve(&spoof), "only the addressee may answer");
         let reply = el("iq", ns::CLIENT)
             .attr("type", "result")
             .attr("id", id)
-            .attr("from", "a@x/r")
+            .attr("from", "push.localhost")
             .build();
-        assert!(t.resolve(&reply).await);
-        assert_eq!(req.await.expect("join"), Ok(reply));
-        assert_eq!(t.len(), 0);
+        assert!(out.resolve(&reply));
+        let got = task.await.expect("join").expect("reply");
+        assert_eq!(got.attr("type"), Some("result"));
+        assert_eq!(out.len(), 0);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn an_unanswered_request_times_out_and_frees_its_slot() {
-        let t = IqTracker::default();
-        let s = session();
-        let iq = el("iq", ns::CLIENT).attr("type", "get").build();
-        let r = t.request(&s, iq, Duration::from_secs(3)).await;
+    async fn no_reply_times_out_and_is_forgotten() {
+        let out = IqOut::default();
+        let r = out
+            .request(ping("a.localhost"), Duration::from_secs(30), |_| true)
+            .await;
         assert_eq!(r, Err(IqOutError::Timeout));
-        assert_eq!(t.len(), 0);
+        assert_eq!(out.len(), 0);
+        let r = out
+            .request(ping("a.localhost"), Duration::from_secs(30), |_| false)
+            .await;
+        assert_eq!(r, Err(IqOutError::Unreachable));
+    }
+
+    #[tokio::test]
+    async fn a_continuation_runs_before_resolve_in_order_returns() {
+        let out = IqOut::default();
+        let (tx, rx) = oneshot::channel();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r2 = ran.clone();
+        let then: Then = Box::new(move |reply| {
+            Box::pin(async move {
+                r2.store(reply.is_some(), std::sync::atomic::Ordering::SeqCst);
+            })
+        });
+        out.lock().insert(
+            "x1".into(),
+            Pending {
+                to: "a@x/r".into(),
+                reply: Reply::Then(then),
+            },
+        );
+        drop(tx);
+        drop(rx);
+        let reply = el("iq", ns::CLIENT)
+            .attr("type", "result")
+            .attr("id", "x1")
+            .attr("from", "a@x/r")
+            .build();
+        assert!(out.resolve_in_order(&reply).await);
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(out.len(), 0);
+    }
+
+    #[test]
+    fn error_conditions_are_read() {
+        let e = el("iq", ns::CLIENT)
+            .attr("type", "error")
+            .child(
+                el("error", ns::CLIENT)
+                    .attr("type", "cancel")
+                    .child(Element::bare("item-not-found", ns::STANZAS))
+                    .build(),
+            )
+            .build();
+        assert_eq!(
+            error_of(&e),
+            Some(("item-not-found".into(), "cancel".into()))
+        );
     }
 }

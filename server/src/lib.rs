@@ -6,6 +6,7 @@
 //! module per protocol area that registers what it handles.
 
 mod accounts;
+mod component;
 pub mod config;
 mod core;
 mod deliver;
@@ -14,6 +15,7 @@ mod limits;
 mod message;
 mod presence;
 mod pubsub;
+mod push;
 mod registry;
 mod roster;
 mod router;
@@ -28,5 +30,5 @@ mod xep;
 pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
-pub use config::{Config, Limits, Listen, TlsFiles};
+pub use config::{Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles};
 pub use server::{BoundAddrs, Server, StartError};

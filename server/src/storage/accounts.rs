@@ -87,6 +87,7 @@ impl Db {
             "DELETE FROM roster_versions WHERE username = $1",
             "DELETE FROM offline_messages WHERE username = $1",
             "DELETE FROM vcards WHERE username = $1",
+            "DELETE FROM push_registrations WHERE username = $1",
         ] {
             sqlx::query(q).bind(username).execute(&mut *tx).await?;
         }

@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod offline;
 pub mod private;
 pub mod pubsub;
+pub mod push;
 pub mod roster;
 pub mod vcard;
 

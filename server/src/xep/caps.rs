@@ -197,6 +197,7 @@ fn on_presence<'a>(
         let iq = el("iq", ns::CLIENT)
             .attr("type", "get")
             .attr("from", core.domain.clone())
+            .attr("to", session.jid.to_string())
             .child(
                 el("query", NS_DISCO_INFO)
                     .attr("node", c.node.clone())
@@ -209,7 +210,12 @@ fn on_presence<'a>(
         let then: crate::iq_out::Then = Box::new(move |reply| {
             Box::pin(async move { learned(&core2, &session2, &c, reply).await })
         });
-        if !crate::iq_out::request_then(core, session, iq, QUERY_TIMEOUT, then) {
+        let target = session.clone();
+        let send = move |iq| {
+            target.send(iq);
+            true
+        };
+        if !crate::iq_out::request_then(core, iq, QUERY_TIMEOUT, send, then) {
             core.caps.lock().querying.remove(&session.id);
         }
     })

@@ -97,8 +97,13 @@ async fn node_info(cx: &IqCtx<'_>, node: &str) -> IqResult {
 fn items(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
         let scope = check(&cx).await?;
-        // No components yet (groups, upload arrive with their modules).
         let mut q = el("query", NS_ITEMS);
+        if scope == FeatureScope::Host {
+            // Services modules list: connected components (XEP-0114), …
+            for jid in cx.core.registry.host_item_jids(cx.core) {
+                q = q.child(el("item", NS_ITEMS).attr("jid", jid).build());
+            }
+        }
         if scope == FeatureScope::Account {
             // Account items come from modules (PEP nodes the asker may see).
             let user = cx
