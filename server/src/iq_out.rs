@@ -293,7 +293,6 @@ mod tests {
     #[tokio::test]
     async fn a_continuation_runs_before_resolve_in_order_returns() {
         let out = IqOut::default();
-        let (tx, rx) = oneshot::channel();
         let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let r2 = ran.clone();
         let then: Then = Box::new(move |reply| {
@@ -308,8 +307,6 @@ mod tests {
                 reply: Reply::Then(then),
             },
         );
-        drop(tx);
-        drop(rx);
         let reply = el("iq", ns::CLIENT)
             .attr("type", "result")
             .attr("id", "x1")
