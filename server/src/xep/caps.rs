@@ -5,7 +5,7 @@
 //! server has not seen that hash, it asks the client (`iq_out`) for the
 //! disco#info behind it, recomputes the hash and, if it matches, caches the
 //! feature set under it (at most [`MAX_CACHED`] hashes, oldest dropped
-//! first). A reply that does not match the hash is used for that session only
+//! first, each at most [`MAX_FEATURE_BYTES`]). A reply that does not match the hash is used for that session only
 //! and never cached, so one client cannot poison what others are believed to
 //! support. PEP reads the result to send a session only the notifications it
 //! asked for (`<node>+notify`, XEP-0163 §4.3).
@@ -34,7 +34,11 @@ const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DATA: &str = "jabber:x:data";
 
 /// Verified capability hashes kept in memory.
-pub const MAX_CACHED: usize = 1000;
+pub const MAX_CACHED: usize = 500;
+/// Most bytes of feature names one client may advertise (a busy desktop
+/// client needs about 5 KiB); a larger set is not used at all, so the cache
+/// stays under `MAX_CACHED` × this (8 MiB) whatever clients claim.
+pub const MAX_FEATURE_BYTES: usize = 16 * 1024;
 /// How long the server waits for a client's disco#info answer.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -266,6 +270,9 @@ fn check(reply: &Element, c: &Claim) -> Option<(Features, bool)> {
         .filter(|f| f.is("feature", NS_DISCO_INFO))
         .filter_map(|f| f.attr("var").map(str::to_string))
         .collect();
+    if features.iter().map(String::len).sum::<usize>() > MAX_FEATURE_BYTES {
+        return None;
+    }
     let verified = match c.algo {
         Algo::Legacy(Some(_)) => legacy_ver(query).is_some_and(|v| v == c.hash),
         Algo::Legacy(None) => false,
