@@ -8,7 +8,9 @@
 //!   avatar data and metadata (access model as the nodes have, presence by default).
 //! - Available presence from an account with a PEP avatar carries
 //!   `<x xmlns='vcard-temp:x:update'><photo>SHA-1</photo></x>` unless the
-//!   client put its own there.
+//!   client put its own there; when the avatar changes, the account's online
+//!   presence is sent again to its contacts with the new hash, so vCard-only
+//!   clients notice without waiting for the next presence.
 //!
 //! A vCard stored without a `PHOTO` leaves the PEP avatar alone (many clients
 //! save vCards without reading the photo first).
@@ -20,7 +22,7 @@ use jid::BareJid;
 use minidom::Element;
 
 use crate::core::Core;
-use crate::deliver::username;
+use crate::deliver::{available, username};
 use crate::pubsub::service;
 use crate::registry::{BoxFuture, FeatureScope, Module, Registry};
 use crate::session::SessionHandle;
@@ -81,6 +83,11 @@ pub async fn published(core: &Arc<Core>, owner: &BareJid, node: &str, id: &str, 
     if node != NS_METADATA {
         return;
     }
+    let shown = payload
+        .children()
+        .find(|i| i.is("info", NS_METADATA))
+        .map(|i| i.attr("id").unwrap_or(id).to_string());
+    rebroadcast(core, owner, shown.as_deref().unwrap_or("")).await;
     let Some(info) = payload
         .children()
         .find(|i| i.is("info", NS_METADATA) && i.attr("url").is_none_or(str::is_empty))
@@ -167,6 +174,44 @@ pub async fn vcard_stored(core: &Arc<Core>, owner: &BareJid, vcard: &Element) {
         {
             tracing::warn!(node, error = ?e, "could not publish the vCard photo as PEP avatar");
             return;
+        }
+    }
+    rebroadcast(core, owner, &hash).await;
+}
+
+/// The avatar is now `hash` (empty: none): stamp it into the presence of
+/// each online session of `owner` and send that presence to the contacts
+/// who see it (XEP-0153 §4.1), if it changed.
+async fn rebroadcast(core: &Arc<Core>, owner: &BareJid, hash: &str) {
+    let mut changed = false;
+    for s in available(core, owner) {
+        let mut st = s.state();
+        let Some(mut p) = st.last() else { continue };
+        let current = p
+            .get_child("x", NS_UPDATE)
+            .and_then(|x| x.get_child("photo", NS_UPDATE))
+            .map(|ph| ph.text());
+        if current.as_deref() == Some(hash) {
+            continue;
+        }
+        while p.remove_child("x", NS_UPDATE).is_some() {}
+        p.append_child(
+            el("x", NS_UPDATE)
+                .child(el("photo", NS_UPDATE).text(hash).build())
+                .build(),
+        );
+        st.set_last(Some(&p));
+        changed = true;
+    }
+    if !changed {
+        return;
+    }
+    let Ok(items) = core.db.roster_items(username(owner)).await else {
+        return;
+    };
+    for item in items.iter().filter(|i| i.subscription.has_from()) {
+        if let Ok(contact) = BareJid::new(&item.contact) {
+            crate::presence::send_current_presence(core, owner, &contact, true);
         }
     }
 }
