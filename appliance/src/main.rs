@@ -40,6 +40,10 @@ enum UserCommand {
     Del { jid: String },
     /// List accounts.
     List,
+    /// List the devices holding password-free login tokens (FAST) for an account.
+    Tokens { jid: String },
+    /// Revoke every password-free login token of an account (e.g. a lost phone).
+    RevokeTokens { jid: String },
 }
 
 fn main() -> ExitCode {
@@ -161,6 +165,28 @@ async fn user(config: kith_server::Config, cmd: UserCommand) -> Result<(), Strin
                 println!("{j}");
             }
         }),
+        UserCommand::Tokens { jid } => accounts.tokens(&jid).await.map(|l| {
+            if l.is_empty() {
+                println!("{jid} has no login tokens");
+            }
+            for t in l {
+                println!(
+                    "{}\tsoftware={:?}\tdevice={:?}\tissued={}\texpires={}\tlast_used={}",
+                    t.agent_id,
+                    t.software,
+                    t.device,
+                    kith_server::fast_datetime(t.issued_at),
+                    kith_server::fast_datetime(t.expires_at),
+                    t.last_used
+                        .map(kith_server::fast_datetime)
+                        .unwrap_or_else(|| "never".into()),
+                );
+            }
+        }),
+        UserCommand::RevokeTokens { jid } => accounts
+            .revoke_tokens(&jid)
+            .await
+            .map(|n| println!("revoked the login tokens of {n} device(s) of {jid}")),
     };
     accounts.close().await;
     r.map_err(|e| e.to_string())
