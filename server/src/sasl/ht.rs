@@ -21,6 +21,8 @@ use crate::tls::ChannelBindings;
 
 /// Length of an issued token in characters (hex of 48 random bytes).
 pub const TOKEN_LEN: usize = 96;
+// Verifying with the stored hash relies on HMAC hashing keys longer than the block.
+const _: () = assert!(TOKEN_LEN > 64, "tokens must be longer than SHA-256's block");
 
 /// The HT mechanisms Kith implements, channel-bound first.
 pub const MECHANISMS: [&str; 3] = ["HT-SHA-256-EXPR", "HT-SHA-256-ENDP", "HT-SHA-256-NONE"];
@@ -110,7 +112,6 @@ mod tests {
     fn tokens_are_long_random_and_distinct() {
         let (a, b) = (new_token(), new_token());
         assert_eq!(a.len(), TOKEN_LEN);
-        assert!(TOKEN_LEN > 64, "longer than the SHA-256 block");
         assert_ne!(a, b);
         assert_eq!(token_hash(&a).len(), 32);
     }
@@ -157,7 +158,11 @@ mod tests {
         let mut msg = b"alice\0".to_vec();
         msg.extend([0u8; 32]);
         assert!(parse_initial(&msg).is_ok());
-        for bad in [&b"alice"[..], b"\0xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", b"alice\0short"] {
+        for bad in [
+            &b"alice"[..],
+            b"\0xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            b"alice\0short",
+        ] {
             assert_eq!(parse_initial(bad), Err(Failure::MalformedRequest));
         }
     }

@@ -193,7 +193,11 @@ impl Db {
     }
 
     /// Invalidate every token of one client.
-    pub async fn fast_invalidate(&self, username: &str, agent_id: &str) -> Result<(), StorageError> {
+    pub async fn fast_invalidate(
+        &self,
+        username: &str,
+        agent_id: &str,
+    ) -> Result<(), StorageError> {
         sqlx::query("DELETE FROM fast_tokens WHERE username = $1 AND agent_id = $2")
             .bind(username)
             .bind(agent_id)
@@ -205,12 +209,11 @@ impl Db {
     /// Revoke every token of an account; returns how many clients held one.
     pub async fn fast_revoke_all(&self, username: &str) -> Result<u64, StorageError> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
-            "SELECT COUNT(DISTINCT agent_id) FROM fast_tokens WHERE username = $1",
-        )
-        .bind(username)
-        .fetch_one(&mut *tx)
-        .await?;
+        let row =
+            sqlx::query("SELECT COUNT(DISTINCT agent_id) FROM fast_tokens WHERE username = $1")
+                .bind(username)
+                .fetch_one(&mut *tx)
+                .await?;
         let n: i64 = row.get(0);
         sqlx::query("DELETE FROM fast_tokens WHERE username = $1")
             .bind(username)
@@ -252,7 +255,8 @@ mod tests {
 
     impl TempDb {
         fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!("kith-fast-{}", crate::core::random_hex(8)));
+            let dir =
+                std::env::temp_dir().join(format!("kith-fast-{}", crate::core::random_hex(8)));
             TempDb(dir)
         }
         fn path(&self) -> &std::path::Path {
@@ -289,30 +293,66 @@ mod tests {
     async fn rotation_keeps_two_slots_and_using_the_new_token_retires_the_old() {
         let dir = TempDb::new();
         let db = db(dir.path()).await;
-        db.fast_issue(&token("phone", b"A", 1), 8).await.expect("issue");
-        assert!(db.fast_use("alice", "phone", Slot::New, None, 2).await.expect("use"));
-        db.fast_issue(&token("phone", b"B", 3), 8).await.expect("issue");
+        db.fast_issue(&token("phone", b"A", 1), 8)
+            .await
+            .expect("issue");
+        assert!(db
+            .fast_use("alice", "phone", Slot::New, None, 2)
+            .await
+            .expect("use"));
+        db.fast_issue(&token("phone", b"B", 3), 8)
+            .await
+            .expect("issue");
         let t = db.fast_tokens("alice", "phone").await.expect("read");
         let slots: Vec<_> = t.iter().map(|t| (t.slot, t.hash.clone())).collect();
-        assert_eq!(slots, vec![(Slot::New, b"B".to_vec()), (Slot::Current, b"A".to_vec())]);
+        assert_eq!(
+            slots,
+            vec![(Slot::New, b"B".to_vec()), (Slot::Current, b"A".to_vec())]
+        );
         // The client used B: A is gone.
-        assert!(db.fast_use("alice", "phone", Slot::New, None, 4).await.expect("use"));
+        assert!(db
+            .fast_use("alice", "phone", Slot::New, None, 4)
+            .await
+            .expect("use"));
         let t = db.fast_tokens("alice", "phone").await.expect("read");
         assert_eq!(t.len(), 1);
-        assert_eq!((t[0].slot, t[0].hash.as_slice()), (Slot::Current, &b"B"[..]));
+        assert_eq!(
+            (t[0].slot, t[0].hash.as_slice()),
+            (Slot::Current, &b"B"[..])
+        );
     }
 
     #[tokio::test]
     async fn counters_only_go_up() {
         let dir = TempDb::new();
         let db = db(dir.path()).await;
-        db.fast_issue(&token("phone", b"A", 1), 8).await.expect("issue");
-        assert!(db.fast_use("alice", "phone", Slot::New, Some(1), 2).await.expect("use"));
-        assert!(!db.fast_use("alice", "phone", Slot::Current, Some(1), 3).await.expect("use"));
-        assert!(!db.fast_use("alice", "phone", Slot::Current, Some(0), 3).await.expect("use"));
-        assert!(db.fast_use("alice", "phone", Slot::Current, Some(5), 3).await.expect("use"));
-        assert!(db.fast_use("alice", "phone", Slot::Current, None, 4).await.expect("use"));
-        assert!(!db.fast_use("alice", "phone", Slot::Current, Some(5), 5).await.expect("use"));
+        db.fast_issue(&token("phone", b"A", 1), 8)
+            .await
+            .expect("issue");
+        assert!(db
+            .fast_use("alice", "phone", Slot::New, Some(1), 2)
+            .await
+            .expect("use"));
+        assert!(!db
+            .fast_use("alice", "phone", Slot::Current, Some(1), 3)
+            .await
+            .expect("use"));
+        assert!(!db
+            .fast_use("alice", "phone", Slot::Current, Some(0), 3)
+            .await
+            .expect("use"));
+        assert!(db
+            .fast_use("alice", "phone", Slot::Current, Some(5), 3)
+            .await
+            .expect("use"));
+        assert!(db
+            .fast_use("alice", "phone", Slot::Current, None, 4)
+            .await
+            .expect("use"));
+        assert!(!db
+            .fast_use("alice", "phone", Slot::Current, Some(5), 5)
+            .await
+            .expect("use"));
     }
 
     #[tokio::test]
@@ -320,7 +360,9 @@ mod tests {
         let dir = TempDb::new();
         let db = db(dir.path()).await;
         for (i, agent) in ["a", "b", "c", "d"].into_iter().enumerate() {
-            db.fast_issue(&token(agent, b"h", i as i64), 3).await.expect("issue");
+            db.fast_issue(&token(agent, b"h", i as i64), 3)
+                .await
+                .expect("issue");
         }
         let holders = db.fast_holders("alice").await.expect("list");
         let ids: Vec<_> = holders.iter().map(|h| h.agent_id.as_str()).collect();

@@ -36,7 +36,12 @@ pub fn feature(core: &Core) -> Element {
 }
 
 /// The resource for a client of `username` with this tag and user-agent id.
-pub fn resource(secret: &[u8], username: &str, tag: Option<&str>, agent_id: Option<&str>) -> String {
+pub fn resource(
+    secret: &[u8],
+    username: &str,
+    tag: Option<&str>,
+    agent_id: Option<&str>,
+) -> String {
     let suffix = match agent_id {
         Some(id) => {
             let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
@@ -81,7 +86,9 @@ pub fn bind(core: &Core, bare: &BareJid, req: &Element, agent_id: Option<&str>) 
     // A tag the JID library still refuses (resourceprep) is dropped.
     let jid = bare
         .with_resource_str(&res)
-        .or_else(|_| bare.with_resource_str(&resource(&core.scram_secret, username, None, agent_id)))
+        .or_else(|_| {
+            bare.with_resource_str(&resource(&core.scram_secret, username, None, agent_id))
+        })
         .ok()?;
     let mut bound = el("bound", NS);
     let mut effects = Vec::new();
@@ -114,10 +121,16 @@ mod tests {
     fn same_device_same_resource_other_device_other_resource() {
         let a = resource(b"k", "alice", Some("Phone"), Some("uuid-1"));
         assert_eq!(a, resource(b"k", "alice", Some("Phone"), Some("uuid-1")));
-        assert!(a.starts_with("Phone.") && a.len() == "Phone.".len() + 8, "{a}");
+        assert!(
+            a.starts_with("Phone.") && a.len() == "Phone.".len() + 8,
+            "{a}"
+        );
         assert_ne!(a, resource(b"k", "alice", Some("Phone"), Some("uuid-2")));
         assert_ne!(a, resource(b"k", "bob", Some("Phone"), Some("uuid-1")));
-        assert_ne!(a, resource(b"other", "alice", Some("Phone"), Some("uuid-1")));
+        assert_ne!(
+            a,
+            resource(b"other", "alice", Some("Phone"), Some("uuid-1"))
+        );
         // No user agent: random each time.
         assert_ne!(
             resource(b"k", "alice", Some("Phone"), None),

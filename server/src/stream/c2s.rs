@@ -549,11 +549,7 @@ pub(super) async fn exchange<T: Transport>(
             };
             let challenge = scram.challenge(keys, &core.scram_secret, &random_hex(18));
             stream
-                .send(
-                    &el("challenge", sasl_ns)
-                        .text(B64.encode(challenge))
-                        .build(),
-                )
+                .send(&el("challenge", sasl_ns).text(B64.encode(challenge)).build())
                 .await?;
             let fin = match response(stream, sasl_ns).await? {
                 Ok(d) => d,

@@ -205,7 +205,11 @@ pub(super) async fn authenticate<T: Transport>(
         .await
         .map_err(internal)?;
         match login {
-            Ok(l) => (l.username, Some(l.additional), l.rotate.then_some(l.mechanism)),
+            Ok(l) => (
+                l.username,
+                Some(l.additional),
+                l.rotate.then_some(l.mechanism),
+            ),
             Err(r) => return refuse(stream, peer, r).await,
         }
     } else {
@@ -221,7 +225,11 @@ pub(super) async fn authenticate<T: Transport>(
     // here (resume instead of binding), once stream management provides it.
 
     let token = match (request.map(str::to_string).or(rotate), &fast_agent) {
-        (Some(m), Some(a)) => Some(fast::issue(core, &username, a, &m).await.map_err(internal)?),
+        (Some(m), Some(a)) => Some(
+            fast::issue(core, &username, a, &m)
+                .await
+                .map_err(internal)?,
+        ),
         _ => None,
     };
     let bound = match auth.get_child("bind", bind2::NS) {

@@ -24,9 +24,8 @@ fn register(r: &mut Registry) {
     // Bind2 (XEP-0386): `<inactive/>` inside `<bind/>` starts the session inactive.
     r.bind2_inline(NS, |_, _, req| crate::registry::Bind2Outcome {
         bound: None,
-        effect: (req.name() == "inactive").then(|| -> crate::registry::SessionEffect {
-            Box::new(|_, s| s.set_inactive(true))
-        }),
+        effect: (req.name() == "inactive")
+            .then(|| -> crate::registry::SessionEffect { Box::new(|_, s| s.set_inactive(true)) }),
     });
 }
 

@@ -159,14 +159,12 @@ pub async fn login(
             "this count was already used with this token (replay)",
         );
     }
-    let invalidate = matches!(
-        fast.and_then(|f| f.attr("invalidate")),
-        Some("1" | "true")
-    );
+    let invalidate = matches!(fast.and_then(|f| f.attr("invalidate")), Some("1" | "true"));
     if invalidate {
         core.db.fast_invalidate(&username, agent.id).await?;
     }
-    let rotate = !invalidate && token.slot == Slot::Current && now - token.issued_at >= ROTATE_AFTER_SECS;
+    let rotate =
+        !invalidate && token.slot == Slot::Current && now - token.issued_at >= ROTATE_AFTER_SECS;
     Ok(Ok(Login {
         username,
         additional: ht::responder(&token.hash, &cb),
