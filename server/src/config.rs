@@ -22,6 +22,8 @@ pub struct Config {
     pub limits: Limits,
     /// PBKDF2 iteration count for newly stored SCRAM credentials (≥ 4096).
     pub scram_iterations: u32,
+    /// How long a FAST login token (XEP-0484) stays valid without being used.
+    pub fast_token_lifetime: Duration,
 }
 
 /// Listener addresses.
@@ -95,6 +97,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             scram_iterations: 4096,
+            fast_token_lifetime: Duration::from_secs(21 * 86_400),
         }
     }
 }

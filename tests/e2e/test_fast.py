@@ -223,3 +223,13 @@ def test_fast_failures_count_against_the_rate_limit(kith_factory, test_ca):
     raw, el = token_login(k, ctx, token)
     assert sasl2_failure(el) == "temporary-auth-failure"
     raw.close()
+
+
+def test_the_token_lifetime_is_configurable(kith_factory, test_ca):
+    k = kith_factory(auth={"fast_token_days": 2})
+    k.add_user("alice")
+    k.start()
+    _, expiry, _ = request_token(k, test_ca.client_context())
+    expires = datetime.datetime.strptime(expiry, "%Y-%m-%dT%H:%M:%SZ")
+    hours = (expires - datetime.datetime.utcnow()).total_seconds() / 3600
+    assert 47 <= hours <= 48, expiry

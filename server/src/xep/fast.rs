@@ -3,7 +3,7 @@
 //!
 //! Tokens are bound to (account, SASL2 user-agent id) and to the HT mechanism
 //! they were requested for ([`crate::sasl::ht`]); only their SHA-256 is stored
-//! (`storage/fast.rs`). A token lives [`LIFETIME_SECS`] (21 days); a login
+//! (`storage/fast.rs`). A token lives `auth.fast_token_days` (21 days); a login
 //! with a token older than [`ROTATE_AFTER_SECS`] (1 day) gets a new one, and the
 //! old one stays valid until the new one is used. An optional `count` on
 //! `<fast/>` must grow with every use (replay protection). `invalidate` ends a
@@ -29,9 +29,8 @@ pub const MODULE: Module = Module {
 
 /// The FAST namespace.
 pub const NS: &str = "urn:xmpp:fast:0";
-/// How long a token is valid.
-pub const LIFETIME_SECS: i64 = 21 * 24 * 3600;
-/// A token older than this is replaced at its next use.
+/// A token older than this (or than half its lifetime, if shorter) is
+/// replaced at its next use.
 pub const ROTATE_AFTER_SECS: i64 = 24 * 3600;
 /// Clients per account that may hold tokens.
 pub const MAX_CLIENTS: u32 = 32;
@@ -163,8 +162,9 @@ pub async fn login(
     if invalidate {
         core.db.fast_invalidate(&username, agent.id).await?;
     }
+    let rotate_after = ROTATE_AFTER_SECS.min(lifetime(core) / 2);
     let rotate =
-        !invalidate && token.slot == Slot::Current && now - token.issued_at >= ROTATE_AFTER_SECS;
+        !invalidate && token.slot == Slot::Current && now - token.issued_at >= rotate_after;
     Ok(Ok(Login {
         username,
         additional: ht::responder(&token.hash, &cb),
@@ -182,7 +182,7 @@ pub async fn issue(
 ) -> Result<Element, StorageError> {
     let token = ht::new_token();
     let issued_at = now();
-    let expires_at = issued_at + LIFETIME_SECS;
+    let expires_at = issued_at + lifetime(core);
     core.db
         .fast_issue(
             &NewToken {
@@ -202,6 +202,11 @@ pub async fn issue(
         .attr("expiry", datetime(expires_at))
         .attr("token", token)
         .build())
+}
+
+/// The configured token lifetime in seconds.
+fn lifetime(core: &Core) -> i64 {
+    i64::try_from(core.config.fast_token_lifetime.as_secs()).unwrap_or(i64::MAX / 2)
 }
 
 /// Seconds since the epoch as an XEP-0082 DateTime.
