@@ -193,3 +193,26 @@ def test_stanzas_before_authentication_are_refused(kith, test_ca):
     raw.send("<message to='bob@localhost'><body>hi</body></message>")
     raw.read_until_closed()
     assert stream_error_condition(raw.raw) == "not-authorized"
+
+
+def test_bad_base64_and_abort_fail_cleanly(kith, test_ca):
+    raw, _ = sasl2_connect(kith, test_ca.client_context())
+    raw.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='PLAIN'>"
+             f"<initial-response>!!not base64!!</initial-response></authenticate>")
+    assert sasl2_failure(raw.element()) == "incorrect-encoding"
+    sasl2_send(raw, "SCRAM-SHA-256", Scram("sha256", "alice", PASSWORD, None).first())
+    assert raw.element().tag == f"{{{NS_SASL2}}}challenge"
+    raw.send(f"<abort xmlns='{NS_SASL2}'/>")
+    assert sasl2_failure(raw.element()) == "aborted"
+    raw.close()
+
+
+def test_fast_mechanisms_are_not_offered_to_classic_sasl(kith, test_ca):
+    raw, feats = sasl2_connect(kith, test_ca.client_context())
+    assert not any(m.text.startswith("HT-") for m in feats.find(f"{{{NS_SASL}}}mechanisms"))
+    data = base64.b64encode(b"alice\0" + b"x" * 32).decode()
+    raw.send(f"<auth xmlns='{NS_SASL}' mechanism='HT-SHA-256-NONE'>{data}</auth>")
+    el = raw.element()
+    assert el.tag == f"{{{NS_SASL}}}failure"
+    assert el.find(f"{{{NS_SASL}}}invalid-mechanism") is not None
+    raw.close()
