@@ -9,11 +9,9 @@ import hashlib
 import sqlite3
 import xml.etree.ElementTree as ET
 
-import pytest
-
-from conftest import (DOMAIN, NS_CLIENT, NS_FAST, NS_SASL2, authz_id, bind2_xml, fast_login,
-                      sasl2_connect, sasl2_failure, sasl2_password_login, tls_server_end_point,
-                      user_agent_xml)
+from conftest import (DOMAIN, NS_CLIENT, NS_FAST, NS_SASL2, PASSWORD, Scram, authz_id, bind2_xml,
+                      fast_login, sasl2_connect, sasl2_failure, sasl2_password_login, sasl2_scram,
+                      tls_server_end_point)
 
 PHONE = ("0f5c3e4a-8d2b-4f6e-9c1a-3b7d5e9f1a2c", "Kith test app", "Alice's phone")
 TABLET = ("7a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d", "Kith test app", "Alice's tablet")
@@ -107,7 +105,6 @@ def test_tokens_belong_to_one_device_and_one_account(kith, test_ca):
 
 def test_a_token_needs_a_user_agent_id(kith, test_ca):
     raw, _ = sasl2_connect(kith, test_ca.client_context())
-    from conftest import PASSWORD, Scram, sasl2_scram
     el = sasl2_scram(raw, "SCRAM-SHA-256", Scram("sha256", "alice", PASSWORD, None),
                      f"<request-token xmlns='{NS_FAST}' mechanism='HT-SHA-256-NONE'/>")
     assert sasl2_failure(el) == "malformed-request"

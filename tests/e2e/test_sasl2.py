@@ -9,10 +9,9 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from conftest import (DOMAIN, NS_BIND, NS_BIND2, NS_CARBONS, NS_CLIENT, NS_CSI, NS_FAST, NS_SASL,
-                      NS_SASL2, PASSWORD, STEP, RawXmpp, Scram, StreamClosed, authz_id,
-                      bind2_xml, online, run, sasl2_connect, sasl2_failure, sasl2_password_login,
-                      sasl2_scram, sasl2_send, stream_error_condition, tls_server_end_point,
-                      user_agent_xml)
+                      NS_SASL2, PASSWORD, STEP, Scram, authz_id, bind2_xml, online, run,
+                      sasl2_connect, sasl2_failure, sasl2_password_login, sasl2_scram,
+                      sasl2_send, stream_error_condition, tls_server_end_point)
 
 PHONE = ("d2a2c5b6-1f3e-4c0a-9a51-7c1c0e1f0a01", "Kith test app", "Alice's phone")
 LAPTOP = ("5b0e7d9e-3d6b-4a3a-8f0e-2b1c9d8e7f60", "Kith test app", "Alice's laptop")
