@@ -739,7 +739,7 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
-# --------------------------------------------------------------------------- SASL2, Bind2, FAST by hand
+# ------------------------------------------------------------------ SASL2, Bind2, FAST by hand
 # No client available here speaks these: slixmpp 1.17 (in .venv) and tokio-xmpp 6.0 implement
 # neither XEP-0388 SASL2, XEP-0386 Bind2 nor XEP-0484 FAST. So the tests drive them with
 # RawXmpp, following the XEPs' examples byte for byte, and check every proof the server sends.
