@@ -88,6 +88,13 @@ pub struct Bind2Outcome {
 /// Handles the child of a Bind2 `<bind/>` request in the module's namespace,
 /// for the account `jid` (before the session exists).
 pub type Bind2Handler = fn(&Core, &jid::BareJid, &Element) -> Bind2Outcome;
+/// Like [`MessageHook`], but with the shared core, so the hook can start
+/// background work (push notifications): `msg` (to normalised) was handled
+/// and delivered live to `delivered` (empty: stored offline or refused).
+pub type SharedMessageHook = fn(&Arc<Core>, &Element, &[Arc<SessionHandle>]);
+
+/// Lists JIDs for the server's disco#items (connected components, services).
+pub type HostItems = fn(&Core) -> Vec<String>;
 
 /// Who a disco feature describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +112,8 @@ pub struct Registry {
     stanza: HashMap<(Kind, Addr), StanzaHandler>,
     hooks: HashMap<SessionEvent, Vec<SessionHook>>,
     message_hooks: Vec<MessageHook>,
+    shared_message_hooks: Vec<SharedMessageHook>,
+    host_items: Vec<HostItems>,
     nonzas: HashMap<(String, String), NonzaHandler>,
     hold_filter: Option<HoldFilter>,
     host_features: BTreeSet<&'static str>,
@@ -154,6 +163,16 @@ impl Registry {
     /// Run `h` after every message from a local client was handled.
     pub fn message_hook(&mut self, h: MessageHook) {
         self.message_hooks.push(h);
+    }
+
+    /// Run `h` (with the shared core) after every message handled.
+    pub fn shared_message_hook(&mut self, h: SharedMessageHook) {
+        self.shared_message_hooks.push(h);
+    }
+
+    /// Add JIDs to the server's disco#items.
+    pub fn host_items(&mut self, f: HostItems) {
+        self.host_items.push(f);
     }
 
     /// Handle the top-level element `ns`/`name` sent by a bound client.
@@ -230,6 +249,15 @@ impl Registry {
 
     pub(crate) fn message_hooks(&self) -> &[MessageHook] {
         &self.message_hooks
+    }
+
+    pub(crate) fn shared_message_hooks(&self) -> &[SharedMessageHook] {
+        &self.shared_message_hooks
+    }
+
+    /// Every JID modules list in the server's disco#items.
+    pub(crate) fn host_item_jids(&self, core: &Core) -> Vec<String> {
+        self.host_items.iter().flat_map(|f| f(core)).collect()
     }
 
     pub(crate) fn hooks(&self, ev: SessionEvent) -> &[SessionHook] {

@@ -95,6 +95,7 @@ impl Db {
             "DELETE FROM offline_messages WHERE username = $1",
             "DELETE FROM vcards WHERE username = $1",
             "DELETE FROM fast_tokens WHERE username = $1",
+            "DELETE FROM push_registrations WHERE username = $1",
         ] {
             sqlx::query(q).bind(username).execute(&mut *tx).await?;
         }

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod fast;
 pub mod offline;
+pub mod push;
 pub mod roster;
 pub mod vcard;
 

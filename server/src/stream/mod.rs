@@ -7,6 +7,7 @@
 
 mod bind2;
 pub mod c2s;
+pub(crate) mod idle_ping;
 mod sasl2;
 mod session_loop;
 
