@@ -42,8 +42,13 @@ enum UserCommand {
     List,
     /// List the devices holding password-free login tokens (FAST) for an account.
     Tokens { jid: String },
-    /// Revoke every password-free login token of an account (e.g. a lost phone).
-    RevokeTokens { jid: String },
+    /// Revoke the password-free login tokens of an account (e.g. a lost phone):
+    /// of one device (`--device ID`, as `kith user tokens` lists it) or of all.
+    RevokeTokens {
+        jid: String,
+        #[arg(long)]
+        device: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -183,8 +188,8 @@ async fn user(config: kith_server::Config, cmd: UserCommand) -> Result<(), Strin
                 );
             }
         }),
-        UserCommand::RevokeTokens { jid } => accounts
-            .revoke_tokens(&jid)
+        UserCommand::RevokeTokens { jid, device } => accounts
+            .revoke_tokens(&jid, device.as_deref())
             .await
             .map(|n| println!("revoked the login tokens of {n} device(s) of {jid}")),
     };

@@ -96,14 +96,22 @@ impl Accounts {
         Ok(self.db.fast_holders(&user).await?)
     }
 
-    /// Revoke every FAST token of an account (a lost phone); returns how many
-    /// clients held one. Their next login needs the password.
-    pub async fn revoke_tokens(&self, jid: &str) -> Result<u64, AccountError> {
+    /// Revoke the FAST tokens of an account (a lost phone): of one device
+    /// (its user-agent id, as `tokens` lists it) or of all; returns how many
+    /// devices held one. Their next login needs the password.
+    pub async fn revoke_tokens(
+        &self,
+        jid: &str,
+        device: Option<&str>,
+    ) -> Result<u64, AccountError> {
         let user = self.username(jid)?;
         if !self.db.account_exists(&user).await? {
             return Err(StorageError::NotFound(format!("no account {jid}")).into());
         }
-        Ok(self.db.fast_revoke_all(&user).await?)
+        Ok(match device {
+            Some(agent) => u64::from(self.db.fast_invalidate(&user, agent).await?),
+            None => self.db.fast_revoke_all(&user).await?,
+        })
     }
 
     /// Every account's bare JID.

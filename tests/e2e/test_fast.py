@@ -192,14 +192,27 @@ def test_a_password_change_revokes_every_token(kith, test_ca):
 def test_the_admin_lists_and_revokes_a_lost_phones_tokens(kith, test_ca):
     ctx = test_ca.client_context()
     token, _, _ = request_token(kith, ctx)
-    request_token(kith, ctx, agent=TABLET, tag="Tablet")
+    tablet, _, _ = request_token(kith, ctx, agent=TABLET, tag="Tablet")
     out = kith.cli("user", "tokens", f"alice@{DOMAIN}").stdout
     assert PHONE[0] in out and "Alice's phone" in out and TABLET[0] in out, out
-    assert "bob has no login tokens" not in out
     assert "no login tokens" in kith.cli("user", "tokens", f"bob@{DOMAIN}").stdout
-    out = kith.cli("user", "revoke-tokens", f"alice@{DOMAIN}").stdout
-    assert "2 device" in out, out
+
+    # The phone is lost: only its tokens go; the tablet still reconnects.
+    out = kith.cli("user", "revoke-tokens", f"alice@{DOMAIN}", "--device", PHONE[0]).stdout
+    assert "1 device" in out, out
     raw, el = token_login(kith, ctx, token)
+    assert sasl2_failure(el) == "not-authorized"
+    raw.close()
+    raw, el = token_login(kith, ctx, tablet, agent=TABLET)
+    authz_id(el)
+    raw.close()
+    out = kith.cli("user", "tokens", f"alice@{DOMAIN}").stdout
+    assert PHONE[0] not in out and TABLET[0] in out, out
+
+    # Everything else too.
+    out = kith.cli("user", "revoke-tokens", f"alice@{DOMAIN}").stdout
+    assert "1 device" in out, out
+    raw, el = token_login(kith, ctx, tablet, agent=TABLET)
     assert sasl2_failure(el) == "not-authorized"
     raw.close()
     assert "no login tokens" in kith.cli("user", "tokens", f"alice@{DOMAIN}").stdout

@@ -192,18 +192,18 @@ impl Db {
         Ok(())
     }
 
-    /// Invalidate every token of one client.
+    /// Invalidate every token of one client; false if it held none.
     pub async fn fast_invalidate(
         &self,
         username: &str,
         agent_id: &str,
-    ) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM fast_tokens WHERE username = $1 AND agent_id = $2")
+    ) -> Result<bool, StorageError> {
+        let r = sqlx::query("DELETE FROM fast_tokens WHERE username = $1 AND agent_id = $2")
             .bind(username)
             .bind(agent_id)
             .execute(self.pool())
             .await?;
-        Ok(())
+        Ok(r.rows_affected() > 0)
     }
 
     /// Revoke every token of an account; returns how many clients held one.
