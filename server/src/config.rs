@@ -23,6 +23,8 @@ pub struct Config {
     pub limits: Limits,
     /// PBKDF2 iteration count for newly stored SCRAM credentials (≥ 4096).
     pub scram_iterations: u32,
+    /// How long a FAST login token (XEP-0484) stays valid without being used.
+    pub fast_token_lifetime: Duration,
     /// External components (XEP-0114): component domain → shared secret.
     pub components: BTreeMap<String, Secret>,
     /// Push notifications (XEP-0357).
@@ -166,6 +168,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             scram_iterations: 4096,
+            fast_token_lifetime: Duration::from_secs(21 * 86_400),
             components: BTreeMap::new(),
             push: PushConfig::default(),
             ping: PingConfig::default(),

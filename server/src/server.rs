@@ -31,6 +31,7 @@ pub fn modules() -> Vec<Module> {
         crate::xep::csi::MODULE,
         crate::component::MODULE,
         crate::push::MODULE,
+        crate::xep::fast::MODULE,
         crate::xep::caps::MODULE,
         crate::pubsub::MODULE,
         crate::xep::avatar::MODULE,

@@ -7,6 +7,7 @@
 //! (`server/migrations/<area>/`), registered through the module registry.
 
 pub mod accounts;
+pub mod fast;
 pub mod offline;
 pub mod private;
 pub mod pubsub;

@@ -6,6 +6,7 @@ pub mod caps;
 pub mod carbons;
 pub mod csi;
 pub mod disco;
+pub mod fast;
 pub mod ping;
 pub mod private;
 pub mod session;
