@@ -8,7 +8,10 @@
 //! first, each at most [`MAX_FEATURE_BYTES`]). A reply that does not match the hash is used for that session only
 //! and never cached, so one client cannot poison what others are believed to
 //! support. PEP reads the result to send a session only the notifications it
-//! asked for (`<node>+notify`, XEP-0163 §4.3).
+//! asked for (`<node>+notify`, XEP-0163 §4.3). XEP-0390 claims are checked
+//! with SHA-256 (the hash every implementation must offer); a claim with only
+//! other hash functions is ignored, as is a legacy claim without `hash`
+//! (believed for the session, never cached).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
