@@ -22,6 +22,15 @@ pub struct File {
     pub limits: LimitsFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub archive: ArchiveFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveFile {
+    pub retention_days: Option<u32>,
+    pub prune_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -165,6 +174,15 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     }
     if let Some(v) = lf.offline_max {
         l.offline_max = v;
+    }
+    if let Some(d) = file.archive.retention_days {
+        config.archive.retention_days = d;
+    }
+    if let Some(s) = file.archive.prune_interval_secs {
+        if s == 0 {
+            return Err("archive.prune_interval_secs: must be at least 1".into());
+        }
+        config.archive.prune_interval = Duration::from_secs(s);
     }
     if let Some(i) = file.auth.scram_iterations {
         if i < 4096 {

@@ -22,6 +22,27 @@ pub struct Config {
     pub limits: Limits,
     /// PBKDF2 iteration count for newly stored SCRAM credentials (≥ 4096).
     pub scram_iterations: u32,
+    /// Message history (XEP-0313 archive).
+    pub archive: Archive,
+}
+
+/// Message history settings.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// Days a message is kept in an account's history unless the account has
+    /// its own setting; 0 keeps history forever.
+    pub retention_days: u32,
+    /// How often the background pruner looks for expired messages.
+    pub prune_interval: Duration,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Archive {
+            retention_days: 0,
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// Listener addresses.
@@ -95,6 +116,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             scram_iterations: 4096,
+            archive: Archive::default(),
         }
     }
 }

@@ -6,10 +6,12 @@
 //! module per protocol area that registers what it handles.
 
 mod accounts;
+mod blocking;
 pub mod config;
 mod core;
 mod deliver;
 mod limits;
+mod mam;
 mod message;
 mod presence;
 mod registry;
@@ -26,5 +28,5 @@ mod xep;
 pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
-pub use config::{Config, Limits, Listen, TlsFiles};
+pub use config::{Archive, Config, Limits, Listen, TlsFiles};
 pub use server::{BoundAddrs, Server, StartError};

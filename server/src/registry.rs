@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use jid::Jid;
+use jid::{BareJid, Jid};
 use minidom::Element;
 use sqlx::migrate::Migrator;
 
@@ -73,6 +73,22 @@ pub type HoldFilter = fn(&Element) -> bool;
 /// to `delivered` (empty when it went to offline storage or elsewhere).
 pub type MessageHook = fn(&Core, &SessionHandle, &Element, &[Arc<SessionHandle>]);
 
+/// Runs before the message module delivers a message from a local client to
+/// the local account `recipient` (live, offline, or to a full JID): it may
+/// rewrite the message (XEP-0359 stanza ids) or stop it (XEP-0191 blocking),
+/// answering the sender itself. Returns `false` to stop delivery. Filters run
+/// in module registration order.
+pub type MessageFilter = for<'a> fn(
+    &'a Arc<Core>,
+    &'a Arc<SessionHandle>,
+    &'a BareJid,
+    &'a mut Element,
+) -> BoxFuture<'a, bool>;
+
+/// A task that runs for the life of the server (e.g. a pruner); it must
+/// return once `core.shutdown` flips.
+pub type BackgroundTask = fn(Arc<Core>) -> BoxFuture<'static, ()>;
+
 /// Who a disco feature describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeatureScope {
@@ -89,6 +105,8 @@ pub struct Registry {
     stanza: HashMap<(Kind, Addr), StanzaHandler>,
     hooks: HashMap<SessionEvent, Vec<SessionHook>>,
     message_hooks: Vec<MessageHook>,
+    message_filters: Vec<MessageFilter>,
+    background: Vec<BackgroundTask>,
     nonzas: HashMap<(String, String), NonzaHandler>,
     hold_filter: Option<HoldFilter>,
     host_features: BTreeSet<&'static str>,
@@ -137,6 +155,16 @@ impl Registry {
     /// Run `h` after every message from a local client was handled.
     pub fn message_hook(&mut self, h: MessageHook) {
         self.message_hooks.push(h);
+    }
+
+    /// Run `f` before a message from a local client is delivered to a local account.
+    pub fn message_filter(&mut self, f: MessageFilter) {
+        self.message_filters.push(f);
+    }
+
+    /// Run `t` in the background once the server started.
+    pub fn background(&mut self, t: BackgroundTask) {
+        self.background.push(t);
     }
 
     /// Handle the top-level element `ns`/`name` sent by a bound client.
@@ -206,6 +234,14 @@ impl Registry {
 
     pub(crate) fn message_hooks(&self) -> &[MessageHook] {
         &self.message_hooks
+    }
+
+    pub(crate) fn message_filters(&self) -> &[MessageFilter] {
+        &self.message_filters
+    }
+
+    pub(crate) fn background_tasks(&self) -> &[BackgroundTask] {
+        &self.background
     }
 
     pub(crate) fn hooks(&self, ev: SessionEvent) -> &[SessionHook] {

@@ -7,6 +7,8 @@
 //! (`server/migrations/<area>/`), registered through the module registry.
 
 pub mod accounts;
+pub mod archive;
+pub mod blocking;
 pub mod offline;
 pub mod roster;
 pub mod vcard;
