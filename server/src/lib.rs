@@ -6,6 +6,8 @@
 //! module per protocol area that registers what it handles.
 
 mod accounts;
+#[cfg(feature = "bench-support")]
+pub mod bench_support;
 mod blocking;
 pub mod config;
 mod core;
