@@ -4,7 +4,9 @@
 //!
 //! Bounds: a page holds at most [`MAX_PAGE`] messages (a larger `max` is
 //! capped, no `max` means [`DEFAULT_PAGE`]); an `ids` query names at most
-//! [`MAX_PAGE`] ids.
+//! [`MAX_PAGE`] ids. The RSM `<count/>` is given when at most [`MAX_COUNT`]
+//! messages match (XEP-0059 makes it optional; counting more costs more than
+//! the page).
 
 use jid::Jid;
 use minidom::Element;
@@ -25,6 +27,8 @@ const NS_DELAY: &str = "urn:xmpp:delay";
 
 /// Most messages in one page.
 pub const MAX_PAGE: usize = 250;
+/// Largest result set whose size is counted.
+pub const MAX_COUNT: usize = 5000;
 /// Messages in a page when the client gives no `max`.
 pub const DEFAULT_PAGE: usize = 50;
 
@@ -220,7 +224,7 @@ pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                 return Err(unknown_id(&public_id(*missing)));
             }
             let n = found.len() as i64;
-            (found, true, n)
+            (found, true, Some(n))
         } else {
             // Ids the client names must exist (XEP-0313 §4.1.3, XEP-0059 §2.5).
             for id in [q.after_id, q.before_id, q.after, q.before.flatten()]
@@ -264,9 +268,12 @@ pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                 }
             }
             if empty {
-                (Vec::new(), true, 0)
+                (Vec::new(), true, Some(0))
             } else {
-                let count = db.archive_count(&user, &filter).await.map_err(internal)?;
+                let count = db
+                    .archive_count(&user, &filter, MAX_COUNT)
+                    .await
+                    .map_err(internal)?;
                 let mut paged = filter.clone();
                 let backward = q.before.is_some();
                 if let Some(a) = q.after {
@@ -303,7 +310,9 @@ pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                 .child(el("first", NS_RSM).text(public_id(first.id)).build())
                 .child(el("last", NS_RSM).text(public_id(last.id)).build());
         }
-        set = set.child(el("count", NS_RSM).text(count.to_string()).build());
+        if let Some(n) = count {
+            set = set.child(el("count", NS_RSM).text(n.to_string()).build());
+        }
         let mut fin = el("fin", NS).attr_opt("queryid", q.queryid.clone());
         if complete {
             fin = fin.attr("complete", "true");

@@ -169,18 +169,25 @@ impl Db {
         Ok((page, more))
     }
 
-    /// How many messages of `username`'s archive match `filter`.
+    /// How many messages of `username`'s archive match `filter`, if at most
+    /// `limit` do (`None` when more match: counting a million index entries
+    /// would cost a hundred times the page itself).
     pub async fn archive_count(
         &self,
         username: &str,
         filter: &ArchiveFilter,
-    ) -> Result<i64, StorageError> {
+        limit: usize,
+    ) -> Result<Option<i64>, StorageError> {
         let (cond, binds) = where_clause(filter);
-        let sql = format!("SELECT COUNT(*) FROM archive WHERE {cond}");
-        Ok(bind_all(sqlx::query(&sql), username, binds)
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM archive WHERE {cond} LIMIT {})",
+            limit + 1
+        );
+        let n: i64 = bind_all(sqlx::query(&sql), username, binds)
             .fetch_one(self.pool())
             .await?
-            .get(0))
+            .get(0);
+        Ok((n as usize <= limit).then_some(n))
     }
 
     /// The messages of `username` with these ids, oldest first (unknown ids are
