@@ -32,7 +32,9 @@ pub fn archivable(msg: &Element) -> bool {
         return false;
     }
     if msg.has_child("store", NS_HINTS) {
-        return msg.children().any(|c| c.ns() != NS_CHATSTATES);
+        return msg
+            .children()
+            .any(|c| c.ns() != NS_CHATSTATES && c.ns() != NS_HINTS);
     }
     msg.has_child("body", ns::CLIENT)
         || KEEP_WITHOUT_BODY
