@@ -95,6 +95,7 @@ impl Db {
             sqlx::query(q).bind(username).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.archive_forget(username);
         Ok(())
     }
 

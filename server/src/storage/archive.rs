@@ -5,15 +5,104 @@
 //! `(username, with_bare, id)` with a `with` filter — and stops after one page,
 //! so a page costs the same in an archive of a hundred or a million messages.
 //! Time bounds are turned into id bounds first through `(username, stamp)`.
+//!
+//! Writes are group-committed: one writer task takes every archiving request
+//! waiting when the previous commit ends (at most [`MAX_GROUP`]) and commits
+//! them in one transaction, so many senders share one `fsync` and a message
+//! still waits for its own commit before it is delivered. Preferences are
+//! cached in memory (bounded by the number of accounts), written through.
+
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
 
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::SqliteRow;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
 
 use super::{Db, StorageError};
 
 /// Migrations of this area.
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/archive");
+
+/// Most archiving requests committed in one transaction.
+pub const MAX_GROUP: usize = 512;
+/// Archiving requests waiting for the writer before senders wait for room.
+const QUEUE: usize = 4096;
+
+/// Shared by every clone of a [`Db`].
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    writer: OnceLock<mpsc::Sender<Job>>,
+    prefs: RwLock<HashMap<String, ArchivePrefs>>,
+}
+
+#[derive(Debug)]
+struct OwnedRow {
+    username: String,
+    with_bare: String,
+    with_resource: String,
+    stamp: i64,
+    stanza: String,
+}
+
+#[derive(Debug)]
+struct Job {
+    rows: Vec<OwnedRow>,
+    reply: oneshot::Sender<Result<Vec<i64>, String>>,
+}
+
+/// The writer task: one transaction per group of waiting jobs.
+async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        match write_group(&pool, &jobs).await {
+            Ok(ids) => {
+                for (job, ids) in jobs.into_iter().zip(ids) {
+                    let _ = job.reply.send(Ok(ids));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write_group(pool: &SqlitePool, jobs: &[Job]) -> Result<Vec<Vec<i64>>, sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut ids = Vec::with_capacity(job.rows.len());
+        for r in &job.rows {
+            let id: i64 = sqlx::query(
+                "INSERT INTO archive (username, with_bare, with_resource, stamp, stanza) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(&r.username)
+            .bind(&r.with_bare)
+            .bind(&r.with_resource)
+            .bind(r.stamp)
+            .bind(&r.stanza)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            ids.push(id);
+        }
+        out.push(ids);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
 
 /// A message to archive for one account.
 #[derive(Debug, Clone)]
@@ -117,28 +206,35 @@ fn bind_all<'q>(
 }
 
 impl Db {
-    /// Archive messages (one row each) in one durable transaction; returns
-    /// their archive ids in the same order.
+    /// Archive messages (one row each) in one durable transaction, possibly
+    /// shared with other requests (group commit); returns their archive ids
+    /// in the same order once they are committed.
     pub async fn archive_store(&self, rows: &[NewArchived<'_>]) -> Result<Vec<i64>, StorageError> {
-        let mut tx = self.begin_write().await?;
-        let mut ids = Vec::with_capacity(rows.len());
-        for r in rows {
-            let id: i64 = sqlx::query(
-                "INSERT INTO archive (username, with_bare, with_resource, stamp, stanza) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            )
-            .bind(r.username)
-            .bind(r.with_bare)
-            .bind(r.with_resource)
-            .bind(r.stamp)
-            .bind(r.stanza)
-            .fetch_one(&mut *tx)
-            .await?
-            .get(0);
-            ids.push(id);
-        }
-        tx.commit().await?;
-        Ok(ids)
+        let writer = self.archive.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(writer(self.pool().clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            rows: rows
+                .iter()
+                .map(|r| OwnedRow {
+                    username: r.username.to_string(),
+                    with_bare: r.with_bare.to_string(),
+                    with_resource: r.with_resource.to_string(),
+                    stamp: r.stamp,
+                    stanza: r.stanza.to_string(),
+                })
+                .collect(),
+            reply,
+        };
+        let gone = || StorageError::Conflict("the archive writer stopped".into());
+        writer.send(job).await.map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| gone())?
+            .map_err(|e| StorageError::Conflict(format!("archiving failed: {e}")))
     }
 
     /// One page of `username`'s archive under `filter`: the first `limit`
@@ -270,6 +366,27 @@ impl Db {
 
     /// The archiving preferences of `username` (defaults when never set).
     pub async fn archive_prefs(&self, username: &str) -> Result<ArchivePrefs, StorageError> {
+        let cached = self
+            .archive
+            .prefs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(username)
+            .cloned();
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let p = self.archive_prefs_load(username).await?;
+        self.archive
+            .prefs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(username.to_string())
+            .or_insert(p.clone());
+        Ok(p)
+    }
+
+    async fn archive_prefs_load(&self, username: &str) -> Result<ArchivePrefs, StorageError> {
         let mode: Option<String> =
             sqlx::query("SELECT default_mode FROM archive_prefs WHERE username = $1")
                 .bind(username)
@@ -330,7 +447,21 @@ impl Db {
             }
         }
         tx.commit().await?;
+        self.archive
+            .prefs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(username.to_string(), prefs.clone());
         Ok(())
+    }
+
+    /// Drop what is cached about `username` (its account was deleted).
+    pub(crate) fn archive_forget(&self, username: &str) {
+        self.archive
+            .prefs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(username);
     }
 
     /// Set (`Some`) or clear (`None`: the server default) the retention of `username`, in days.

@@ -41,6 +41,8 @@ pub enum StorageError {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: SqlitePool,
+    /// The archive's group-commit writer and preferences cache (`archive.rs`).
+    archive: std::sync::Arc<archive::State>,
 }
 
 /// Every migrator the core owns, in order. Modules add theirs to the registry.
@@ -72,7 +74,10 @@ impl Db {
             .min_connections(1)
             .connect_with(opts)
             .await?;
-        let db = Db { pool };
+        let db = Db {
+            pool,
+            archive: Default::default(),
+        };
         // Each area embeds its own migrations (`sqlx::migrate!`); they are merged
         // into one ordered set so that sqlx checks the whole history at once.
         let mut all: Vec<sqlx::migrate::Migration> =
