@@ -11,7 +11,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Collector
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from conftest import DOMAIN, STEP, online, run
+from conftest import DOMAIN, STEP, online, run, wait_until
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -477,3 +477,45 @@ def test_retention_prunes_old_history(kith):
     run(check())
     bad = kith.cli("user", "retention", BOB, "soon", check=False)
     assert bad.returncode != 0 and "soon" in bad.stderr
+
+
+def test_the_background_pruner_applies_the_server_default(kith_factory):
+    """`[archive] retention_days = 7` for everyone: at start-up the pruner deletes what
+    is older, without any command."""
+    kith = kith_factory()
+    for user in ("alice", "bob"):
+        kith.add_user(user)
+    kith.start()
+
+    async def scenario():
+        async with online(kith, "alice", "phone") as alice, \
+                online(kith, "bob", "laptop") as bob:
+            await send_and_receive(alice, bob, ["old", "recent"])
+
+    run(scenario())
+    kith.stop()
+    db = sqlite3.connect(kith.data_dir / "kith.db")
+    with db:
+        db.execute("UPDATE archive SET stamp = stamp - ? WHERE stanza LIKE '%>old<%'",
+                   (8 * 86400 * 1_000_000,))
+    db.close()
+    # The fixture writes [limits] and [auth]; history settings go after them.
+    kith.config.write_text(kith.config.read_text()
+                           + "\n[archive]\nretention_days = 7\nprune_interval_secs = 3600\n")
+    kith.start()
+
+    def remaining():
+        con = sqlite3.connect(kith.data_dir / "kith.db", timeout=STEP)
+        try:
+            return con.execute("SELECT COUNT(*) FROM archive").fetchone()[0]
+        finally:
+            con.close()
+
+    wait_until(lambda: remaining() == 2, STEP, "the start-up pruning round")
+
+    async def check():
+        async with online(kith, "bob", "laptop") as bob:
+            with_mam(bob)
+            results, _ = await query(bob)
+            assert bodies(results) == ["recent"]
+    run(check())
