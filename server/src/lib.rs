@@ -9,13 +9,16 @@ mod accounts;
 #[cfg(feature = "bench-support")]
 pub mod bench_support;
 mod blocking;
+mod component;
 pub mod config;
 mod core;
 mod deliver;
+mod iq_out;
 mod limits;
 mod mam;
 mod message;
 mod presence;
+mod push;
 mod registry;
 mod roster;
 mod router;
@@ -30,5 +33,5 @@ mod xep;
 pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
-pub use config::{Archive, Config, Limits, Listen, TlsFiles};
+pub use config::{Archive, Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles};
 pub use server::{BoundAddrs, Server, StartError};

@@ -49,6 +49,7 @@ fn to_bare<'a>(cx: StanzaCtx<'a>, mut msg: Element) -> BoxFuture<'a, ()> {
         }
         let delivered = deliver_bare(cx.core, cx.session, &bare, &msg).await;
         after(cx.core, cx.session, &msg, &delivered);
+        after_shared(cx.core, &msg, &delivered);
     })
 }
 
@@ -72,6 +73,13 @@ async fn filters(
 fn after(core: &Core, sender: &SessionHandle, msg: &Element, delivered: &[Arc<SessionHandle>]) {
     for h in core.registry.message_hooks() {
         h(core, sender, msg, delivered);
+    }
+}
+
+/// Let modules that work in the background (push) see a handled message.
+fn after_shared(core: &Arc<Core>, msg: &Element, delivered: &[Arc<SessionHandle>]) {
+    for h in core.registry.shared_message_hooks() {
+        h(core, msg, delivered);
     }
 }
 
@@ -120,6 +128,7 @@ fn to_full<'a>(cx: StanzaCtx<'a>, mut msg: Element) -> BoxFuture<'a, ()> {
             },
         };
         after(cx.core, cx.session, &msg, &delivered);
+        after_shared(cx.core, &msg, &delivered);
     })
 }
 

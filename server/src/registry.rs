@@ -88,6 +88,13 @@ pub type MessageFilter = for<'a> fn(
 /// A task that runs for the life of the server (e.g. a pruner); it must
 /// return once `core.shutdown` flips.
 pub type BackgroundTask = fn(Arc<Core>) -> BoxFuture<'static, ()>;
+/// Like [`MessageHook`], but with the shared core, so the hook can start
+/// background work (push notifications): `msg` (to normalised) was handled
+/// and delivered live to `delivered` (empty: stored offline or refused).
+pub type SharedMessageHook = fn(&Arc<Core>, &Element, &[Arc<SessionHandle>]);
+
+/// Lists JIDs for the server's disco#items (connected components, services).
+pub type HostItems = fn(&Core) -> Vec<String>;
 
 /// Who a disco feature describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +114,8 @@ pub struct Registry {
     message_hooks: Vec<MessageHook>,
     message_filters: Vec<MessageFilter>,
     background: Vec<BackgroundTask>,
+    shared_message_hooks: Vec<SharedMessageHook>,
+    host_items: Vec<HostItems>,
     nonzas: HashMap<(String, String), NonzaHandler>,
     hold_filter: Option<HoldFilter>,
     host_features: BTreeSet<&'static str>,
@@ -165,6 +174,16 @@ impl Registry {
     /// Run `t` in the background once the server started.
     pub fn background(&mut self, t: BackgroundTask) {
         self.background.push(t);
+    }
+
+    /// Run `h` (with the shared core) after every message handled.
+    pub fn shared_message_hook(&mut self, h: SharedMessageHook) {
+        self.shared_message_hooks.push(h);
+    }
+
+    /// Add JIDs to the server's disco#items.
+    pub fn host_items(&mut self, f: HostItems) {
+        self.host_items.push(f);
     }
 
     /// Handle the top-level element `ns`/`name` sent by a bound client.
@@ -242,6 +261,15 @@ impl Registry {
 
     pub(crate) fn background_tasks(&self) -> &[BackgroundTask] {
         &self.background
+    }
+
+    pub(crate) fn shared_message_hooks(&self) -> &[SharedMessageHook] {
+        &self.shared_message_hooks
+    }
+
+    /// Every JID modules list in the server's disco#items.
+    pub(crate) fn host_item_jids(&self, core: &Core) -> Vec<String> {
+        self.host_items.iter().flat_map(|f| f(core)).collect()
     }
 
     pub(crate) fn hooks(&self, ev: SessionEvent) -> &[SessionHook] {

@@ -91,6 +91,7 @@ impl Db {
             "DELETE FROM archive_prefs WHERE username = $1",
             "DELETE FROM archive_prefs_jids WHERE username = $1",
             "DELETE FROM blocklist WHERE username = $1",
+            "DELETE FROM push_registrations WHERE username = $1",
         ] {
             sqlx::query(q).bind(username).execute(&mut *tx).await?;
         }

@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod archive;
 pub mod blocking;
 pub mod offline;
+pub mod push;
 pub mod roster;
 pub mod vcard;
 

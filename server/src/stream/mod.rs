@@ -6,6 +6,7 @@
 //! same errors.
 
 pub mod c2s;
+pub(crate) mod idle_ping;
 mod session_loop;
 
 use std::collections::VecDeque;

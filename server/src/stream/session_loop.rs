@@ -10,6 +10,7 @@ use jid::FullJid;
 use minidom::Element;
 
 use super::c2s::limits_session;
+use super::idle_ping::{ping_iq, PingAction};
 use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
 use crate::core::Core;
 use crate::registry::SessionEvent;
@@ -49,6 +50,8 @@ pub async fn run<T: Transport>(
     stream.set_limits(limits_session(&core));
     stream.release_buffers();
     let mut shutdown = core.shutdown.clone();
+    // XEP-0199: ping the client when it has been silent for a while.
+    let mut pinger = super::idle_ping::IdlePing::new(&core.config.ping);
 
     let sent = stream.write(&bind_reply).await;
     drop(bind_reply);
@@ -91,7 +94,7 @@ pub async fn run<T: Transport>(
                         Err(e) => Err(e),
                     };
                     match r {
-                        Ok(()) => {}
+                        Ok(()) => pinger.heard(),
                         Err(StreamFail::Eof) => break End::Gone,
                         Err(f) => break error_for(&f).map(End::Error).unwrap_or(End::Gone),
                     }
@@ -113,6 +116,11 @@ pub async fn run<T: Transport>(
                     Kick::TooSlow => StreamError::text("policy-violation", "too many stanzas waiting: the client is not reading"),
                 }),
                 _ = shutdown.changed() => break End::Error(StreamError::text("system-shutdown", "the server is shutting down")),
+                _ = tokio::time::sleep_until(pinger.deadline()) => match pinger.check() {
+                    PingAction::Ping => session.send(ping_iq(&core.domain, session.jid.as_str())),
+                    PingAction::Dead => break End::Error(StreamError::text("connection-timeout", "no answer to a ping")),
+                    PingAction::Wait => {}
+                },
                 _ = tokio::time::sleep(KEEPALIVE) => {
                     if Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.write(b" "))).await.map_or(true, |r| r.is_err()) {
                         break End::Gone;
