@@ -337,6 +337,26 @@ mod tests {
     }
 
     #[test]
+    fn history_settings() {
+        let base = "[listen]\nc2s = '127.0.0.1:1'\n";
+        let c = parse(base).expect("ok");
+        assert_eq!(
+            c.archive.retention_days, 0,
+            "history is kept forever by default"
+        );
+        let c = parse(&format!(
+            "{base}[archive]\nretention_days = 30\nprune_interval_secs = 60\n"
+        ))
+        .expect("ok");
+        assert_eq!(c.archive.retention_days, 30);
+        assert_eq!(c.archive.prune_interval, Duration::from_secs(60));
+        let e = parse(&format!("{base}[archive]\nprune_interval_secs = 0\n")).unwrap_err();
+        assert!(e.starts_with("archive.prune_interval_secs"), "{e}");
+        let e = parse(&format!("{base}[archive]\nretention = 3\n")).unwrap_err();
+        assert!(e.contains("retention"), "{e}");
+    }
+
+    #[test]
     fn missing_listeners_are_off() {
         let c = parse("[listen]\nc2s_tls = '127.0.0.1:0'\n").expect("ok");
         assert!(c.listen.c2s.is_none() && c.listen.s2s.is_none());
