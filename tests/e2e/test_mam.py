@@ -519,3 +519,25 @@ def test_the_background_pruner_applies_the_server_default(kith_factory):
             results, _ = await query(bob)
             assert bodies(results) == ["recent"]
     run(check())
+
+
+def test_a_page_of_large_messages_is_cut_to_fit_and_continues(kith):
+    """Five 200 KB messages: a page stops before 512 KiB (two messages), is not
+    complete, and the next pages carry on without a gap."""
+    async def scenario():
+        async with online(kith, "alice", "phone") as alice, \
+                online(kith, "bob", "laptop") as bob:
+            with_mam(bob)
+            texts = [f"{i}" + "x" * 200_000 for i in range(5)]
+            await send_and_receive(alice, bob, texts)
+            seen, after, pages = [], None, 0
+            while True:
+                results, fin = await query(bob, max=5, after=after)
+                pages += 1
+                assert 1 <= len(results) <= 2
+                seen += bodies(results)
+                if fin["complete"]:
+                    break
+                after = fin["rsm"]["last"]
+            assert seen == texts and pages == 3
+    run(scenario())

@@ -4,7 +4,9 @@
 //!
 //! Bounds: a page holds at most [`MAX_PAGE`] messages (a larger `max` is
 //! capped, no `max` means [`DEFAULT_PAGE`]); an `ids` query names at most
-//! [`MAX_PAGE`] ids. The RSM `<count/>` is given when at most [`MAX_COUNT`]
+//! [`MAX_PAGE`] ids; a page also stops before [`MAX_PAGE_BYTES`] of archived
+//! stanzas (then it is not `complete`), so it always fits the session's outbound
+//! queue. The RSM `<count/>` is given when at most [`MAX_COUNT`]
 //! messages match (XEP-0059 makes it optional; counting more costs more than
 //! the page).
 
@@ -27,6 +29,9 @@ const NS_DELAY: &str = "urn:xmpp:delay";
 
 /// Most messages in one page.
 pub const MAX_PAGE: usize = 250;
+/// Most bytes of archived stanzas sent for one query (a session's outbound
+/// queue holds 2 MiB; a page of 250 large messages would not fit).
+pub const MAX_PAGE_BYTES: usize = 512 * 1024;
 /// Largest result set whose size is counted.
 pub const MAX_COUNT: usize = 5000;
 /// Messages in a page when the client gives no `max`.
@@ -224,7 +229,8 @@ pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                 return Err(unknown_id(&public_id(*missing)));
             }
             let n = found.len() as i64;
-            (found, true, Some(n))
+            let (found, cut) = fit(found, false);
+            (found, !cut, Some(n))
         } else {
             // Ids the client names must exist (XEP-0313 §4.1.3, XEP-0059 §2.5).
             for id in [q.after_id, q.before_id, q.after, q.before.flatten()]
@@ -286,7 +292,8 @@ pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                     .archive_page(&user, &paged, q.max, backward)
                     .await
                     .map_err(internal)?;
-                (page, !more, count)
+                let (page, cut) = fit(page, backward);
+                (page, !more && !cut, count)
             }
         };
         let ordered: Vec<&Archived> = if q.flip {
@@ -319,6 +326,33 @@ pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
         }
         Ok(Some(fin.child(set.build()).build()))
     })
+}
+
+/// Keep as much of a page (oldest first) as fits in [`MAX_PAGE_BYTES`], at
+/// least one message: the oldest when paging forward, the newest when paging
+/// backward. Returns the page and whether it was cut.
+fn fit(mut page: Vec<Archived>, backward: bool) -> (Vec<Archived>, bool) {
+    let mut total = 0;
+    let mut keep = 0;
+    let sizes: Vec<usize> = if backward {
+        page.iter().rev().map(|a| a.stanza.len()).collect()
+    } else {
+        page.iter().map(|a| a.stanza.len()).collect()
+    };
+    for s in sizes {
+        if keep > 0 && total + s > MAX_PAGE_BYTES {
+            break;
+        }
+        total += s;
+        keep += 1;
+    }
+    let cut = keep < page.len();
+    if backward {
+        page.drain(..page.len() - keep);
+    } else {
+        page.truncate(keep);
+    }
+    (page, cut)
 }
 
 fn result_message(
@@ -371,6 +405,30 @@ mod tests {
             .child(x.build())
             .child(set.build())
             .build()
+    }
+
+    #[test]
+    fn pages_are_cut_to_fit_the_session_queue() {
+        let big = |id| Archived {
+            id,
+            stamp: 0,
+            stanza: "x".repeat(200 * 1024),
+        };
+        let (p, cut) = fit((1..=5).map(big).collect(), false);
+        assert!(cut);
+        assert_eq!(p.iter().map(|a| a.id).collect::<Vec<_>>(), vec![1, 2]);
+        let (p, cut) = fit((1..=5).map(big).collect(), true);
+        assert!(cut);
+        assert_eq!(p.iter().map(|a| a.id).collect::<Vec<_>>(), vec![4, 5]);
+        let huge = Archived {
+            id: 9,
+            stamp: 0,
+            stanza: "x".repeat(MAX_PAGE_BYTES * 2),
+        };
+        let (p, cut) = fit(vec![huge], false);
+        assert_eq!((p.len(), cut), (1, false), "one message always goes");
+        let (p, cut) = fit(vec![big(1)], true);
+        assert_eq!((p.len(), cut), (1, false));
     }
 
     #[test]
