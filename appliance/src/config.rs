@@ -89,6 +89,7 @@ pub struct LimitsFile {
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
     pub scram_iterations: Option<u32>,
+    pub fast_token_days: Option<u32>,
 }
 
 /// The embedded default: runs on a laptop without root and without a file.
@@ -268,6 +269,14 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         }
         config.scram_iterations = i;
     }
+    if let Some(d) = file.auth.fast_token_days {
+        if !(1..=365).contains(&d) {
+            return Err(format!(
+                "auth.fast_token_days: {d} is not between 1 and 365"
+            ));
+        }
+        config.fast_token_lifetime = std::time::Duration::from_secs(u64::from(d) * 86_400);
+    }
     Ok(config)
 }
 
@@ -307,6 +316,10 @@ mod tests {
         let e =
             parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nscram_iterations = 10\n").unwrap_err();
         assert!(e.starts_with("auth.scram_iterations"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nfast_token_days = 0\n").unwrap_err();
+        assert!(e.starts_with("auth.fast_token_days"), "{e}");
+        let c = parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nfast_token_days = 7\n").unwrap();
+        assert_eq!(c.fast_token_lifetime.as_secs(), 7 * 86_400);
     }
 
     #[test]

@@ -43,6 +43,15 @@ enum UserCommand {
     Del { jid: String },
     /// List accounts.
     List,
+    /// List the devices holding password-free login tokens (FAST) for an account.
+    Tokens { jid: String },
+    /// Revoke the password-free login tokens of an account (e.g. a lost phone):
+    /// of one device (`--device ID`, as `kith user tokens` lists it) or of all.
+    RevokeTokens {
+        jid: String,
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Set how many days of message history an account keeps: a number
     /// (0 = forever) or `default` for the server's `archive.retention_days`.
     Retention { jid: String, days: String },
@@ -174,6 +183,28 @@ async fn user(config: kith_server::Config, cmd: UserCommand) -> Result<(), Strin
                 println!("{j}");
             }
         }),
+        UserCommand::Tokens { jid } => accounts.tokens(&jid).await.map(|l| {
+            if l.is_empty() {
+                println!("{jid} has no login tokens");
+            }
+            for t in l {
+                println!(
+                    "{}\tsoftware={:?}\tdevice={:?}\tissued={}\texpires={}\tlast_used={}",
+                    t.agent_id,
+                    t.software,
+                    t.device,
+                    kith_server::fast_datetime(t.issued_at),
+                    kith_server::fast_datetime(t.expires_at),
+                    t.last_used
+                        .map(kith_server::fast_datetime)
+                        .unwrap_or_else(|| "never".into()),
+                );
+            }
+        }),
+        UserCommand::RevokeTokens { jid, device } => accounts
+            .revoke_tokens(&jid, device.as_deref())
+            .await
+            .map(|n| println!("revoked the login tokens of {n} device(s) of {jid}")),
         UserCommand::Retention { jid, days } => {
             let parsed = match days.as_str() {
                 "default" => None,

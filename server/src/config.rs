@@ -25,6 +25,8 @@ pub struct Config {
     pub scram_iterations: u32,
     /// Message history (XEP-0313 archive).
     pub archive: Archive,
+    /// How long a FAST login token (XEP-0484) stays valid without being used.
+    pub fast_token_lifetime: Duration,
     /// External components (XEP-0114): component domain → shared secret.
     pub components: BTreeMap<String, Secret>,
     /// Push notifications (XEP-0357).
@@ -178,6 +180,7 @@ impl Config {
             limits: Limits::default(),
             scram_iterations: 4096,
             archive: Archive::default(),
+            fast_token_lifetime: Duration::from_secs(21 * 86_400),
             components: BTreeMap::new(),
             push: PushConfig::default(),
             ping: PingConfig::default(),

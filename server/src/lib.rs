@@ -35,3 +35,5 @@ pub mod xml;
 pub use accounts::{AccountError, Accounts};
 pub use config::{Archive, Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles};
 pub use server::{BoundAddrs, Server, StartError};
+pub use storage::fast::TokenHolder;
+pub use xep::fast::datetime as fast_datetime;

@@ -88,6 +88,21 @@ pub type MessageFilter = for<'a> fn(
 /// A task that runs for the life of the server (e.g. a pruner); it must
 /// return once `core.shutdown` flips.
 pub type BackgroundTask = fn(Arc<Core>) -> BoxFuture<'static, ()>;
+/// Something to do to a session as soon as it exists (before it is routable),
+/// e.g. what a Bind2 inline request enabled.
+pub type SessionEffect = Box<dyn FnOnce(&Arc<Core>, &Arc<SessionHandle>) + Send>;
+
+/// What a Bind2 inline feature (XEP-0386) did with its request element: a
+/// child for the `<bound/>` answer and/or an effect on the new session.
+#[derive(Default)]
+pub struct Bind2Outcome {
+    pub bound: Option<Element>,
+    pub effect: Option<SessionEffect>,
+}
+
+/// Handles the child of a Bind2 `<bind/>` request in the module's namespace,
+/// for the account `jid` (before the session exists).
+pub type Bind2Handler = fn(&Core, &jid::BareJid, &Element) -> Bind2Outcome;
 /// Like [`MessageHook`], but with the shared core, so the hook can start
 /// background work (push notifications): `msg` (to normalised) was handled
 /// and delivered live to `delivered` (empty: stored offline or refused).
@@ -123,6 +138,7 @@ pub struct Registry {
     identities: Vec<(FeatureScope, &'static str, &'static str, &'static str)>,
     stream_features: Vec<fn() -> Element>,
     migrators: Vec<&'static Migrator>,
+    bind2_inline: std::collections::BTreeMap<&'static str, Bind2Handler>,
 }
 
 /// A protocol module: a name and a function that registers it.
@@ -220,6 +236,13 @@ impl Registry {
         self.stream_features.push(f);
     }
 
+    /// Offer `ns` as a Bind2 inline feature (XEP-0386): listed in the
+    /// `<inline/>` of the Bind2 stream feature, and `h` handles a child in that
+    /// namespace of a client's `<bind/>` request.
+    pub fn bind2_inline(&mut self, ns: &'static str, h: Bind2Handler) {
+        self.bind2_inline.insert(ns, h);
+    }
+
     /// Storage migrations this module needs.
     pub fn migrations(&mut self, m: &'static Migrator) {
         self.migrators.push(m);
@@ -299,6 +322,15 @@ impl Registry {
     /// Post-authentication stream features from modules.
     pub fn stream_features(&self) -> Vec<Element> {
         self.stream_features.iter().map(|f| f()).collect()
+    }
+
+    /// The Bind2 inline feature namespaces, sorted.
+    pub fn bind2_features(&self) -> Vec<&'static str> {
+        self.bind2_inline.keys().copied().collect()
+    }
+
+    pub(crate) fn bind2_handler(&self, ns: &str) -> Option<Bind2Handler> {
+        self.bind2_inline.get(ns).copied()
     }
 
     /// All registered migrators.

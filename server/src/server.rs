@@ -33,6 +33,7 @@ pub fn modules() -> Vec<Module> {
         crate::mam::MODULE,
         crate::component::MODULE,
         crate::push::MODULE,
+        crate::xep::fast::MODULE,
     ]
 }
 

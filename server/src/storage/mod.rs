@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod archive;
 pub mod blocking;
+pub mod fast;
 pub mod offline;
 pub mod push;
 pub mod roster;
