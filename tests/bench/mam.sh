@@ -12,8 +12,8 @@
 #   tests/bench/mam.sh                  # 1 000 000 messages, 300 rounds, 3 runs
 #   COUNT=100000 RUNS=1 tests/bench/mam.sh
 #
-# Needs: cargo, python3; prosody + lua-dbi-sqlite3 for the Prosody column (skipped if
-# missing). Results: tests/bench/results/<date>-mam-<commit>.jsonl
+# Needs: cargo, python3; prosody for the Prosody column (skipped if missing; its SQL
+# driver lua-dbi-sqlite3 is installed with apt-get when missing). Results: tests/bench/results/<date>-mam-<commit>.jsonl
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -73,6 +73,10 @@ paging kith "$pid" "$KITH_PORT"
 stop_pid "$pid"
 
 # ---------------------------------------------------------------- Prosody
+if command -v prosody >/dev/null && ! ls /usr/lib/*/lua/5.4/dbd/sqlite3.so >/dev/null 2>&1; then
+  log "installing lua-dbi-sqlite3 (Prosody's SQL storage driver) from Debian"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua-dbi-sqlite3 >/dev/null || true
+fi
 if ! command -v prosody >/dev/null || ! ls /usr/lib/*/lua/5.4/dbd/sqlite3.so >/dev/null 2>&1; then
   log "prosody or lua-dbi-sqlite3 missing: no Prosody column"
   exit 0
