@@ -23,6 +23,8 @@ pub struct File {
     pub limits: LimitsFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub archive: ArchiveFile,
     /// External components (XEP-0114): domain → shared secret.
     #[serde(default)]
     pub components: BTreeMap<String, String>,
@@ -30,6 +32,13 @@ pub struct File {
     pub push: PushFile,
     #[serde(default)]
     pub ping: PingFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveFile {
+    pub retention_days: Option<u32>,
+    pub prune_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -216,6 +225,15 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
             *slot = v;
         }
     }
+    if let Some(d) = file.archive.retention_days {
+        config.archive.retention_days = d;
+    }
+    if let Some(s) = file.archive.prune_interval_secs {
+        if s == 0 {
+            return Err("archive.prune_interval_secs: must be at least 1".into());
+        }
+        config.archive.prune_interval = Duration::from_secs(s);
+    }
     for (domain, secret) in file.components {
         let d = domain.to_lowercase();
         if jid::BareJid::new(&d)
@@ -360,6 +378,26 @@ mod tests {
         let e =
             parse("[listen]\nc2s = '127.0.0.1:1'\n[components]\n'p.localhost' = ''\n").unwrap_err();
         assert!(e.contains("secret is empty"), "{e}");
+    }
+
+    #[test]
+    fn history_settings() {
+        let base = "[listen]\nc2s = '127.0.0.1:1'\n";
+        let c = parse(base).expect("ok");
+        assert_eq!(
+            c.archive.retention_days, 0,
+            "history is kept forever by default"
+        );
+        let c = parse(&format!(
+            "{base}[archive]\nretention_days = 30\nprune_interval_secs = 60\n"
+        ))
+        .expect("ok");
+        assert_eq!(c.archive.retention_days, 30);
+        assert_eq!(c.archive.prune_interval, Duration::from_secs(60));
+        let e = parse(&format!("{base}[archive]\nprune_interval_secs = 0\n")).unwrap_err();
+        assert!(e.starts_with("archive.prune_interval_secs"), "{e}");
+        let e = parse(&format!("{base}[archive]\nretention = 3\n")).unwrap_err();
+        assert!(e.contains("retention"), "{e}");
     }
 
     #[test]
