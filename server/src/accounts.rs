@@ -1,11 +1,12 @@
 //! Account administration for the CLI and the web pod: add, change password,
-//! delete, list. Works on the database directly, with or without a running server.
+//! delete, list, and the FAST tokens of an account's devices (list, revoke). Works on the database directly, with or without a running server.
 
 use jid::BareJid;
 
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::sasl::StoredCredentials;
+use crate::storage::fast::TokenHolder;
 use crate::storage::{Db, StorageError};
 
 /// Why an account operation failed.
@@ -28,6 +29,7 @@ pub struct Accounts {
     db: Db,
     domain: String,
     iterations: u32,
+    retention_days: u32,
 }
 
 impl Accounts {
@@ -39,6 +41,7 @@ impl Accounts {
             db,
             domain: config.domain.clone(),
             iterations: config.scram_iterations,
+            retention_days: config.archive.retention_days,
         })
     }
 
@@ -86,6 +89,33 @@ impl Accounts {
         Ok(())
     }
 
+    /// The clients of an account holding FAST tokens (XEP-0484).
+    pub async fn tokens(&self, jid: &str) -> Result<Vec<TokenHolder>, AccountError> {
+        let user = self.username(jid)?;
+        if !self.db.account_exists(&user).await? {
+            return Err(StorageError::NotFound(format!("no account {jid}")).into());
+        }
+        Ok(self.db.fast_holders(&user).await?)
+    }
+
+    /// Revoke the FAST tokens of an account (a lost phone): of one device
+    /// (its user-agent id, as `tokens` lists it) or of all; returns how many
+    /// devices held one. Their next login needs the password.
+    pub async fn revoke_tokens(
+        &self,
+        jid: &str,
+        device: Option<&str>,
+    ) -> Result<u64, AccountError> {
+        let user = self.username(jid)?;
+        if !self.db.account_exists(&user).await? {
+            return Err(StorageError::NotFound(format!("no account {jid}")).into());
+        }
+        Ok(match device {
+            Some(agent) => u64::from(self.db.fast_invalidate(&user, agent).await?),
+            None => self.db.fast_revoke_all(&user).await?,
+        })
+    }
+
     /// Every account's bare JID.
     pub async fn list(&self) -> Result<Vec<String>, AccountError> {
         Ok(self
@@ -95,6 +125,31 @@ impl Accounts {
             .into_iter()
             .map(|u| format!("{u}@{}", self.domain))
             .collect())
+    }
+
+    /// Set how many days of history `jid` keeps (`None`: the server's
+    /// `archive.retention_days`; `Some(0)`: forever). The running server's
+    /// pruner applies it on its next round; [`Accounts::prune_history`] now.
+    pub async fn set_retention(&self, jid: &str, days: Option<u32>) -> Result<(), AccountError> {
+        let user = self.username(jid)?;
+        if !self.db.account_exists(&user).await? {
+            return Err(StorageError::NotFound(format!("no account {jid}")).into());
+        }
+        self.db.archive_set_retention(&user, days).await?;
+        Ok(())
+    }
+
+    /// Delete the history that is past every account's retention now;
+    /// returns how many messages were deleted.
+    pub async fn prune_history(&self) -> Result<u64, AccountError> {
+        let mut total = 0;
+        loop {
+            let n = crate::mam::retention::prune_once(&self.db, self.retention_days).await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Close the database.

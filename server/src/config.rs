@@ -23,6 +23,10 @@ pub struct Config {
     pub limits: Limits,
     /// PBKDF2 iteration count for newly stored SCRAM credentials (≥ 4096).
     pub scram_iterations: u32,
+    /// Message history (XEP-0313 archive).
+    pub archive: Archive,
+    /// How long a FAST login token (XEP-0484) stays valid without being used.
+    pub fast_token_lifetime: Duration,
     /// External components (XEP-0114): component domain → shared secret.
     pub components: BTreeMap<String, Secret>,
     /// Push notifications (XEP-0357).
@@ -58,6 +62,25 @@ impl Default for UploadConfig {
             retention: Duration::from_secs(30 * 24 * 3600),
             slot_lifetime: Duration::from_secs(300),
             base_url: None,
+        }
+    }
+}
+
+/// Message history settings.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// Days a message is kept in an account's history unless the account has
+    /// its own setting; 0 keeps history forever.
+    pub retention_days: u32,
+    /// How often the background pruner looks for expired messages.
+    pub prune_interval: Duration,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Archive {
+            retention_days: 0,
+            prune_interval: Duration::from_secs(3600),
         }
     }
 }
@@ -159,6 +182,13 @@ pub struct Limits {
     pub session_queue: usize,
     /// Offline messages kept per account.
     pub offline_max: usize,
+    /// PEP nodes one account may own (avatar, nickname, bookmarks, OMEMO
+    /// keys: one node per OMEMO 0.3 device bundle).
+    pub pep_nodes: usize,
+    /// Items one PEP node may keep (`pubsub#max_items` "max").
+    pub pep_items: usize,
+    /// Largest PEP item payload, in bytes (serialised).
+    pub pep_item_size: usize,
 }
 
 impl Default for Limits {
@@ -173,6 +203,9 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(30),
             session_queue: 1000,
             offline_max: 1000,
+            pep_nodes: 100,
+            pep_items: 1000,
+            pep_item_size: 128 * 1024,
         }
     }
 }
@@ -187,6 +220,8 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             scram_iterations: 4096,
+            archive: Archive::default(),
+            fast_token_lifetime: Duration::from_secs(21 * 86_400),
             components: BTreeMap::new(),
             push: PushConfig::default(),
             ping: PingConfig::default(),

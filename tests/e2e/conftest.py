@@ -922,6 +922,214 @@ async def disable_push(client, app_server: str, node: str | None = None):
     attrs = {"jid": app_server} | ({"node": node} if node else {})
     iq.append(ET.Element(f"{{{NS_PUSH}}}disable", attrs))
     return await iq.send(timeout=STEP)
+# ------------------------------------------------------------------ SASL2, Bind2, FAST by hand
+# No client available here speaks these: slixmpp 1.17 (in .venv) and tokio-xmpp 6.0 implement
+# neither XEP-0388 SASL2, XEP-0386 Bind2 nor XEP-0484 FAST. So the tests drive them with
+# RawXmpp, following the XEPs' examples byte for byte, and check every proof the server sends.
+
+NS_SASL2 = "urn:xmpp:sasl:2"
+NS_BIND2 = "urn:xmpp:bind:0"
+NS_FAST = "urn:xmpp:fast:0"
+NS_CARBONS = "urn:xmpp:carbons:2"
+NS_CSI = "urn:xmpp:csi:0"
+
+
+def sasl2_connect(server: Kith, ctx: ssl.SSLContext) -> tuple[RawXmpp, ET.Element]:
+    """STARTTLS, then the authentication features (SASL1 and SASL2)."""
+    raw = RawXmpp(server.c2s_port)
+    raw.starttls(ctx)
+    raw.open_stream()
+    return raw, raw.features()
+
+
+def user_agent_xml(agent: tuple[str, str, str] | None) -> str:
+    """`<user-agent id=…><software/><device/></user-agent>` for (id, software, device)."""
+    if agent is None:
+        return ""
+    uid, software, device = agent
+    return (f"<user-agent id='{uid}'><software>{software}</software>"
+            f"<device>{device}</device></user-agent>")
+
+
+def bind2_xml(tag: str | None, inline: str = "") -> str:
+    t = f"<tag>{tag}</tag>" if tag else ""
+    return f"<bind xmlns='{NS_BIND2}'>{t}{inline}</bind>"
+
+
+def sasl2_send(raw: RawXmpp, mech: str, initial: bytes | None, extra: str = ""):
+    ir = "" if initial is None else \
+        f"<initial-response>{base64.b64encode(initial).decode() or '='}</initial-response>"
+    raw.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='{mech}'>{ir}{extra}</authenticate>")
+
+
+def sasl2_scram(raw: RawXmpp, mech: str, scram: Scram, extra: str = "") -> ET.Element:
+    """A SCRAM exchange over SASL2; returns <success/> (server signature checked) or
+    <failure/>."""
+    sasl2_send(raw, mech, scram.first(), extra)
+    el = raw.element()
+    if el.tag != f"{{{NS_SASL2}}}challenge":
+        return el
+    reply = scram.final(base64.b64decode(el.text or ""))
+    raw.send(f"<response xmlns='{NS_SASL2}'>{base64.b64encode(reply).decode()}</response>")
+    el = raw.element()
+    if el.tag == f"{{{NS_SASL2}}}success":
+        data = el.find(f"{{{NS_SASL2}}}additional-data")
+        assert data is not None, "SCRAM success carries the server signature"
+        scram.verify(base64.b64decode(data.text))
+    return el
+
+
+def ht_initial(user: str, token: str, cb: bytes = b"") -> bytes:
+    """HT-SHA-256 initial response: authcid NUL HMAC-SHA-256(token, "Initiator" || cb)."""
+    return user.encode() + b"\0" + hmac.new(token.encode(), b"Initiator" + cb, "sha256").digest()
+
+
+def ht_responder(token: str, cb: bytes = b"") -> bytes:
+    return hmac.new(token.encode(), b"Responder" + cb, "sha256").digest()
+
+
+def fast_login(raw: RawXmpp, user: str, token: str, agent, *, mech: str = "HT-SHA-256-NONE",
+               cb: bytes = b"", fast_attrs: str = "", extra: str = "") -> ET.Element:
+    """Log in with a FAST token; checks the server's HT proof on success."""
+    sasl2_send(raw, mech, ht_initial(user, token, cb),
+               user_agent_xml(agent) + f"<fast xmlns='{NS_FAST}' {fast_attrs}/>" + extra)
+    el = raw.element()
+    if el.tag == f"{{{NS_SASL2}}}success":
+        data = el.find(f"{{{NS_SASL2}}}additional-data")
+        assert data is not None and base64.b64decode(data.text) == ht_responder(token, cb), \
+            "the server proves it knows the token"
+    return el
+
+
+def sasl2_failure(el: ET.Element) -> str:
+    """The SASL condition of a SASL2 <failure/>."""
+    assert el.tag == f"{{{NS_SASL2}}}failure", ET.tostring(el)
+    conds = [c.tag.split("}")[1] for c in el if c.tag.startswith(f"{{{NS_SASL}}}")]
+    assert len(conds) == 1, ET.tostring(el)
+    return conds[0]
+
+
+def authz_id(success: ET.Element) -> str:
+    assert success.tag == f"{{{NS_SASL2}}}success", ET.tostring(success)
+    return success.find(f"{{{NS_SASL2}}}authorization-identifier").text
+
+
+def sasl2_password_login(server: Kith, ctx: ssl.SSLContext, user: str, *, agent=None,
+                         extra: str = "", password: str = PASSWORD) -> tuple[RawXmpp, ET.Element]:
+    """SCRAM-SHA-256 over SASL2; returns the stream and the <success/> (its features read)."""
+    raw, _ = sasl2_connect(server, ctx)
+    el = sasl2_scram(raw, "SCRAM-SHA-256", Scram("sha256", user, password, None),
+                     user_agent_xml(agent) + extra)
+    assert el.tag == f"{{{NS_SASL2}}}success", ET.tostring(el)
+    raw.features()
+    return raw, el
+
+
+
+
+# --------------------------------------------------------------------------- PEP (XEP-0163)
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+
+
+async def announce_caps(client: Client, *plugins: str):
+    """Register `plugins` (each PEP plugin adds its `<node>+notify` interest), send available
+    presence carrying XEP-0115 entity capabilities, and return once the server knows them.
+
+    The server asks the client for the disco#info behind an unknown hash and handles the
+    answer in the session's stanza order, so a ping sent after the answer went out comes
+    back only after the server has learned the features (and sent any last items)."""
+    for p in ("xep_0115", "xep_0163", *plugins):
+        client.register_plugin(p)
+    asked, answered = asyncio.Event(), asyncio.Event()
+
+    def is_disco(st):
+        return st.name == "iq" and st.xml.find(f"{{{NS_DISCO_INFO}}}query") is not None
+
+    def inbound(st):
+        if is_disco(st) and st["type"] == "get" and str(st["from"]) == DOMAIN:
+            asked.set()
+        return st
+
+    def outbound(st):
+        if is_disco(st) and st["type"] == "result" and str(st["to"]) == DOMAIN:
+            answered.set()
+        return st
+
+    client.add_filter("in", inbound)
+    client.add_filter("out", outbound)
+    try:
+        await client.plugin["xep_0115"].update_caps(broadcast=False)
+        client.send_presence()
+        await client.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+        if asked.is_set():
+            await asyncio.wait_for(answered.wait(), STEP)
+            await client.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+    finally:
+        client.del_filter("in", inbound)
+        client.del_filter("out", outbound)
+
+
+def pep_events(client: Client) -> asyncio.Queue:
+    """A queue of ("publish" | "retract" | "purge" | "delete", message) for every PEP event
+    `client` gets."""
+    q: asyncio.Queue = asyncio.Queue()
+    for kind in ("publish", "retract", "purge", "delete"):
+        client.add_event_handler(f"pubsub_{kind}", lambda m, k=kind: q.put_nowait((k, m)))
+    return q
+
+
+async def no_more_events(client: Client, events: asyncio.Queue):
+    """Assert `client` got no PEP event: a ping round-trip first flushes anything the
+    server queued for it before the ping."""
+    await client.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+    assert events.empty(), f"{client.boundjid} got {events.get_nowait()}"
+
+
+async def befriend(alice: Client, bob: Client):
+    """Mutual presence subscription between two online clients."""
+    a, b = alice.boundjid.bare, bob.boundjid.bare
+    alice.send_presence_subscription(pto=b, ptype="subscribe")
+    await bob.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == a)
+    bob.send_presence_subscription(pto=a, ptype="subscribed")
+    bob.send_presence_subscription(pto=a, ptype="subscribe")
+    await alice.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == b)
+    alice.send_presence_subscription(pto=b, ptype="subscribed")
+    def both_with(other):
+        def match(iq):
+            items = {str(j): item for j, item in iq["roster"]["items"].items()}
+            return other in items and items[other]["subscription"] == "both"
+        return match
+
+    await alice.next_roster_push(both_with(b))
+    await bob.next_roster_push(both_with(a))
+
+
+def publish_options(**fields) -> "slixmpp.plugins.xep_0004.stanza.Form":
+    """A XEP-0223 publish-options form: publish_options(access_model="open", max_items="max")."""
+    from slixmpp.plugins.xep_0004.stanza import Form
+    form = Form()
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/pubsub#publish-options")
+    for k, v in fields.items():
+        form.add_field(var=f"pubsub#{k}", value=v)
+    return form
+
+
+def stanza_error(exc) -> tuple[str, str | None]:
+    """(condition, application condition) of a slixmpp IqError."""
+    err = exc.iq["error"]
+    app = None
+    for child in err.xml:
+        if child.tag.startswith("{http://jabber.org/protocol/pubsub#errors}"):
+            app = child.tag.split("}", 1)[1]
+    return err["condition"], app
+
+
+def item_payloads(iq) -> list:
+    """(id, payload element) of each item in a pubsub items result, in order."""
+    return [(item["id"], item["payload"]) for item in iq["pubsub"]["items"]]
 
 
 # --------------------------------------------------------------------------- the web pod

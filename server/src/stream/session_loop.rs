@@ -30,12 +30,14 @@ enum End {
 }
 
 /// Run a bound session until it ends; `bind_reply` (serialised, so that no
-/// element outlives its sending) is written first.
+/// element outlives its sending) is written first. `effects` (what Bind2
+/// inline requests enabled) are applied before the session becomes routable.
 pub async fn run<T: Transport>(
     core: Arc<Core>,
     mut stream: XmlStream<T>,
     jid: FullJid,
     bind_reply: Vec<u8>,
+    effects: Vec<crate::registry::SessionEffect>,
 ) {
     let max_queued = (core.config.limits.stanza_size * 8).max(1024 * 1024);
     let max_items = core.config.limits.session_queue.max(1);
@@ -46,6 +48,9 @@ pub async fn run<T: Transport>(
         max_queued,
         core.registry.hold(),
     ));
+    for effect in effects {
+        effect(&core, &session);
+    }
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
     stream.release_buffers();
