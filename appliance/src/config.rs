@@ -22,6 +22,29 @@ pub struct File {
     pub limits: LimitsFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub s2s: S2sFile,
+}
+
+/// `[s2s]`: federation with other XMPP servers.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct S2sFile {
+    pub enabled: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub hosts: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub insecure_domains: Vec<String>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    pub idle_timeout_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub queue: Option<usize>,
+    pub stanza_size: Option<usize>,
+    pub connections_per_domain: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -30,6 +53,7 @@ pub struct ListenFile {
     pub c2s: Option<String>,
     pub c2s_tls: Option<String>,
     pub s2s: Option<String>,
+    pub s2s_tls: Option<String>,
     pub http: Option<String>,
     pub https: Option<String>,
 }
@@ -123,6 +147,7 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         c2s: addr("c2s", &listen.c2s)?,
         c2s_tls: addr("c2s_tls", &listen.c2s_tls)?,
         s2s: addr("s2s", &listen.s2s)?,
+        s2s_tls: addr("s2s_tls", &listen.s2s_tls)?,
         http: addr("http", &listen.http)?,
         https: addr("https", &listen.https)?,
     };
@@ -174,7 +199,77 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         }
         config.scram_iterations = i;
     }
+    s2s(&mut config.s2s, file.s2s)?;
     Ok(config)
+}
+
+/// Validate `[s2s]` into the server's federation settings.
+fn s2s(c: &mut kith_server::S2s, f: S2sFile) -> Result<(), String> {
+    if let Some(v) = f.enabled {
+        c.enabled = v;
+    }
+    c.ca_file = f.ca_file;
+    let domain = |key: &str, d: &str| -> Result<String, String> {
+        let d = d.to_lowercase();
+        match jid::BareJid::new(&d) {
+            Ok(j) if j.node().is_none() => Ok(d),
+            _ => Err(format!("s2s.{key}: '{d}' is not a domain name")),
+        }
+    };
+    for (d, a) in f.hosts {
+        let d = domain("hosts", &d)?;
+        let addr: SocketAddr = a
+            .parse()
+            .map_err(|_| format!("s2s.hosts.\"{d}\": '{a}' is not an ADDRESS:PORT"))?;
+        c.hosts.insert(d, addr);
+    }
+    for (key, src, dst) in [
+        (
+            "insecure_domains",
+            f.insecure_domains,
+            &mut c.insecure_domains,
+        ),
+        ("allow", f.allow, &mut c.allow),
+        ("deny", f.deny, &mut c.deny),
+    ] {
+        *dst = src
+            .iter()
+            .map(|d| domain(key, d))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(v) = f.idle_timeout_secs {
+        if v == 0 {
+            return Err("s2s.idle_timeout_secs: must be at least 1".into());
+        }
+        c.idle_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = f.connect_timeout_secs {
+        if v == 0 {
+            return Err("s2s.connect_timeout_secs: must be at least 1".into());
+        }
+        c.connect_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = f.queue {
+        if !(1..=100_000).contains(&v) {
+            return Err(format!("s2s.queue: {v} is outside 1..=100000"));
+        }
+        c.queue = v;
+    }
+    if let Some(v) = f.stanza_size {
+        if !(64 * 1024..=16 * 1024 * 1024).contains(&v) {
+            return Err(format!(
+                "s2s.stanza_size: {v} is outside 65536..=16777216 bytes"
+            ));
+        }
+        c.stanza_size = v;
+    }
+    if let Some(v) = f.connections_per_domain {
+        if v == 0 {
+            return Err("s2s.connections_per_domain: must be at least 1".into());
+        }
+        c.connections_per_domain = v;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -213,6 +308,21 @@ mod tests {
         let e =
             parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nscram_iterations = 10\n").unwrap_err();
         assert!(e.starts_with("auth.scram_iterations"), "{e}");
+    }
+
+    #[test]
+    fn s2s_section_is_validated() {
+        let c = parse(
+            "domain = 'kith.test'\n[listen]\nc2s = '127.0.0.1:1'\n[s2s]\nallow = ['Friend.test']\n[s2s.hosts]\n'friend.test' = '127.0.0.2:5269'\n",
+        )
+        .expect("ok");
+        assert_eq!(c.s2s.allow, vec!["friend.test".to_string()]);
+        assert_eq!(c.s2s.stanza_size, 512 * 1024);
+        assert!(c.s2s.hosts.contains_key("friend.test"));
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s.hosts]\n'a.test' = 'x'\n").unwrap_err();
+        assert!(e.starts_with("s2s.hosts"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s]\ndeny = ['a@b']\n").unwrap_err();
+        assert!(e.starts_with("s2s.deny"), "{e}");
     }
 
     #[test]

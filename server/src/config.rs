@@ -22,6 +22,8 @@ pub struct Config {
     pub limits: Limits,
     /// PBKDF2 iteration count for newly stored SCRAM credentials (≥ 4096).
     pub scram_iterations: u32,
+    /// Federation with other XMPP servers (`[s2s]`).
+    pub s2s: S2s,
 }
 
 /// Listener addresses.
@@ -33,6 +35,8 @@ pub struct Listen {
     pub c2s_tls: Option<SocketAddr>,
     /// Server-to-server (5269).
     pub s2s: Option<SocketAddr>,
+    /// Server-to-server Direct TLS, XEP-0368 (5270).
+    pub s2s_tls: Option<SocketAddr>,
     /// Plain HTTP (web pod).
     pub http: Option<SocketAddr>,
     /// HTTPS (web pod).
@@ -95,6 +99,54 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             scram_iterations: 4096,
+            s2s: S2s::default(),
+        }
+    }
+}
+
+/// Federation settings (`[s2s]`). Every server-to-server stream is TLS and
+/// authenticated; these only decide *whom* Kith talks to and how much.
+#[derive(Debug, Clone)]
+pub struct S2s {
+    /// Federation on or off (off: no s2s listener, remote stanzas bounce).
+    pub enabled: bool,
+    /// Extra trust anchors (PEM) for peers' certificates, on top of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Fixed addresses for domains (`"example.org" = "192.0.2.7:5269"`), used
+    /// instead of DNS: LANs and tests.
+    pub hosts: std::collections::BTreeMap<String, SocketAddr>,
+    /// Domains whose invalid certificates are tolerated (dialback only, logged loudly).
+    pub insecure_domains: Vec<String>,
+    /// When non-empty, only these domains may federate.
+    pub allow: Vec<String>,
+    /// These domains never federate.
+    pub deny: Vec<String>,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time to resolve, connect, encrypt and authenticate an outgoing stream.
+    pub connect_timeout: Duration,
+    /// Stanzas waiting for one remote domain's connection; more bounce.
+    pub queue: usize,
+    /// Largest stanza accepted from a remote server, in bytes.
+    pub stanza_size: usize,
+    /// Incoming connections authenticated for one remote domain at a time.
+    pub connections_per_domain: usize,
+}
+
+impl Default for S2s {
+    fn default() -> Self {
+        S2s {
+            enabled: true,
+            ca_file: None,
+            hosts: Default::default(),
+            insecure_domains: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            idle_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(30),
+            queue: 1000,
+            stanza_size: 512 * 1024,
+            connections_per_domain: 4,
         }
     }
 }

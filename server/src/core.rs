@@ -29,6 +29,8 @@ pub struct Core {
     pub shutdown: watch::Receiver<bool>,
     /// Held by every connection task; shutdown waits for all to be dropped.
     pub(crate) alive: mpsc::Sender<()>,
+    /// Federation state; unset when federation is off.
+    pub s2s: std::sync::OnceLock<Arc<crate::s2s::S2sState>>,
     next_id: AtomicU64,
 }
 
@@ -55,6 +57,7 @@ impl Core {
             scram_secret,
             shutdown,
             alive,
+            s2s: std::sync::OnceLock::new(),
             next_id: AtomicU64::new(1),
         }
     }

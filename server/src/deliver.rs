@@ -20,6 +20,11 @@ pub fn available(core: &Core, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
 /// Deliver a copy of `stanza`, as it is, to every available session of `bare`;
 /// returns how many got one.
 pub fn to_available(core: &Core, bare: &BareJid, stanza: &Element) -> usize {
+    // A contact on another server: its server delivers (federation, s2s/).
+    if crate::s2s::is_remote(core, bare.domain().as_str()) {
+        crate::s2s::route_out_from(core, stanza.clone());
+        return 1;
+    }
     let targets = available(core, bare);
     for s in &targets {
         s.send(stanza.clone());

@@ -15,6 +15,7 @@ mod presence;
 mod registry;
 mod roster;
 mod router;
+mod s2s;
 pub mod sasl;
 mod server;
 mod session;
@@ -26,5 +27,5 @@ mod xep;
 pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
-pub use config::{Config, Limits, Listen, TlsFiles};
+pub use config::{Config, Limits, Listen, S2s, TlsFiles};
 pub use server::{BoundAddrs, Server, StartError};

@@ -59,6 +59,8 @@ pub enum StartError {
 pub struct BoundAddrs {
     pub c2s: Option<SocketAddr>,
     pub c2s_tls: Option<SocketAddr>,
+    pub s2s: Option<SocketAddr>,
+    pub s2s_tls: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -84,11 +86,17 @@ impl Server {
         // Bind everything before accepting anything, so a bad port fails start-up.
         let c2s = bind("c2s", config.listen.c2s).await?;
         let c2s_tls = bind("c2s_tls", config.listen.c2s_tls).await?;
-        for (name, addr) in [
-            ("s2s", config.listen.s2s),
-            ("http", config.listen.http),
-            ("https", config.listen.https),
-        ] {
+        // Federation: TLS material and listeners only when it is on.
+        let s2s_tls = if config.s2s.enabled {
+            Some(crate::s2s::S2sTls::load(&config)?)
+        } else {
+            tracing::info!(target: "kith::federation", "federation is turned off");
+            None
+        };
+        let on = |a: Option<SocketAddr>| a.filter(|_| config.s2s.enabled);
+        let s2s = bind("s2s", on(config.listen.s2s)).await?;
+        let s2s_direct = bind("s2s_tls", on(config.listen.s2s_tls)).await?;
+        for (name, addr) in [("http", config.listen.http), ("https", config.listen.https)] {
             if let Some(addr) = addr {
                 tracing::warn!(listener = name, %addr, "this listener is not part of this build yet; not listening");
             }
@@ -104,8 +112,24 @@ impl Server {
             shutdown_rx,
             alive_tx,
         ));
+        if let Some(t) = s2s_tls {
+            let _ = core.s2s.set(Arc::new(crate::s2s::S2sState::new(
+                t,
+                Arc::downgrade(&core),
+            )));
+        }
         let mut addrs = BoundAddrs::default();
         let mut accept_tasks = Vec::new();
+        for (listener, direct, slot) in [
+            (s2s, false, &mut addrs.s2s),
+            (s2s_direct, true, &mut addrs.s2s_tls),
+        ] {
+            if let Some(l) = listener {
+                *slot = l.local_addr().ok();
+                tracing::info!(target: "kith::federation", addr = ?slot, direct_tls = direct, "listening for servers");
+                accept_tasks.push(tokio::spawn(s2s_accept_loop(core.clone(), l, direct)));
+            }
+        }
         for (listener, direct, slot) in [
             (c2s, false, &mut addrs.c2s),
             (c2s_tls, true, &mut addrs.c2s_tls),
@@ -190,6 +214,25 @@ async fn accept_loop(core: Arc<Core>, listener: TcpListener, direct_tls: bool) {
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn s2s_accept_loop(core: Arc<Core>, listener: TcpListener, direct_tls: bool) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(crate::s2s::incoming::serve(
+                    core.clone(),
+                    tcp,
+                    peer,
+                    direct_tls,
+                ));
+            }
+            Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
