@@ -1,0 +1,513 @@
+"""Federation: Kith users talk to users of real Prosody and ejabberd servers, over
+authenticated TLS only.
+
+The set-up, started once for the module (`fed`):
+- a throw-away CA (openssl) that signs a certificate per test domain: kith.fedtest,
+  prosody.fedtest (+ conference.prosody.fedtest), ejabberd.fedtest (+ conference.ejabberd.fedtest),
+  raw.fedtest (the hand-driven peer of the refusal tests) and a certificate for
+  `other.fedtest` that the impostor `evil.fedtest` presents;
+- each server on its own loopback address (127.X.Y.Z, random per run);
+- a Debian `dnsmasq` on that network (the test domains end in `.fedtest`: Prosody's
+  resolver, libunbound, answers the special-use `.test` names itself and never asks) serving the SRV (`_xmpp-server._tcp`) and A records
+  of every test domain. Prosody resolves through it (its `unbound` resolv.conf), ejabberd
+  through its Erlang inetrc, and Kith through its normal system resolver (hickory reading
+  /etc/resolv.conf): Kith runs in a private mount namespace where /etc/resolv.conf
+  names the dnsmasq — no `[s2s.hosts]` shortcut;
+- every server trusts the test CA by its own configuration (Kith: `[s2s] ca_file`).
+
+Run: KITH_BIN=$PWD/target/debug/kith .venv/bin/python -m pytest tests/e2e/test_federation.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import (KITH_BIN, NS_SASL, NS_STREAM, NS_TLS, PASSWORD, START, STEP, Client,
+                      Kith, PortTaken, RawXmpp, StreamClosed, free_port, run, toml_value)
+
+KITH = "kith.fedtest"
+PROSODY = "prosody.fedtest"
+EJABBERD = "ejabberd.fedtest"
+RAW = "raw.fedtest"  # the hand-driven peer (valid certificate)
+EVIL = "evil.fedtest"  # presents a certificate for other.fedtest
+NOTLS = "notls.fedtest"  # offers no TLS
+NS_SERVER = "jabber:server"
+NS_DB = "jabber:server:dialback"
+NS_STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("prosody") and shutil.which("ejabberdctl") and shutil.which("dnsmasq")
+         and shutil.which("unshare")),
+    reason="federation tests need prosody, ejabberd, dnsmasq (tests/setup.sh installs them)")
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+class FedCA:
+    """A CA and, per domain, a leaf valid for server and client authentication."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.ca_cert = directory / "ca.pem"
+        key = directory / "ca.key"
+        self._ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                   "-nodes", "-keyout", key, "-out", self.ca_cert, "-days", "2",
+                   "-subj", "/CN=Kith federation test CA",
+                   "-addext", "basicConstraints=critical,CA:TRUE",
+                   "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        self.ca_key = key
+
+    @staticmethod
+    def _ossl(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+    def leaf(self, name: str, *extra: str) -> tuple[Path, Path]:
+        cert, key, csr, ext = (self.dir / f"{name}.{s}" for s in ("pem", "key", "csr", "ext"))
+        self._ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                   "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+        sans = ",".join(f"DNS:{n}" for n in (name, *extra))
+        ext.write_text(f"subjectAltName={sans}\nbasicConstraints=critical,CA:FALSE\n"
+                       "keyUsage=critical,digitalSignature\n"
+                       "extendedKeyUsage=serverAuth,clientAuth\n")
+        self._ossl("x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
+                   "-CAcreateserial", "-out", cert, "-days", "2", "-sha256", "-extfile", ext)
+        os.chmod(key, 0o644)  # the peers read it after dropping privileges
+        return cert, key
+
+
+# --------------------------------------------------------------------------- network
+
+
+def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
+              what: str = "server", log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"{what} did not open {host}:{port} in {timeout}s\n{tail}")
+
+
+class Net:
+    """Addresses of this run: 127.A.B.x, one per server, and the DNS server at .53."""
+
+    def __init__(self):
+        a, b = random.randint(100, 250), random.randint(1, 250)
+        self.base = f"127.{a}.{b}"
+        self.dns = f"{self.base}.53"
+        self.ip = {KITH: f"{self.base}.10", PROSODY: f"{self.base}.11",
+                   EJABBERD: f"{self.base}.12", EVIL: f"{self.base}.13",
+                   NOTLS: f"{self.base}.14", RAW: f"{self.base}.15"}
+        self.s2s_port: dict[str, int] = {}
+
+    def port(self, domain: str) -> int:
+        if domain not in self.s2s_port:
+            self.s2s_port[domain] = free_port(self.ip[domain])
+        return self.s2s_port[domain]
+
+
+class Dns:
+    """dnsmasq serving SRV and A records for the test domains, and nothing else."""
+
+    def __init__(self, directory: Path, net: Net, records: dict[str, tuple[str, int]]):
+        self.resolv = directory / "resolv.conf"
+        self.resolv.write_text(f"nameserver {net.dns}\noptions timeout:1 attempts:2\n")
+        self.log = directory / "dnsmasq.log"
+        args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                "--conf-file=/dev/null", f"--pid-file={directory / 'dnsmasq.pid'}",
+                f"--listen-address={net.dns}", "--bind-interfaces", "--port=53",
+                "--log-facility=-", "--user=root"]
+        for domain, (ip, port) in records.items():
+            args += [f"--host-record={domain},{ip}",
+                     f"--srv-host=_xmpp-server._tcp.{domain},{domain},{port}"]
+        self.proc = subprocess.Popen(args, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START
+        while "started" not in self.log.read_text(errors="replace"):
+            assert self.proc.poll() is None and time.monotonic() < deadline, \
+                "dnsmasq did not start:\n" + self.log.read_text(errors="replace")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+
+# --------------------------------------------------------------------------- Kith
+
+
+class FedKith(Kith):
+    """Kith serving kith.fedtest, s2s on its own address, resolving through the test DNS."""
+
+    def __init__(self, directory: Path, ca: FedCA, net: Net, resolv: Path, **s2s):
+        self.net = net
+        self.resolv = resolv
+        self.fed_ca = ca
+        self.cert, self.key = ca.leaf(KITH)
+        self.s2s_extra = s2s
+        super().__init__(directory, None, direct_tls=False)
+        self.ca = ca  # clients verify kith.fedtest against the test CA
+
+    def pick_ports(self):
+        self.c2s_port = free_port()
+        self.c2s_tls_port = None
+        self.s2s_port = self.net.port(KITH)
+        s2s = {"ca_file": self.fed_ca.ca_cert, "connect_timeout_secs": 15,
+               "idle_timeout_secs": 300, **self.s2s_extra}
+        lines = [f"domain = {toml_value(KITH)}", f"data_dir = {toml_value(self.data_dir)}",
+                 "", "[listen]", f'c2s = "127.0.0.1:{self.c2s_port}"',
+                 f's2s = "{self.net.ip[KITH]}:{self.s2s_port}"',
+                 "", "[tls]", f"cert = {toml_value(self.cert)}", f"key = {toml_value(self.key)}",
+                 "", "[limits]", "auth_timeout_secs = 10", "connections_per_ip = 0",
+                 "", "[auth]", "scram_iterations = 4096", "", "[s2s]"]
+        lines += [f"{k} = {toml_value(v) if not isinstance(v, list) else repr(v)}"
+                  for k, v in s2s.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def add_user(self, user: str, password: str = PASSWORD) -> str:
+        jid = f"{user}@{KITH}"
+        self.cli("user", "add", jid, stdin=password + "\n")
+        return jid
+
+    def _start_once(self, extra_env: dict | None) -> "Kith":
+        # /etc/resolv.conf of a private mount namespace names the test DNS server.
+        self._log_file = open(self.log_path, "ab")
+        env = dict(os.environ, RUST_LOG="info,kith::federation=debug")
+        env.pop("NOTIFY_SOCKET", None)
+        script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "sh", "-c", script, "sh", str(self.resolv), str(KITH_BIN),
+             "--config", str(self.config), "serve"],
+            stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        wait_port("127.0.0.1", self.c2s_port, START, self.proc, "kith", self.log_path)
+        wait_port(self.net.ip[KITH], self.s2s_port, START, self.proc, "kith s2s", self.log_path)
+        return self
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+# --------------------------------------------------------------------------- the peers
+
+
+class Peer:
+    """What the tests need of a running peer server (for `FedClient`)."""
+
+    domain: str
+    host: str
+    c2s_port: int
+    c2s_tls_port = None
+    log: Path
+    proc: subprocess.Popen
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+class Prosody(Peer):
+    def __init__(self, directory: Path, ca: FedCA, net: Net, resolv: Path):
+        self.domain, self.dir, self.ca = PROSODY, directory, ca
+        self.host = net.ip[PROSODY]
+        self.c2s_port = free_port(self.host)
+        self.s2s_port = net.port(PROSODY)
+        cert, key = ca.leaf(PROSODY, f"conference.{PROSODY}")
+        (directory / "data").mkdir()
+        self.log = directory / "prosody.log"
+        self.cfg = directory / "prosody.cfg.lua"
+        self.cfg.write_text(f"""
+run_as_root = true
+pidfile = "{directory}/prosody.pid"
+data_path = "{directory}/data"
+admin_socket = "{directory}/prosody.sock"
+interfaces = {{ "{self.host}" }}
+local_interfaces = {{ "{self.host}" }}
+c2s_ports = {{ {self.c2s_port} }}
+c2s_direct_tls_ports = {{ }}
+s2s_ports = {{ {self.s2s_port} }}
+s2s_direct_tls_ports = {{ }}
+c2s_require_encryption = true
+s2s_require_encryption = true
+s2s_secure_auth = true
+authentication = "internal_hashed"
+storage = "internal"
+unbound = {{ resolvconf = "{resolv}"; hoststxt = false }}
+log = {{ debug = "{self.log}" }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "vcard";
+  "offline"; "posix"; "admin_shell" }}
+modules_disabled = {{ "limits" }}
+ssl = {{ certificate = "{cert}"; key = "{key}"; cafile = "{ca.ca_cert}" }}
+VirtualHost "{PROSODY}"
+Component "conference.{PROSODY}" "muc"
+""")
+        shutil.chown(directory, "prosody", "prosody")
+        for p in directory.rglob("*"):
+            shutil.chown(p, "prosody", "prosody")
+        for user in ("pat", "quinn"):
+            subprocess.run(["prosodyctl", "--config", str(self.cfg), "register", user,
+                            PROSODY, PASSWORD], check=True, capture_output=True, timeout=30)
+        self.proc = subprocess.Popen(["prosody", "--config", str(self.cfg), "-F"],
+                                     stdout=open(directory / "stdout.log", "wb"),
+                                     stderr=subprocess.STDOUT)
+        wait_port(self.host, self.c2s_port, START, self.proc, "prosody", self.log)
+        wait_port(self.host, self.s2s_port, START, self.proc, "prosody s2s", self.log)
+
+    def stop(self):
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+# --------------------------------------------------------------------------- fixture
+
+
+class Fed:
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.net = Net()
+        self.ca = FedCA(directory)
+        self.raw_cert, self.raw_key = self.ca.leaf(RAW)
+        self.other_cert, self.other_key = self.ca.leaf("other.fedtest")
+        records = {d: (self.net.ip[d], self.net.port(d))
+                   for d in (KITH, PROSODY, EVIL, NOTLS)}
+        records[f"conference.{PROSODY}"] = (self.net.ip[PROSODY], self.net.port(PROSODY))
+        self.dns = Dns(directory, self.net, records)
+        self.peers: dict[str, Peer] = {}
+
+    def start_prosody(self):
+        d = self.dir / "prosody"
+        d.mkdir()
+        self.peers[PROSODY] = Prosody(d, self.ca, self.net, self.dns.resolv)
+
+    def stop(self):
+        for p in self.peers.values():
+            p.stop()
+        self.dns.stop()
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    f = Fed(tmp_path_factory.mktemp("fed"))
+    try:
+        f.start_prosody()
+        yield f
+    finally:
+        f.stop()
+        for p in f.peers.values():
+            print(f"--- {p.domain} log (tail) ---\n{p.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def fkith(fed, tmp_path_factory):
+    """Kith for kith.fedtest with alice and bob, shared by the module's tests."""
+    d = tmp_path_factory.mktemp("kith")
+    k = FedKith(d, fed.ca, fed.net, fed.dns.resolv)
+    for u in ("alice", "bob", "carol"):
+        k.add_user(u)
+    k.start()
+    try:
+        yield k
+    finally:
+        k.stop()
+        print(f"--- kith log (tail) ---\n{k.log_tail(80)}")
+
+
+# --------------------------------------------------------------------------- clients
+
+
+class FedClient(Client):
+    """A slixmpp client of any of the servers, verifying its certificate with the test CA."""
+
+    async def login(self, timeout: float = STEP):
+        host = getattr(self.kith, "host", "127.0.0.1")
+        self.connect(host, self.kith.c2s_port)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.session), timeout)
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+
+@contextlib.asynccontextmanager
+async def on(server, jid: str, *, presence: bool = True):
+    c = FedClient(server, jid)
+    c.register_plugin("xep_0045")
+    try:
+        await c.login()
+        await c.get_roster(timeout=STEP)
+        if presence:
+            c.send_presence()
+        yield c
+    finally:
+        await c.close()
+
+
+def peer(fed, name):
+    return fed.peers[name]
+
+
+PEERS = [PROSODY]
+
+
+async def expect_body(c: Client, body: str, sender: str):
+    msg = await c.next_message(timeout=STEP * 2)
+    assert msg["body"] == body, f"{msg}"
+    assert msg["from"].bare == sender, f"from {msg['from']}"
+    return msg
+
+
+async def subscribe_both_ways(a: Client, b: Client):
+    """a and b become mutual contacts, each approving the other's request."""
+    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
+    req = await b.next_presence(lambda p: p["type"] == "subscribe", timeout=STEP * 2)
+    assert req["from"].bare == a.boundjid.bare
+    b.send_presence(pto=a.boundjid.bare, ptype="subscribed")
+    await a.next_presence(lambda p: p["type"] == "subscribed", timeout=STEP * 2)
+    b.send_presence(pto=a.boundjid.bare, ptype="subscribe")
+    req = await a.next_presence(lambda p: p["type"] == "subscribe", timeout=STEP * 2)
+    a.send_presence(pto=b.boundjid.bare, ptype="subscribed")
+    await b.next_presence(lambda p: p["type"] == "subscribed", timeout=STEP * 2)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_messages_cross_both_ways(fed, fkith, name):
+    p = peer(fed, name)
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice, on(p, f"pat@{p.domain}") as pat:
+            body = f"hello from kith {secrets.token_hex(3)}"
+            alice.send_message(mto=f"pat@{p.domain}", mbody=body, mtype="chat")
+            await expect_body(pat, body, f"alice@{KITH}")
+            body = f"hello from {name} {secrets.token_hex(3)}"
+            pat.send_message(mto=f"alice@{KITH}", mbody=body, mtype="chat")
+            await expect_body(alice, body, f"pat@{p.domain}")
+
+    run(scenario(), 90)
+    log = fkith.log_text()
+    assert "outgoing stream authenticated" in log and "incoming stream authenticated" in log
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_subscription_and_presence_both_ways(fed, fkith, name):
+    p = peer(fed, name)
+
+    async def scenario():
+        async with on(fkith, f"bob@{KITH}") as bob, on(p, f"quinn@{p.domain}") as quinn:
+            await subscribe_both_ways(bob, quinn)
+            status = f"at the lake {secrets.token_hex(2)}"
+            bob.send_presence(pstatus=status)
+            got = await quinn.next_presence(
+                lambda x: x["from"].bare == bob.boundjid.bare and x["status"] == status,
+                timeout=STEP * 2)
+            assert got["type"] == "available"
+            status = f"in the garden {secrets.token_hex(2)}"
+            quinn.send_presence(pstatus=status)
+            got = await bob.next_presence(
+                lambda x: x["from"].bare == quinn.boundjid.bare and x["status"] == status,
+                timeout=STEP * 2)
+            roster = await bob.get_roster(timeout=STEP)
+            item = roster["roster"]["items"][quinn.boundjid.bare]
+            assert item["subscription"] == "both", item
+
+    run(scenario(), 120)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_vcard_disco_ping_across(fed, fkith, name):
+    p = peer(fed, name)
+
+    async def scenario():
+        async with on(fkith, f"carol@{KITH}") as carol, on(p, f"pat@{p.domain}") as pat:
+            vc = carol.plugin["xep_0054"].make_vcard()
+            vc["FN"] = "Carol of Kith"
+            await carol.plugin["xep_0054"].publish_vcard(vc, timeout=STEP)
+            got = await pat.plugin["xep_0054"].get_vcard(f"carol@{KITH}", cached=False,
+                                                          timeout=STEP * 2)
+            assert got["vcard_temp"]["FN"] == "Carol of Kith"
+            info = await pat.plugin["xep_0030"].get_info(jid=KITH, timeout=STEP * 2)
+            assert "urn:xmpp:ping" in info["disco_info"]["features"]
+            await pat.plugin["xep_0199"].ping(KITH, timeout=STEP * 2)
+            info = await carol.plugin["xep_0030"].get_info(jid=p.domain, timeout=STEP * 2)
+            assert info["disco_info"]["features"], info
+            await carol.plugin["xep_0199"].ping(p.domain, timeout=STEP * 2)
+
+    run(scenario(), 90)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_message_to_an_offline_kith_user_waits(fed, fkith, name):
+    p = peer(fed, name)
+    user = f"off{name.split('.')[0]}"
+    fkith.add_user(user)
+
+    async def scenario():
+        body = f"while you were out {secrets.token_hex(3)}"
+        async with on(p, f"pat@{p.domain}") as pat:
+            pat.send_message(mto=f"{user}@{KITH}", mbody=body, mtype="chat")
+            # A round trip over the same s2s link: the message is handled before the pong.
+            await pat.plugin["xep_0199"].ping(KITH, timeout=STEP * 2)
+        async with on(fkith, f"{user}@{KITH}") as me:
+            msg = await expect_body(me, body, f"pat@{p.domain}")
+            assert msg["delay"]["stamp"] is not None
+
+    run(scenario(), 90)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_kith_user_joins_a_room_on_the_peer(fed, fkith, name):
+    p = peer(fed, name)
+    room = f"garden{secrets.token_hex(2)}@conference.{p.domain}"
+
+    async def scenario():
+        async with on(p, f"pat@{p.domain}") as pat, on(fkith, f"alice@{KITH}") as alice:
+            muc_p, muc_a = pat.plugin["xep_0045"], alice.plugin["xep_0045"]
+            await muc_p.join_muc_wait(room, "pat", maxhistory="0", timeout=STEP * 2)
+            with contextlib.suppress(Exception):
+                await muc_p.set_affiliation(room, "none")  # unlock an instant room
+            form = await muc_p.get_room_config(room)
+            form["type"] = "submit"
+            await muc_p.set_room_config(room, form)
+            await muc_a.join_muc_wait(room, "alice", maxhistory="0", timeout=STEP * 2)
+            body = f"hello room {secrets.token_hex(3)}"
+            pat.send_message(mto=room, mbody=body, mtype="groupchat")
+            deadline = asyncio.get_running_loop().time() + STEP * 2
+            while True:
+                msg = await alice.next_message(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
+                if msg["body"] == body:
+                    assert msg["type"] == "groupchat" and msg["from"].resource == "pat"
+                    break
+
+    run(scenario(), 90)
