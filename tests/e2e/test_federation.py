@@ -438,9 +438,8 @@ def test_subscription_and_presence_both_ways(fed, fkith, name):
             got = await bob.next_presence(
                 lambda x: x["from"].bare == quinn.boundjid.bare and x["status"] == status,
                 timeout=STEP * 2)
-            roster = await bob.get_roster(timeout=STEP)
-            item = roster["roster"]["items"][quinn.boundjid.bare]
-            assert item["subscription"] == "both", item
+            assert bob.client_roster[quinn.boundjid.bare]["subscription"] == "both"
+            assert quinn.client_roster[bob.boundjid.bare]["subscription"] == "both"
 
     run(scenario(), 120)
 
@@ -494,13 +493,11 @@ def test_kith_user_joins_a_room_on_the_peer(fed, fkith, name):
     async def scenario():
         async with on(p, f"pat@{p.domain}") as pat, on(fkith, f"alice@{KITH}") as alice:
             muc_p, muc_a = pat.plugin["xep_0045"], alice.plugin["xep_0045"]
-            await muc_p.join_muc_wait(room, "pat", maxhistory="0", timeout=STEP * 2)
-            with contextlib.suppress(Exception):
-                await muc_p.set_affiliation(room, "none")  # unlock an instant room
+            await muc_p.join_muc_wait(room, "pat", maxstanzas=0, timeout=STEP * 2)
             form = await muc_p.get_room_config(room)
             form["type"] = "submit"
             await muc_p.set_room_config(room, form)
-            await muc_a.join_muc_wait(room, "alice", maxhistory="0", timeout=STEP * 2)
+            await muc_a.join_muc_wait(room, "alice", maxstanzas=0, timeout=STEP * 2)
             body = f"hello room {secrets.token_hex(3)}"
             pat.send_message(mto=room, mbody=body, mtype="groupchat")
             deadline = asyncio.get_running_loop().time() + STEP * 2
