@@ -31,6 +31,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -131,17 +132,22 @@ class Net:
 class Dns:
     """dnsmasq serving SRV and A records for the test domains, and nothing else."""
 
-    def __init__(self, directory: Path, net: Net, records: dict[str, tuple[str, int]]):
-        self.resolv = directory / "resolv.conf"
-        self.resolv.write_text(f"nameserver {net.dns}\noptions timeout:1 attempts:2\n")
-        self.log = directory / "dnsmasq.log"
+    def __init__(self, directory: Path, ip: str, records: dict[str, tuple[str, int | None]],
+                 name: str = "dns"):
+        self.resolv = directory / f"{name}-resolv.conf"
+        self.resolv.write_text(f"nameserver {ip}\noptions timeout:1 attempts:2\n")
+        self.log = directory / f"{name}.log"
         args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
-                "--conf-file=/dev/null", f"--pid-file={directory / 'dnsmasq.pid'}",
-                f"--listen-address={net.dns}", "--bind-interfaces", "--port=53",
-                "--log-facility=-", "--user=root"]
+                "--conf-file=/dev/null", f"--pid-file={directory / (name + '.pid')}",
+                f"--listen-address={ip}", "--bind-interfaces", "--port=53",
+                "--log-facility=-", "--user=root", "--log-queries",
+                # Authoritative for the test zone: unknown names (the `_xmpps-server`
+                # records) are NXDOMAIN, not REFUSED — ejabberd gives up on REFUSED.
+                "--local=/fedtest/"]
         for domain, (ip, port) in records.items():
-            args += [f"--host-record={domain},{ip}",
-                     f"--srv-host=_xmpp-server._tcp.{domain},{domain},{port}"]
+            args.append(f"--host-record={domain},{ip}")
+            if port:
+                args.append(f"--srv-host=_xmpp-server._tcp.{domain},{domain},{port}")
         self.proc = subprocess.Popen(args, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START
         while "started" not in self.log.read_text(errors="replace"):
@@ -287,6 +293,122 @@ Component "conference.{PROSODY}" "muc"
             self.proc.kill()
 
 
+class Ejabberd(Peer):
+    """ejabberd as its own user (like the Debian service), node ejfed-<random>@localhost,
+    files in a world-traversable scratch directory (pytest's is root-only)."""
+
+    def __init__(self, ca: FedCA, net: Net, resolv: Path):
+        self.domain, self.ca = EJABBERD, ca
+        self.dir = Path(tempfile.mkdtemp(prefix="kith-fed-ejabberd-"))
+        os.chmod(self.dir, 0o755)
+        d = self.dir
+        self.host = net.ip[EJABBERD]
+        self.c2s_port = free_port(self.host)
+        self.s2s_port = net.port(EJABBERD)
+        cert, key = ca.leaf(EJABBERD, f"conference.{EJABBERD}")
+        for src in (cert, key, ca.ca_cert):
+            shutil.copy(src, d / src.name)
+        (d / "spool").mkdir()
+        (d / "logs").mkdir()
+        self.log = d / "logs" / "ejabberd.log"
+        # ejabberd looks SRV records up with Erlang's resolver (nameservers from this
+        # resolv.conf, named in the inetrc) and addresses with the system's getaddrinfo
+        # (/etc/resolv.conf: bind-mounted in a private mount namespace, as for Kith).
+        shutil.copy(resolv, d / "resolv.conf")
+        (d / "inetrc").write_text(
+            f'{{lookup, [file, dns]}}.\n{{resolv_conf, "{d / "resolv.conf"}"}}.\n')
+        self.node = f"ejfed{secrets.token_hex(3)}@localhost"
+        (d / "ejabberdctl.cfg").write_text(
+            f"ERLANG_NODE={self.node}\nINET_DIST_INTERFACE=127.0.0.1\n"
+            "ERL_EPMD_ADDRESS=127.0.0.1\n")
+        (d / "ejabberd.yml").write_text(f"""
+hosts:
+  - "{EJABBERD}"
+loglevel: {os.environ.get("KITH_FED_EJ_LOGLEVEL", "info")}
+certfiles:
+  - "{d / cert.name}"
+  - "{d / key.name}"
+ca_file: "{d / ca.ca_cert.name}"
+listen:
+  -
+    port: {self.c2s_port}
+    ip: "{self.host}"
+    module: ejabberd_c2s
+    starttls_required: true
+  -
+    port: {self.s2s_port}
+    ip: "{self.host}"
+    module: ejabberd_s2s_in
+s2s_use_starttls: required
+auth_method: internal
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+  muc_create:
+    allow: local
+shaper_rules:
+  c2s_shaper: none
+  s2s_shaper: none
+modules:
+  mod_disco: {{}}
+  mod_roster: {{}}
+  mod_offline: {{}}
+  mod_ping: {{}}
+  mod_vcard: {{}}
+  mod_s2s_dialback: {{}}
+  mod_muc:
+    host: "conference.{EJABBERD}"
+    access_create: muc_create
+""")
+        subprocess.run(["chown", "-R", "ejabberd:ejabberd", str(d)], check=True)
+        script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+        self.proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script, "sh",
+                                      str(d / "resolv.conf"), *self.ctl("foreground")],
+                                     stdout=open(d / "stdout.log", "wb"),
+                                     stderr=subprocess.STDOUT)
+        wait_port(self.host, self.c2s_port, 90, self.proc, "ejabberd", d / "stdout.log")
+        wait_port(self.host, self.s2s_port, START, self.proc, "ejabberd s2s", self.log)
+        for user in ("pat", "quinn"):
+            # The node may still be starting its modules when the ports open.
+            deadline = time.monotonic() + 60
+            while True:
+                r = subprocess.run(self.ctl("register", user, EJABBERD, PASSWORD),
+                                   capture_output=True, text=True, timeout=60)
+                if r.returncode == 0:
+                    break
+                assert time.monotonic() < deadline, f"ejabberdctl register: {r.stdout}{r.stderr}"
+                time.sleep(0.5)
+
+    def ctl(self, *args: str) -> list[str]:
+        d = self.dir
+        return ["setpriv", "--reuid=ejabberd", "--regid=ejabberd", "--init-groups",
+                "env", "HOME=/var/lib/ejabberd", "ejabberdctl", "--config-dir", str(d),
+                "--config", str(d / "ejabberd.yml"), "--ctl-config", str(d / "ejabberdctl.cfg"),
+                "--spool", str(d / "spool"), "--logs", str(d / "logs"), *args]
+
+    def stop(self):
+        with contextlib.suppress(Exception):
+            subprocess.run(self.ctl("stop"), capture_output=True, timeout=30)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(20)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.kept_log = self.log_tail(80)
+        if not os.environ.get("KITH_FED_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self, n: int = 60) -> str:
+        if not self.dir.exists():
+            return getattr(self, "kept_log", "(gone)")
+        return super().log_tail(n)
+
+
 # --------------------------------------------------------------------------- fixture
 
 
@@ -298,15 +420,20 @@ class Fed:
         self.raw_cert, self.raw_key = self.ca.leaf(RAW)
         self.other_cert, self.other_key = self.ca.leaf("other.fedtest")
         records = {d: (self.net.ip[d], self.net.port(d))
-                   for d in (KITH, PROSODY, EVIL, NOTLS)}
-        records[f"conference.{PROSODY}"] = (self.net.ip[PROSODY], self.net.port(PROSODY))
-        self.dns = Dns(directory, self.net, records)
+                   for d in (KITH, PROSODY, EJABBERD, EVIL, NOTLS)}
+        for d in (PROSODY, EJABBERD):
+            records[f"conference.{d}"] = (self.net.ip[d], self.net.port(d))
+        self.dns = Dns(directory, self.net.dns, records)
+
         self.peers: dict[str, Peer] = {}
 
     def start_prosody(self):
         d = self.dir / "prosody"
         d.mkdir()
         self.peers[PROSODY] = Prosody(d, self.ca, self.net, self.dns.resolv)
+
+    def start_ejabberd(self):
+        self.peers[EJABBERD] = Ejabberd(self.ca, self.net, self.dns.resolv)
 
     def stop(self):
         for p in self.peers.values():
@@ -319,6 +446,7 @@ def fed(tmp_path_factory):
     f = Fed(tmp_path_factory.mktemp("fed"))
     try:
         f.start_prosody()
+        f.start_ejabberd()
         yield f
     finally:
         f.stop()
@@ -376,7 +504,7 @@ def peer(fed, name):
     return fed.peers[name]
 
 
-PEERS = [PROSODY]
+PEERS = [PROSODY, EJABBERD]
 
 
 async def expect_body(c: Client, body: str, sender: str):
