@@ -636,3 +636,187 @@ def test_kith_user_joins_a_room_on_the_peer(fed, fkith, name):
                     break
 
     run(scenario(), 90)
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+class FakePeer(threading.Thread):
+    """A hand-written 'server' for one domain: offers STARTTLS and then presents
+    `cert` (a certificate for another domain), or offers no TLS at all (`cert=None`).
+    Records what it received."""
+
+    def __init__(self, fed, domain: str, cert: tuple[Path, Path] | None):
+        super().__init__(daemon=True)
+        self.domain = domain
+        self.ctx = None
+        if cert:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(*cert)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((fed.net.ip[domain], fed.net.port(domain)))
+        self.sock.listen(4)
+        self.sock.settimeout(STEP * 3)
+        self.received = b""
+        self.handshake_error: str | None = None
+        self.start()
+
+    def _read_until(self, conn, marker: bytes):
+        while marker not in self.received:
+            data = conn.recv(4096)
+            if not data:
+                raise ConnectionError("closed")
+            self.received += data
+
+    def run(self):
+        with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
+            conn, _ = self.sock.accept()
+            conn.settimeout(STEP)
+            self._read_until(conn, b"<stream:stream")
+            self._read_until(conn, b">")
+            conn.sendall(f"<?xml version='1.0'?><stream:stream xmlns='{NS_SERVER}' "
+                         f"xmlns:stream='{NS_STREAM}' from='{self.domain}' id='fake1' "
+                         f"version='1.0'>".encode())
+            if self.ctx is None:
+                conn.sendall(b"<stream:features/>")
+                while conn.recv(4096):
+                    pass
+                return
+            conn.sendall(f"<stream:features><starttls xmlns='{NS_TLS}'><required/></starttls>"
+                         f"</stream:features>".encode())
+            self._read_until(conn, b"starttls")
+            conn.sendall(f"<proceed xmlns='{NS_TLS}'/>".encode())
+            try:
+                tls = self.ctx.wrap_socket(conn, server_side=True)
+                tls.recv(4096)
+            except (ssl.SSLError, OSError) as e:
+                self.handshake_error = str(e)
+
+    def stop(self):
+        self.sock.close()
+        self.join(STEP)
+
+
+def s2s_header(frm: str, to: str = KITH) -> str:
+    return (f"<?xml version='1.0'?><stream:stream xmlns='{NS_SERVER}' "
+            f"xmlns:stream='{NS_STREAM}' xmlns:db='{NS_DB}' from='{frm}' to='{to}' "
+            f"version='1.0'>")
+
+
+def raw_peer(fed, fkith, frm: str, cert: tuple[Path, Path] | None = None):
+    """A raw s2s connection to Kith claiming `frm`, after STARTTLS (presenting `cert`);
+    returns it and the features of the encrypted stream."""
+    r = RawXmpp(fkith.s2s_port, host=fed.net.ip[KITH])
+    r.send(s2s_header(frm))
+    feats = r.features()
+    assert feats.find(f"{{{NS_TLS}}}starttls/{{{NS_TLS}}}required") is not None
+    r.send(f"<starttls xmlns='{NS_TLS}'/>")
+    r.expect(f"{{{NS_TLS}}}proceed")
+    ctx = ssl.create_default_context(cafile=str(fed.ca.ca_cert))
+    if cert:
+        ctx.load_cert_chain(*cert)
+    r.sock = ctx.wrap_socket(r.sock, server_hostname=KITH)
+    r.raw = b""
+    r._new_parser()
+    r.send(s2s_header(frm))
+    return r, r.features()
+
+
+def stream_error(r: RawXmpp) -> str:
+    el = r.element()
+    assert el.tag == f"{{{NS_STREAM}}}error", ET.tostring(el)
+    return el[0].tag.split("}")[1]
+
+
+async def bounced(c: Client, to: str) -> str:
+    """Send a chat message to `to`; return the error condition that comes back."""
+    c.send_message(mto=to, mbody="are you there?", mtype="chat")
+    while True:
+        msg = await c.next_message(timeout=STEP * 2, body_only=False)
+        if msg["type"] == "error":
+            return msg["error"]["condition"]
+
+
+def test_a_peer_presenting_a_certificate_for_another_domain_is_refused(fed, fkith):
+    fake = FakePeer(fed, EVIL, (fed.other_cert, fed.other_key))
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            assert await bounced(alice, f"mallory@{EVIL}") == "remote-server-not-found"
+
+    try:
+        run(scenario(), 60)
+    finally:
+        fake.stop()
+    assert b"<message" not in fake.received, "a stanza went to an unauthenticated peer"
+    assert "REFUSED: TLS with the peer failed" in fkith.log_text()
+
+    # Incoming: the same certificate cannot authenticate evil.fedtest either.
+    r, feats = raw_peer(fed, fkith, EVIL, (fed.other_cert, fed.other_key))
+    assert feats.find(f"{{{NS_SASL}}}mechanisms") is None, "EXTERNAL offered for a bad cert"
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}failure"
+    r.send(f"<db:result from='{EVIL}' to='{KITH}'>0123456789abcdef</db:result>")
+    res = r.element()
+    assert res.tag == f"{{{NS_DB}}}result" and res.get("type") != "valid", ET.tostring(res)
+    r.send(f"<message xmlns='{NS_SERVER}' from='m@{EVIL}' to='alice@{KITH}'><body>x</body>"
+           "</message>")
+    assert stream_error(r) == "not-authorized"
+
+
+def test_a_peer_offering_no_tls_is_refused(fed, fkith):
+    fake = FakePeer(fed, NOTLS, None)
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            assert await bounced(alice, f"nobody@{NOTLS}") == "remote-server-not-found"
+
+    try:
+        run(scenario(), 60)
+    finally:
+        fake.stop()
+    assert b"<message" not in fake.received
+    assert "offers no TLS" in fkith.log_text()
+
+    # Incoming: a peer that does not start TLS gets nothing but a stream error.
+    r = RawXmpp(fkith.s2s_port, host=fed.net.ip[KITH])
+    r.send(s2s_header(RAW))
+    r.features()
+    r.send(f"<message xmlns='{NS_SERVER}' from='x@{RAW}' to='alice@{KITH}'><body>x</body>"
+           "</message>")
+    assert stream_error(r) == "policy-violation"
+
+
+def test_a_stanza_from_a_domain_the_stream_did_not_authenticate_closes_it(fed, fkith):
+    r, feats = raw_peer(fed, fkith, RAW, (fed.raw_cert, fed.raw_key))
+    mechs = [m.text for m in feats.iter(f"{{{NS_SASL}}}mechanism")]
+    assert mechs == ["EXTERNAL"], ET.tostring(feats)
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>"
+           f"{base64.b64encode(RAW.encode()).decode()}</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}success"
+    r._new_parser()
+    r.send(s2s_header(RAW))
+    r.features()
+
+    async def scenario():
+        async with on(fkith, f"bob@{KITH}") as bob:
+            r.send(f"<message xmlns='{NS_SERVER}' type='chat' from='ray@{RAW}/x' "
+                   f"to='bob@{KITH}'><body>legit</body></message>")
+            await expect_body(bob, "legit", f"ray@{RAW}")
+            r.send(f"<message xmlns='{NS_SERVER}' type='chat' from='pat@{PROSODY}/x' "
+                   f"to='bob@{KITH}'><body>spoofed</body></message>")
+            assert await asyncio.to_thread(stream_error, r) == "invalid-from"
+            await bob.expect_no_message(1.0)
+
+    run(scenario(), 60)
+
+
+def test_dialback_verify_for_a_stream_kith_never_opened_is_refused(fed, fkith):
+    r, _ = raw_peer(fed, fkith, RAW)
+    r.send(f"<db:verify from='{RAW}' to='{KITH}' id='d3adb33f'>"
+           f"{secrets.token_hex(32)}</db:verify>")
+    v = r.element()
+    assert v.tag == f"{{{NS_DB}}}verify", ET.tostring(v)
+    assert v.get("type") == "invalid" and v.get("id") == "d3adb33f"
+    assert "dialback verify refused" in fkith.log_text()
