@@ -26,13 +26,13 @@ fn hex(b: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    /// The example of XEP-0185 §3.
+    /// The example of XEP-0185 (receiving xmpp.example.com, originating example.org).
     #[test]
     fn xep_0185_example() {
         let k = key(
             b"s3cr3tf0rd14lb4ck",
-            "example.org",
             "xmpp.example.com",
+            "example.org",
             "D60000229F",
         );
         assert_eq!(

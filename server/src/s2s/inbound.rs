@@ -79,7 +79,7 @@ async fn message(core: &Arc<Core>, msg: Element, to: &Jid) {
         }
         return;
     }
-    if let Some(full) = to.clone().try_into_full().ok() {
+    if let Ok(full) = to.clone().try_into_full() {
         if let Some(s) = core.sessions.get(&full) {
             s.send(msg);
             return;
