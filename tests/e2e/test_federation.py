@@ -25,6 +25,7 @@ import base64
 import contextlib
 import os
 import random
+import re
 import secrets
 import shutil
 import signal
@@ -48,6 +49,7 @@ EJABBERD = "ejabberd.fedtest"
 RAW = "raw.fedtest"  # the hand-driven peer (valid certificate)
 EVIL = "evil.fedtest"  # presents a certificate for other.fedtest
 NOTLS = "notls.fedtest"  # offers no TLS
+DIALBACK = "db.fedtest"  # a hand-driven server that knows only dialback
 NS_SERVER = "jabber:server"
 NS_DB = "jabber:server:dialback"
 NS_STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
@@ -120,7 +122,8 @@ class Net:
         self.dns = f"{self.base}.53"
         self.ip = {KITH: f"{self.base}.10", PROSODY: f"{self.base}.11",
                    EJABBERD: f"{self.base}.12", EVIL: f"{self.base}.13",
-                   NOTLS: f"{self.base}.14", RAW: f"{self.base}.15"}
+                   NOTLS: f"{self.base}.14", RAW: f"{self.base}.15",
+                   DIALBACK: f"{self.base}.16"}
         self.s2s_port: dict[str, int] = {}
 
     def port(self, domain: str) -> int:
@@ -212,7 +215,8 @@ class FedKith(Kith):
         return self
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """The log without terminal colour codes."""
+        return re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))
 
 
 # --------------------------------------------------------------------------- the peers
@@ -419,8 +423,9 @@ class Fed:
         self.ca = FedCA(directory)
         self.raw_cert, self.raw_key = self.ca.leaf(RAW)
         self.other_cert, self.other_key = self.ca.leaf("other.fedtest")
+        self.db_cert, self.db_key = self.ca.leaf(DIALBACK)
         records = {d: (self.net.ip[d], self.net.port(d))
-                   for d in (KITH, PROSODY, EJABBERD, EVIL, NOTLS)}
+                   for d in (KITH, PROSODY, EJABBERD, EVIL, NOTLS, DIALBACK)}
         for d in (PROSODY, EJABBERD):
             records[f"conference.{d}"] = (self.net.ip[d], self.net.port(d))
         self.dns = Dns(directory, self.net.dns, records)
@@ -820,3 +825,96 @@ def test_dialback_verify_for_a_stream_kith_never_opened_is_refused(fed, fkith):
     assert v.tag == f"{{{NS_DB}}}verify", ET.tostring(v)
     assert v.get("type") == "invalid" and v.get("id") == "d3adb33f"
     assert "dialback verify refused" in fkith.log_text()
+
+
+class DialbackPeer(threading.Thread):
+    """db.fedtest: takes Kith's outgoing stream with TLS and dialback only (no SASL), and
+    checks Kith's key the XEP-0220 way: a second connection to Kith asking
+    `<db:verify/>` for the stream id it gave — and once more with a wrong key."""
+
+    STREAM_ID = "dbstream42"
+
+    def __init__(self, fed, fkith):
+        super().__init__(daemon=True)
+        self.fed, self.fkith = fed, fkith
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(fed.db_cert, fed.db_key)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((fed.net.ip[DIALBACK], fed.net.port(DIALBACK)))
+        self.sock.listen(4)
+        self.sock.settimeout(STEP * 3)
+        self.received = b""
+        self.verdicts: dict[str, str | None] = {}
+        self.error: BaseException | None = None
+        self.start()
+
+    def _until(self, conn, marker: bytes, start: int = 0) -> int:
+        while self.received.find(marker, start) < 0:
+            data = conn.recv(4096)
+            if not data:
+                raise ConnectionError(f"closed waiting for {marker!r}")
+            self.received += data
+        return self.received.find(marker, start) + len(marker)
+
+    def _header(self) -> bytes:
+        return (f"<?xml version='1.0'?><stream:stream xmlns='{NS_SERVER}' xmlns:stream="
+                f"'{NS_STREAM}' xmlns:db='{NS_DB}' from='{DIALBACK}' id='{self.STREAM_ID}' "
+                "version='1.0'>").encode()
+
+    def _verify(self, key: str) -> str | None:
+        r, _ = raw_peer(self.fed, self.fkith, DIALBACK, (self.fed.db_cert, self.fed.db_key))
+        r.send(f"<db:verify from='{DIALBACK}' to='{KITH}' id='{self.STREAM_ID}'>{key}"
+               "</db:verify>")
+        v = r.element()
+        r.sock.close()
+        return v.get("type")
+
+    def run(self):
+        try:
+            conn, _ = self.sock.accept()
+            conn.settimeout(STEP)
+            at = self._until(conn, b">", self._until(conn, b"<stream:stream"))
+            conn.sendall(self._header() + f"<stream:features><starttls xmlns='{NS_TLS}'>"
+                         "<required/></starttls></stream:features>".encode())
+            self._until(conn, b"starttls", at)
+            conn.sendall(f"<proceed xmlns='{NS_TLS}'/>".encode())
+            conn = self.ctx.wrap_socket(conn, server_side=True)
+            self.received = b""
+            self._until(conn, b">", self._until(conn, b"<stream:stream"))
+            conn.sendall(self._header() + b"<stream:features><dialback xmlns="
+                         b"'urn:xmpp:features:dialback'><errors/></dialback></stream:features>")
+            end = self._until(conn, b"</db:result>")
+            key = re.search(rb">([0-9a-f]+)</db:result>", self.received[:end]).group(1).decode()
+            self.verdicts["wrong key"] = self._verify("0" * len(key))
+            self.verdicts["right key"] = self._verify(key)
+            ok = self.verdicts["right key"] == "valid"
+            conn.sendall(f"<db:result xmlns:db='{NS_DB}' from='{DIALBACK}' to='{KITH}' "
+                         f"type='{'valid' if ok else 'invalid'}'/>".encode())
+            self._until(conn, b"</message>", end)
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+    def stop(self):
+        self.sock.close()
+        self.join(STEP * 3)
+
+
+def test_dialback_with_a_server_that_has_no_sasl_external(fed, fkith):
+    """Kith authenticates with a dialback key that only it could have made; the key is
+    confirmed for the stream Kith opened and refused when it is wrong."""
+    peer = DialbackPeer(fed, fkith)
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            alice.send_message(mto=f"dora@{DIALBACK}", mbody="dialback works", mtype="chat")
+            await asyncio.to_thread(peer.join, STEP * 3)
+
+    try:
+        run(scenario(), 60)
+    finally:
+        peer.stop()
+    assert peer.error is None, f"{peer.error!r}; received {peer.received[-500:]!r}"
+    assert peer.verdicts == {"wrong key": "invalid", "right key": "valid"}
+    assert b"dialback works" in peer.received
+    assert f'outgoing stream authenticated domain={DIALBACK} method="dialback"' in fkith.log_text()
