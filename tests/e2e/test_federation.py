@@ -136,7 +136,7 @@ class Dns:
     """dnsmasq serving SRV and A records for the test domains, and nothing else."""
 
     def __init__(self, directory: Path, ip: str, records: dict[str, tuple[str, int | None]],
-                 name: str = "dns"):
+                 name: str = "dns", direct: dict[str, int] | None = None):
         self.resolv = directory / f"{name}-resolv.conf"
         self.resolv.write_text(f"nameserver {ip}\noptions timeout:1 attempts:2\n")
         self.log = directory / f"{name}.log"
@@ -151,6 +151,8 @@ class Dns:
             args.append(f"--host-record={domain},{ip}")
             if port:
                 args.append(f"--srv-host=_xmpp-server._tcp.{domain},{domain},{port}")
+        for domain, port in (direct or {}).items():
+            args.append(f"--srv-host=_xmpps-server._tcp.{domain},{domain},{port}")
         self.proc = subprocess.Popen(args, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + START
         while "started" not in self.log.read_text(errors="replace"):
@@ -170,7 +172,9 @@ class Dns:
 class FedKith(Kith):
     """Kith serving kith.fedtest, s2s on its own address, resolving through the test DNS."""
 
-    def __init__(self, directory: Path, ca: FedCA, net: Net, resolv: Path, **s2s):
+    def __init__(self, directory: Path, ca: FedCA, net: Net, resolv: Path, *,
+                 primary: bool = True, **s2s):
+        self.primary = primary
         self.net = net
         self.resolv = resolv
         self.fed_ca = ca
@@ -182,12 +186,15 @@ class FedKith(Kith):
     def pick_ports(self):
         self.c2s_port = free_port()
         self.c2s_tls_port = None
-        self.s2s_port = self.net.port(KITH)
+        ip = self.net.ip[KITH]
+        # The primary Kith is kith.fedtest in DNS; others only take incoming streams.
+        self.s2s_port = self.net.port(KITH) if self.primary else free_port(ip)
+        self.s2s_tls_port = free_port(ip)
         s2s = {"ca_file": self.fed_ca.ca_cert, "connect_timeout_secs": 15,
                "idle_timeout_secs": 300, **self.s2s_extra}
         lines = [f"domain = {toml_value(KITH)}", f"data_dir = {toml_value(self.data_dir)}",
                  "", "[listen]", f'c2s = "127.0.0.1:{self.c2s_port}"',
-                 f's2s = "{self.net.ip[KITH]}:{self.s2s_port}"',
+                 f's2s = "{ip}:{self.s2s_port}"', f's2s_tls = "{ip}:{self.s2s_tls_port}"',
                  "", "[tls]", f"cert = {toml_value(self.cert)}", f"key = {toml_value(self.key)}",
                  "", "[limits]", "auth_timeout_secs = 10", "connections_per_ip = 0",
                  "", "[auth]", "scram_iterations = 4096", "", "[s2s]"]
@@ -243,7 +250,7 @@ class Peer:
 
 
 class Prosody(Peer):
-    def __init__(self, directory: Path, ca: FedCA, net: Net, resolv: Path):
+    def __init__(self, directory: Path, ca: FedCA, net: Net, resolv: Path, direct_port: int):
         self.domain, self.dir, self.ca = PROSODY, directory, ca
         self.host = net.ip[PROSODY]
         self.c2s_port = free_port(self.host)
@@ -262,7 +269,7 @@ local_interfaces = {{ "{self.host}" }}
 c2s_ports = {{ {self.c2s_port} }}
 c2s_direct_tls_ports = {{ }}
 s2s_ports = {{ {self.s2s_port} }}
-s2s_direct_tls_ports = {{ }}
+s2s_direct_tls_ports = {{ {direct_port} }}
 c2s_require_encryption = true
 s2s_require_encryption = true
 s2s_secure_auth = true
@@ -428,14 +435,18 @@ class Fed:
                    for d in (KITH, PROSODY, EJABBERD, EVIL, NOTLS, DIALBACK)}
         for d in (PROSODY, EJABBERD):
             records[f"conference.{d}"] = (self.net.ip[d], self.net.port(d))
-        self.dns = Dns(directory, self.net.dns, records)
+        # Prosody also takes Direct TLS (XEP-0368): Kith prefers `_xmpps-server`.
+        self.prosody_direct_port = free_port(self.net.ip[PROSODY])
+        self.dns = Dns(directory, self.net.dns, records,
+                       direct={PROSODY: self.prosody_direct_port})
 
         self.peers: dict[str, Peer] = {}
 
     def start_prosody(self):
         d = self.dir / "prosody"
         d.mkdir()
-        self.peers[PROSODY] = Prosody(d, self.ca, self.net, self.dns.resolv)
+        self.peers[PROSODY] = Prosody(d, self.ca, self.net, self.dns.resolv,
+                                      self.prosody_direct_port)
 
     def start_ejabberd(self):
         self.peers[EJABBERD] = Ejabberd(self.ca, self.net, self.dns.resolv)
@@ -550,7 +561,10 @@ def test_messages_cross_both_ways(fed, fkith, name):
 
     run(scenario(), 90)
     log = fkith.log_text()
-    assert "outgoing stream authenticated" in log and "incoming stream authenticated" in log
+    assert f"outgoing stream authenticated domain={p.domain}" in log
+    assert re.search(f"incoming stream authenticated .*domain={p.domain}", log)
+    if name == PROSODY:  # found by its _xmpps-server SRV record
+        assert f'domain={PROSODY} direct_tls=true method="SASL EXTERNAL"' in log
 
 
 @pytest.mark.parametrize("name", PEERS)
@@ -917,4 +931,43 @@ def test_dialback_with_a_server_that_has_no_sasl_external(fed, fkith):
     assert peer.error is None, f"{peer.error!r}; received {peer.received[-500:]!r}"
     assert peer.verdicts == {"wrong key": "invalid", "right key": "valid"}
     assert b"dialback works" in peer.received
-    assert f'outgoing stream authenticated domain={DIALBACK} method="dialback"' in fkith.log_text()
+    assert re.search(f'outgoing stream authenticated domain={DIALBACK} .*method="dialback"',
+                     fkith.log_text())
+
+
+def test_direct_tls_listener_takes_a_server(fed, fkith):
+    """XEP-0368: TLS from the first byte with ALPN xmpp-server, then SASL EXTERNAL."""
+    ctx = ssl.create_default_context(cafile=str(fed.ca.ca_cert))
+    ctx.set_alpn_protocols(["xmpp-server"])
+    ctx.load_cert_chain(fed.raw_cert, fed.raw_key)
+    r = RawXmpp(fkith.s2s_tls_port, host=fed.net.ip[KITH])
+    r.sock = ctx.wrap_socket(r.sock, server_hostname=KITH)
+    assert r.sock.selected_alpn_protocol() == "xmpp-server"
+    r.send(s2s_header(RAW))
+    feats = r.features()
+    assert [m.text for m in feats.iter(f"{{{NS_SASL}}}mechanism")] == ["EXTERNAL"]
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}success"
+
+
+def test_admin_policy_deny_list(fed, tmp_path):
+    """A denied domain can neither be written to nor come in; both are logged."""
+    (tmp_path / "strict").mkdir()
+    k = FedKith(tmp_path / "strict", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                deny=[PROSODY, RAW])
+    k.add_user("alice")
+    k.start()
+    try:
+        async def scenario():
+            async with on(k, f"alice@{KITH}") as alice:
+                assert await bounced(alice, f"pat@{PROSODY}") == "not-allowed"
+
+        run(scenario(), 60)
+        r, feats = raw_peer(fed, k, RAW, (fed.raw_cert, fed.raw_key))
+        r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+        assert r.element().tag == f"{{{NS_SASL}}}failure"
+        log = k.log_text()
+        assert f"outgoing stanza refused by policy domain={PROSODY}" in log
+        assert f'domain={RAW} reason="the domain is on the deny list"' in log
+    finally:
+        k.stop()

@@ -308,7 +308,7 @@ async fn attempt(
         if answer.name() == "success" {
             s.restart(limits(core));
             let (id, _) = open(core, &mut s, domain).await?;
-            tracing::info!(target: LOG, %domain, method = "SASL EXTERNAL", "outgoing stream authenticated");
+            tracing::info!(target: LOG, %domain, direct_tls = t.direct_tls, method = "SASL EXTERNAL", "outgoing stream authenticated");
             return Ok((s, id));
         }
         tracing::info!(target: LOG, %domain, "SASL EXTERNAL refused by the peer; trying dialback");
@@ -349,7 +349,7 @@ async fn attempt(
     .await;
     match outcome {
         Ok(()) => {
-            tracing::info!(target: LOG, %domain, method = "dialback", "outgoing stream authenticated");
+            tracing::info!(target: LOG, %domain, direct_tls = t.direct_tls, method = "dialback", "outgoing stream authenticated");
             Ok((s, Some(sid)))
         }
         Err(f) => {
