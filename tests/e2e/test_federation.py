@@ -971,3 +971,48 @@ def test_admin_policy_deny_list(fed, tmp_path):
         assert f'domain={RAW} reason="the domain is on the deny list"' in log
     finally:
         k.stop()
+
+
+def authenticated_raw_peer(fed, fkith) -> RawXmpp:
+    """raw.fedtest, authenticated to Kith with SASL EXTERNAL, stream restarted."""
+    r, _ = raw_peer(fed, fkith, RAW, (fed.raw_cert, fed.raw_key))
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}success"
+    r._new_parser()
+    r.send(s2s_header(RAW))
+    r.features()
+    return r
+
+
+def test_stanzas_from_servers_are_bounded_at_512_kib(fed, fkith):
+    r = authenticated_raw_peer(fed, fkith)
+
+    async def scenario():
+        async with on(fkith, f"carol@{KITH}") as carol:
+            big = "a" * (300 * 1024)  # above the 256 KiB client limit, below 512 KiB
+            r.send(f"<message xmlns='{NS_SERVER}' type='chat' from='ray@{RAW}/x' "
+                   f"to='carol@{KITH}'><body>{big}</body></message>")
+            msg = await carol.next_message(timeout=STEP * 2)
+            assert len(msg["body"]) == len(big)
+            huge = "b" * (600 * 1024)
+            await asyncio.to_thread(
+                r.send, f"<message xmlns='{NS_SERVER}' type='chat' from='ray@{RAW}/x' "
+                f"to='carol@{KITH}'><body>{huge}</body></message>")
+            assert await asyncio.to_thread(stream_error, r) == "policy-violation"
+            await carol.expect_no_message(1.0)
+
+    run(scenario(), 60)
+    assert fkith.alive()
+
+
+def test_idle_server_connections_are_closed(fed, tmp_path):
+    (tmp_path / "idle").mkdir()
+    k = FedKith(tmp_path / "idle", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                idle_timeout_secs=1)
+    k.start()
+    try:
+        r = authenticated_raw_peer(fed, k)
+        r.read_until_closed(timeout=STEP)
+        assert "idle incoming stream closed" in k.log_text()
+    finally:
+        k.stop()

@@ -47,7 +47,7 @@ fn refuse(core: &Arc<Core>, stanza: &Element, err: StanzaError) {
 /// Handle one stanza from a remote server.
 pub async fn handle(core: &Arc<Core>, stanza: Element, from: Jid, to: Jid) {
     match Kind::of(&stanza) {
-        Some(Kind::Message) => message(core, stanza, &to).await,
+        Some(Kind::Message) => message(core, stanza, &from, &to).await,
         Some(Kind::Presence) => presence(core, stanza, &from, &to).await,
         Some(Kind::Iq) => iq(core, stanza, from, to).await,
         None => {}
@@ -71,7 +71,33 @@ fn top_priority(core: &Core, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
         .collect()
 }
 
-async fn message(core: &Arc<Core>, msg: Element, to: &Jid) {
+/// A stand-in session for a remote sender, for code that needs one (module
+/// handlers and message hooks); it is never registered and receives nothing.
+fn stand_in(core: &Core, from: &Jid) -> Option<Arc<SessionHandle>> {
+    let jid = match from.clone().try_into_full() {
+        Ok(f) => f,
+        Err(b) => FullJid::new(&format!("{b}/s2s")).ok()?,
+    };
+    Some(Arc::new(SessionHandle::new(
+        jid,
+        core.next_id(),
+        0,
+        0,
+        None,
+    )))
+}
+
+/// Let the message hooks (carbons, archives) see a message from a remote
+/// sender that was delivered live to `delivered`.
+fn after(core: &Core, from: &Jid, msg: &Element, delivered: &[Arc<SessionHandle>]) {
+    if let Some(sender) = stand_in(core, from) {
+        for h in core.registry.message_hooks() {
+            h(core, &sender, msg, delivered);
+        }
+    }
+}
+
+async fn message(core: &Arc<Core>, msg: Element, from: &Jid, to: &Jid) {
     let ty = msg.attr("type").unwrap_or("normal").to_string();
     if to.node().is_none() {
         if ty != "error" {
@@ -81,7 +107,8 @@ async fn message(core: &Arc<Core>, msg: Element, to: &Jid) {
     }
     if let Ok(full) = to.clone().try_into_full() {
         if let Some(s) = core.sessions.get(&full) {
-            s.send(msg);
+            s.send(msg.clone());
+            after(core, from, &msg, &[s]);
             return;
         }
         if !matches!(ty.as_str(), "chat" | "normal") {
@@ -122,12 +149,13 @@ async fn message(core: &Arc<Core>, msg: Element, to: &Jid) {
         _ => {
             let top = top_priority(core, &bare);
             if top.is_empty() {
-                store_offline(core, &user, msg).await;
+                store_offline(core, &user, msg.clone()).await;
             } else {
-                for s in top {
+                for s in &top {
                     s.send(msg.clone());
                 }
             }
+            after(core, from, &msg, &top);
         }
     }
 }
@@ -250,19 +278,13 @@ async fn iq(core: &Arc<Core>, iq: Element, from: Jid, to: Jid) {
             return;
         }
     }
-    // Handlers see the requester as a session; a remote requester gets a
-    // stand-in that is never registered and never receives anything.
-    let requester = match from.clone().try_into_full() {
-        Ok(f) => f,
-        Err(b) => match FullJid::new(&format!("{b}/s2s")) {
-            Ok(f) => f,
-            Err(_) => return,
-        },
+    // Handlers see the requester as a session: a remote one gets a stand-in.
+    let Some(requester) = stand_in(core, &from) else {
+        return;
     };
-    let stand_in = Arc::new(SessionHandle::new(requester, core.next_id(), 0, 0, None));
     let cx = IqCtx {
         core,
-        session: &stand_in,
+        session: &requester,
         to: Some(&to),
         addr,
         payload,

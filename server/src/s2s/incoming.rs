@@ -420,7 +420,11 @@ impl Secure {
             reply("error", Some(("auth", "not-authorized")))
         } else {
             match self.admit(&from, "dialback (certificate)") {
-                Ok(()) => reply("valid", None),
+                Ok(()) => {
+                    // Authenticated: from now on stanzas up to the s2s limit.
+                    s.set_limits(limits(&self.core, self.core.config.s2s.stanza_size));
+                    reply("valid", None)
+                }
                 Err(why) => {
                     tracing::warn!(target: LOG, peer = %self.peer, domain = %from, reason = why, "incoming federation refused");
                     reply("error", Some(("cancel", "policy-violation")))

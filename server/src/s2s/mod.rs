@@ -40,6 +40,10 @@ impl Transport for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     }
 }
 
+/// Remote domains with an outgoing link (connected or connecting) at a time;
+/// stanzas for one more domain are refused with `resource-constraint`.
+pub const MAX_LINKS: usize = 1000;
+
 /// One outgoing link: the queue of stanzas waiting for (or flowing into) the
 /// connection to a remote domain.
 struct Link {
@@ -161,6 +165,17 @@ pub fn route_out(core: &Core, stanza: Element) {
         },
         None => stanza,
     };
+    if links.len() >= MAX_LINKS {
+        drop(links);
+        tracing::warn!(target: "kith::federation", %domain, "too many remote domains at once");
+        bounce_local(
+            core,
+            &stanza,
+            StanzaError::new("wait", "resource-constraint")
+                .with_text("this server is talking to too many other servers; try again later"),
+        );
+        return;
+    }
     let (tx, rx) = mpsc::channel(core.config.s2s.queue.max(1));
     let id = core.next_id();
     // A fresh channel has room for one.
