@@ -295,6 +295,7 @@ Component "conference.{PROSODY}" "muc"
                                      stderr=subprocess.STDOUT)
         wait_port(self.host, self.c2s_port, START, self.proc, "prosody", self.log)
         wait_port(self.host, self.s2s_port, START, self.proc, "prosody s2s", self.log)
+        wait_port(self.host, direct_port, START, self.proc, "prosody s2s direct", self.log)
 
     def stop(self):
         self.proc.terminate()
@@ -1016,3 +1017,26 @@ def test_idle_server_connections_are_closed(fed, tmp_path):
         assert "idle incoming stream closed" in k.log_text()
     finally:
         k.stop()
+
+
+def test_a_bidirectional_stream_carries_kiths_stanzas_back(fed, fkith):
+    """XEP-0288: a server that asked for bidi gets Kith's stanzas on its own stream
+    (raw.fedtest has no DNS record: without bidi Kith could not reach it at all)."""
+    r, feats = raw_peer(fed, fkith, RAW, (fed.raw_cert, fed.raw_key))
+    assert feats.find("{urn:xmpp:features:bidi}bidi") is not None, ET.tostring(feats)
+    r.send("<bidi xmlns='urn:xmpp:bidi'/>")
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}success"
+    r._new_parser()
+    r.send(s2s_header(RAW))
+    r.features()
+
+    async def scenario():
+        async with on(fkith, f"carol@{KITH}") as carol:
+            carol.send_message(mto=f"ray@{RAW}", mbody="over your own stream", mtype="chat")
+            msg = await asyncio.to_thread(r.element)
+            assert msg.tag == f"{{{NS_SERVER}}}message", ET.tostring(msg)
+            assert msg.get("from").startswith(f"carol@{KITH}/")
+            assert msg.findtext(f"{{{NS_SERVER}}}body") == "over your own stream"
+
+    run(scenario(), 60)

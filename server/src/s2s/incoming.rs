@@ -19,10 +19,11 @@ use jid::Jid;
 use minidom::Element;
 use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 
-use super::wire::{self, NS_DIALBACK, NS_DIALBACK_FEATURE};
+use super::wire::{self, NS_BIDI, NS_BIDI_FEATURE, NS_DIALBACK, NS_DIALBACK_FEATURE};
 use super::{dialback, policy, S2sState};
 use crate::core::{random_hex, Core};
 use crate::stream::{error_for, StreamError, StreamFail, Transport, XmlStream};
@@ -90,6 +91,8 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         peer,
         certs,
         authenticated: HashSet::new(),
+        bidi: false,
+        link: None,
     }
     .run(stream, deadline)
     .await;
@@ -143,6 +146,17 @@ struct Secure {
     certs: Vec<CertificateDer<'static>>,
     /// Domains this stream authenticated (SASL EXTERNAL or dialback).
     authenticated: HashSet<String>,
+    /// The peer asked for a bidirectional stream (XEP-0288).
+    bidi: bool,
+    /// With bidi: Kith's stanzas for the peer's domain flow on this stream.
+    link: Option<BidiLink>,
+}
+
+/// The outgoing side of a bidirectional incoming stream.
+struct BidiLink {
+    domain: String,
+    id: u64,
+    rx: mpsc::Receiver<Element>,
 }
 
 enum Step {
@@ -167,6 +181,14 @@ impl Secure {
         for d in &self.authenticated {
             self.state.incoming_release(d);
         }
+        if let Some(mut link) = self.link.take() {
+            super::drop_link(&self.state, &link.domain, link.id);
+            link.rx.close();
+            // Whatever was still queued goes out on a new link.
+            while let Ok(el) = link.rx.try_recv() {
+                super::route_out(&self.core, el);
+            }
+        }
     }
 
     fn cert_ok(&self, domain: &str) -> Result<(), String> {
@@ -190,6 +212,19 @@ impl Secure {
                 self.core.config.s2s.idle_timeout
             };
             let frame = tokio::select! {
+                item = next_out(&mut self.link) => {
+                    // Bidirectional: a stanza of ours for the peer, on its stream.
+                    let Some(el) = item else {
+                        self.link = None;
+                        continue;
+                    };
+                    let mut buf = Vec::new();
+                    crate::xml::serialize(&wire::to_server(el), &mut buf);
+                    if s.write(&buf).await.is_err() {
+                        return None;
+                    }
+                    continue;
+                }
                 r = timeout(wait, s.next()) => match r {
                     Ok(Ok(f)) => f,
                     Ok(Err(StreamFail::Eof)) => return None,
@@ -260,6 +295,7 @@ impl Secure {
             f.push_str(&format!(
                 "<dialback xmlns='{NS_DIALBACK_FEATURE}'><errors/></dialback>"
             ));
+            f.push_str(&format!("<bidi xmlns='{NS_BIDI_FEATURE}'/>"));
         }
         f.push_str("</stream:features>");
         f
@@ -274,6 +310,10 @@ impl Secure {
         let ns_ = el.ns();
         match (ns_.as_str(), el.name()) {
             (ns::SASL, "auth") => self.sasl_external(s, &el, claimed).await,
+            (NS_BIDI, "bidi") => {
+                self.bidi = true;
+                Ok(Step::Continue)
+            }
             (NS_DIALBACK, "result") => {
                 self.db_result(s, &el).await?;
                 Ok(Step::Continue)
@@ -309,8 +349,18 @@ impl Secure {
         {
             return Err("too many connections from this domain");
         }
-        tracing::info!(target: LOG, peer = %self.peer, %domain, method = how, "incoming stream authenticated");
+        tracing::info!(target: LOG, peer = %self.peer, %domain, method = how, bidi = self.bidi, "incoming stream authenticated");
         self.authenticated.insert(domain.to_string());
+        if self.bidi && self.link.is_none() {
+            let id = self.core.next_id();
+            if let Some(rx) = super::adopt_link(&self.state, &self.core, domain, id) {
+                self.link = Some(BidiLink {
+                    domain: domain.to_string(),
+                    id,
+                    rx,
+                });
+            }
+        }
         Ok(())
     }
 
@@ -507,5 +557,13 @@ impl Secure {
         ))
         .await;
         Ok(())
+    }
+}
+
+/// The next stanza for a bidirectional link; never resolves without one.
+async fn next_out(link: &mut Option<BidiLink>) -> Option<Element> {
+    match link {
+        Some(l) => l.rx.recv().await,
+        None => std::future::pending().await,
     }
 }

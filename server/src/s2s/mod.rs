@@ -190,6 +190,23 @@ pub fn route_out(core: &Core, stanza: Element) {
     }
 }
 
+/// XEP-0288: make an authenticated bidirectional incoming stream from
+/// `domain` the link Kith writes to, unless a link to it already exists.
+fn adopt_link(
+    state: &S2sState,
+    core: &Core,
+    domain: &str,
+    id: u64,
+) -> Option<mpsc::Receiver<Element>> {
+    let mut links = state.links.lock().unwrap_or_else(|e| e.into_inner());
+    if links.get(domain).is_some_and(|l| !l.tx.is_closed()) {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(core.config.s2s.queue.max(1));
+    links.insert(domain.to_string(), Link { id, tx });
+    Some(rx)
+}
+
 /// Forget the link `id` to `domain` (if it is still the current one).
 fn drop_link(state: &S2sState, domain: &str, id: u64) {
     let mut links = state.links.lock().unwrap_or_else(|e| e.into_inner());

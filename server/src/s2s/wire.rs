@@ -10,6 +10,8 @@ use crate::xml::{escape, ns};
 
 pub const NS_DIALBACK: &str = "jabber:server:dialback";
 pub const NS_DIALBACK_FEATURE: &str = "urn:xmpp:features:dialback";
+pub const NS_BIDI: &str = "urn:xmpp:bidi";
+pub const NS_BIDI_FEATURE: &str = "urn:xmpp:features:bidi";
 
 /// Our stream header (`to` and `id` when known).
 pub fn header(from: &str, to: Option<&str>, id: Option<&str>) -> String {
