@@ -512,6 +512,8 @@ async def on(server, jid: str, *, presence: bool = True):
         await c.get_roster(timeout=STEP)
         if presence:
             c.send_presence()
+            # A round trip: once the ping is answered the presence was handled.
+            await c.plugin["xep_0199"].ping(c.boundjid.domain, timeout=STEP)
         yield c
     finally:
         await c.close()
@@ -898,7 +900,8 @@ class DialbackPeer(threading.Thread):
             self.received = b""
             self._until(conn, b">", self._until(conn, b"<stream:stream"))
             conn.sendall(self._header() + b"<stream:features><dialback xmlns="
-                         b"'urn:xmpp:features:dialback'><errors/></dialback></stream:features>")
+                         b"'urn:xmpp:features:dialback'><errors/></dialback>"
+                         b"<bidi xmlns='urn:xmpp:features:bidi'/></stream:features>")
             end = self._until(conn, b"</db:result>")
             key = re.search(rb">([0-9a-f]+)</db:result>", self.received[:end]).group(1).decode()
             self.verdicts["wrong key"] = self._verify("0" * len(key))
@@ -907,6 +910,9 @@ class DialbackPeer(threading.Thread):
             conn.sendall(f"<db:result xmlns:db='{NS_DB}' from='{DIALBACK}' to='{KITH}' "
                          f"type='{'valid' if ok else 'invalid'}'/>".encode())
             self._until(conn, b"</message>", end)
+            # XEP-0288: Kith asked for bidi, so the answer travels on the same stream.
+            conn.sendall(f"<message xmlns='{NS_SERVER}' type='chat' from='dora@{DIALBACK}/x' "
+                         f"to='alice@{KITH}'><body>bidi reply</body></message>".encode())
         except BaseException as e:  # reported by the test
             self.error = e
 
@@ -917,13 +923,16 @@ class DialbackPeer(threading.Thread):
 
 def test_dialback_with_a_server_that_has_no_sasl_external(fed, fkith):
     """Kith authenticates with a dialback key that only it could have made; the key is
-    confirmed for the stream Kith opened and refused when it is wrong."""
+    confirmed for the stream Kith opened and refused when it is wrong. The peer offered
+    bidi (XEP-0288): its answer comes back on Kith's own stream."""
     peer = DialbackPeer(fed, fkith)
 
     async def scenario():
         async with on(fkith, f"alice@{KITH}") as alice:
             alice.send_message(mto=f"dora@{DIALBACK}", mbody="dialback works", mtype="chat")
             await asyncio.to_thread(peer.join, STEP * 3)
+            assert peer.error is None, f"{peer.error!r}; received {peer.received[-500:]!r}"
+            await expect_body(alice, "bidi reply", f"dora@{DIALBACK}")
 
     try:
         run(scenario(), 60)
@@ -932,6 +941,7 @@ def test_dialback_with_a_server_that_has_no_sasl_external(fed, fkith):
     assert peer.error is None, f"{peer.error!r}; received {peer.received[-500:]!r}"
     assert peer.verdicts == {"wrong key": "invalid", "right key": "valid"}
     assert b"dialback works" in peer.received
+    assert b"urn:xmpp:bidi" in peer.received, "Kith did not ask for a bidirectional stream"
     assert re.search(f'outgoing stream authenticated domain={DIALBACK} .*method="dialback"',
                      fkith.log_text())
 

@@ -19,16 +19,25 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::resolve::{self, Target};
-use super::wire::{self, NS_DIALBACK};
+use super::wire::{self, NS_BIDI, NS_BIDI_FEATURE, NS_DIALBACK};
 use super::{bounce_local, dialback, drop_link, policy, S2sState};
 use crate::core::Core;
 use crate::stanza::StanzaError;
-use crate::stream::{Transport, XmlStream};
+use crate::stream::{StreamError, Transport, XmlStream};
 use crate::xml::{escape, ns, Frame, ParserLimits};
 
 const LOG: &str = "kith::federation";
 
 type Secure = XmlStream<TlsStream<TcpStream>>;
+
+/// An authenticated outgoing stream.
+struct Connected {
+    stream: Secure,
+    /// The id the peer gave the stream (dialback keys are bound to it).
+    id: Option<String>,
+    /// XEP-0288: the peer may send its stanzas to us on this stream too.
+    bidi: bool,
+}
 
 /// Why a connection could not be set up; the condition bounced to senders.
 struct Failed {
@@ -61,7 +70,11 @@ pub async fn run(core: Arc<Core>, domain: String, id: u64, mut rx: mpsc::Receive
             why: "connecting and authenticating took too long".into(),
         }),
     };
-    let (stream, stream_id) = match connected {
+    let Connected {
+        stream,
+        id: stream_id,
+        bidi,
+    } = match connected {
         Ok(c) => c,
         Err(f) => {
             tracing::warn!(target: LOG, %domain, reason = %f.why, "outgoing federation failed");
@@ -78,7 +91,7 @@ pub async fn run(core: Arc<Core>, domain: String, id: u64, mut rx: mpsc::Receive
         }
     };
     tracing::info!(target: LOG, %domain, "outgoing stream ready");
-    let leftover = pump(&core, &domain, stream, &mut rx).await;
+    let leftover = pump(&core, &domain, stream, &mut rx, bidi).await;
     drop_link(&state, &domain, id);
     if let Some(sid) = &stream_id {
         state.forget_opened(sid);
@@ -101,6 +114,7 @@ async fn pump(
     domain: &str,
     mut s: Secure,
     rx: &mut mpsc::Receiver<Element>,
+    bidi: bool,
 ) -> Option<Element> {
     let idle = core.config.s2s.idle_timeout;
     let mut last = Instant::now();
@@ -140,6 +154,14 @@ async fn pump(
                             tracing::warn!(target: LOG, %domain, condition = ?cond, "the peer closed the outgoing stream with an error");
                             return None;
                         }
+                        Frame::Stanza(e) if bidi && e.ns() == ns::SERVER => {
+                            // XEP-0288: the peer's stanzas on our stream, from
+                            // the domain whose certificate we verified only.
+                            if let Err(err) = Box::pin(from_peer(core, domain, e)).await {
+                                wire::fail(&mut s, &err).await;
+                                return None;
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -156,11 +178,7 @@ async fn pump(
 }
 
 /// Resolve, connect and authenticate; the stream and the id the peer gave it.
-async fn connect(
-    core: &Arc<Core>,
-    state: &S2sState,
-    domain: &str,
-) -> Result<(Secure, Option<String>), Failed> {
+async fn connect(core: &Arc<Core>, state: &S2sState, domain: &str) -> Result<Connected, Failed> {
     if let Err(why) = policy::check(&core.config.s2s, domain) {
         return Err(Failed {
             condition: "not-allowed",
@@ -245,7 +263,7 @@ async fn attempt(
     state: &S2sState,
     domain: &str,
     t: &Target,
-) -> Result<(Secure, Option<String>), Failed> {
+) -> Result<Connected, Failed> {
     let tcp = TcpStream::connect(t.addr)
         .await
         .map_err(|e| not_found(format!("cannot connect to {}: {e}", t.addr)))?;
@@ -290,6 +308,12 @@ async fn attempt(
         })?;
     let mut s = XmlStream::new(tls, limits(core));
     let (id, features) = open(core, &mut s, domain).await?;
+    let bidi = features.get_child("bidi", NS_BIDI_FEATURE).is_some();
+    if bidi {
+        s.write(format!("<bidi xmlns='{NS_BIDI}'/>").as_bytes())
+            .await
+            .map_err(|e| not_found(e.to_string()))?;
+    }
     let external = !insecure
         && features.get_child("mechanisms", ns::SASL).is_some_and(|m| {
             m.children()
@@ -309,7 +333,11 @@ async fn attempt(
             s.restart(limits(core));
             let (id, _) = open(core, &mut s, domain).await?;
             tracing::info!(target: LOG, %domain, direct_tls = t.direct_tls, method = "SASL EXTERNAL", "outgoing stream authenticated");
-            return Ok((s, id));
+            return Ok(Connected {
+                stream: s,
+                id,
+                bidi,
+            });
         }
         tracing::info!(target: LOG, %domain, "SASL EXTERNAL refused by the peer; trying dialback");
     }
@@ -350,7 +378,11 @@ async fn attempt(
     match outcome {
         Ok(()) => {
             tracing::info!(target: LOG, %domain, direct_tls = t.direct_tls, method = "dialback", "outgoing stream authenticated");
-            Ok((s, Some(sid)))
+            Ok(Connected {
+                stream: s,
+                id: Some(sid),
+                bidi,
+            })
         }
         Err(f) => {
             state.forget_opened(&sid);
@@ -367,4 +399,25 @@ async fn attempt(
             Err(f)
         }
     }
+}
+
+/// A stanza the peer sent on our bidirectional stream: only from its own
+/// domain, only to ours; otherwise the stream closes with a stream error.
+async fn from_peer(core: &Arc<Core>, domain: &str, e: Element) -> Result<(), StreamError> {
+    let from = e.attr("from").and_then(|f| jid::Jid::new(f).ok());
+    let Some(from) = from.filter(|f| f.domain().as_str().eq_ignore_ascii_case(domain)) else {
+        return Err(StreamError::text(
+            "invalid-from",
+            format!("this stream is authenticated for {domain} only"),
+        ));
+    };
+    let to = e.attr("to").and_then(|t| jid::Jid::new(t).ok());
+    let Some(to) = to.filter(|t| t.domain().as_str() == core.domain) else {
+        return Err(StreamError::text(
+            "host-unknown",
+            format!("this server serves {}", core.domain),
+        ));
+    };
+    super::inbound::handle(core, wire::to_client(e), from, to).await;
+    Ok(())
 }

@@ -30,7 +30,9 @@ pub async fn targets(cfg: &crate::config::S2s, domain: &str) -> Vec<Target> {
             return Vec::new();
         }
     };
-    let mut srv: Vec<(u16, u16, String, u16, bool)> = Vec::new();
+    // Sorted by priority; at equal priority Direct TLS first (no plaintext
+    // round trip before TLS), then by weight.
+    let mut srv: Vec<(u16, bool, u16, String, u16, bool)> = Vec::new();
     for (service, direct) in [("_xmpps-server._tcp", true), ("_xmpp-server._tcp", false)] {
         if let Ok(found) = resolver.srv_lookup(format!("{service}.{domain}.")).await {
             for r in found.answers() {
@@ -40,14 +42,21 @@ pub async fn targets(cfg: &crate::config::S2s, domain: &str) -> Vec<Target> {
                     if target == "." {
                         continue;
                     }
-                    srv.push((s.priority, u16::MAX - s.weight, target, s.port, direct));
+                    srv.push((
+                        s.priority,
+                        !direct,
+                        u16::MAX - s.weight,
+                        target,
+                        s.port,
+                        direct,
+                    ));
                 }
             }
         }
     }
     srv.sort();
     let mut out = Vec::new();
-    for (_, _, host, port, direct_tls) in srv {
+    for (_, _, _, host, port, direct_tls) in srv {
         if let Ok(ips) = resolver.lookup_ip(host.as_str()).await {
             for ip in ips.iter() {
                 out.push(Target {
