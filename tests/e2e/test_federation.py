@@ -221,6 +221,16 @@ class FedKith(Kith):
         wait_port(self.net.ip[KITH], self.s2s_port, START, self.proc, "kith s2s", self.log_path)
         return self
 
+    def _start_c2s_only(self) -> "Kith":
+        """Start with federation off: only the c2s port opens."""
+        self._log_file = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        self.proc = subprocess.Popen([str(KITH_BIN), "--config", str(self.config), "serve"],
+                                     stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        wait_port("127.0.0.1", self.c2s_port, START, self.proc, "kith", self.log_path)
+        return self
+
     def log_text(self) -> str:
         """The log without terminal colour codes."""
         return re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))
@@ -1050,3 +1060,41 @@ def test_a_bidirectional_stream_carries_kiths_stanzas_back(fed, fkith):
             assert msg.findtext(f"{{{NS_SERVER}}}body") == "over your own stream"
 
     run(scenario(), 60)
+
+
+def test_federation_off_and_per_domain_limit(fed, tmp_path):
+    """`enabled = false`: no s2s listener, remote stanzas bounce. And a domain gets at
+    most `connections_per_domain` authenticated incoming streams."""
+    (tmp_path / "off").mkdir()
+    off = FedKith(tmp_path / "off", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                  enabled=False)
+    off.add_user("alice")
+    off._start_once = lambda extra_env, k=off: FedKith._start_c2s_only(k)
+    off.start()
+    try:
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            assert sock.connect_ex((fed.net.ip[KITH], off.s2s_port)) != 0, "s2s listening"
+
+        async def scenario():
+            async with on(off, f"alice@{KITH}") as alice:
+                assert await bounced(alice, f"pat@{PROSODY}") == "remote-server-not-found"
+
+        run(scenario(), 60)
+        assert "federation is turned off" in off.log_text()
+    finally:
+        off.stop()
+
+    (tmp_path / "one").mkdir()
+    one = FedKith(tmp_path / "one", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                  connections_per_domain=1)
+    one.start()
+    try:
+        first = authenticated_raw_peer(fed, one)
+        r, _ = raw_peer(fed, one, RAW, (fed.raw_cert, fed.raw_key))
+        r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+        assert r.element().tag == f"{{{NS_SASL}}}failure"
+        assert "too many connections from this domain" in one.log_text()
+        first.sock.close()
+    finally:
+        one.stop()
