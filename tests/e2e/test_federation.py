@@ -1098,3 +1098,98 @@ def test_federation_off_and_per_domain_limit(fed, tmp_path):
         first.sock.close()
     finally:
         one.stop()
+
+
+class AuthoritativeFake(threading.Thread):
+    """evil.fedtest's 'authoritative server' for dialback: answers one `<db:verify/>`,
+    valid only for `key`. Its certificate is for other.fedtest (the domain is insecure)."""
+
+    def __init__(self, fed, key: str):
+        super().__init__(daemon=True)
+        self.key = key
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(fed.other_cert, fed.other_key)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((fed.net.ip[EVIL], fed.net.port(EVIL)))
+        self.sock.listen(4)
+        self.sock.settimeout(STEP * 3)
+        self.received = b""
+        self.error: BaseException | None = None
+        self.start()
+
+    def _until(self, conn, marker: bytes, start: int = 0) -> int:
+        while self.received.find(marker, start) < 0:
+            data = conn.recv(4096)
+            if not data:
+                raise ConnectionError(f"closed waiting for {marker!r}")
+            self.received += data
+        return self.received.find(marker, start) + len(marker)
+
+    def run(self):
+        header = (f"<?xml version='1.0'?><stream:stream xmlns='{NS_SERVER}' xmlns:stream="
+                  f"'{NS_STREAM}' xmlns:db='{NS_DB}' from='{EVIL}' id='auth1' "
+                  "version='1.0'>").encode()
+        try:
+            conn, _ = self.sock.accept()
+            conn.settimeout(STEP)
+            at = self._until(conn, b">", self._until(conn, b"<stream:stream"))
+            conn.sendall(header + f"<stream:features><starttls xmlns='{NS_TLS}'><required/>"
+                         "</starttls></stream:features>".encode())
+            self._until(conn, b"starttls", at)
+            conn.sendall(f"<proceed xmlns='{NS_TLS}'/>".encode())
+            conn = self.ctx.wrap_socket(conn, server_side=True)
+            self.received = b""
+            self._until(conn, b">", self._until(conn, b"<stream:stream"))
+            conn.sendall(header + b"<stream:features><dialback xmlns="
+                         b"'urn:xmpp:features:dialback'/></stream:features>")
+            end = self._until(conn, b"</db:verify>")
+            m = re.search(rb"<db:verify[^>]* id='([^']+)'[^>]*>([^<]*)</db:verify>",
+                          self.received[:end])
+            sid, key = m.group(1).decode(), m.group(2).decode()
+            ok = "valid" if key == self.key else "invalid"
+            conn.sendall(f"<db:verify xmlns:db='{NS_DB}' from='{EVIL}' to='{KITH}' "
+                         f"id='{sid}' type='{ok}'/>".encode())
+            with contextlib.suppress(OSError):
+                conn.recv(4096)
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+    def stop(self):
+        self.sock.close()
+        self.join(STEP)
+
+
+def test_an_insecure_domain_is_accepted_by_dialback_alone_and_logged(fed, tmp_path):
+    """`insecure_domains`: a certificate for the wrong name is tolerated, but only once
+    the domain's own server (found in DNS) confirms the dialback key."""
+    (tmp_path / "lax").mkdir()
+    k = FedKith(tmp_path / "lax", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                insecure_domains=[EVIL])
+    k.add_user("alice")
+    k.start()
+    key = secrets.token_hex(32)
+    auth = AuthoritativeFake(fed, key)
+    try:
+        async def scenario():
+            async with on(k, f"alice@{KITH}") as alice:
+                r, feats = await asyncio.to_thread(
+                    raw_peer, fed, k, EVIL, (fed.other_cert, fed.other_key))
+                assert feats.find(f"{{{NS_SASL}}}mechanisms") is None
+                r.send(f"<db:result from='{EVIL}' to='{KITH}'>{key}</db:result>")
+                res = await asyncio.to_thread(r.element)
+                assert res.get("type") == "valid", ET.tostring(res)
+                r.send(f"<message xmlns='{NS_SERVER}' type='chat' from='eve@{EVIL}/x' "
+                       f"to='alice@{KITH}'><body>tolerated</body></message>")
+                await expect_body(alice, "tolerated", f"eve@{EVIL}")
+
+        run(scenario(), 60)
+        assert auth.error is None, repr(auth.error)
+        assert b"</db:verify>" in auth.received
+        log = k.log_text()
+        assert "INSECURE: invalid certificate tolerated" in log
+        assert re.search(f'incoming stream authenticated .*domain={EVIL} method="dialback '
+                         r'\(INSECURE', log)
+    finally:
+        auth.stop()
+        k.stop()

@@ -93,6 +93,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         authenticated: HashSet::new(),
         bidi: false,
         link: None,
+        stream_id: String::new(),
     }
     .run(stream, deadline)
     .await;
@@ -150,6 +151,8 @@ struct Secure {
     bidi: bool,
     /// With bidi: Kith's stanzas for the peer's domain flow on this stream.
     link: Option<BidiLink>,
+    /// The id Kith gave the current stream (dialback keys are bound to it).
+    stream_id: String,
 }
 
 /// The outgoing side of a bidirectional incoming stream.
@@ -246,6 +249,7 @@ impl Secure {
                     }
                     header_pending = false;
                     let id = random_hex(16);
+                    self.stream_id = id.clone();
                     let hdr = wire::header(&self.core.domain, h.from.as_deref(), Some(&id));
                     if s.write(hdr.as_bytes()).await.is_err() {
                         return None;
@@ -463,11 +467,43 @@ impl Secure {
             reply("error", Some(("cancel", "item-not-found")))
         } else if let Err(why) = self.cert_ok(&from) {
             if policy::insecure(&self.core.config.s2s, &from) {
-                tracing::warn!(target: LOG, peer = %self.peer, domain = %from, reason = %why, "INSECURE: accepting dialback from a listed insecure domain with an invalid certificate is not supported; refused");
+                // The admin listed this domain: classic dialback, asking the
+                // domain's own (DNS-found) server whether it issued this key.
+                tracing::warn!(target: LOG, peer = %self.peer, domain = %from, reason = %why, "INSECURE: invalid certificate tolerated (insecure_domains); verifying by dialback alone");
+                let verified = timeout(
+                    self.core.config.s2s.connect_timeout,
+                    super::outgoing::verify_key(
+                        &self.core,
+                        &self.state,
+                        &from,
+                        &self.stream_id,
+                        el.text().trim(),
+                    ),
+                )
+                .await
+                .unwrap_or(Err("the authoritative server did not answer in time".into()));
+                match verified {
+                    Ok(()) => {
+                        match self.admit(&from, "dialback (INSECURE: no valid certificate)") {
+                            Ok(()) => {
+                                s.set_limits(limits(&self.core, self.core.config.s2s.stanza_size));
+                                reply("valid", None)
+                            }
+                            Err(why) => {
+                                tracing::warn!(target: LOG, peer = %self.peer, domain = %from, reason = why, "incoming federation refused");
+                                reply("error", Some(("cancel", "policy-violation")))
+                            }
+                        }
+                    }
+                    Err(why) => {
+                        tracing::warn!(target: LOG, peer = %self.peer, domain = %from, reason = %why, "dialback refused: the authoritative server did not confirm the key");
+                        reply("invalid", None)
+                    }
+                }
             } else {
                 tracing::warn!(target: LOG, peer = %self.peer, domain = %from, reason = %why, "dialback refused: certificate not valid for the domain");
+                reply("error", Some(("auth", "not-authorized")))
             }
-            reply("error", Some(("auth", "not-authorized")))
         } else {
             match self.admit(&from, "dialback (certificate)") {
                 Ok(()) => {

@@ -421,3 +421,65 @@ async fn from_peer(core: &Arc<Core>, domain: &str, e: Element) -> Result<(), Str
     super::inbound::handle(core, wire::to_client(e), from, to).await;
     Ok(())
 }
+
+/// Dialback verification (XEP-0220 §2.1.2), for an `insecure_domains` peer
+/// only: ask `domain`'s authoritative server, found through DNS, whether it
+/// issued `key` for the stream `id` it opened to us.
+pub async fn verify_key(
+    core: &Arc<Core>,
+    state: &S2sState,
+    domain: &str,
+    id: &str,
+    key: &str,
+) -> Result<(), String> {
+    let targets = resolve::targets(&core.config.s2s, domain).await;
+    let t = targets
+        .first()
+        .ok_or_else(|| format!("no server found for {domain} in DNS"))?;
+    let tcp = TcpStream::connect(t.addr)
+        .await
+        .map_err(|e| format!("cannot connect to {}: {e}", t.addr))?;
+    let tcp = if t.direct_tls {
+        tcp
+    } else {
+        let mut s = XmlStream::new(tcp, limits(core));
+        let (_, features) = open(core, &mut s, domain).await.map_err(|f| f.why)?;
+        if features.get_child("starttls", ns::TLS).is_none() {
+            return Err(format!("{domain} does not offer TLS"));
+        }
+        s.write(format!("<starttls xmlns='{}'/>", ns::TLS).as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        next(&mut s, "<proceed/>").await.map_err(|f| f.why)?;
+        let XmlStream { io, .. } = s;
+        io
+    };
+    let name = ServerName::try_from(domain.to_string()).map_err(|e| e.to_string())?;
+    let tls = TlsConnector::from(state.tls.client_insecure.clone())
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS with {domain} failed: {e}"))?;
+    let mut s = XmlStream::new(tls, limits(core));
+    open(core, &mut s, domain).await.map_err(|f| f.why)?;
+    let ask = format!(
+        "<db:verify xmlns:db='{NS_DIALBACK}' from='{}' to='{}' id='{}'>{}</db:verify>",
+        escape(&core.domain),
+        escape(domain),
+        escape(id),
+        escape(key)
+    );
+    s.write(ask.as_bytes()).await.map_err(|e| e.to_string())?;
+    let answer = next(&mut s, "the dialback verify answer")
+        .await
+        .map_err(|f| f.why)?;
+    s.close().await;
+    let ok = answer.name() == "verify"
+        && answer.ns() == NS_DIALBACK
+        && answer.attr("id") == Some(id)
+        && answer.attr("type") == Some("valid");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{domain} did not confirm the key"))
+    }
+}
