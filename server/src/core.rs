@@ -31,6 +31,14 @@ pub struct Core {
     pub(crate) alive: mpsc::Sender<()>,
     /// Federation state; unset when federation is off.
     pub s2s: std::sync::OnceLock<Arc<crate::s2s::S2sState>>,
+    /// Connected external components (XEP-0114).
+    pub components: crate::component::Components,
+    /// IQs the server sent and is waiting for replies to.
+    pub iq_out: crate::iq_out::IqOut,
+    /// Push notification state (XEP-0357): summaries and rate limits.
+    pub push: crate::push::PushState,
+    /// What clients' entity capabilities say they support (XEP-0115/0390).
+    pub caps: crate::xep::caps::Caps,
     next_id: AtomicU64,
 }
 
@@ -58,6 +66,10 @@ impl Core {
             shutdown,
             alive,
             s2s: std::sync::OnceLock::new(),
+            components: Default::default(),
+            iq_out: Default::default(),
+            push: Default::default(),
+            caps: Default::default(),
             next_id: AtomicU64::new(1),
         }
     }

@@ -6,12 +6,16 @@
 //! module per protocol area that registers what it handles.
 
 mod accounts;
+mod component;
 pub mod config;
 mod core;
 mod deliver;
+mod iq_out;
 mod limits;
 mod message;
 mod presence;
+mod pubsub;
+mod push;
 mod registry;
 mod roster;
 mod router;
@@ -27,5 +31,8 @@ mod xep;
 pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
-pub use config::{Config, Limits, Listen, S2s, TlsFiles};
+
+pub use config::{Config, Limits, Listen, PingConfig, PushConfig, S2s, Secret, TlsFiles};
 pub use server::{BoundAddrs, Server, StartError};
+pub use storage::fast::TokenHolder;
+pub use xep::fast::datetime as fast_datetime;

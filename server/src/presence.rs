@@ -152,6 +152,11 @@ pub(crate) async fn probe(core: &Arc<Core>, target: &BareJid, requester: &BareJi
 
 /// Available presence broadcast (RFC 6121 §4.2, §4.4).
 async fn available_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p: Element) {
+    // Modules may add to the presence first (the XEP-0153 avatar hash).
+    let mut p = p;
+    for f in core.registry.presence_filters() {
+        f(core, session, &mut p).await;
+    }
     let priority = p
         .get_child("priority", ns::CLIENT)
         .and_then(|e| e.text().trim().parse::<i8>().ok())
@@ -178,6 +183,9 @@ async fn available_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p: E
         .collect();
     for s in &others {
         s.send(with_to(&p, me.as_str()));
+    }
+    for h in core.registry.presence_hooks() {
+        h(core, session, &p).await;
     }
     if !initial {
         return;

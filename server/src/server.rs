@@ -29,6 +29,14 @@ pub fn modules() -> Vec<Module> {
         crate::xep::session::MODULE,
         crate::xep::carbons::MODULE,
         crate::xep::csi::MODULE,
+        crate::component::MODULE,
+        crate::push::MODULE,
+        crate::xep::fast::MODULE,
+        crate::xep::caps::MODULE,
+        crate::pubsub::MODULE,
+        crate::xep::avatar::MODULE,
+        crate::xep::private::MODULE,
+        crate::xep::bookmarks::MODULE,
     ]
 }
 
@@ -61,6 +69,8 @@ pub struct BoundAddrs {
     pub c2s_tls: Option<SocketAddr>,
     pub s2s: Option<SocketAddr>,
     pub s2s_tls: Option<SocketAddr>,
+    /// The external-component listener (XEP-0114).
+    pub component: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -96,6 +106,7 @@ impl Server {
         let on = |a: Option<SocketAddr>| a.filter(|_| config.s2s.enabled);
         let s2s = bind("s2s", on(config.listen.s2s)).await?;
         let s2s_direct = bind("s2s_tls", on(config.listen.s2s_tls)).await?;
+        let component = bind("component", config.listen.component).await?;
         for (name, addr) in [("http", config.listen.http), ("https", config.listen.https)] {
             if let Some(addr) = addr {
                 tracing::warn!(listener = name, %addr, "this listener is not part of this build yet; not listening");
@@ -139,6 +150,11 @@ impl Server {
                 tracing::info!(addr = ?slot, direct_tls = direct, "listening for clients");
                 accept_tasks.push(tokio::spawn(accept_loop(core.clone(), l, direct)));
             }
+        }
+        if let Some(l) = component {
+            addrs.component = l.local_addr().ok();
+            tracing::info!(addr = ?addrs.component, "listening for components");
+            accept_tasks.push(tokio::spawn(accept_components(core.clone(), l)));
         }
         Ok(Server {
             core,
@@ -214,6 +230,20 @@ async fn accept_loop(core: Arc<Core>, listener: TcpListener, direct_tls: bool) {
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn accept_components(core: Arc<Core>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(crate::component::serve(core.clone(), tcp, peer));
+            }
+            Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -128,6 +128,18 @@ pub fn route_out(core: &Core, stanza: Element) {
     else {
         return;
     };
+    // XEP-0114: a component domain is served by its local connection, never
+    // by federation, whichever path the stanza took to get here.
+    if crate::component::is_component(core, &domain) {
+        if !crate::component::send(core, &stanza) && stanza.name() != "presence" {
+            bounce_local(
+                core,
+                &stanza,
+                StanzaError::service_unavailable().with_text("that service is not connected"),
+            );
+        }
+        return;
+    }
     let Some(state) = core.s2s.get() else {
         bounce_local(
             core,
@@ -230,7 +242,8 @@ pub fn route_out_from(core: &Core, stanza: Element) {
     route_out(core, stanza)
 }
 
-/// Whether `domain` is another server's (reached through [`route_out`]).
+/// Whether `domain` is not this server's own (another server's, reached
+/// through [`route_out`], or a local component's, which `route_out` hands to it).
 pub fn is_remote(core: &Core, domain: &str) -> bool {
     !domain.eq_ignore_ascii_case(&core.domain)
 }

@@ -7,7 +7,11 @@
 //! (`server/migrations/<area>/`), registered through the module registry.
 
 pub mod accounts;
+pub mod fast;
 pub mod offline;
+pub mod private;
+pub mod pubsub;
+pub mod push;
 pub mod roster;
 pub mod vcard;
 
@@ -76,6 +80,17 @@ impl Db {
         let mut all: Vec<sqlx::migrate::Migration> =
             migrators.iter().flat_map(|m| m.iter().cloned()).collect();
         all.sort_by_key(|m| m.version);
+        // The same migrator registered twice is harmless; two different
+        // migrations with one version would silently lose one of them.
+        if let Some(w) = all
+            .windows(2)
+            .find(|w| w[0].version == w[1].version && w[0].checksum != w[1].checksum)
+        {
+            return Err(StorageError::Conflict(format!(
+                "two migrations share version {}: '{}' and '{}'",
+                w[0].version, w[0].description, w[1].description
+            )));
+        }
         all.dedup_by_key(|m| m.version);
         let merged = Migrator {
             migrations: std::borrow::Cow::Owned(all),

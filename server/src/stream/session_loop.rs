@@ -10,6 +10,7 @@ use jid::FullJid;
 use minidom::Element;
 
 use super::c2s::limits_session;
+use super::idle_ping::{ping_iq, PingAction};
 use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
 use crate::core::Core;
 use crate::registry::SessionEvent;
@@ -29,12 +30,14 @@ enum End {
 }
 
 /// Run a bound session until it ends; `bind_reply` (serialised, so that no
-/// element outlives its sending) is written first.
+/// element outlives its sending) is written first. `effects` (what Bind2
+/// inline requests enabled) are applied before the session becomes routable.
 pub async fn run<T: Transport>(
     core: Arc<Core>,
     mut stream: XmlStream<T>,
     jid: FullJid,
     bind_reply: Vec<u8>,
+    effects: Vec<crate::registry::SessionEffect>,
 ) {
     let max_queued = (core.config.limits.stanza_size * 8).max(1024 * 1024);
     let max_items = core.config.limits.session_queue.max(1);
@@ -45,10 +48,15 @@ pub async fn run<T: Transport>(
         max_queued,
         core.registry.hold(),
     ));
+    for effect in effects {
+        effect(&core, &session);
+    }
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
     stream.release_buffers();
     let mut shutdown = core.shutdown.clone();
+    // XEP-0199: ping the client when it has been silent for a while.
+    let mut pinger = super::idle_ping::IdlePing::new(&core.config.ping);
 
     let sent = stream.write(&bind_reply).await;
     drop(bind_reply);
@@ -91,7 +99,7 @@ pub async fn run<T: Transport>(
                         Err(e) => Err(e),
                     };
                     match r {
-                        Ok(()) => {}
+                        Ok(()) => pinger.heard(),
                         Err(StreamFail::Eof) => break End::Gone,
                         Err(f) => break error_for(&f).map(End::Error).unwrap_or(End::Gone),
                     }
@@ -113,6 +121,11 @@ pub async fn run<T: Transport>(
                     Kick::TooSlow => StreamError::text("policy-violation", "too many stanzas waiting: the client is not reading"),
                 }),
                 _ = shutdown.changed() => break End::Error(StreamError::text("system-shutdown", "the server is shutting down")),
+                _ = tokio::time::sleep_until(pinger.deadline()) => match pinger.check() {
+                    PingAction::Ping => session.send(ping_iq(&core.domain, session.jid.as_str())),
+                    PingAction::Dead => break End::Error(StreamError::text("connection-timeout", "no answer to a ping")),
+                    PingAction::Wait => {}
+                },
                 _ = tokio::time::sleep(KEEPALIVE) => {
                     if Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.write(b" "))).await.map_or(true, |r| r.is_err()) {
                         break End::Gone;
