@@ -23,6 +23,8 @@ pub struct File {
     pub limits: LimitsFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub archive: ArchiveFile,
     /// External components (XEP-0114): domain → shared secret.
     #[serde(default)]
     pub components: BTreeMap<String, String>,
@@ -32,6 +34,13 @@ pub struct File {
     pub ping: PingFile,
     #[serde(default)]
     pub s2s: S2sFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveFile {
+    pub retention_days: Option<u32>,
+    pub prune_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -240,6 +249,15 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
             }
             *slot = v;
         }
+    }
+    if let Some(d) = file.archive.retention_days {
+        config.archive.retention_days = d;
+    }
+    if let Some(s) = file.archive.prune_interval_secs {
+        if s == 0 {
+            return Err("archive.prune_interval_secs: must be at least 1".into());
+        }
+        config.archive.prune_interval = Duration::from_secs(s);
     }
     for (domain, secret) in file.components {
         let d = domain.to_lowercase();
@@ -470,6 +488,26 @@ mod tests {
         assert!(e.starts_with("s2s.hosts"), "{e}");
         let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s]\ndeny = ['a@b']\n").unwrap_err();
         assert!(e.starts_with("s2s.deny"), "{e}");
+    }
+
+    #[test]
+    fn history_settings() {
+        let base = "[listen]\nc2s = '127.0.0.1:1'\n";
+        let c = parse(base).expect("ok");
+        assert_eq!(
+            c.archive.retention_days, 0,
+            "history is kept forever by default"
+        );
+        let c = parse(&format!(
+            "{base}[archive]\nretention_days = 30\nprune_interval_secs = 60\n"
+        ))
+        .expect("ok");
+        assert_eq!(c.archive.retention_days, 30);
+        assert_eq!(c.archive.prune_interval, Duration::from_secs(60));
+        let e = parse(&format!("{base}[archive]\nprune_interval_secs = 0\n")).unwrap_err();
+        assert!(e.starts_with("archive.prune_interval_secs"), "{e}");
+        let e = parse(&format!("{base}[archive]\nretention = 3\n")).unwrap_err();
+        assert!(e.contains("retention"), "{e}");
     }
 
     #[test]

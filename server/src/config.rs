@@ -25,6 +25,8 @@ pub struct Config {
     pub scram_iterations: u32,
     /// Federation with other XMPP servers (`[s2s]`).
     pub s2s: S2s,
+    /// Message history (XEP-0313 archive).
+    pub archive: Archive,
     /// How long a FAST login token (XEP-0484) stays valid without being used.
     pub fast_token_lifetime: Duration,
     /// External components (XEP-0114): component domain → shared secret.
@@ -33,6 +35,25 @@ pub struct Config {
     pub push: PushConfig,
     /// Server-to-client and server-to-component pings (XEP-0199).
     pub ping: PingConfig,
+}
+
+/// Message history settings.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// Days a message is kept in an account's history unless the account has
+    /// its own setting; 0 keeps history forever.
+    pub retention_days: u32,
+    /// How often the background pruner looks for expired messages.
+    pub prune_interval: Duration,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Archive {
+            retention_days: 0,
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// A shared secret; never printed by `Debug`.
@@ -172,6 +193,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             scram_iterations: 4096,
+            archive: Archive::default(),
             fast_token_lifetime: Duration::from_secs(21 * 86_400),
             components: BTreeMap::new(),
             push: PushConfig::default(),

@@ -25,6 +25,8 @@ pub struct Core {
     pub auth_limiter: AuthLimiter,
     /// Key that derives fake SCRAM parameters for unknown accounts.
     pub scram_secret: Vec<u8>,
+    /// XEP-0191 blocklists, loaded on first use (see `blocking/list.rs`).
+    pub blocklists: crate::blocking::Cache,
     /// Flips to `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// Held by every connection task; shutdown waits for all to be dropped.
@@ -63,6 +65,7 @@ impl Core {
             sessions: Sessions::default(),
             tls,
             scram_secret,
+            blocklists: crate::blocking::Cache::default(),
             shutdown,
             alive,
             s2s: std::sync::OnceLock::new(),

@@ -20,6 +20,10 @@ pub fn available(core: &Core, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
 /// Deliver a copy of `stanza`, as it is, to every available session of `bare`;
 /// returns how many got one.
 pub fn to_available(core: &Core, bare: &BareJid, stanza: &Element) -> usize {
+    // XEP-0191: nothing passes between an account and a JID either blocked.
+    if crate::blocking::enforce::stanza_blocked(core, stanza, bare) {
+        return 0;
+    }
     // A contact on another server: its server delivers (federation, s2s/).
     if crate::s2s::is_remote(core, bare.domain().as_str()) {
         crate::s2s::route_out_from(core, stanza.clone());

@@ -137,6 +137,10 @@ async fn handle_addressed(
 /// Answer a probe of `target` by `requester`: the target's available presences,
 /// if the requester is subscribed to them.
 pub(crate) async fn probe(core: &Arc<Core>, target: &BareJid, requester: &BareJid) -> Vec<Element> {
+    // XEP-0191: no presence between accounts that blocked one another.
+    if crate::blocking::enforce::blocked_between(core, &Jid::from(requester.clone()), target) {
+        return Vec::new();
+    }
     let subscribed = roster::items(core, target)
         .await
         .iter()

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use jid::Jid;
+use jid::{BareJid, Jid};
 use minidom::Element;
 use sqlx::migrate::Migrator;
 
@@ -98,6 +98,22 @@ pub type DiscoNodeInfoHook = for<'a> fn(
     &'a str,
 ) -> BoxFuture<'a, Option<Vec<Element>>>;
 
+/// Runs before the message module delivers a message from a local client to
+/// the local account `recipient` (live, offline, or to a full JID): it may
+/// rewrite the message (XEP-0359 stanza ids) or stop it (XEP-0191 blocking),
+/// answering the sender itself. Returns `false` to stop delivery. Filters run
+/// in module registration order.
+pub type MessageFilter = for<'a> fn(
+    &'a Arc<Core>,
+    &'a Arc<SessionHandle>,
+    &'a BareJid,
+    &'a mut Element,
+) -> BoxFuture<'a, bool>;
+
+/// A task that runs for the life of the server (e.g. a pruner); it must
+/// return once `core.shutdown` flips.
+pub type BackgroundTask = fn(Arc<Core>) -> BoxFuture<'static, ()>;
+
 /// Something to do to a session as soon as it exists (before it is routable),
 /// e.g. what a Bind2 inline request enabled.
 pub type SessionEffect = Box<dyn FnOnce(&Arc<Core>, &Arc<SessionHandle>) + Send>;
@@ -137,6 +153,8 @@ pub struct Registry {
     stanza: HashMap<(Kind, Addr), StanzaHandler>,
     hooks: HashMap<SessionEvent, Vec<SessionHook>>,
     message_hooks: Vec<MessageHook>,
+    message_filters: Vec<MessageFilter>,
+    background: Vec<BackgroundTask>,
     shared_message_hooks: Vec<SharedMessageHook>,
     host_items: Vec<HostItems>,
     nonzas: HashMap<(String, String), NonzaHandler>,
@@ -192,6 +210,16 @@ impl Registry {
     /// Run `h` after every message from a local client was handled.
     pub fn message_hook(&mut self, h: MessageHook) {
         self.message_hooks.push(h);
+    }
+
+    /// Run `f` before a message from a local client is delivered to a local account.
+    pub fn message_filter(&mut self, f: MessageFilter) {
+        self.message_filters.push(f);
+    }
+
+    /// Run `t` in the background once the server started.
+    pub fn background(&mut self, t: BackgroundTask) {
+        self.background.push(t);
     }
 
     /// Run `h` (with the shared core) after every message handled.
@@ -314,6 +342,14 @@ impl Registry {
 
     pub(crate) fn message_hooks(&self) -> &[MessageHook] {
         &self.message_hooks
+    }
+
+    pub(crate) fn message_filters(&self) -> &[MessageFilter] {
+        &self.message_filters
+    }
+
+    pub(crate) fn background_tasks(&self) -> &[BackgroundTask] {
+        &self.background
     }
 
     pub(crate) fn shared_message_hooks(&self) -> &[SharedMessageHook] {

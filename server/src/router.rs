@@ -163,6 +163,12 @@ pub async fn route_from_client(
         }
         return;
     }
+    // XEP-0191: blocking applies before any handler (archive, offline store).
+    if let (Some(j), Addr::Bare | Addr::Full) = (&to, addr) {
+        if !crate::blocking::enforce::allow(core, session, kind, &stanza, j).await {
+            return;
+        }
+    }
     if kind == Kind::Iq {
         return route_iq(core, session, stanza, to, addr).await;
     }

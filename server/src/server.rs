@@ -29,6 +29,8 @@ pub fn modules() -> Vec<Module> {
         crate::xep::session::MODULE,
         crate::xep::carbons::MODULE,
         crate::xep::csi::MODULE,
+        crate::blocking::MODULE,
+        crate::mam::MODULE,
         crate::component::MODULE,
         crate::push::MODULE,
         crate::xep::fast::MODULE,
@@ -128,6 +130,10 @@ impl Server {
                 t,
                 Arc::downgrade(&core),
             )));
+        }
+        // Module background tasks (pruners); each returns on shutdown.
+        for t in core.registry.background_tasks() {
+            tokio::spawn(t(core.clone()));
         }
         let mut addrs = BoundAddrs::default();
         let mut accept_tasks = Vec::new();

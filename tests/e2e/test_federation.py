@@ -570,7 +570,10 @@ def test_messages_cross_both_ways(fed, fkith, name):
             await expect_body(pat, body, f"alice@{KITH}")
             body = f"hello from {name} {secrets.token_hex(3)}"
             pat.send_message(mto=f"alice@{KITH}", mbody=body, mtype="chat")
-            await expect_body(alice, body, f"pat@{p.domain}")
+            msg = await expect_body(alice, body, f"pat@{p.domain}")
+            # Archived in alice's history (XEP-0313) before delivery: the archive id.
+            sid = msg.xml.find("{urn:xmpp:sid:0}stanza-id")
+            assert sid is not None and sid.get("by") == f"alice@{KITH}", msg
 
     run(scenario(), 90)
     log = fkith.log_text()

@@ -97,12 +97,20 @@ fn after(core: &Core, from: &Jid, msg: &Element, delivered: &[Arc<SessionHandle>
     }
 }
 
-async fn message(core: &Arc<Core>, msg: Element, from: &Jid, to: &Jid) {
+async fn message(core: &Arc<Core>, mut msg: Element, from: &Jid, to: &Jid) {
     let ty = msg.attr("type").unwrap_or("normal").to_string();
     if to.node().is_none() {
         if ty != "error" {
             refuse(core, &msg, StanzaError::service_unavailable());
         }
+        return;
+    }
+    // The message module's filters (blocking, the recipient's archive) see
+    // it first, as for a message between local accounts.
+    let Some(sender) = stand_in(core, from) else {
+        return;
+    };
+    if !crate::message::filters(core, &sender, &to.to_bare(), &mut msg).await {
         return;
     }
     if let Ok(full) = to.clone().try_into_full() {

@@ -7,6 +7,8 @@
 //! (`server/migrations/<area>/`), registered through the module registry.
 
 pub mod accounts;
+pub mod archive;
+pub mod blocking;
 pub mod fast;
 pub mod offline;
 pub mod private;
@@ -43,6 +45,8 @@ pub enum StorageError {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: SqlitePool,
+    /// The archive's group-commit writer and preferences cache (`archive.rs`).
+    archive: std::sync::Arc<archive::State>,
 }
 
 /// Every migrator the core owns, in order. Modules add theirs to the registry.
@@ -74,7 +78,10 @@ impl Db {
             .min_connections(1)
             .connect_with(opts)
             .await?;
-        let db = Db { pool };
+        let db = Db {
+            pool,
+            archive: Default::default(),
+        };
         // Each area embeds its own migrations (`sqlx::migrate!`); they are merged
         // into one ordered set so that sqlx checks the whole history at once.
         let mut all: Vec<sqlx::migrate::Migration> =
