@@ -50,6 +50,11 @@ pub struct LimitsFile {
     pub auth_timeout_secs: Option<u64>,
     pub session_queue: Option<usize>,
     pub offline_max: Option<usize>,
+    pub sm_resume_timeout_secs: Option<u64>,
+    pub sm_max_unacked: Option<usize>,
+    pub sm_ack_request_every: Option<usize>,
+    pub sm_ack_request_interval_secs: Option<u64>,
+    pub sm_max_hibernated: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -165,6 +170,35 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     }
     if let Some(v) = lf.offline_max {
         l.offline_max = v;
+    }
+    if let Some(v) = lf.sm_resume_timeout_secs {
+        if v > 24 * 3600 {
+            return Err(format!(
+                "limits.sm_resume_timeout_secs: {v} is above a day (86400)"
+            ));
+        }
+        l.sm_resume_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = lf.sm_max_unacked {
+        if !(1..=100_000).contains(&v) {
+            return Err(format!("limits.sm_max_unacked: {v} is outside 1..=100000"));
+        }
+        l.sm_max_unacked = v;
+    }
+    if let Some(v) = lf.sm_ack_request_every {
+        if v == 0 {
+            return Err("limits.sm_ack_request_every: must be at least 1".into());
+        }
+        l.sm_ack_request_every = v;
+    }
+    if let Some(v) = lf.sm_ack_request_interval_secs {
+        if v == 0 {
+            return Err("limits.sm_ack_request_interval_secs: must be at least 1".into());
+        }
+        l.sm_ack_request_interval = Duration::from_secs(v);
+    }
+    if let Some(v) = lf.sm_max_hibernated {
+        l.sm_max_hibernated = v;
     }
     if let Some(i) = file.auth.scram_iterations {
         if i < 4096 {

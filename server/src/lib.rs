@@ -18,6 +18,7 @@ mod router;
 pub mod sasl;
 mod server;
 mod session;
+mod sm;
 mod stanza;
 mod storage;
 mod stream;

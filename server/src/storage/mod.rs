@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod offline;
 pub mod roster;
+pub mod sm;
 pub mod vcard;
 
 use std::path::Path;

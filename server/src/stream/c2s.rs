@@ -109,7 +109,15 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
     };
     match r {
-        Ok((jid, reply)) => {
+        Ok(Bound::Resumed(resumed)) => {
+            // XEP-0198: this connection takes over a hibernated session.
+            let guards = (permit, alive);
+            tokio::spawn(async move {
+                super::session_loop::run_resumed(core, stream, resumed).await;
+                drop(guards);
+            });
+        }
+        Ok(Bound::Jid(jid, reply)) => {
             tracing::info!(%peer, %jid, "session bound");
             // The negotiation futures above were boxed and are gone now: an
             // established session costs only what the session loop holds.
@@ -268,13 +276,20 @@ fn features_bytes(features: &[Element]) -> Vec<u8> {
     out
 }
 
+/// What negotiation produced: a new bound resource, or (XEP-0198) a session
+/// resumed in place of binding.
+enum Bound {
+    Jid(FullJid, Element),
+    Resumed(crate::sm::Resumed),
+}
+
 /// SASL, stream restart and resource binding on a TLS stream.
 async fn authenticate_and_bind<T: Transport>(
     core: &Arc<Core>,
     stream: &mut XmlStream<T>,
     peer: SocketAddr,
     bindings: &ChannelBindings,
-) -> Result<(FullJid, Element), Stop> {
+) -> Result<Bound, Stop> {
     open(core, stream).await?;
     let mut mechs = el("mechanisms", ns::SASL);
     for m in Mechanism::ALL {
@@ -316,7 +331,7 @@ async fn authenticate_and_bind<T: Transport>(
     ];
     features.extend(core.registry.stream_features());
     stream.write(&features_bytes(&features)).await?;
-    bind(stream, &bare).await
+    bind(core, stream, &bare).await
 }
 
 /// Run SASL exchanges until one succeeds; returns the username.
@@ -539,13 +554,28 @@ fn authzid_ok(authzid: &str, username: &str, domain: &str) -> bool {
     })
 }
 
-/// Resource binding (RFC 6120 §7); returns the JID and the result to send.
+/// Resource binding (RFC 6120 §7); returns the JID and the result to send,
+/// or the session a XEP-0198 `<resume/>` took over.
 async fn bind<T: Transport>(
+    core: &Arc<Core>,
     stream: &mut XmlStream<T>,
     bare: &BareJid,
-) -> Result<(FullJid, Element), Stop> {
+) -> Result<Bound, Stop> {
     loop {
         let iq = element(stream).await?;
+        if iq.ns() == crate::sm::NS {
+            // Resumption replaces binding; enabling needs a bound resource.
+            let failed = if iq.name() == "resume" {
+                match crate::sm::table::claim(core, bare, &iq).await {
+                    Ok(r) => return Ok(Bound::Resumed(r)),
+                    Err(failed) => failed,
+                }
+            } else {
+                crate::sm::failed("unexpected-request", None)
+            };
+            stream.send(&failed).await?;
+            continue;
+        }
         let is_bind_iq = iq.is("iq", ns::CLIENT)
             && iq.attr("type") == Some("set")
             && iq.has_child("bind", ns::BIND);
@@ -570,7 +600,7 @@ async fn bind<T: Transport>(
                             .build(),
                     )
                     .build();
-                return Ok((full, reply));
+                return Ok(Bound::Jid(full, reply));
             }
             Err(_) => {
                 let err = crate::stanza::StanzaError::bad_request().with_text("invalid resource");
