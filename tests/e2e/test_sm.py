@@ -155,6 +155,7 @@ def test_a_phone_resumes_after_losing_signal_and_gets_every_message_once(kith):
                 await bob.login()
                 await bob.get_roster(timeout=STEP)
                 bob.send_presence()
+                bob.send_presence(pto=alice.boundjid)  # directed: alice sees bob
                 await bob.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
                 assert bob.plugin["xep_0198"].sm_id, "resumption was enabled"
                 await alice.next_presence(lambda p: p["from"] == bob.boundjid)
@@ -202,6 +203,7 @@ def test_after_the_window_messages_wait_offline_and_arrive_once(kith_factory):
             try:
                 await bob.login()
                 bob.send_presence()
+                bob.send_presence(pto=alice.boundjid)  # directed: alice sees bob
                 await bob.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
                 # Sent live, never acknowledged by the phone: it must not be lost.
                 alice.send_message(mto=f"bob@{DOMAIN}", mbody="unacked", mtype="chat")
