@@ -62,6 +62,8 @@ pub struct Sm {
     /// Stanzas sent and not acknowledged, oldest first; the first one has
     /// sequence number `acked + 1`.
     pub unacked: VecDeque<Vec<u8>>,
+    /// Bytes in `unacked`.
+    unacked_bytes: usize,
     /// Stanzas sent since the last `<r/>`.
     since_request: usize,
     /// When the server last asked for an ack (or wrote, if it did not ask).
@@ -142,7 +144,8 @@ impl Sm {
         if n > self.unacked.len() {
             return Err(self.sent());
         }
-        self.unacked.drain(..n);
+        let freed: usize = self.unacked.drain(..n).map(|s| s.len()).sum();
+        self.unacked_bytes = self.unacked_bytes.saturating_sub(freed);
         self.acked = h;
         Ok(())
     }
@@ -171,8 +174,11 @@ impl Sm {
         }
         let limits = &core.config.limits;
         self.since_request += items.len();
+        self.unacked_bytes += total;
         self.unacked.extend(items);
-        if self.unacked.len() > limits.sm_max_unacked {
+        if self.unacked.len() > limits.sm_max_unacked
+            || self.unacked_bytes > max_unacked_bytes(core)
+        {
             return Err(StreamError::text(
                 "policy-violation",
                 "too many unacknowledged stanzas",
@@ -186,6 +192,13 @@ impl Sm {
             self.requested_now();
         }
         Ok(out)
+    }
+
+    /// Stanzas queued for the client but never written (its connection
+    /// dropped): kept as unacked, so that a resume sends them.
+    pub fn keep_unsent(&mut self, items: VecDeque<Vec<u8>>) {
+        self.unacked_bytes += items.iter().map(Vec::len).sum::<usize>();
+        self.unacked.extend(items);
     }
 
     /// When the idle ack request is due, if stanzas wait for an ack.
@@ -220,6 +233,12 @@ impl Sm {
         }
         out
     }
+}
+
+/// Bytes of unacknowledged stanzas one session may hold: 16 of the largest
+/// stanzas (4 MiB by default), whatever `sm_max_unacked` says.
+pub fn max_unacked_bytes(core: &Core) -> usize {
+    core.config.limits.stanza_size.saturating_mul(16)
 }
 
 /// `<r/>`, serialised.

@@ -97,9 +97,11 @@ impl Table {
         id
     }
 
-    /// Forget a resumption id.
+    /// Forget a resumption id (a `<resume/>` waiting for it gives up at once).
     pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
+        if let Some(e) = self.lock().remove(id) {
+            e.hibernated.notify_one();
+        }
     }
 
     /// Sessions of `bare` waiting to be resumed.
@@ -137,8 +139,7 @@ fn parkable(core: &Core, stanza: &[u8]) -> Option<String> {
 /// message durably. Returns the parked rows.
 async fn detach_and_park(core: &Arc<Core>, session: &Arc<SessionHandle>, sm: &mut Sm) -> Vec<i64> {
     crate::message::detach(session).await;
-    let pending = session.take_queued_items();
-    sm.unacked.extend(pending);
+    sm.keep_unsent(session.take_queued_items());
     let stanzas: Vec<String> = sm
         .unacked
         .iter()
