@@ -229,6 +229,24 @@ mod tests {
     }
 
     #[test]
+    fn stream_management_keys() {
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_resume_timeout_secs = 60\nsm_max_unacked = 50\nsm_ack_request_every = 2\nsm_ack_request_interval_secs = 5\nsm_max_hibernated = 1\n",
+        )
+        .expect("parses");
+        assert_eq!(c.limits.sm_resume_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.sm_max_unacked, 50);
+        assert_eq!(c.limits.sm_ack_request_every, 2);
+        assert_eq!(c.limits.sm_ack_request_interval, Duration::from_secs(5));
+        assert_eq!(c.limits.sm_max_hibernated, 1);
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_max_unacked = 0\n")
+            .unwrap_err();
+        assert!(e.starts_with("limits.sm_max_unacked"), "{e}");
+        let d = parse(DEFAULT).expect("default parses");
+        assert_eq!(d.limits.sm_resume_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = parse("domain = 'x.org'\n[listen]\nc2s = '127.0.0.1:1'\nc2z = '1'\n").unwrap_err();
         assert!(e.contains("c2z"), "{e}");
