@@ -239,8 +239,7 @@ mod tests {
         assert_eq!(c.limits.sm_ack_request_every, 2);
         assert_eq!(c.limits.sm_ack_request_interval, Duration::from_secs(5));
         assert_eq!(c.limits.sm_max_hibernated, 1);
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_max_unacked = 0\n")
-            .unwrap_err();
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_max_unacked = 0\n").unwrap_err();
         assert!(e.starts_with("limits.sm_max_unacked"), "{e}");
         let d = parse(DEFAULT).expect("default parses");
         assert_eq!(d.limits.sm_resume_timeout, Duration::from_secs(300));

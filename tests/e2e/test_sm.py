@@ -363,14 +363,17 @@ def test_what_the_server_acked_survives_kill_9(kith, test_ca):
 
 
 def test_acked_messages_for_an_offline_account_survive_kill_9(kith, test_ca):
+    """alice writes a burst of 200 messages to bob, who is offline; once the server acked
+    them it is killed with SIGKILL; after a restart bob gets all 200, once, in order."""
     ctx = test_ca.client_context()
     alice, _ = authenticated(kith, ctx, "alice")
+    sent = [f"o{i}" for i in range(200)]
     try:
         bind(alice, "laptop")
         enable(alice)
-        for i in range(10):
-            alice.send(f"<message to='bob@{DOMAIN}' type='chat'><body>o{i}</body></message>")
-        assert ack_request(alice) == 10
+        alice.send("".join(f"<message to='bob@{DOMAIN}' type='chat'><body>{b}</body></message>"
+                           for b in sent))
+        assert ack_request(alice) == len(sent)
     finally:
         alice.close()
     kith.stop(signal.SIGKILL)
@@ -379,7 +382,7 @@ def test_acked_messages_for_an_offline_account_survive_kill_9(kith, test_ca):
     async def bob_logs_in():
         async with online(kith, "bob", "phone", presence=False) as phone:
             phone.send_presence()
-            got = [(await phone.next_message())["body"] for _ in range(10)]
-            assert got == [f"o{i}" for i in range(10)]
+            got = [(await phone.next_message())["body"] for _ in sent]
+            assert got == sent
             await phone.expect_no_message(1.0)
     run(bob_logs_in())

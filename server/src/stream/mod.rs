@@ -79,6 +79,9 @@ pub struct XmlStream<T> {
     frames: VecDeque<Frame>,
     buf: Vec<u8>,
     header_sent: bool,
+    /// The last read filled the whole chunk but stopped early (enough frames
+    /// parsed): TLS may hold decrypted bytes the socket no longer signals.
+    more: bool,
 }
 
 impl<T: Transport> XmlStream<T> {
@@ -89,6 +92,7 @@ impl<T: Transport> XmlStream<T> {
             frames: VecDeque::new(),
             buf: Vec::new(),
             header_sent: false,
+            more: false,
         }
     }
 
@@ -136,13 +140,18 @@ impl<T: Transport> XmlStream<T> {
             self.frames.extend(out);
             r?;
             if n < chunk.len() || self.frames.len() > 64 {
+                self.more = n == chunk.len();
                 return Ok(());
             }
         }
     }
 
-    /// Resolves when the transport has something to read.
+    /// Resolves when the transport has something to read (at once if a read
+    /// stopped early, so a burst of stanzas never stalls inside TLS).
     pub async fn readable(&self) -> Result<(), StreamFail> {
+        if self.more {
+            return Ok(());
+        }
         Ok(self.io.readable().await?)
     }
 
