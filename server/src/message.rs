@@ -288,12 +288,15 @@ fn deliver_offline<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> 
     })
 }
 
-/// XEP-0198: the session's connection dropped and it waits to be resumed;
-/// from now on messages for it go to the offline store.
-pub(crate) async fn detach(session: &SessionHandle) {
+/// XEP-0198: the session's connection dropped (or its stream management
+/// ends); from now on messages for it go to the offline store. The returned
+/// guard holds the account's offline lock: messages arriving meanwhile are
+/// stored only after what the caller stores while holding it (order kept).
+pub(crate) async fn detach(session: &SessionHandle) -> tokio::sync::MutexGuard<'static, ()> {
     let user = crate::deliver::username(&session.jid.to_bare()).to_string();
-    let _guard = offline_lock(&user).lock().await;
+    let guard = offline_lock(&user).lock().await;
     session.detached.store(true, Ordering::Relaxed);
+    guard
 }
 
 /// XEP-0198: the session was resumed. Forget the parked copies of what the

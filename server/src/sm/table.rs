@@ -138,7 +138,9 @@ fn parkable(core: &Core, stanza: &[u8]) -> Option<String> {
 /// queued for it but not written into `sm.unacked`, and park every unacked
 /// message durably. Returns the parked rows.
 async fn detach_and_park(core: &Arc<Core>, session: &Arc<SessionHandle>, sm: &mut Sm) -> Vec<i64> {
-    crate::message::detach(session).await;
+    // Holding the account's offline lock until the parked copies are stored
+    // keeps them ahead of messages that arrive meanwhile.
+    let _order = crate::message::detach(session).await;
     sm.keep_unsent(session.take_queued_items());
     let stanzas: Vec<String> = sm
         .unacked
