@@ -146,6 +146,7 @@ def test_enable_and_acks_both_ways(kith, test_ca):
         raw.send(f"<a xmlns='{NS_SM}' h='9'/>")
         raw.read_until_closed()
         assert stream_error_condition(raw.raw) == "undefined-condition"
+        assert b"handled-count-too-high" in raw.raw and b"send-count='5'" in raw.raw
     finally:
         raw.close()
 

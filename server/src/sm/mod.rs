@@ -121,6 +121,12 @@ impl Sm {
                         "undefined-condition",
                         format!("h={h} acknowledges more than the {sent} stanzas sent"),
                     )
+                    .with_app(
+                        &el("handled-count-too-high", NS)
+                            .attr("h", h.to_string())
+                            .attr("send-count", sent.to_string())
+                            .build(),
+                    )
                 })?;
                 Ok(None)
             }

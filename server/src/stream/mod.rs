@@ -33,6 +33,8 @@ pub enum StreamFail {
 pub struct StreamError {
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §4.9.4), serialised.
+    pub app: Option<String>,
 }
 
 impl StreamError {
@@ -40,13 +42,22 @@ impl StreamError {
         StreamError {
             condition,
             text: None,
+            app: None,
         }
     }
     pub fn text(condition: &'static str, text: impl Into<String>) -> Self {
         StreamError {
             condition,
             text: Some(text.into()),
+            app: None,
         }
+    }
+    /// Add an application-specific condition element.
+    pub fn with_app(mut self, el: &minidom::Element) -> Self {
+        let mut out = Vec::new();
+        crate::xml::serialize(el, &mut out);
+        self.app = String::from_utf8(out).ok();
+        self
     }
 }
 
@@ -215,6 +226,9 @@ impl<T: Transport> XmlStream<T> {
                 ns::STREAMS_ERR,
                 escape(t)
             ));
+        }
+        if let Some(app) = &err.app {
+            out.push_str(app);
         }
         out.push_str("</stream:error></stream:stream>");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
