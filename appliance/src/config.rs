@@ -4,6 +4,7 @@
 //! the key's name, addresses must parse, limits must be sane. The result is the
 //! server's plain [`kith_server::Config`].
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -22,6 +23,28 @@ pub struct File {
     pub limits: LimitsFile,
     #[serde(default)]
     pub auth: AuthFile,
+    /// External components (XEP-0114): domain → shared secret.
+    #[serde(default)]
+    pub components: BTreeMap<String, String>,
+    #[serde(default)]
+    pub push: PushFile,
+    #[serde(default)]
+    pub ping: PingFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PushFile {
+    pub include_body: Option<bool>,
+    pub max_per_account: Option<usize>,
+    pub min_interval_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PingFile {
+    pub idle_secs: Option<u64>,
+    pub timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -32,6 +55,7 @@ pub struct ListenFile {
     pub s2s: Option<String>,
     pub http: Option<String>,
     pub https: Option<String>,
+    pub component: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -61,6 +85,7 @@ pub struct LimitsFile {
 #[serde(deny_unknown_fields)]
 pub struct AuthFile {
     pub scram_iterations: Option<u32>,
+    pub fast_token_days: Option<u32>,
 }
 
 /// The embedded default: runs on a laptop without root and without a file.
@@ -130,7 +155,17 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         s2s: addr("s2s", &listen.s2s)?,
         http: addr("http", &listen.http)?,
         https: addr("https", &listen.https)?,
+        component: addr("component", &listen.component)?,
     };
+    if let Some(a) = config.listen.component {
+        // The component protocol has no encryption: the secret's proof and
+        // every stanza would cross the network in the clear.
+        if !a.ip().is_loopback() {
+            return Err(format!(
+                "listen.component: '{a}' is not a loopback address (components must run on this machine)"
+            ));
+        }
+    }
     if config.listen.c2s.is_none() && config.listen.c2s_tls.is_none() {
         return Err(
             "[listen]: neither c2s nor c2s_tls is configured, clients could not connect".into(),
@@ -200,6 +235,48 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     if let Some(v) = lf.sm_max_hibernated {
         l.sm_max_hibernated = v;
     }
+    for (domain, secret) in file.components {
+        let d = domain.to_lowercase();
+        if jid::BareJid::new(&d)
+            .map(|j| j.node().is_some())
+            .unwrap_or(true)
+            || d == config.domain
+        {
+            return Err(format!(
+                "components.\"{domain}\": not a valid component domain (a name like push.{})",
+                config.domain
+            ));
+        }
+        if secret.is_empty() {
+            return Err(format!("components.\"{domain}\": the secret is empty"));
+        }
+        config.components.insert(d, kith_server::Secret(secret));
+    }
+    let p = &mut config.push;
+    if let Some(v) = file.push.include_body {
+        p.include_body = v;
+    }
+    if let Some(v) = file.push.max_per_account {
+        if v == 0 {
+            return Err("push.max_per_account: must be at least 1".into());
+        }
+        p.max_per_account = v;
+    }
+    if let Some(v) = file.push.min_interval_secs {
+        p.min_interval = Duration::from_secs(v);
+    }
+    if let Some(v) = file.ping.idle_secs {
+        if v == 0 {
+            return Err("ping.idle_secs: must be at least 1".into());
+        }
+        config.ping.idle = Duration::from_secs(v);
+    }
+    if let Some(v) = file.ping.timeout_secs {
+        if v == 0 {
+            return Err("ping.timeout_secs: must be at least 1".into());
+        }
+        config.ping.timeout = Duration::from_secs(v);
+    }
     if let Some(i) = file.auth.scram_iterations {
         if i < 4096 {
             return Err(format!(
@@ -207,6 +284,14 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
             ));
         }
         config.scram_iterations = i;
+    }
+    if let Some(d) = file.auth.fast_token_days {
+        if !(1..=365).contains(&d) {
+            return Err(format!(
+                "auth.fast_token_days: {d} is not between 1 and 365"
+            ));
+        }
+        config.fast_token_lifetime = std::time::Duration::from_secs(u64::from(d) * 86_400);
     }
     Ok(config)
 }
@@ -264,6 +349,37 @@ mod tests {
         let e =
             parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nscram_iterations = 10\n").unwrap_err();
         assert!(e.starts_with("auth.scram_iterations"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nfast_token_days = 0\n").unwrap_err();
+        assert!(e.starts_with("auth.fast_token_days"), "{e}");
+        let c = parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nfast_token_days = 7\n").unwrap();
+        assert_eq!(c.fast_token_lifetime.as_secs(), 7 * 86_400);
+    }
+
+    #[test]
+    fn components_push_and_ping() {
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\ncomponent = '127.0.0.1:5347'\n\
+             [components]\n'Push.localhost' = 's3cret'\n[push]\ninclude_body = true\n\
+             [ping]\nidle_secs = 5\ntimeout_secs = 2\n",
+        )
+        .expect("ok");
+        assert_eq!(
+            c.listen.component,
+            Some("127.0.0.1:5347".parse().expect("addr"))
+        );
+        assert_eq!(
+            c.components.get("push.localhost").map(|s| s.0.as_str()),
+            Some("s3cret")
+        );
+        assert!(c.push.include_body);
+        assert_eq!(c.ping.idle, Duration::from_secs(5));
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\ncomponent = '0.0.0.0:5347'\n").unwrap_err();
+        assert!(e.starts_with("listen.component"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[components]\n'a@b' = 'x'\n").unwrap_err();
+        assert!(e.starts_with("components."), "{e}");
+        let e =
+            parse("[listen]\nc2s = '127.0.0.1:1'\n[components]\n'p.localhost' = ''\n").unwrap_err();
+        assert!(e.contains("secret is empty"), "{e}");
     }
 
     #[test]

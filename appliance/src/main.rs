@@ -40,6 +40,15 @@ enum UserCommand {
     Del { jid: String },
     /// List accounts.
     List,
+    /// List the devices holding password-free login tokens (FAST) for an account.
+    Tokens { jid: String },
+    /// Revoke the password-free login tokens of an account (e.g. a lost phone):
+    /// of one device (`--device ID`, as `kith user tokens` lists it) or of all.
+    RevokeTokens {
+        jid: String,
+        #[arg(long)]
+        device: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -161,6 +170,28 @@ async fn user(config: kith_server::Config, cmd: UserCommand) -> Result<(), Strin
                 println!("{j}");
             }
         }),
+        UserCommand::Tokens { jid } => accounts.tokens(&jid).await.map(|l| {
+            if l.is_empty() {
+                println!("{jid} has no login tokens");
+            }
+            for t in l {
+                println!(
+                    "{}\tsoftware={:?}\tdevice={:?}\tissued={}\texpires={}\tlast_used={}",
+                    t.agent_id,
+                    t.software,
+                    t.device,
+                    kith_server::fast_datetime(t.issued_at),
+                    kith_server::fast_datetime(t.expires_at),
+                    t.last_used
+                        .map(kith_server::fast_datetime)
+                        .unwrap_or_else(|| "never".into()),
+                );
+            }
+        }),
+        UserCommand::RevokeTokens { jid, device } => accounts
+            .revoke_tokens(&jid, device.as_deref())
+            .await
+            .map(|n| println!("revoked the login tokens of {n} device(s) of {jid}")),
     };
     accounts.close().await;
     r.map_err(|e| e.to_string())

@@ -1,11 +1,12 @@
 //! Account administration for the CLI and the web pod: add, change password,
-//! delete, list. Works on the database directly, with or without a running server.
+//! delete, list, and the FAST tokens of an account's devices (list, revoke). Works on the database directly, with or without a running server.
 
 use jid::BareJid;
 
 use crate::config::Config;
 use crate::registry::Registry;
 use crate::sasl::StoredCredentials;
+use crate::storage::fast::TokenHolder;
 use crate::storage::{Db, StorageError};
 
 /// Why an account operation failed.
@@ -84,6 +85,33 @@ impl Accounts {
         let user = self.username(jid)?;
         self.db.account_delete(&user).await?;
         Ok(())
+    }
+
+    /// The clients of an account holding FAST tokens (XEP-0484).
+    pub async fn tokens(&self, jid: &str) -> Result<Vec<TokenHolder>, AccountError> {
+        let user = self.username(jid)?;
+        if !self.db.account_exists(&user).await? {
+            return Err(StorageError::NotFound(format!("no account {jid}")).into());
+        }
+        Ok(self.db.fast_holders(&user).await?)
+    }
+
+    /// Revoke the FAST tokens of an account (a lost phone): of one device
+    /// (its user-agent id, as `tokens` lists it) or of all; returns how many
+    /// devices held one. Their next login needs the password.
+    pub async fn revoke_tokens(
+        &self,
+        jid: &str,
+        device: Option<&str>,
+    ) -> Result<u64, AccountError> {
+        let user = self.username(jid)?;
+        if !self.db.account_exists(&user).await? {
+            return Err(StorageError::NotFound(format!("no account {jid}")).into());
+        }
+        Ok(match device {
+            Some(agent) => u64::from(self.db.fast_invalidate(&user, agent).await?),
+            None => self.db.fast_revoke_all(&user).await?,
+        })
     }
 
     /// Every account's bare JID.

@@ -3,6 +3,7 @@
 //! The appliance reads the TOML file and fills this in; everything here has
 //! already been validated, so the server never re-checks it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -22,6 +23,66 @@ pub struct Config {
     pub limits: Limits,
     /// PBKDF2 iteration count for newly stored SCRAM credentials (≥ 4096).
     pub scram_iterations: u32,
+    /// How long a FAST login token (XEP-0484) stays valid without being used.
+    pub fast_token_lifetime: Duration,
+    /// External components (XEP-0114): component domain → shared secret.
+    pub components: BTreeMap<String, Secret>,
+    /// Push notifications (XEP-0357).
+    pub push: PushConfig,
+    /// Server-to-client and server-to-component pings (XEP-0199).
+    pub ping: PingConfig,
+}
+
+/// A shared secret; never printed by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// Push notifications to app servers (XEP-0357).
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// Put the message text (`last-message-body`) into notifications. Off by
+    /// default: the app server (and the phone vendor's push service behind
+    /// it) would otherwise read the household's messages.
+    pub include_body: bool,
+    /// Registrations kept per account; enabling one more replaces the oldest.
+    pub max_per_account: usize,
+    /// At most one notification per registration in this time; messages in
+    /// between are summed up in the next one.
+    pub min_interval: Duration,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        PushConfig {
+            include_body: false,
+            max_per_account: 10,
+            min_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Pings of idle connections, to find half-open ones.
+#[derive(Debug, Clone)]
+pub struct PingConfig {
+    /// A client or component that sent nothing for this long gets a ping.
+    pub idle: Duration,
+    /// No reply (no data at all) within this time closes the connection.
+    pub timeout: Duration,
+}
+
+impl Default for PingConfig {
+    fn default() -> Self {
+        PingConfig {
+            idle: Duration::from_secs(300),
+            timeout: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Listener addresses.
@@ -37,6 +98,8 @@ pub struct Listen {
     pub http: Option<SocketAddr>,
     /// HTTPS (web pod).
     pub https: Option<SocketAddr>,
+    /// External components, XEP-0114 (5347); loopback only, off by default.
+    pub component: Option<SocketAddr>,
 }
 
 /// PEM files for the certificate chain and its private key.
@@ -113,6 +176,10 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             scram_iterations: 4096,
+            fast_token_lifetime: Duration::from_secs(21 * 86_400),
+            components: BTreeMap::new(),
+            push: PushConfig::default(),
+            ping: PingConfig::default(),
         }
     }
 }

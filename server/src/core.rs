@@ -31,6 +31,12 @@ pub struct Core {
     pub shutdown: watch::Receiver<bool>,
     /// Held by every connection task; shutdown waits for all to be dropped.
     pub(crate) alive: mpsc::Sender<()>,
+    /// Connected external components (XEP-0114).
+    pub components: crate::component::Components,
+    /// IQs the server sent and is waiting for replies to.
+    pub iq_out: crate::iq_out::IqOut,
+    /// Push notification state (XEP-0357): summaries and rate limits.
+    pub push: crate::push::PushState,
     next_id: AtomicU64,
 }
 
@@ -58,6 +64,9 @@ impl Core {
             scram_secret,
             shutdown,
             alive,
+            components: Default::default(),
+            iq_out: Default::default(),
+            push: Default::default(),
             next_id: AtomicU64::new(1),
         }
     }

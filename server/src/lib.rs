@@ -6,12 +6,15 @@
 //! module per protocol area that registers what it handles.
 
 mod accounts;
+mod component;
 pub mod config;
 mod core;
 mod deliver;
+mod iq_out;
 mod limits;
 mod message;
 mod presence;
+mod push;
 mod registry;
 mod roster;
 mod router;
@@ -27,5 +30,7 @@ mod xep;
 pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
-pub use config::{Config, Limits, Listen, TlsFiles};
+pub use config::{Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles};
 pub use server::{BoundAddrs, Server, StartError};
+pub use storage::fast::TokenHolder;
+pub use xep::fast::datetime as fast_datetime;

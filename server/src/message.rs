@@ -47,6 +47,7 @@ fn to_bare<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
         let bare = target_bare(cx.to, cx.session);
         let delivered = deliver_bare(cx.core, cx.session, &bare, &msg).await;
         after(cx.core, cx.session, &msg, &delivered);
+        after_shared(cx.core, &msg, &delivered);
     })
 }
 
@@ -54,6 +55,13 @@ fn to_bare<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
 fn after(core: &Core, sender: &SessionHandle, msg: &Element, delivered: &[Arc<SessionHandle>]) {
     for h in core.registry.message_hooks() {
         h(core, sender, msg, delivered);
+    }
+}
+
+/// Let modules that work in the background (push) see a handled message.
+fn after_shared(core: &Arc<Core>, msg: &Element, delivered: &[Arc<SessionHandle>]) {
+    for h in core.registry.shared_message_hooks() {
+        h(core, msg, delivered);
     }
 }
 
@@ -136,6 +144,7 @@ fn to_full<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
             },
         };
         after(cx.core, cx.session, &msg, &delivered);
+        after_shared(cx.core, &msg, &delivered);
     })
 }
 

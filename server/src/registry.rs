@@ -73,6 +73,29 @@ pub type HoldFilter = fn(&Element) -> bool;
 /// to `delivered` (empty when it went to offline storage or elsewhere).
 pub type MessageHook = fn(&Core, &SessionHandle, &Element, &[Arc<SessionHandle>]);
 
+/// Something to do to a session as soon as it exists (before it is routable),
+/// e.g. what a Bind2 inline request enabled.
+pub type SessionEffect = Box<dyn FnOnce(&Arc<Core>, &Arc<SessionHandle>) + Send>;
+
+/// What a Bind2 inline feature (XEP-0386) did with its request element: a
+/// child for the `<bound/>` answer and/or an effect on the new session.
+#[derive(Default)]
+pub struct Bind2Outcome {
+    pub bound: Option<Element>,
+    pub effect: Option<SessionEffect>,
+}
+
+/// Handles the child of a Bind2 `<bind/>` request in the module's namespace,
+/// for the account `jid` (before the session exists).
+pub type Bind2Handler = fn(&Core, &jid::BareJid, &Element) -> Bind2Outcome;
+/// Like [`MessageHook`], but with the shared core, so the hook can start
+/// background work (push notifications): `msg` (to normalised) was handled
+/// and delivered live to `delivered` (empty: stored offline or refused).
+pub type SharedMessageHook = fn(&Arc<Core>, &Element, &[Arc<SessionHandle>]);
+
+/// Lists JIDs for the server's disco#items (connected components, services).
+pub type HostItems = fn(&Core) -> Vec<String>;
+
 /// Who a disco feature describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FeatureScope {
@@ -89,6 +112,8 @@ pub struct Registry {
     stanza: HashMap<(Kind, Addr), StanzaHandler>,
     hooks: HashMap<SessionEvent, Vec<SessionHook>>,
     message_hooks: Vec<MessageHook>,
+    shared_message_hooks: Vec<SharedMessageHook>,
+    host_items: Vec<HostItems>,
     nonzas: HashMap<(String, String), NonzaHandler>,
     hold_filter: Option<HoldFilter>,
     host_features: BTreeSet<&'static str>,
@@ -96,6 +121,7 @@ pub struct Registry {
     identities: Vec<(FeatureScope, &'static str, &'static str, &'static str)>,
     stream_features: Vec<fn() -> Element>,
     migrators: Vec<&'static Migrator>,
+    bind2_inline: std::collections::BTreeMap<&'static str, Bind2Handler>,
 }
 
 /// A protocol module: a name and a function that registers it.
@@ -139,6 +165,16 @@ impl Registry {
         self.message_hooks.push(h);
     }
 
+    /// Run `h` (with the shared core) after every message handled.
+    pub fn shared_message_hook(&mut self, h: SharedMessageHook) {
+        self.shared_message_hooks.push(h);
+    }
+
+    /// Add JIDs to the server's disco#items.
+    pub fn host_items(&mut self, f: HostItems) {
+        self.host_items.push(f);
+    }
+
     /// Handle the top-level element `ns`/`name` sent by a bound client.
     pub fn nonza(&mut self, ns: &str, name: &str, h: NonzaHandler) {
         self.nonzas.insert((ns.to_string(), name.to_string()), h);
@@ -171,6 +207,13 @@ impl Registry {
     /// Offer a stream feature after authentication.
     pub fn stream_feature(&mut self, f: fn() -> Element) {
         self.stream_features.push(f);
+    }
+
+    /// Offer `ns` as a Bind2 inline feature (XEP-0386): listed in the
+    /// `<inline/>` of the Bind2 stream feature, and `h` handles a child in that
+    /// namespace of a client's `<bind/>` request.
+    pub fn bind2_inline(&mut self, ns: &'static str, h: Bind2Handler) {
+        self.bind2_inline.insert(ns, h);
     }
 
     /// Storage migrations this module needs.
@@ -208,6 +251,15 @@ impl Registry {
         &self.message_hooks
     }
 
+    pub(crate) fn shared_message_hooks(&self) -> &[SharedMessageHook] {
+        &self.shared_message_hooks
+    }
+
+    /// Every JID modules list in the server's disco#items.
+    pub(crate) fn host_item_jids(&self, core: &Core) -> Vec<String> {
+        self.host_items.iter().flat_map(|f| f(core)).collect()
+    }
+
     pub(crate) fn hooks(&self, ev: SessionEvent) -> &[SessionHook] {
         self.hooks.get(&ev).map(Vec::as_slice).unwrap_or(&[])
     }
@@ -235,6 +287,15 @@ impl Registry {
     /// Post-authentication stream features from modules.
     pub fn stream_features(&self) -> Vec<Element> {
         self.stream_features.iter().map(|f| f()).collect()
+    }
+
+    /// The Bind2 inline feature namespaces, sorted.
+    pub fn bind2_features(&self) -> Vec<&'static str> {
+        self.bind2_inline.keys().copied().collect()
+    }
+
+    pub(crate) fn bind2_handler(&self, ns: &str) -> Option<Bind2Handler> {
+        self.bind2_inline.get(ns).copied()
     }
 
     /// All registered migrators.

@@ -126,6 +126,11 @@ pub async fn route_from_client(
     if let Some(j) = &to {
         attr_set(&mut stanza, "to", j.as_str());
     }
+    // XEP-0114: a component domain is served by its connection, never by
+    // federation; checked before the remote-domain branch below.
+    if crate::component::route_from_client(core, session, &stanza, to.as_ref()) {
+        return;
+    }
     let addr = addr_of(to.as_ref(), &session.jid.to_bare(), &core.domain);
     if addr == Addr::Remote {
         // Federation arrives with the s2s module; until then say so clearly.
@@ -195,7 +200,9 @@ async fn route_iq(
         return;
     }
     if !is_request {
-        // Results/errors to the server or an account: answers to our pushes.
+        // Results/errors to the server or an account: answers to our pushes,
+        // or to an IQ the server sent and waits for (iq_out.rs).
+        core.iq_out.resolve(&iq);
         return;
     }
     let payloads: Vec<&Element> = iq.children().collect();

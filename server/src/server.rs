@@ -30,6 +30,9 @@ pub fn modules() -> Vec<Module> {
         crate::xep::carbons::MODULE,
         crate::xep::csi::MODULE,
         crate::sm::MODULE,
+        crate::component::MODULE,
+        crate::push::MODULE,
+        crate::xep::fast::MODULE,
     ]
 }
 
@@ -60,6 +63,8 @@ pub enum StartError {
 pub struct BoundAddrs {
     pub c2s: Option<SocketAddr>,
     pub c2s_tls: Option<SocketAddr>,
+    /// The external-component listener (XEP-0114).
+    pub component: Option<SocketAddr>,
 }
 
 /// A running server.
@@ -85,6 +90,7 @@ impl Server {
         // Bind everything before accepting anything, so a bad port fails start-up.
         let c2s = bind("c2s", config.listen.c2s).await?;
         let c2s_tls = bind("c2s_tls", config.listen.c2s_tls).await?;
+        let component = bind("component", config.listen.component).await?;
         for (name, addr) in [
             ("s2s", config.listen.s2s),
             ("http", config.listen.http),
@@ -116,6 +122,11 @@ impl Server {
                 tracing::info!(addr = ?slot, direct_tls = direct, "listening for clients");
                 accept_tasks.push(tokio::spawn(accept_loop(core.clone(), l, direct)));
             }
+        }
+        if let Some(l) = component {
+            addrs.component = l.local_addr().ok();
+            tracing::info!(addr = ?addrs.component, "listening for components");
+            accept_tasks.push(tokio::spawn(accept_components(core.clone(), l)));
         }
         Ok(Server {
             core,
@@ -191,6 +202,20 @@ async fn accept_loop(core: Arc<Core>, listener: TcpListener, direct_tls: bool) {
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn accept_components(core: Arc<Core>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(crate::component::serve(core.clone(), tcp, peer));
+            }
+            Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }

@@ -88,6 +88,9 @@ pub struct SessionHandle {
     kick: Mutex<Option<Kick>>,
     kicked: Notify,
     state: Mutex<PresenceState>,
+    /// Applied to every stanza before it is queued: a component's stream
+    /// speaks `jabber:component:accept`, not `jabber:client` (XEP-0114).
+    rewrite: std::sync::OnceLock<fn(&Element) -> Element>,
 }
 
 impl SessionHandle {
@@ -115,7 +118,13 @@ impl SessionHandle {
             kick: Mutex::new(None),
             kicked: Notify::new(),
             state: Mutex::new(PresenceState::default()),
+            rewrite: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Rewrite every stanza queued from now on with `f` (set once).
+    pub fn set_rewrite(&self, f: fn(&Element) -> Element) {
+        let _ = self.rewrite.set(f);
     }
 
     /// Queue a stanza. If the queue is full (in stanzas or in bytes) the
@@ -125,7 +134,10 @@ impl SessionHandle {
             return;
         }
         let mut bytes = Vec::with_capacity(256);
-        crate::xml::serialize(&stanza, &mut bytes);
+        match self.rewrite.get() {
+            Some(rewrite) => crate::xml::serialize(&rewrite(&stanza), &mut bytes),
+            None => crate::xml::serialize(&stanza, &mut bytes),
+        }
         if self.inactive.load(Ordering::Relaxed) {
             if self.hold.is_some_and(|may_wait| may_wait(&stanza)) {
                 let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
@@ -147,6 +159,12 @@ impl SessionHandle {
         if !inactive {
             self.flush_held();
         }
+    }
+
+    /// Whether the client said it is inactive (XEP-0352); push notifies
+    /// the phone behind such a session.
+    pub fn is_inactive(&self) -> bool {
+        self.inactive.load(Ordering::Relaxed)
     }
 
     fn flush_held(&self) {

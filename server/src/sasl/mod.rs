@@ -6,6 +6,7 @@
 //! is mandatory. Only SCRAM keys are stored, never the password.
 
 mod creds;
+pub mod ht;
 mod plain;
 mod scram;
 
@@ -75,6 +76,8 @@ pub enum Failure {
     NotAuthorized,
     TemporaryAuthFailure,
     EncryptionRequired,
+    /// The credentials (a FAST token) expired (RFC 6120 §6.5.2).
+    CredentialsExpired,
 }
 
 impl Failure {
@@ -89,6 +92,7 @@ impl Failure {
             Failure::NotAuthorized => "not-authorized",
             Failure::TemporaryAuthFailure => "temporary-auth-failure",
             Failure::EncryptionRequired => "encryption-required",
+            Failure::CredentialsExpired => "credentials-expired",
         }
     }
 }

@@ -63,12 +63,19 @@ impl Db {
                sha256_salt = $6, sha256_iterations = $7, sha256_stored_key = $8, sha256_server_key = $9
              WHERE username = $1",
         );
+        let mut tx = self.begin_write().await?;
         let r = bind_credentials(q, username, creds)
-            .execute(self.pool())
+            .execute(&mut *tx)
             .await?;
         if r.rows_affected() == 0 {
             return Err(StorageError::NotFound(format!("no account {username}")));
         }
+        // A new password revokes every FAST token (XEP-0484) of the account.
+        sqlx::query("DELETE FROM fast_tokens WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -87,6 +94,8 @@ impl Db {
             "DELETE FROM roster_versions WHERE username = $1",
             "DELETE FROM offline_messages WHERE username = $1",
             "DELETE FROM vcards WHERE username = $1",
+            "DELETE FROM fast_tokens WHERE username = $1",
+            "DELETE FROM push_registrations WHERE username = $1",
         ] {
             sqlx::query(q).bind(username).execute(&mut *tx).await?;
         }

@@ -7,7 +7,9 @@
 //! (`server/migrations/<area>/`), registered through the module registry.
 
 pub mod accounts;
+pub mod fast;
 pub mod offline;
+pub mod push;
 pub mod roster;
 pub mod sm;
 pub mod vcard;

@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
 use crate::core::{random_hex, Core};
+use crate::registry::SessionEffect;
 use crate::sasl::{parse_plain, Failure, Mechanism, ScramServer};
 use crate::tls::ChannelBindings;
 use crate::xml::{el, ns, Frame, ParserLimits, StreamHeader};
@@ -26,7 +27,7 @@ use crate::xml::{el, ns, Frame, ParserLimits, StreamHeader};
 const MAX_AUTH_ATTEMPTS: u32 = 3;
 
 /// How a negotiation step ended early.
-enum Stop {
+pub(super) enum Stop {
     /// Send this stream error and close.
     Error(StreamError),
     /// The transport failed or the peer left; nothing more to send.
@@ -109,7 +110,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
     };
     match r {
-        Ok(Bound::Resumed(resumed)) => {
+        Ok(Negotiated::Resumed(resumed)) => {
             // XEP-0198: this connection takes over a hibernated session.
             let guards = (permit, alive);
             tokio::spawn(async move {
@@ -117,7 +118,11 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
                 drop(guards);
             });
         }
-        Ok(Bound::Jid(jid, reply)) => {
+        Ok(Negotiated::Bound(Bound {
+            jid,
+            reply,
+            effects,
+        })) => {
             tracing::info!(%peer, %jid, "session bound");
             // The negotiation futures above were boxed and are gone now: an
             // established session costs only what the session loop holds.
@@ -125,10 +130,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
             // this task) is freed, and an idle session costs only its loop.
             let guards = (permit, alive);
             tokio::spawn(async move {
-                let mut bytes = Vec::new();
-                crate::xml::serialize(&reply, &mut bytes);
-                drop(reply);
-                super::session_loop::run(core, stream, jid, bytes).await;
+                super::session_loop::run(core, stream, jid, reply, effects).await;
                 drop(guards);
             });
         }
@@ -224,7 +226,7 @@ async fn open<T: Transport>(core: &Core, stream: &mut XmlStream<T>) -> Result<St
 }
 
 /// The next top-level element, or why there is none.
-async fn element<T: Transport>(stream: &mut XmlStream<T>) -> Result<Element, Stop> {
+pub(super) async fn element<T: Transport>(stream: &mut XmlStream<T>) -> Result<Element, Stop> {
     match stream.next().await? {
         Frame::Stanza(el) => Ok(el),
         Frame::Close => Err(Stop::Closed),
@@ -236,7 +238,7 @@ async fn element<T: Transport>(stream: &mut XmlStream<T>) -> Result<Element, Sto
 }
 
 /// A stanza or unknown element where negotiation expected something else.
-fn unexpected(el: &Element, stage: &str) -> Stop {
+pub(super) fn unexpected(el: &Element, stage: &str) -> Stop {
     if el.ns() == ns::CLIENT {
         Stop::Error(StreamError::text(
             "not-authorized",
@@ -267,7 +269,7 @@ async fn starttls(core: &Core, stream: &mut XmlStream<TcpStream>) -> Result<(), 
 
 /// `<stream:features>` uses the stream prefix declared in our header, which
 /// minidom cannot express, so the wrapper is written by hand around the features.
-fn features_bytes(features: &[Element]) -> Vec<u8> {
+pub(super) fn features_bytes(features: &[Element]) -> Vec<u8> {
     let mut out = b"<stream:features>".to_vec();
     for child in features {
         crate::xml::serialize(child, &mut out);
@@ -276,11 +278,44 @@ fn features_bytes(features: &[Element]) -> Vec<u8> {
     out
 }
 
-/// What negotiation produced: a new bound resource, or (XEP-0198) a session
-/// resumed in place of binding.
-enum Bound {
-    Jid(FullJid, Element),
+/// A session ready to run.
+pub(super) struct Bound {
+    pub jid: FullJid,
+    /// Written first: the bind result, or SASL2's `<success/>` and features.
+    pub reply: Vec<u8>,
+    /// What Bind2 inline requests do to the session once it exists.
+    pub effects: Vec<SessionEffect>,
+}
+
+/// What negotiation produced: a session to run, or (XEP-0198) a hibernated
+/// session this connection resumed in place of binding.
+pub(super) enum Negotiated {
+    Bound(Bound),
     Resumed(crate::sm::Resumed),
+}
+
+/// How SASL ended successfully.
+enum Authed {
+    /// SASL1: the username; a stream restart and resource binding follow.
+    Legacy(String),
+    /// SASL2 (XEP-0388): no restart.
+    Sasl2(super::sasl2::Outcome),
+}
+
+/// The stream features of an authenticated stream: resource binding (unless
+/// Bind2 already bound one) and what modules offer.
+pub(super) fn post_auth_features(core: &Core, bound: bool) -> Vec<Element> {
+    let mut features = Vec::new();
+    if !bound {
+        features.push(Element::bare("bind", ns::BIND));
+        features.push(
+            el("session", ns::SESSION)
+                .child(Element::bare("optional", ns::SESSION))
+                .build(),
+        );
+    }
+    features.extend(core.registry.stream_features());
+    features
 }
 
 /// SASL, stream restart and resource binding on a TLS stream.
@@ -289,7 +324,7 @@ async fn authenticate_and_bind<T: Transport>(
     stream: &mut XmlStream<T>,
     peer: SocketAddr,
     bindings: &ChannelBindings,
-) -> Result<Bound, Stop> {
+) -> Result<Negotiated, Stop> {
     open(core, stream).await?;
     let mut mechs = el("mechanisms", ns::SASL);
     for m in Mechanism::ALL {
@@ -312,42 +347,78 @@ async fn authenticate_and_bind<T: Transport>(
                 .build(),
         );
     }
+    let sasl2 = super::sasl2::feature(core, bindings);
     stream
-        .write(&features_bytes(&[mechs.build(), cb.build()]))
+        .write(&features_bytes(&[mechs.build(), cb.build(), sasl2]))
         .await?;
 
-    let username = sasl(core, stream, peer, bindings).await?;
+    let username = match sasl(core, stream, peer, bindings).await? {
+        Authed::Legacy(username) => username,
+        Authed::Sasl2(super::sasl2::Outcome::Bound(bound)) => return Ok(Negotiated::Bound(bound)),
+        // SASL2 without Bind2: success and features were sent; bind, no restart.
+        Authed::Sasl2(super::sasl2::Outcome::Authenticated(bare)) => {
+            return bind(core, stream, &bare).await
+        }
+    };
     let bare = BareJid::new(&format!("{username}@{}", core.domain))
         .map_err(|_| Stop::Error(StreamError::new("internal-server-error")))?;
 
     // Stream restart (RFC 6120 §6.4.6).
     stream.restart(limits_pre_auth(core));
     open(core, stream).await?;
-    let mut features = vec![
-        Element::bare("bind", ns::BIND),
-        el("session", ns::SESSION)
-            .child(Element::bare("optional", ns::SESSION))
-            .build(),
-    ];
-    features.extend(core.registry.stream_features());
+    let features = post_auth_features(core, false);
     stream.write(&features_bytes(&features)).await?;
     bind(core, stream, &bare).await
 }
 
-/// Run SASL exchanges until one succeeds; returns the username.
+impl Bound {
+    fn legacy((jid, reply): (FullJid, Element)) -> Bound {
+        let mut bytes = Vec::new();
+        crate::xml::serialize(&reply, &mut bytes);
+        Bound {
+            jid,
+            reply: bytes,
+            effects: Vec::new(),
+        }
+    }
+}
+
+/// Run SASL (or SASL2) exchanges until one succeeds.
 async fn sasl<T: Transport>(
     core: &Core,
     stream: &mut XmlStream<T>,
     peer: SocketAddr,
     bindings: &ChannelBindings,
-) -> Result<String, Stop> {
+) -> Result<Authed, Stop> {
     let mut attempts = 0;
     loop {
         let auth = element(stream).await?;
+        if auth.is("authenticate", super::sasl2::NS) {
+            // SASL2 shares this connection's failed-attempt count.
+            match super::sasl2::authenticate(core, stream, peer, bindings, &auth).await? {
+                Ok(outcome) => return Ok(Authed::Sasl2(outcome)),
+                Err(()) => {
+                    attempts += 1;
+                    if attempts >= MAX_AUTH_ATTEMPTS {
+                        return Err(too_many_attempts());
+                    }
+                    continue;
+                }
+            }
+        }
         if !auth.is("auth", ns::SASL) {
             return Err(unexpected(&auth, "authentication"));
         }
-        let outcome = exchange(core, stream, peer, bindings, &auth).await?;
+        let outcome = exchange(
+            core,
+            stream,
+            peer,
+            bindings,
+            ns::SASL,
+            auth.attr("mechanism"),
+            decode(&auth.text()),
+        )
+        .await?;
         match outcome {
             Ok((username, extra)) => {
                 let success = match extra {
@@ -356,7 +427,7 @@ async fn sasl<T: Transport>(
                 };
                 stream.send(&success).await?;
                 tracing::info!(%peer, user = %username, mechanism = auth.attr("mechanism").unwrap_or(""), "authenticated");
-                return Ok(username);
+                return Ok(Authed::Legacy(username));
             }
             Err((failure, why)) => {
                 tracing::info!(%peer, condition = failure.condition(), why, "authentication failed");
@@ -369,27 +440,35 @@ async fn sasl<T: Transport>(
                     .await?;
                 attempts += 1;
                 if attempts >= MAX_AUTH_ATTEMPTS {
-                    return Err(Stop::Error(StreamError::text(
-                        "policy-violation",
-                        "too many failed authentication attempts",
-                    )));
+                    return Err(too_many_attempts());
                 }
             }
         }
     }
 }
 
-type Exchange = Result<(String, Option<Vec<u8>>), (Failure, &'static str)>;
+fn too_many_attempts() -> Stop {
+    Stop::Error(StreamError::text(
+        "policy-violation",
+        "too many failed authentication attempts",
+    ))
+}
 
-/// One SASL exchange for an `<auth/>` element.
-async fn exchange<T: Transport>(
+pub(super) type Exchange = Result<(String, Option<Vec<u8>>), (Failure, &'static str)>;
+
+/// One SASL exchange: `mechanism` and the decoded `initial` response come from
+/// SASL1's `<auth/>` or SASL2's `<authenticate/>`; challenges and responses are
+/// in `sasl_ns` (the two protocols differ only in that namespace here).
+pub(super) async fn exchange<T: Transport>(
     core: &Core,
     stream: &mut XmlStream<T>,
     peer: SocketAddr,
     bindings: &ChannelBindings,
-    auth: &Element,
+    sasl_ns: &str,
+    mechanism: Option<&str>,
+    initial: Result<Option<Vec<u8>>, (Failure, &'static str)>,
 ) -> Result<Exchange, Stop> {
-    let Some(mech) = auth.attr("mechanism").and_then(Mechanism::from_name) else {
+    let Some(mech) = mechanism.and_then(Mechanism::from_name) else {
         return Ok(Err((Failure::InvalidMechanism, "unknown mechanism")));
     };
     if mech.is_plus() && bindings.exporter.is_none() && bindings.server_end_point.is_none() {
@@ -398,12 +477,12 @@ async fn exchange<T: Transport>(
             "no channel binding on this connection",
         )));
     }
-    let initial = match decode(&auth.text()) {
+    let initial = match initial {
         Ok(Some(data)) => data,
         Ok(None) => {
             // No initial response: send an empty challenge (RFC 6120 §6.4.2).
-            stream.send(&Element::bare("challenge", ns::SASL)).await?;
-            match response(stream).await? {
+            stream.send(&Element::bare("challenge", sasl_ns)).await?;
+            match response(stream, sasl_ns).await? {
                 Ok(d) => d,
                 Err(f) => return Ok(Err(f)),
             }
@@ -485,13 +564,9 @@ async fn exchange<T: Transport>(
             };
             let challenge = scram.challenge(keys, &core.scram_secret, &random_hex(18));
             stream
-                .send(
-                    &el("challenge", ns::SASL)
-                        .text(B64.encode(challenge))
-                        .build(),
-                )
+                .send(&el("challenge", sasl_ns).text(B64.encode(challenge)).build())
                 .await?;
-            let fin = match response(stream).await? {
+            let fin = match response(stream, sasl_ns).await? {
                 Ok(d) => d,
                 Err(f) => return Ok(Err(f)),
             };
@@ -514,22 +589,23 @@ async fn exchange<T: Transport>(
     }
 }
 
-/// Read a `<response/>` (or `<abort/>`).
+/// Read a `<response/>` (or `<abort/>`) in `sasl_ns`.
 async fn response<T: Transport>(
     stream: &mut XmlStream<T>,
+    sasl_ns: &str,
 ) -> Result<Result<Vec<u8>, (Failure, &'static str)>, Stop> {
     let r = element(stream).await?;
-    if r.is("abort", ns::SASL) {
+    if r.is("abort", sasl_ns) {
         return Ok(Err((Failure::Aborted, "client aborted")));
     }
-    if !r.is("response", ns::SASL) {
+    if !r.is("response", sasl_ns) {
         return Err(unexpected(&r, "authentication"));
     }
     Ok(decode(&r.text()).map(Option::unwrap_or_default))
 }
 
 /// SASL payload decoding: empty = no data, `=` = empty data (RFC 6120 §6.4.2).
-fn decode(text: &str) -> Result<Option<Vec<u8>>, (Failure, &'static str)> {
+pub(super) fn decode(text: &str) -> Result<Option<Vec<u8>>, (Failure, &'static str)> {
     let t = text.trim();
     match t {
         "" => Ok(None),
@@ -554,20 +630,20 @@ fn authzid_ok(authzid: &str, username: &str, domain: &str) -> bool {
     })
 }
 
-/// Resource binding (RFC 6120 §7); returns the JID and the result to send,
-/// or the session a XEP-0198 `<resume/>` took over.
+/// Resource binding (RFC 6120 §7): the bound session, or the session a
+/// XEP-0198 `<resume/>` took over.
 async fn bind<T: Transport>(
     core: &Arc<Core>,
     stream: &mut XmlStream<T>,
     bare: &BareJid,
-) -> Result<Bound, Stop> {
+) -> Result<Negotiated, Stop> {
     loop {
         let iq = element(stream).await?;
         if iq.ns() == crate::sm::NS {
             // Resumption replaces binding; enabling needs a bound resource.
             let failed = if iq.name() == "resume" {
                 match crate::sm::table::claim(core, bare, &iq).await {
-                    Ok(r) => return Ok(Bound::Resumed(r)),
+                    Ok(r) => return Ok(Negotiated::Resumed(r)),
                     Err(failed) => failed,
                 }
             } else {
@@ -600,7 +676,7 @@ async fn bind<T: Transport>(
                             .build(),
                     )
                     .build();
-                return Ok(Bound::Jid(full, reply));
+                return Ok(Negotiated::Bound(Bound::legacy((full, reply))));
             }
             Err(_) => {
                 let err = crate::stanza::StanzaError::bad_request().with_text("invalid resource");

@@ -5,7 +5,10 @@
 //! session loop both drive it, so every transport gets the same limits and the
 //! same errors.
 
+mod bind2;
 pub mod c2s;
+pub(crate) mod idle_ping;
+mod sasl2;
 mod session_loop;
 
 use std::collections::VecDeque;

@@ -10,6 +10,7 @@ use jid::FullJid;
 use minidom::Element;
 
 use super::c2s::limits_session;
+use super::idle_ping::{ping_iq, PingAction};
 use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
 use crate::core::Core;
 use crate::registry::SessionEvent;
@@ -31,12 +32,14 @@ enum End {
 }
 
 /// Run a bound session until it ends; `bind_reply` (serialised, so that no
-/// element outlives its sending) is written first.
+/// element outlives its sending) is written first. `effects` (what Bind2
+/// inline requests enabled) are applied before the session becomes routable.
 pub async fn run<T: Transport>(
     core: Arc<Core>,
     mut stream: XmlStream<T>,
     jid: FullJid,
     bind_reply: Vec<u8>,
+    effects: Vec<crate::registry::SessionEffect>,
 ) {
     let max_queued = (core.config.limits.stanza_size * 8).max(1024 * 1024);
     let max_items = core.config.limits.session_queue.max(1);
@@ -47,6 +50,9 @@ pub async fn run<T: Transport>(
         max_queued,
         core.registry.hold(),
     ));
+    for effect in effects {
+        effect(&core, &session);
+    }
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
     stream.release_buffers();
@@ -72,6 +78,8 @@ async fn serve<T: Transport>(
     reattach: Option<Vec<i64>>,
 ) {
     let mut shutdown = core.shutdown.clone();
+    // XEP-0199: ping the client when it has been silent for a while.
+    let mut pinger = super::idle_ping::IdlePing::new(&core.config.ping);
     let sent = stream.write(&first).await;
     drop(first);
     if let Some(rows) = reattach {
@@ -140,7 +148,7 @@ async fn serve<T: Transport>(
                         Err(e) => Err(e),
                     };
                     match r {
-                        Ok(()) => {}
+                        Ok(()) => pinger.heard(),
                         Err(StreamFail::Eof) => break End::Gone,
                         Err(f) => break error_for(&f).map(End::Error).unwrap_or(End::Gone),
                     }
@@ -158,6 +166,7 @@ async fn serve<T: Transport>(
                     match Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.write(&out))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break End::Gone,
+                        Err(_) if sm.resumable() => break End::Gone,
                         Err(_) => break End::Error(StreamError::text("connection-timeout", "the client stopped reading")),
                     }
                 }
@@ -173,6 +182,13 @@ async fn serve<T: Transport>(
                     Kick::Resumed => End::Gone,
                 },
                 _ = shutdown.changed() => break End::Error(StreamError::text("system-shutdown", "the server is shutting down")),
+                _ = tokio::time::sleep_until(pinger.deadline()) => match pinger.check() {
+                    PingAction::Ping => session.send(ping_iq(&core.domain, session.jid.as_str())),
+                    // A half-open connection: a resumable session hibernates.
+                    PingAction::Dead if sm.resumable() => break End::Gone,
+                    PingAction::Dead => break End::Error(StreamError::text("connection-timeout", "no answer to a ping")),
+                    PingAction::Wait => {}
+                },
                 _ = tokio::time::sleep(KEEPALIVE) => {
                     if Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.write(b" "))).await.map_or(true, |r| r.is_err()) {
                         break End::Gone;

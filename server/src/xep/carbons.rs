@@ -30,6 +30,13 @@ fn register(r: &mut Registry) {
     r.feature(FeatureScope::Host, NS);
     r.feature(FeatureScope::Host, NS_RULES);
     r.message_hook(copy);
+    // Bind2 (XEP-0386): `<enable/>` inside `<bind/>` turns carbons on at login.
+    r.bind2_inline(NS, |_, _, req| crate::registry::Bind2Outcome {
+        bound: None,
+        effect: (req.name() == "enable").then(|| -> crate::registry::SessionEffect {
+            Box::new(|_, s| s.carbons.store(true, Ordering::Relaxed))
+        }),
+    });
 }
 
 fn toggle(cx: IqCtx<'_>, on: bool) -> crate::registry::BoxFuture<'_, crate::registry::IqResult> {

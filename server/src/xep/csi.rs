@@ -21,6 +21,12 @@ fn register(r: &mut Registry) {
     r.nonza(NS, "inactive", |_, s, _| s.set_inactive(true));
     r.nonza(NS, "active", |_, s, _| s.set_inactive(false));
     r.hold_filter(may_wait);
+    // Bind2 (XEP-0386): `<inactive/>` inside `<bind/>` starts the session inactive.
+    r.bind2_inline(NS, |_, _, req| crate::registry::Bind2Outcome {
+        bound: None,
+        effect: (req.name() == "inactive")
+            .then(|| -> crate::registry::SessionEffect { Box::new(|_, s| s.set_inactive(true)) }),
+    });
 }
 
 /// Presence (but not subscription requests, which a person answers) and

@@ -69,8 +69,14 @@ fn info(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
 
 fn items(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
-        check(&cx).await?;
-        // No components yet (groups, upload arrive with their modules).
-        Ok(Some(el("query", NS_ITEMS).build()))
+        let scope = check(&cx).await?;
+        let mut q = el("query", NS_ITEMS);
+        if scope == FeatureScope::Host {
+            // Services modules list: connected components (XEP-0114), …
+            for jid in cx.core.registry.host_item_jids(cx.core) {
+                q = q.child(el("item", NS_ITEMS).attr("jid", jid).build());
+            }
+        }
+        Ok(Some(q.build()))
     })
 }

@@ -3,6 +3,7 @@
 pub mod carbons;
 pub mod csi;
 pub mod disco;
+pub mod fast;
 pub mod ping;
 pub mod session;
 pub mod time;
