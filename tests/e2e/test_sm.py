@@ -387,3 +387,36 @@ def test_acked_messages_for_an_offline_account_survive_kill_9(kith, test_ca):
             assert got == sent
             await phone.expect_no_message(1.0)
     run(bob_logs_in())
+
+
+def test_a_phone_waiting_to_resume_gets_a_push_and_then_the_message(kith_extra):
+    """alice's phone app was suspended by the OS mid-connection: her session waits to be
+    resumed. bob writes; the push app server is told (XEP-0357), the phone wakes up,
+    resumes, and gets the message once."""
+    from conftest import AppServer, enable_push
+    app_jid, secret = "push.localhost", "app-server-secret"
+    kith = kith_extra(component=True, sections={"components": {app_jid: secret},
+                                                "push": {"min_interval_secs": 1}})
+
+    async def scenario():
+        app = await AppServer(kith, app_jid, secret).start()
+        alice = SmClient(kith, f"alice@{DOMAIN}/phone")
+        try:
+            await alice.login()
+            alice.send_presence()
+            await enable_push(alice, app_jid, "phone-node")
+            hibernated = log_count(kith, HIBERNATED)
+            alice.drop()
+            await asyncio.to_thread(wait_for_log, kith, HIBERNATED, hibernated)
+            async with online(kith, "bob", "laptop") as bob:
+                bob.send_message(mto=f"alice@{DOMAIN}", mbody="wake up", mtype="chat")
+                n = await app.next_notification()
+                assert n.account == f"alice@{DOMAIN}" and n.node == "phone-node", n
+                await alice.reconnect()
+                await asyncio.wait_for(asyncio.shield(alice.resumed), STEP)
+                assert (await alice.next_message())["body"] == "wake up"
+                await alice.expect_no_message(1.0)
+        finally:
+            await alice.close()
+            await app.close()
+    run(scenario())
