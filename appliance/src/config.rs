@@ -23,6 +23,8 @@ pub struct File {
     pub limits: LimitsFile,
     #[serde(default)]
     pub auth: AuthFile,
+    #[serde(default)]
+    pub archive: ArchiveFile,
     /// External components (XEP-0114): domain → shared secret.
     #[serde(default)]
     pub components: BTreeMap<String, String>,
@@ -30,6 +32,13 @@ pub struct File {
     pub push: PushFile,
     #[serde(default)]
     pub ping: PingFile,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveFile {
+    pub retention_days: Option<u32>,
+    pub prune_interval_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -79,6 +88,9 @@ pub struct LimitsFile {
     pub sm_ack_request_every: Option<usize>,
     pub sm_ack_request_interval_secs: Option<u64>,
     pub sm_max_hibernated: Option<usize>,
+    pub pep_nodes: Option<usize>,
+    pub pep_items: Option<usize>,
+    pub pep_item_size: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -235,6 +247,27 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     if let Some(v) = lf.sm_max_hibernated {
         l.sm_max_hibernated = v;
     }
+    for (key, value, slot) in [
+        ("pep_nodes", lf.pep_nodes, &mut l.pep_nodes),
+        ("pep_items", lf.pep_items, &mut l.pep_items),
+        ("pep_item_size", lf.pep_item_size, &mut l.pep_item_size),
+    ] {
+        if let Some(v) = value {
+            if v == 0 {
+                return Err(format!("limits.{key}: must be at least 1"));
+            }
+            *slot = v;
+        }
+    }
+    if let Some(d) = file.archive.retention_days {
+        config.archive.retention_days = d;
+    }
+    if let Some(s) = file.archive.prune_interval_secs {
+        if s == 0 {
+            return Err("archive.prune_interval_secs: must be at least 1".into());
+        }
+        config.archive.prune_interval = Duration::from_secs(s);
+    }
     for (domain, secret) in file.components {
         let d = domain.to_lowercase();
         if jid::BareJid::new(&d)
@@ -356,6 +389,22 @@ mod tests {
     }
 
     #[test]
+    fn pep_limits_are_read_and_checked() {
+        let c = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\npep_nodes = 7\npep_items = 9\npep_item_size = 4096\n")
+            .expect("ok");
+        assert_eq!(
+            (
+                c.limits.pep_nodes,
+                c.limits.pep_items,
+                c.limits.pep_item_size
+            ),
+            (7, 9, 4096)
+        );
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\npep_items = 0\n").unwrap_err();
+        assert!(e.starts_with("limits.pep_items"), "{e}");
+    }
+
+    #[test]
     fn components_push_and_ping() {
         let c = parse(
             "[listen]\nc2s = '127.0.0.1:1'\ncomponent = '127.0.0.1:5347'\n\
@@ -380,6 +429,26 @@ mod tests {
         let e =
             parse("[listen]\nc2s = '127.0.0.1:1'\n[components]\n'p.localhost' = ''\n").unwrap_err();
         assert!(e.contains("secret is empty"), "{e}");
+    }
+
+    #[test]
+    fn history_settings() {
+        let base = "[listen]\nc2s = '127.0.0.1:1'\n";
+        let c = parse(base).expect("ok");
+        assert_eq!(
+            c.archive.retention_days, 0,
+            "history is kept forever by default"
+        );
+        let c = parse(&format!(
+            "{base}[archive]\nretention_days = 30\nprune_interval_secs = 60\n"
+        ))
+        .expect("ok");
+        assert_eq!(c.archive.retention_days, 30);
+        assert_eq!(c.archive.prune_interval, Duration::from_secs(60));
+        let e = parse(&format!("{base}[archive]\nprune_interval_secs = 0\n")).unwrap_err();
+        assert!(e.starts_with("archive.prune_interval_secs"), "{e}");
+        let e = parse(&format!("{base}[archive]\nretention = 3\n")).unwrap_err();
+        assert!(e.contains("retention"), "{e}");
     }
 
     #[test]

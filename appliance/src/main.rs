@@ -28,6 +28,9 @@ enum Command {
     /// Manage accounts.
     #[command(subcommand)]
     User(UserCommand),
+    /// Manage message history (the archive).
+    #[command(subcommand)]
+    History(HistoryCommand),
 }
 
 #[derive(Subcommand)]
@@ -49,6 +52,15 @@ enum UserCommand {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Set how many days of message history an account keeps: a number
+    /// (0 = forever) or `default` for the server's `archive.retention_days`.
+    Retention { jid: String, days: String },
+}
+
+#[derive(Subcommand)]
+enum HistoryCommand {
+    /// Delete now the messages that are past their account's retention.
+    Prune,
 }
 
 fn main() -> ExitCode {
@@ -75,6 +87,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::User(cmd) => user(config, cmd).await,
+            Command::History(cmd) => history(config, cmd).await,
         }
     });
     match result {
@@ -192,6 +205,36 @@ async fn user(config: kith_server::Config, cmd: UserCommand) -> Result<(), Strin
             .revoke_tokens(&jid, device.as_deref())
             .await
             .map(|n| println!("revoked the login tokens of {n} device(s) of {jid}")),
+        UserCommand::Retention { jid, days } => {
+            let parsed = match days.as_str() {
+                "default" => None,
+                n => Some(n.parse::<u32>().map_err(|_| {
+                    format!("retention: '{n}' is not a number of days or 'default'")
+                })?),
+            };
+            accounts
+                .set_retention(&jid, parsed)
+                .await
+                .map(|()| match parsed {
+                    None => println!("{jid} keeps history for the server's default"),
+                    Some(0) => println!("{jid} keeps history forever"),
+                    Some(d) => println!("{jid} keeps history for {d} days"),
+                })
+        }
+    };
+    accounts.close().await;
+    r.map_err(|e| e.to_string())
+}
+
+async fn history(config: kith_server::Config, cmd: HistoryCommand) -> Result<(), String> {
+    let accounts = kith_server::Accounts::open(&config)
+        .await
+        .map_err(|e| e.to_string())?;
+    let r = match cmd {
+        HistoryCommand::Prune => accounts
+            .prune_history()
+            .await
+            .map(|n| println!("deleted {n} expired messages")),
     };
     accounts.close().await;
     r.map_err(|e| e.to_string())

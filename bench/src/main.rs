@@ -99,6 +99,30 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         first_user: usize,
     },
+    /// Fill user number USER's message archive with COUNT messages (directly
+    /// in Kith's data directory, server stopped), with PEERS contacts in turn.
+    MamFill {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        user: usize,
+        #[arg(long, default_value_t = 10)]
+        peers: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        count: usize,
+    },
+    /// Latency of MAM pages (first, last, middle by after-id, one contact) over
+    /// user number USER's archive, ROUNDS queries of each kind.
+    MamPaging {
+        #[arg(long, default_value_t = 1)]
+        user: usize,
+        #[arg(long, default_value_t = 10)]
+        peers: usize,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+        #[arg(long, default_value_t = 50)]
+        page: usize,
+    },
     /// Short run of every scenario; exits non-zero on any error or lost message.
     Smoke {
         #[arg(long, default_value_t = 20)]
@@ -112,6 +136,34 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     if let Command::Cert { dir } = &cli.command {
         return cert::write_self_signed(&cli.domain, dir);
+    }
+    if let Command::MamFill {
+        data_dir,
+        user,
+        peers,
+        count,
+    } = &cli.command
+    {
+        let args = scenario::mam::PagingArgs {
+            user: *user,
+            peers: *peers,
+            rounds: 0,
+            page: 0,
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("starting tokio")?;
+        let report = rt.block_on(scenario::mam::fill(
+            &cli.domain,
+            data_dir,
+            &cli.user_prefix,
+            args,
+            *count,
+        ))?;
+        report.emit();
+        return Ok(());
     }
     anyhow::ensure!(
         cli.addr.ip().is_loopback(),
@@ -142,7 +194,21 @@ async fn run(cli: Cli) -> Result<()> {
         label: cli.label,
     };
     let report = match cli.command {
-        Command::Cert { .. } => return Ok(()),
+        Command::Cert { .. } | Command::MamFill { .. } => return Ok(()),
+        Command::MamPaging {
+            user,
+            peers,
+            rounds,
+            page,
+        } => {
+            let args = scenario::mam::PagingArgs {
+                user,
+                peers,
+                rounds,
+                page,
+            };
+            scenario::mam::paging(&ctx, args).await?
+        }
         Command::Smoke { users, seconds } => {
             return scenario::smoke::smoke(&ctx, users, seconds).await
         }

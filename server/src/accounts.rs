@@ -29,6 +29,7 @@ pub struct Accounts {
     db: Db,
     domain: String,
     iterations: u32,
+    retention_days: u32,
 }
 
 impl Accounts {
@@ -40,6 +41,7 @@ impl Accounts {
             db,
             domain: config.domain.clone(),
             iterations: config.scram_iterations,
+            retention_days: config.archive.retention_days,
         })
     }
 
@@ -123,6 +125,31 @@ impl Accounts {
             .into_iter()
             .map(|u| format!("{u}@{}", self.domain))
             .collect())
+    }
+
+    /// Set how many days of history `jid` keeps (`None`: the server's
+    /// `archive.retention_days`; `Some(0)`: forever). The running server's
+    /// pruner applies it on its next round; [`Accounts::prune_history`] now.
+    pub async fn set_retention(&self, jid: &str, days: Option<u32>) -> Result<(), AccountError> {
+        let user = self.username(jid)?;
+        if !self.db.account_exists(&user).await? {
+            return Err(StorageError::NotFound(format!("no account {jid}")).into());
+        }
+        self.db.archive_set_retention(&user, days).await?;
+        Ok(())
+    }
+
+    /// Delete the history that is past every account's retention now;
+    /// returns how many messages were deleted.
+    pub async fn prune_history(&self) -> Result<u64, AccountError> {
+        let mut total = 0;
+        loop {
+            let n = crate::mam::retention::prune_once(&self.db, self.retention_days).await?;
+            total += n;
+            if n == 0 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Close the database.

@@ -23,6 +23,8 @@ pub struct Config {
     pub limits: Limits,
     /// PBKDF2 iteration count for newly stored SCRAM credentials (≥ 4096).
     pub scram_iterations: u32,
+    /// Message history (XEP-0313 archive).
+    pub archive: Archive,
     /// How long a FAST login token (XEP-0484) stays valid without being used.
     pub fast_token_lifetime: Duration,
     /// External components (XEP-0114): component domain → shared secret.
@@ -31,6 +33,25 @@ pub struct Config {
     pub push: PushConfig,
     /// Server-to-client and server-to-component pings (XEP-0199).
     pub ping: PingConfig,
+}
+
+/// Message history settings.
+#[derive(Debug, Clone)]
+pub struct Archive {
+    /// Days a message is kept in an account's history unless the account has
+    /// its own setting; 0 keeps history forever.
+    pub retention_days: u32,
+    /// How often the background pruner looks for expired messages.
+    pub prune_interval: Duration,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Archive {
+            retention_days: 0,
+            prune_interval: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// A shared secret; never printed by `Debug`.
@@ -143,6 +164,13 @@ pub struct Limits {
     /// XEP-0198: sessions of one account that may wait to be resumed at once;
     /// beyond that, a dropped session ends at once (messages go offline).
     pub sm_max_hibernated: usize,
+    /// PEP nodes one account may own (avatar, nickname, bookmarks, OMEMO
+    /// keys: one node per OMEMO 0.3 device bundle).
+    pub pep_nodes: usize,
+    /// Items one PEP node may keep (`pubsub#max_items` "max").
+    pub pep_items: usize,
+    /// Largest PEP item payload, in bytes (serialised).
+    pub pep_item_size: usize,
 }
 
 impl Default for Limits {
@@ -162,6 +190,9 @@ impl Default for Limits {
             sm_ack_request_every: 5,
             sm_ack_request_interval: Duration::from_secs(30),
             sm_max_hibernated: 5,
+            pep_nodes: 100,
+            pep_items: 1000,
+            pep_item_size: 128 * 1024,
         }
     }
 }
@@ -176,6 +207,7 @@ impl Config {
             tls: None,
             limits: Limits::default(),
             scram_iterations: 4096,
+            archive: Archive::default(),
             fast_token_lifetime: Duration::from_secs(21 * 86_400),
             components: BTreeMap::new(),
             push: PushConfig::default(),

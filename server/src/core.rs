@@ -27,6 +27,8 @@ pub struct Core {
     pub auth_limiter: AuthLimiter,
     /// Key that derives fake SCRAM parameters for unknown accounts.
     pub scram_secret: Vec<u8>,
+    /// XEP-0191 blocklists, loaded on first use (see `blocking/list.rs`).
+    pub blocklists: crate::blocking::Cache,
     /// Flips to `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// Held by every connection task; shutdown waits for all to be dropped.
@@ -37,6 +39,8 @@ pub struct Core {
     pub iq_out: crate::iq_out::IqOut,
     /// Push notification state (XEP-0357): summaries and rate limits.
     pub push: crate::push::PushState,
+    /// What clients' entity capabilities say they support (XEP-0115/0390).
+    pub caps: crate::xep::caps::Caps,
     next_id: AtomicU64,
 }
 
@@ -62,11 +66,13 @@ impl Core {
             sm: crate::sm::Table::default(),
             tls,
             scram_secret,
+            blocklists: crate::blocking::Cache::default(),
             shutdown,
             alive,
             components: Default::default(),
             iq_out: Default::default(),
             push: Default::default(),
+            caps: Default::default(),
             next_id: AtomicU64::new(1),
         }
     }

@@ -20,6 +20,10 @@ pub fn available(core: &Core, bare: &BareJid) -> Vec<Arc<SessionHandle>> {
 /// Deliver a copy of `stanza`, as it is, to every available session of `bare`;
 /// returns how many got one.
 pub fn to_available(core: &Core, bare: &BareJid, stanza: &Element) -> usize {
+    // XEP-0191: nothing passes between an account and a JID either blocked.
+    if crate::blocking::enforce::stanza_blocked(core, stanza, bare) {
+        return 0;
+    }
     let targets = available(core, bare);
     for s in &targets {
         s.send(stanza.clone());

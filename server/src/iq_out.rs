@@ -1,5 +1,5 @@
-//! IQs the server itself sends (push notifications to app servers) and the
-//! matching of their replies.
+//! IQs the server itself sends (push notifications to app servers, entity
+//! capability queries to clients) and the matching of their replies.
 //!
 //! Each request gets a random id and waits for a `result` or `error` from the
 //! entity it was sent to. The table is bounded ([`MAX_OUTSTANDING`]); a request
@@ -7,14 +7,22 @@
 //! that gets no reply within its timeout is forgotten. A reply whose `from`
 //! is not the address the request went to is ignored, so nobody can answer on
 //! another entity's behalf.
+//!
+//! Two ways to wait: [`IqOut::request`] awaits the reply, and [`request_then`]
+//! registers a continuation that the router runs *inside the replying
+//! session's stanza loop* ([`IqOut::resolve_in_order`]), so whatever it does
+//! happens before that session's next stanza is handled (entity caps rely on
+//! that order: a client's stanzas after its answer see its features).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use minidom::Element;
 use tokio::sync::oneshot;
 
+use crate::core::Core;
+use crate::registry::BoxFuture;
 use crate::xml::attr_set;
 
 /// Requests waiting for a reply at one time, server-wide.
@@ -31,10 +39,66 @@ pub enum IqOutError {
     Unreachable,
 }
 
+/// A continuation: gets the reply, or `None` when none came in time.
+pub type Then = Box<dyn FnOnce(Option<Element>) -> BoxFuture<'static, ()> + Send>;
+
+enum Reply {
+    Channel(oneshot::Sender<Element>),
+    Then(Then),
+}
+
 struct Pending {
     /// The address the request went to; only it may answer.
     to: String,
-    reply: oneshot::Sender<Element>,
+    reply: Reply,
+}
+
+/// Send `iq` (with its `to` set; the `id` is set here) through `send` and run
+/// `then` with the reply — in the replying session's stanza order when the
+/// router hands it over — or with `None` after `timeout`. Returns false,
+/// without sending, when the table is full or `send` could not deliver.
+pub fn request_then(
+    core: &Arc<Core>,
+    mut iq: Element,
+    timeout: Duration,
+    send: impl FnOnce(Element) -> bool,
+    then: Then,
+) -> bool {
+    let id = format!("kith-{}", crate::core::random_hex(8));
+    attr_set(&mut iq, "id", id.clone());
+    let to = iq.attr("to").unwrap_or("").to_string();
+    {
+        let mut p = core.iq_out.lock();
+        if p.len() >= MAX_OUTSTANDING {
+            return false;
+        }
+        p.insert(
+            id.clone(),
+            Pending {
+                to,
+                reply: Reply::Then(then),
+            },
+        );
+    }
+    if !send(iq) {
+        core.iq_out.lock().remove(&id);
+        return false;
+    }
+    // A weak reference: a pending timer must not keep a stopping server alive.
+    let weak = Arc::downgrade(core);
+    tokio::spawn(async move {
+        tokio::time::sleep(timeout).await;
+        let Some(core) = weak.upgrade() else { return };
+        let pending = core.iq_out.lock().remove(&id);
+        if let Some(Pending {
+            reply: Reply::Then(f),
+            ..
+        }) = pending
+        {
+            f(None).await;
+        }
+    });
+    true
 }
 
 /// The outstanding requests, by id.
@@ -62,7 +126,13 @@ impl IqOut {
             if p.len() >= MAX_OUTSTANDING {
                 return Err(IqOutError::Full);
             }
-            p.insert(id.clone(), Pending { to, reply: tx });
+            p.insert(
+                id.clone(),
+                Pending {
+                    to,
+                    reply: Reply::Channel(tx),
+                },
+            );
         }
         if !send(iq) {
             self.lock().remove(&id);
@@ -77,26 +147,53 @@ impl IqOut {
     }
 
     /// Offer an incoming `result`/`error` IQ; returns whether it answered a
-    /// request of ours (and was consumed).
+    /// request of ours (and was consumed). A continuation found here runs on
+    /// its own task; the router uses [`IqOut::resolve_in_order`] instead.
     pub fn resolve(&self, iq: &Element) -> bool {
-        let (Some(id), Some(from)) = (iq.attr("id"), iq.attr("from")) else {
-            return false;
-        };
-        if !matches!(iq.attr("type"), Some("result" | "error")) {
-            return false;
-        }
-        let mut p = self.lock();
-        match p.get(id) {
-            Some(pending) if same_address(&pending.to, from) => {}
-            _ => return false,
-        }
-        match p.remove(id) {
-            Some(pending) => {
-                let _ = pending.reply.send(iq.clone());
+        match self.take(iq) {
+            Some(Reply::Channel(tx)) => {
+                let _ = tx.send(iq.clone());
+                true
+            }
+            Some(Reply::Then(f)) => {
+                tokio::spawn(f(Some(iq.clone())));
                 true
             }
             None => false,
         }
+    }
+
+    /// Like [`IqOut::resolve`], but a continuation runs before this returns,
+    /// i.e. before the replying session's next stanza.
+    pub async fn resolve_in_order(&self, iq: &Element) -> bool {
+        match self.take(iq) {
+            Some(Reply::Channel(tx)) => {
+                let _ = tx.send(iq.clone());
+                true
+            }
+            Some(Reply::Then(f)) => {
+                f(Some(iq.clone())).await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Remove and return the waiter `iq` answers, if it is a reply from the
+    /// address the request went to.
+    fn take(&self, iq: &Element) -> Option<Reply> {
+        let (Some(id), Some(from)) = (iq.attr("id"), iq.attr("from")) else {
+            return None;
+        };
+        if !matches!(iq.attr("type"), Some("result" | "error")) {
+            return None;
+        }
+        let mut p = self.lock();
+        match p.get(id) {
+            Some(pending) if same_address(&pending.to, from) => {}
+            _ => return None,
+        }
+        p.remove(id).map(|pending| pending.reply)
     }
 
     /// Requests waiting now.
@@ -191,6 +288,33 @@ mod tests {
             .request(ping("a.localhost"), Duration::from_secs(30), |_| false)
             .await;
         assert_eq!(r, Err(IqOutError::Unreachable));
+    }
+
+    #[tokio::test]
+    async fn a_continuation_runs_before_resolve_in_order_returns() {
+        let out = IqOut::default();
+        let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let r2 = ran.clone();
+        let then: Then = Box::new(move |reply| {
+            Box::pin(async move {
+                r2.store(reply.is_some(), std::sync::atomic::Ordering::SeqCst);
+            })
+        });
+        out.lock().insert(
+            "x1".into(),
+            Pending {
+                to: "a@x/r".into(),
+                reply: Reply::Then(then),
+            },
+        );
+        let reply = el("iq", ns::CLIENT)
+            .attr("type", "result")
+            .attr("id", "x1")
+            .attr("from", "a@x/r")
+            .build();
+        assert!(out.resolve_in_order(&reply).await);
+        assert!(ran.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(out.len(), 0);
     }
 
     #[test]

@@ -6,14 +6,19 @@
 //! module per protocol area that registers what it handles.
 
 mod accounts;
+#[cfg(feature = "bench-support")]
+pub mod bench_support;
+mod blocking;
 mod component;
 pub mod config;
 mod core;
 mod deliver;
 mod iq_out;
 mod limits;
+mod mam;
 mod message;
 mod presence;
+mod pubsub;
 mod push;
 mod registry;
 mod roster;
@@ -30,7 +35,7 @@ mod xep;
 pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
-pub use config::{Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles};
+pub use config::{Archive, Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles};
 pub use server::{BoundAddrs, Server, StartError};
 pub use storage::fast::TokenHolder;
 pub use xep::fast::datetime as fast_datetime;

@@ -42,13 +42,32 @@ fn target_bare(to: Option<&Jid>, session: &SessionHandle) -> BareJid {
         .unwrap_or_else(|| session.jid.to_bare())
 }
 
-fn to_bare<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
+fn to_bare<'a>(cx: StanzaCtx<'a>, mut msg: Element) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let bare = target_bare(cx.to, cx.session);
+        if !filters(cx.core, cx.session, &bare, &mut msg).await {
+            return;
+        }
         let delivered = deliver_bare(cx.core, cx.session, &bare, &msg).await;
         after(cx.core, cx.session, &msg, &delivered);
         after_shared(cx.core, &msg, &delivered);
     })
+}
+
+/// Let other modules (blocking, archiving) vet or rewrite a message before
+/// it is delivered; `false` means it was stopped (the sender was answered).
+async fn filters(
+    core: &Arc<Core>,
+    sender: &Arc<SessionHandle>,
+    recipient: &BareJid,
+    msg: &mut Element,
+) -> bool {
+    for f in core.registry.message_filters() {
+        if !f(core, sender, recipient, msg).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// Let other modules (carbons) see a handled message.
@@ -123,11 +142,14 @@ async fn send_all_locked(
     }
 }
 
-fn to_full<'a>(cx: StanzaCtx<'a>, msg: Element) -> BoxFuture<'a, ()> {
+fn to_full<'a>(cx: StanzaCtx<'a>, mut msg: Element) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let Some(full) = cx.to.and_then(|j| j.clone().try_into_full().ok()) else {
             return;
         };
+        if !filters(cx.core, cx.session, &full.to_bare(), &mut msg).await {
+            return;
+        }
         let delivered = match cx.core.sessions.get(&full) {
             Some(target) => {
                 let target = vec![target];

@@ -130,6 +130,10 @@ async fn handle_addressed(
 /// Answer a probe of `target` by `requester`: the target's available presences,
 /// if the requester is subscribed to them.
 async fn probe(core: &Arc<Core>, target: &BareJid, requester: &BareJid) -> Vec<Element> {
+    // XEP-0191: no presence between accounts that blocked one another.
+    if crate::blocking::enforce::blocked_between(core, &Jid::from(requester.clone()), target) {
+        return Vec::new();
+    }
     let subscribed = roster::items(core, target)
         .await
         .iter()
@@ -145,6 +149,11 @@ async fn probe(core: &Arc<Core>, target: &BareJid, requester: &BareJid) -> Vec<E
 
 /// Available presence broadcast (RFC 6121 §4.2, §4.4).
 async fn available_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p: Element) {
+    // Modules may add to the presence first (the XEP-0153 avatar hash).
+    let mut p = p;
+    for f in core.registry.presence_filters() {
+        f(core, session, &mut p).await;
+    }
     let priority = p
         .get_child("priority", ns::CLIENT)
         .and_then(|e| e.text().trim().parse::<i8>().ok())
@@ -171,6 +180,9 @@ async fn available_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p: E
         .collect();
     for s in &others {
         s.send(with_to(&p, me.as_str()));
+    }
+    for h in core.registry.presence_hooks() {
+        h(core, session, &p).await;
     }
     if !initial {
         return;

@@ -11,7 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use jid::Jid;
+use jid::{BareJid, Jid};
 use minidom::Element;
 use sqlx::migrate::Migrator;
 
@@ -73,6 +73,47 @@ pub type HoldFilter = fn(&Element) -> bool;
 /// to `delivered` (empty when it went to offline storage or elsewhere).
 pub type MessageHook = fn(&Core, &SessionHandle, &Element, &[Arc<SessionHandle>]);
 
+/// Runs after an available presence from a local client was handled (PEP
+/// reads entity capabilities from it).
+pub type PresenceHook =
+    for<'a> fn(&'a Arc<Core>, &'a Arc<SessionHandle>, &'a Element) -> BoxFuture<'a, ()>;
+
+/// May add to a client's available presence before it is broadcast (the
+/// XEP-0153 avatar hash).
+pub type PresenceFilter =
+    for<'a> fn(&'a Arc<Core>, &'a Arc<SessionHandle>, &'a mut Element) -> BoxFuture<'a, ()>;
+
+/// Contributes `<item/>`s to an account's disco#items: the core, who asks,
+/// and the account's username.
+pub type DiscoItemsHook =
+    for<'a> fn(&'a Arc<Core>, &'a jid::BareJid, &'a str) -> BoxFuture<'a, Vec<Element>>;
+
+/// Answers disco#info for a node of an account (`Some(identities and
+/// features)`, or `None` when the node is not this module's or not visible
+/// to the asker): the core, who asks, the account's username and the node.
+pub type DiscoNodeInfoHook = for<'a> fn(
+    &'a Arc<Core>,
+    &'a jid::BareJid,
+    &'a str,
+    &'a str,
+) -> BoxFuture<'a, Option<Vec<Element>>>;
+
+/// Runs before the message module delivers a message from a local client to
+/// the local account `recipient` (live, offline, or to a full JID): it may
+/// rewrite the message (XEP-0359 stanza ids) or stop it (XEP-0191 blocking),
+/// answering the sender itself. Returns `false` to stop delivery. Filters run
+/// in module registration order.
+pub type MessageFilter = for<'a> fn(
+    &'a Arc<Core>,
+    &'a Arc<SessionHandle>,
+    &'a BareJid,
+    &'a mut Element,
+) -> BoxFuture<'a, bool>;
+
+/// A task that runs for the life of the server (e.g. a pruner); it must
+/// return once `core.shutdown` flips.
+pub type BackgroundTask = fn(Arc<Core>) -> BoxFuture<'static, ()>;
+
 /// Something to do to a session as soon as it exists (before it is routable),
 /// e.g. what a Bind2 inline request enabled.
 pub type SessionEffect = Box<dyn FnOnce(&Arc<Core>, &Arc<SessionHandle>) + Send>;
@@ -112,6 +153,8 @@ pub struct Registry {
     stanza: HashMap<(Kind, Addr), StanzaHandler>,
     hooks: HashMap<SessionEvent, Vec<SessionHook>>,
     message_hooks: Vec<MessageHook>,
+    message_filters: Vec<MessageFilter>,
+    background: Vec<BackgroundTask>,
     shared_message_hooks: Vec<SharedMessageHook>,
     host_items: Vec<HostItems>,
     nonzas: HashMap<(String, String), NonzaHandler>,
@@ -121,6 +164,10 @@ pub struct Registry {
     identities: Vec<(FeatureScope, &'static str, &'static str, &'static str)>,
     stream_features: Vec<fn() -> Element>,
     migrators: Vec<&'static Migrator>,
+    presence_hooks: Vec<PresenceHook>,
+    presence_filters: Vec<PresenceFilter>,
+    disco_items: Vec<DiscoItemsHook>,
+    disco_node_info: Vec<DiscoNodeInfoHook>,
     bind2_inline: std::collections::BTreeMap<&'static str, Bind2Handler>,
 }
 
@@ -163,6 +210,16 @@ impl Registry {
     /// Run `h` after every message from a local client was handled.
     pub fn message_hook(&mut self, h: MessageHook) {
         self.message_hooks.push(h);
+    }
+
+    /// Run `f` before a message from a local client is delivered to a local account.
+    pub fn message_filter(&mut self, f: MessageFilter) {
+        self.message_filters.push(f);
+    }
+
+    /// Run `t` in the background once the server started.
+    pub fn background(&mut self, t: BackgroundTask) {
+        self.background.push(t);
     }
 
     /// Run `h` (with the shared core) after every message handled.
@@ -221,6 +278,42 @@ impl Registry {
         self.migrators.push(m);
     }
 
+    /// Run `h` after every available presence from a local client.
+    pub fn presence_hook(&mut self, h: PresenceHook) {
+        self.presence_hooks.push(h);
+    }
+
+    /// Let `f` add to available presences before they are broadcast.
+    pub fn presence_filter(&mut self, f: PresenceFilter) {
+        self.presence_filters.push(f);
+    }
+
+    /// Add items to accounts' disco#items answers.
+    pub fn disco_items(&mut self, h: DiscoItemsHook) {
+        self.disco_items.push(h);
+    }
+
+    /// Answer disco#info for nodes of accounts.
+    pub fn disco_node_info(&mut self, h: DiscoNodeInfoHook) {
+        self.disco_node_info.push(h);
+    }
+
+    pub(crate) fn disco_node_info_hooks(&self) -> &[DiscoNodeInfoHook] {
+        &self.disco_node_info
+    }
+
+    pub(crate) fn presence_hooks(&self) -> &[PresenceHook] {
+        &self.presence_hooks
+    }
+
+    pub(crate) fn presence_filters(&self) -> &[PresenceFilter] {
+        &self.presence_filters
+    }
+
+    pub(crate) fn disco_items_hooks(&self) -> &[DiscoItemsHook] {
+        &self.disco_items
+    }
+
     pub(crate) fn iq_handler(
         &self,
         set: bool,
@@ -249,6 +342,14 @@ impl Registry {
 
     pub(crate) fn message_hooks(&self) -> &[MessageHook] {
         &self.message_hooks
+    }
+
+    pub(crate) fn message_filters(&self) -> &[MessageFilter] {
+        &self.message_filters
+    }
+
+    pub(crate) fn background_tasks(&self) -> &[BackgroundTask] {
+        &self.background
     }
 
     pub(crate) fn shared_message_hooks(&self) -> &[SharedMessageHook] {

@@ -139,6 +139,12 @@ pub async fn route_from_client(
         }
         return;
     }
+    // XEP-0191: blocking applies before any handler (archive, offline store).
+    if let (Some(j), Addr::Bare | Addr::Full) = (&to, addr) {
+        if !crate::blocking::enforce::allow(core, session, kind, &stanza, j).await {
+            return;
+        }
+    }
     if kind == Kind::Iq {
         return route_iq(core, session, stanza, to, addr).await;
     }
@@ -201,8 +207,9 @@ async fn route_iq(
     }
     if !is_request {
         // Results/errors to the server or an account: answers to our pushes,
-        // or to an IQ the server sent and waits for (iq_out.rs).
-        core.iq_out.resolve(&iq);
+        // or to an IQ the server sent and waits for (iq_out.rs); a
+        // continuation (entity caps) runs here, in this session's order.
+        core.iq_out.resolve_in_order(&iq).await;
         return;
     }
     let payloads: Vec<&Element> = iq.children().collect();

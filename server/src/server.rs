@@ -30,9 +30,16 @@ pub fn modules() -> Vec<Module> {
         crate::xep::carbons::MODULE,
         crate::xep::csi::MODULE,
         crate::sm::MODULE,
+        crate::blocking::MODULE,
+        crate::mam::MODULE,
         crate::component::MODULE,
         crate::push::MODULE,
         crate::xep::fast::MODULE,
+        crate::xep::caps::MODULE,
+        crate::pubsub::MODULE,
+        crate::xep::avatar::MODULE,
+        crate::xep::private::MODULE,
+        crate::xep::bookmarks::MODULE,
     ]
 }
 
@@ -111,6 +118,10 @@ impl Server {
             shutdown_rx,
             alive_tx,
         ));
+        // Module background tasks (pruners); each returns on shutdown.
+        for t in core.registry.background_tasks() {
+            tokio::spawn(t(core.clone()));
+        }
         let mut addrs = BoundAddrs::default();
         let mut accept_tasks = Vec::new();
         for (listener, direct, slot) in [

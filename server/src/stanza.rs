@@ -32,6 +32,9 @@ pub struct StanzaError {
     /// The defined condition (RFC 6120 §8.3.3).
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition (name, namespace), e.g. XEP-0060's
+    /// `<precondition-not-met/>`.
+    pub app: Option<(&'static str, &'static str)>,
 }
 
 impl StanzaError {
@@ -40,7 +43,13 @@ impl StanzaError {
             kind,
             condition,
             text: None,
+            app: None,
         }
+    }
+    /// Add an application-specific condition.
+    pub fn with_app(mut self, name: &'static str, ns: &'static str) -> Self {
+        self.app = Some((name, ns));
+        self
     }
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
@@ -78,6 +87,7 @@ impl StanzaError {
                     .as_ref()
                     .map(|t| el("text", ns::STANZAS).text(t.clone()).build()),
             )
+            .children(self.app.map(|(name, app_ns)| Element::bare(name, app_ns)))
             .build()
     }
 }

@@ -1023,3 +1023,110 @@ def sasl2_password_login(server: Kith, ctx: ssl.SSLContext, user: str, *, agent=
     assert el.tag == f"{{{NS_SASL2}}}success", ET.tostring(el)
     raw.features()
     return raw, el
+
+
+
+
+# --------------------------------------------------------------------------- PEP (XEP-0163)
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+
+
+async def announce_caps(client: Client, *plugins: str):
+    """Register `plugins` (each PEP plugin adds its `<node>+notify` interest), send available
+    presence carrying XEP-0115 entity capabilities, and return once the server knows them.
+
+    The server asks the client for the disco#info behind an unknown hash and handles the
+    answer in the session's stanza order, so a ping sent after the answer went out comes
+    back only after the server has learned the features (and sent any last items)."""
+    for p in ("xep_0115", "xep_0163", *plugins):
+        client.register_plugin(p)
+    asked, answered = asyncio.Event(), asyncio.Event()
+
+    def is_disco(st):
+        return st.name == "iq" and st.xml.find(f"{{{NS_DISCO_INFO}}}query") is not None
+
+    def inbound(st):
+        if is_disco(st) and st["type"] == "get" and str(st["from"]) == DOMAIN:
+            asked.set()
+        return st
+
+    def outbound(st):
+        if is_disco(st) and st["type"] == "result" and str(st["to"]) == DOMAIN:
+            answered.set()
+        return st
+
+    client.add_filter("in", inbound)
+    client.add_filter("out", outbound)
+    try:
+        await client.plugin["xep_0115"].update_caps(broadcast=False)
+        client.send_presence()
+        await client.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+        if asked.is_set():
+            await asyncio.wait_for(answered.wait(), STEP)
+            await client.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+    finally:
+        client.del_filter("in", inbound)
+        client.del_filter("out", outbound)
+
+
+def pep_events(client: Client) -> asyncio.Queue:
+    """A queue of ("publish" | "retract" | "purge" | "delete", message) for every PEP event
+    `client` gets."""
+    q: asyncio.Queue = asyncio.Queue()
+    for kind in ("publish", "retract", "purge", "delete"):
+        client.add_event_handler(f"pubsub_{kind}", lambda m, k=kind: q.put_nowait((k, m)))
+    return q
+
+
+async def no_more_events(client: Client, events: asyncio.Queue):
+    """Assert `client` got no PEP event: a ping round-trip first flushes anything the
+    server queued for it before the ping."""
+    await client.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+    assert events.empty(), f"{client.boundjid} got {events.get_nowait()}"
+
+
+async def befriend(alice: Client, bob: Client):
+    """Mutual presence subscription between two online clients."""
+    a, b = alice.boundjid.bare, bob.boundjid.bare
+    alice.send_presence_subscription(pto=b, ptype="subscribe")
+    await bob.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == a)
+    bob.send_presence_subscription(pto=a, ptype="subscribed")
+    bob.send_presence_subscription(pto=a, ptype="subscribe")
+    await alice.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == b)
+    alice.send_presence_subscription(pto=b, ptype="subscribed")
+    def both_with(other):
+        def match(iq):
+            items = {str(j): item for j, item in iq["roster"]["items"].items()}
+            return other in items and items[other]["subscription"] == "both"
+        return match
+
+    await alice.next_roster_push(both_with(b))
+    await bob.next_roster_push(both_with(a))
+
+
+def publish_options(**fields) -> "slixmpp.plugins.xep_0004.stanza.Form":
+    """A XEP-0223 publish-options form: publish_options(access_model="open", max_items="max")."""
+    from slixmpp.plugins.xep_0004.stanza import Form
+    form = Form()
+    form["type"] = "submit"
+    form.add_field(var="FORM_TYPE", ftype="hidden",
+                   value="http://jabber.org/protocol/pubsub#publish-options")
+    for k, v in fields.items():
+        form.add_field(var=f"pubsub#{k}", value=v)
+    return form
+
+
+def stanza_error(exc) -> tuple[str, str | None]:
+    """(condition, application condition) of a slixmpp IqError."""
+    err = exc.iq["error"]
+    app = None
+    for child in err.xml:
+        if child.tag.startswith("{http://jabber.org/protocol/pubsub#errors}"):
+            app = child.tag.split("}", 1)[1]
+    return err["condition"], app
+
+
+def item_payloads(iq) -> list:
+    """(id, payload element) of each item in a pubsub items result, in order."""
+    return [(item["id"], item["payload"]) for item in iq["pubsub"]["items"]]

@@ -1,5 +1,6 @@
 //! The scenarios the generator runs; each returns one [`Report`](crate::report::Report).
 
+pub mod mam;
 pub mod sessions;
 pub mod smoke;
 pub mod throughput;

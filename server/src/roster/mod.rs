@@ -260,6 +260,10 @@ pub async fn subscription(
     }
     if o.send_presence {
         crate::presence::send_current_presence(core, &me, contact, t == SubType::Subscribed);
+        if t == SubType::Subscribed {
+            // PEP: the new subscriber's devices get the last items (XEP-0163).
+            crate::pubsub::subscribed(core, &me, contact).await;
+        }
     }
 }
 
@@ -299,6 +303,7 @@ async fn deliver_inbound(
         }
         if reply == SubType::Subscribed {
             crate::presence::send_current_presence(core, contact, from, true);
+            crate::pubsub::subscribed(core, contact, from).await;
         }
     }
 }

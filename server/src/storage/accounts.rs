@@ -94,12 +94,17 @@ impl Db {
             "DELETE FROM roster_versions WHERE username = $1",
             "DELETE FROM offline_messages WHERE username = $1",
             "DELETE FROM vcards WHERE username = $1",
+            "DELETE FROM archive WHERE username = $1",
+            "DELETE FROM archive_prefs WHERE username = $1",
+            "DELETE FROM archive_prefs_jids WHERE username = $1",
+            "DELETE FROM blocklist WHERE username = $1",
             "DELETE FROM fast_tokens WHERE username = $1",
             "DELETE FROM push_registrations WHERE username = $1",
         ] {
             sqlx::query(q).bind(username).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        self.archive_forget(username);
         Ok(())
     }
 

@@ -7,8 +7,12 @@
 //! (`server/migrations/<area>/`), registered through the module registry.
 
 pub mod accounts;
+pub mod archive;
+pub mod blocking;
 pub mod fast;
 pub mod offline;
+pub mod private;
+pub mod pubsub;
 pub mod push;
 pub mod roster;
 pub mod sm;
@@ -42,6 +46,8 @@ pub enum StorageError {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: SqlitePool,
+    /// The archive's group-commit writer and preferences cache (`archive.rs`).
+    archive: std::sync::Arc<archive::State>,
 }
 
 /// Every migrator the core owns, in order. Modules add theirs to the registry.
@@ -73,12 +79,26 @@ impl Db {
             .min_connections(1)
             .connect_with(opts)
             .await?;
-        let db = Db { pool };
+        let db = Db {
+            pool,
+            archive: Default::default(),
+        };
         // Each area embeds its own migrations (`sqlx::migrate!`); they are merged
         // into one ordered set so that sqlx checks the whole history at once.
         let mut all: Vec<sqlx::migrate::Migration> =
             migrators.iter().flat_map(|m| m.iter().cloned()).collect();
         all.sort_by_key(|m| m.version);
+        // The same migrator registered twice is harmless; two different
+        // migrations with one version would silently lose one of them.
+        if let Some(w) = all
+            .windows(2)
+            .find(|w| w[0].version == w[1].version && w[0].checksum != w[1].checksum)
+        {
+            return Err(StorageError::Conflict(format!(
+                "two migrations share version {}: '{}' and '{}'",
+                w[0].version, w[0].description, w[1].description
+            )));
+        }
         all.dedup_by_key(|m| m.version);
         let merged = Migrator {
             migrations: std::borrow::Cow::Owned(all),

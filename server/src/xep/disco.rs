@@ -48,6 +48,9 @@ async fn check(cx: &IqCtx<'_>) -> Result<FeatureScope, StanzaError> {
 
 fn info(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
+        if let Some(node) = cx.payload.attr("node").filter(|n| !n.is_empty()) {
+            return node_info(&cx, node).await;
+        }
         let scope = check(&cx).await?;
         let reg = &cx.core.registry;
         let mut q = el("query", NS_INFO);
@@ -67,6 +70,30 @@ fn info(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     })
 }
 
+/// disco#info on a node of an account (e.g. a PEP node, XEP-0060 §5.3),
+/// answered by the module that owns it.
+async fn node_info(cx: &IqCtx<'_>, node: &str) -> IqResult {
+    if cx.addr == Addr::Host {
+        return Err(StanzaError::item_not_found());
+    }
+    let user = cx
+        .to
+        .and_then(|j| j.node().map(|n| n.as_str().to_string()))
+        .unwrap_or_else(|| crate::deliver::username(&cx.session.jid.to_bare()).to_string());
+    let asker = cx.session.jid.to_bare();
+    for h in cx.core.registry.disco_node_info_hooks() {
+        if let Some(children) = h(cx.core, &asker, &user, node).await {
+            return Ok(Some(
+                el("query", NS_INFO)
+                    .attr("node", node)
+                    .children(children)
+                    .build(),
+            ));
+        }
+    }
+    Err(StanzaError::item_not_found())
+}
+
 fn items(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
         let scope = check(&cx).await?;
@@ -75,6 +102,17 @@ fn items(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             // Services modules list: connected components (XEP-0114), …
             for jid in cx.core.registry.host_item_jids(cx.core) {
                 q = q.child(el("item", NS_ITEMS).attr("jid", jid).build());
+            }
+        }
+        if scope == FeatureScope::Account {
+            // Account items come from modules (PEP nodes the asker may see).
+            let user = cx
+                .to
+                .and_then(|j| j.node().map(|n| n.as_str().to_string()))
+                .unwrap_or_else(|| crate::deliver::username(&cx.session.jid.to_bare()).to_string());
+            let asker = cx.session.jid.to_bare();
+            for h in cx.core.registry.disco_items_hooks() {
+                q = q.children(h(cx.core, &asker, &user).await);
             }
         }
         Ok(Some(q.build()))

@@ -63,6 +63,8 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             .vcard_set(&user, &text)
             .await
             .map_err(|_| StanzaError::internal())?;
+        // XEP-0398: a PHOTO becomes the PEP avatar too.
+        crate::xep::avatar::vcard_stored(cx.core, &cx.session.jid.to_bare(), cx.payload).await;
         Ok(None)
     })
 }

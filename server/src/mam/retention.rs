@@ -1,0 +1,76 @@
+//! History retention: messages older than an account's retention (its own
+//! setting, else the server's `archive.retention_days`; 0 keeps forever) are
+//! deleted by a background pruner every `archive.prune_interval_secs`.
+//!
+//! Bounded work: the pruner deletes in batches of [`BATCH`] rows, at most
+//! [`MAX_BATCHES_PER_ROUND`] batches per account per round, and yields between
+//! batches, so a first run over a huge archive never holds the database long;
+//! what is left is taken on the next round.
+
+use std::sync::Arc;
+
+use crate::core::Core;
+use crate::registry::BoxFuture;
+use crate::storage::{Db, StorageError};
+
+/// Rows deleted per statement.
+pub const BATCH: usize = 1000;
+/// Batches per account per round.
+pub const MAX_BATCHES_PER_ROUND: usize = 100;
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// One pruning round over every account; returns how many messages were deleted.
+pub async fn prune_once(db: &Db, default_days: u32) -> Result<u64, StorageError> {
+    let overrides: std::collections::HashMap<String, i64> = db
+        .archive_retention_overrides()
+        .await?
+        .into_iter()
+        .collect();
+    let now = super::rules::now_micros();
+    let mut total = 0;
+    for user in db.account_list().await? {
+        let days = overrides
+            .get(&user)
+            .copied()
+            .unwrap_or(i64::from(default_days));
+        if days <= 0 {
+            continue;
+        }
+        let cutoff = now.saturating_sub(days.saturating_mul(MICROS_PER_DAY));
+        for _ in 0..MAX_BATCHES_PER_ROUND {
+            let n = db.archive_prune_user(&user, cutoff, BATCH).await?;
+            total += n;
+            if (n as usize) < BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(total)
+}
+
+/// The background pruner: a round at start-up, then one per interval, until shutdown.
+pub fn pruner(core: Arc<Core>) -> BoxFuture<'static, ()> {
+    Box::pin(async move {
+        let mut shutdown = core.shutdown.clone();
+        let db = core.db.clone();
+        let default_days = core.config.archive.retention_days;
+        let interval = core.config.archive.prune_interval;
+        // Holding the core would keep shutdown waiting for this task.
+        drop(core);
+        loop {
+            match prune_once(&db, default_days).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(deleted = n, "pruned expired history"),
+                Err(e) => tracing::warn!(error = %e, "pruning history failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    })
+}

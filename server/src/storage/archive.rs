@@ -1,0 +1,620 @@
+//! Message archive storage (XEP-0313): archived messages, paging over them,
+//! archiving preferences, retention and pruning.
+//!
+//! Every query walks an index in id order — `(username, id)`, or
+//! `(username, with_bare, id)` with a `with` filter — and stops after one page,
+//! so a page costs the same in an archive of a hundred or a million messages.
+//! Time bounds are turned into id bounds first through `(username, stamp)`.
+//!
+//! Writes are group-committed: one writer task takes every archiving request
+//! waiting when the previous commit ends (at most [`MAX_GROUP`]) and commits
+//! them in one transaction, so many senders share one `fsync` and a message
+//! still waits for its own commit before it is delivered. Preferences are
+//! cached in memory (bounded by the number of accounts), written through.
+
+use std::collections::HashMap;
+use std::sync::{OnceLock, RwLock};
+
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::Row;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Db, StorageError};
+
+/// Migrations of this area.
+pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/archive");
+
+/// Most archiving requests committed in one transaction.
+pub const MAX_GROUP: usize = 512;
+/// Archiving requests waiting for the writer before senders wait for room.
+const QUEUE: usize = 4096;
+
+/// Shared by every clone of a [`Db`].
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    writer: OnceLock<mpsc::Sender<Job>>,
+    prefs: RwLock<HashMap<String, ArchivePrefs>>,
+}
+
+#[derive(Debug)]
+struct OwnedRow {
+    username: String,
+    with_bare: String,
+    with_resource: String,
+    stamp: i64,
+    stanza: String,
+}
+
+#[derive(Debug)]
+struct Job {
+    rows: Vec<OwnedRow>,
+    reply: oneshot::Sender<Result<Vec<i64>, String>>,
+}
+
+/// The writer task: one transaction per group of waiting jobs.
+async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        match write_group(&pool, &jobs).await {
+            Ok(ids) => {
+                for (job, ids) in jobs.into_iter().zip(ids) {
+                    let _ = job.reply.send(Ok(ids));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                for job in jobs {
+                    let _ = job.reply.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn write_group(pool: &SqlitePool, jobs: &[Job]) -> Result<Vec<Vec<i64>>, sqlx::Error> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut ids = Vec::with_capacity(job.rows.len());
+        for r in &job.rows {
+            let id: i64 = sqlx::query(
+                "INSERT INTO archive (username, with_bare, with_resource, stamp, stanza) \
+                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            )
+            .bind(&r.username)
+            .bind(&r.with_bare)
+            .bind(&r.with_resource)
+            .bind(r.stamp)
+            .bind(&r.stanza)
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
+            ids.push(id);
+        }
+        out.push(ids);
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+/// A message to archive for one account.
+#[derive(Debug, Clone)]
+pub struct NewArchived<'a> {
+    pub username: &'a str,
+    pub with_bare: &'a str,
+    pub with_resource: &'a str,
+    /// Microseconds since the Unix epoch.
+    pub stamp: i64,
+    pub stanza: &'a str,
+}
+
+/// An archived message.
+#[derive(Debug, Clone)]
+pub struct Archived {
+    pub id: i64,
+    pub stamp: i64,
+    pub stanza: String,
+}
+
+/// Which of an account's messages a query covers.
+#[derive(Debug, Clone, Default)]
+pub struct ArchiveFilter {
+    pub with_bare: Option<String>,
+    /// Only with a full `with`: the other side's resource.
+    pub with_resource: Option<String>,
+    /// Ids strictly greater than this.
+    pub after: Option<i64>,
+    /// Ids strictly less than this.
+    pub before: Option<i64>,
+}
+
+/// Archiving preferences of one account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchivePrefs {
+    /// `always`, `never` or `roster`.
+    pub default_mode: String,
+    pub always: Vec<String>,
+    pub never: Vec<String>,
+}
+
+impl Default for ArchivePrefs {
+    fn default() -> Self {
+        ArchivePrefs {
+            default_mode: "always".into(),
+            always: Vec::new(),
+            never: Vec::new(),
+        }
+    }
+}
+
+fn row(r: &SqliteRow) -> Archived {
+    Archived {
+        id: r.get(0),
+        stamp: r.get(1),
+        stanza: r.get(2),
+    }
+}
+
+/// The WHERE clause of a filter and its bind values, after `username = $1`.
+fn where_clause(f: &ArchiveFilter) -> (String, Vec<SqlValue>) {
+    let mut sql = String::from("username = ?");
+    let mut binds = Vec::new();
+    if let Some(w) = &f.with_bare {
+        sql.push_str(" AND with_bare = ?");
+        binds.push(SqlValue::Text(w.clone()));
+    }
+    if let Some(r) = &f.with_resource {
+        sql.push_str(" AND with_resource = ?");
+        binds.push(SqlValue::Text(r.clone()));
+    }
+    if let Some(a) = f.after {
+        sql.push_str(" AND id > ?");
+        binds.push(SqlValue::Int(a));
+    }
+    if let Some(b) = f.before {
+        sql.push_str(" AND id < ?");
+        binds.push(SqlValue::Int(b));
+    }
+    (sql, binds)
+}
+
+enum SqlValue {
+    Text(String),
+    Int(i64),
+}
+
+fn bind_all<'q>(
+    mut q: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    username: &'q str,
+    binds: Vec<SqlValue>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+    q = q.bind(username);
+    for b in binds {
+        q = match b {
+            SqlValue::Text(t) => q.bind(t),
+            SqlValue::Int(i) => q.bind(i),
+        };
+    }
+    q
+}
+
+impl Db {
+    /// Archive messages (one row each) in one durable transaction, possibly
+    /// shared with other requests (group commit); returns their archive ids
+    /// in the same order once they are committed.
+    pub async fn archive_store(&self, rows: &[NewArchived<'_>]) -> Result<Vec<i64>, StorageError> {
+        let writer = self.archive.writer.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(QUEUE);
+            tokio::spawn(writer(self.pool().clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            rows: rows
+                .iter()
+                .map(|r| OwnedRow {
+                    username: r.username.to_string(),
+                    with_bare: r.with_bare.to_string(),
+                    with_resource: r.with_resource.to_string(),
+                    stamp: r.stamp,
+                    stanza: r.stanza.to_string(),
+                })
+                .collect(),
+            reply,
+        };
+        let gone = || StorageError::Conflict("the archive writer stopped".into());
+        writer.send(job).await.map_err(|_| gone())?;
+        answer
+            .await
+            .map_err(|_| gone())?
+            .map_err(|e| StorageError::Conflict(format!("archiving failed: {e}")))
+    }
+
+    /// One page of `username`'s archive under `filter`: the first `limit`
+    /// messages in id order (`backward == false`) or the last `limit`
+    /// (`backward == true`), returned oldest first, and whether more matched
+    /// beyond the page in the direction of travel.
+    pub async fn archive_page(
+        &self,
+        username: &str,
+        filter: &ArchiveFilter,
+        limit: usize,
+        backward: bool,
+    ) -> Result<(Vec<Archived>, bool), StorageError> {
+        let (cond, binds) = where_clause(filter);
+        let order = if backward { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT id, stamp, stanza FROM archive WHERE {cond} ORDER BY id {order} LIMIT {}",
+            limit + 1
+        );
+        let rows = bind_all(sqlx::query(&sql), username, binds)
+            .fetch_all(self.pool())
+            .await?;
+        let more = rows.len() > limit;
+        let mut page: Vec<Archived> = rows.iter().take(limit).map(row).collect();
+        if backward {
+            page.reverse();
+        }
+        Ok((page, more))
+    }
+
+    /// How many messages of `username`'s archive match `filter`, if at most
+    /// `limit` do (`None` when more match: counting a million index entries
+    /// would cost a hundred times the page itself).
+    pub async fn archive_count(
+        &self,
+        username: &str,
+        filter: &ArchiveFilter,
+        limit: usize,
+    ) -> Result<Option<i64>, StorageError> {
+        let (cond, binds) = where_clause(filter);
+        let sql = format!(
+            "SELECT COUNT(*) FROM (SELECT 1 FROM archive WHERE {cond} LIMIT {})",
+            limit + 1
+        );
+        let n: i64 = bind_all(sqlx::query(&sql), username, binds)
+            .fetch_one(self.pool())
+            .await?
+            .get(0);
+        Ok((n as usize <= limit).then_some(n))
+    }
+
+    /// The messages of `username` with these ids, oldest first (unknown ids are
+    /// simply absent).
+    pub async fn archive_by_ids(
+        &self,
+        username: &str,
+        ids: &[i64],
+    ) -> Result<Vec<Archived>, StorageError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let r = sqlx::query(
+                "SELECT id, stamp, stanza FROM archive WHERE username = $1 AND id = $2",
+            )
+            .bind(username)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+            out.extend(r.as_ref().map(row));
+        }
+        out.sort_by_key(|a| a.id);
+        Ok(out)
+    }
+
+    /// Whether `id` is in `username`'s archive.
+    pub async fn archive_has(&self, username: &str, id: i64) -> Result<bool, StorageError> {
+        Ok(
+            sqlx::query("SELECT 1 FROM archive WHERE username = $1 AND id = $2")
+                .bind(username)
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?
+                .is_some(),
+        )
+    }
+
+    /// The first id stamped at or after `stamp` (`at_or_after`), or the last
+    /// id stamped at or before it; `None` when there is none.
+    pub async fn archive_id_at(
+        &self,
+        username: &str,
+        stamp: i64,
+        at_or_after: bool,
+    ) -> Result<Option<i64>, StorageError> {
+        let sql = if at_or_after {
+            "SELECT id FROM archive WHERE username = $1 AND stamp >= $2 ORDER BY stamp ASC, id ASC LIMIT 1"
+        } else {
+            "SELECT id FROM archive WHERE username = $1 AND stamp <= $2 ORDER BY stamp DESC, id DESC LIMIT 1"
+        };
+        Ok(sqlx::query(sql)
+            .bind(username)
+            .bind(stamp)
+            .fetch_optional(self.pool())
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    /// The oldest and the newest message of `username`'s archive, as (id, stamp).
+    pub async fn archive_bounds(
+        &self,
+        username: &str,
+    ) -> Result<Option<((i64, i64), (i64, i64))>, StorageError> {
+        let first = sqlx::query(
+            "SELECT id, stamp FROM archive WHERE username = $1 ORDER BY id ASC LIMIT 1",
+        )
+        .bind(username)
+        .fetch_optional(self.pool())
+        .await?;
+        let last = sqlx::query(
+            "SELECT id, stamp FROM archive WHERE username = $1 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(username)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(match (first, last) {
+            (Some(f), Some(l)) => Some(((f.get(0), f.get(1)), (l.get(0), l.get(1)))),
+            _ => None,
+        })
+    }
+
+    /// The archiving preferences of `username` (defaults when never set).
+    pub async fn archive_prefs(&self, username: &str) -> Result<ArchivePrefs, StorageError> {
+        let cached = self
+            .archive
+            .prefs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(username)
+            .cloned();
+        if let Some(p) = cached {
+            return Ok(p);
+        }
+        let p = self.archive_prefs_load(username).await?;
+        self.archive
+            .prefs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(username.to_string())
+            .or_insert(p.clone());
+        Ok(p)
+    }
+
+    async fn archive_prefs_load(&self, username: &str) -> Result<ArchivePrefs, StorageError> {
+        let mode: Option<String> =
+            sqlx::query("SELECT default_mode FROM archive_prefs WHERE username = $1")
+                .bind(username)
+                .fetch_optional(self.pool())
+                .await?
+                .map(|r| r.get(0));
+        let mut prefs = ArchivePrefs {
+            default_mode: mode.unwrap_or_else(|| "always".into()),
+            ..ArchivePrefs::default()
+        };
+        let rows = sqlx::query(
+            "SELECT jid, always FROM archive_prefs_jids WHERE username = $1 ORDER BY jid",
+        )
+        .bind(username)
+        .fetch_all(self.pool())
+        .await?;
+        for r in rows {
+            let jid: String = r.get(0);
+            let always: i64 = r.get(1);
+            if always != 0 {
+                prefs.always.push(jid);
+            } else {
+                prefs.never.push(jid);
+            }
+        }
+        Ok(prefs)
+    }
+
+    /// Replace the archiving preferences of `username` (keeps its retention).
+    pub async fn archive_set_prefs(
+        &self,
+        username: &str,
+        prefs: &ArchivePrefs,
+    ) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO archive_prefs (username, default_mode) VALUES ($1, $2) \
+             ON CONFLICT (username) DO UPDATE SET default_mode = $2",
+        )
+        .bind(username)
+        .bind(&prefs.default_mode)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM archive_prefs_jids WHERE username = $1")
+            .bind(username)
+            .execute(&mut *tx)
+            .await?;
+        for (list, always) in [(&prefs.always, 1i64), (&prefs.never, 0i64)] {
+            for jid in list {
+                sqlx::query(
+                    "INSERT OR REPLACE INTO archive_prefs_jids (username, jid, always) VALUES ($1, $2, $3)",
+                )
+                .bind(username)
+                .bind(jid)
+                .bind(always)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        self.archive
+            .prefs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(username.to_string(), prefs.clone());
+        Ok(())
+    }
+
+    /// Drop what is cached about `username` (its account was deleted).
+    pub(crate) fn archive_forget(&self, username: &str) {
+        self.archive
+            .prefs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(username);
+    }
+
+    /// Set (`Some`) or clear (`None`: the server default) the retention of `username`, in days.
+    pub async fn archive_set_retention(
+        &self,
+        username: &str,
+        days: Option<u32>,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO archive_prefs (username, retention_days) VALUES ($1, $2) \
+             ON CONFLICT (username) DO UPDATE SET retention_days = $2",
+        )
+        .bind(username)
+        .bind(days.map(i64::from))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Accounts with a retention override, as (username, days).
+    pub async fn archive_retention_overrides(&self) -> Result<Vec<(String, i64)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT username, retention_days FROM archive_prefs WHERE retention_days IS NOT NULL",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Delete at most `batch` messages of `username` stamped before `cutoff`
+    /// (microseconds); returns how many were deleted.
+    pub async fn archive_prune_user(
+        &self,
+        username: &str,
+        cutoff: i64,
+        batch: usize,
+    ) -> Result<u64, StorageError> {
+        let r = sqlx::query(
+            "DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE username = $1 \
+             AND stamp < $2 ORDER BY stamp LIMIT $3)",
+        )
+        .bind(username)
+        .bind(cutoff)
+        .bind(batch as i64)
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn db() -> (Db, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "kith-archive-test-{}-{}",
+            std::process::id(),
+            crate::core::random_hex(6)
+        ));
+        let db = Db::open(&dir, &[&MIGRATOR]).await.expect("open");
+        (db, dir)
+    }
+
+    #[tokio::test]
+    async fn pages_walk_the_archive_without_gaps_or_duplicates() {
+        let (db, dir) = db().await;
+        let texts: Vec<String> = (0..23).map(|i| format!("m{i}")).collect();
+        let rows: Vec<NewArchived<'_>> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| NewArchived {
+                username: "bob",
+                with_bare: if i % 2 == 0 { "alice@x" } else { "carol@x" },
+                with_resource: "r",
+                stamp: 1000 + i as i64,
+                stanza: t,
+            })
+            .collect();
+        let ids = db.archive_store(&rows).await.expect("store");
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in time order");
+
+        // Forward, 5 at a time.
+        let mut seen = Vec::new();
+        let mut f = ArchiveFilter::default();
+        loop {
+            let (page, more) = db.archive_page("bob", &f, 5, false).await.expect("page");
+            seen.extend(page.iter().map(|a| a.stanza.clone()));
+            if !more {
+                break;
+            }
+            f.after = page.last().map(|a| a.id);
+        }
+        assert_eq!(seen, texts);
+        // Backward, 5 at a time, each page oldest first.
+        let mut back = Vec::new();
+        let mut f = ArchiveFilter::default();
+        loop {
+            let (page, more) = db.archive_page("bob", &f, 5, true).await.expect("page");
+            let mut p: Vec<String> = page.iter().map(|a| a.stanza.clone()).collect();
+            p.append(&mut back);
+            back = p;
+            if !more {
+                break;
+            }
+            f.before = page.first().map(|a| a.id);
+        }
+        assert_eq!(back, texts);
+        // A `with` filter, a count and its bound, time bounds.
+        let alice = ArchiveFilter {
+            with_bare: Some("alice@x".into()),
+            ..ArchiveFilter::default()
+        };
+        assert_eq!(
+            db.archive_count("bob", &alice, 100).await.expect("count"),
+            Some(12)
+        );
+        assert_eq!(
+            db.archive_count("bob", &alice, 10).await.expect("count"),
+            None
+        );
+        assert_eq!(
+            db.archive_id_at("bob", 1005, true).await.expect("at"),
+            Some(ids[5])
+        );
+        assert_eq!(db.archive_id_at("bob", 999, false).await.expect("at"), None);
+        assert_eq!(
+            db.archive_page("eve", &alice, 5, false)
+                .await
+                .expect("p")
+                .0
+                .len(),
+            0
+        );
+        // Pruning is per account and bounded by the batch.
+        assert_eq!(
+            db.archive_prune_user("bob", 1010, 4).await.expect("prune"),
+            4
+        );
+        assert_eq!(
+            db.archive_prune_user("bob", 1010, 100)
+                .await
+                .expect("prune"),
+            6
+        );
+        assert_eq!(
+            db.archive_bounds("bob")
+                .await
+                .expect("bounds")
+                .map(|b| b.0 .0),
+            Some(ids[10])
+        );
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
