@@ -107,6 +107,11 @@ pub struct LimitsFile {
     pub auth_timeout_secs: Option<u64>,
     pub session_queue: Option<usize>,
     pub offline_max: Option<usize>,
+    pub sm_resume_timeout_secs: Option<u64>,
+    pub sm_max_unacked: Option<usize>,
+    pub sm_ack_request_every: Option<usize>,
+    pub sm_ack_request_interval_secs: Option<u64>,
+    pub sm_max_hibernated: Option<usize>,
     pub pep_nodes: Option<usize>,
     pub pep_items: Option<usize>,
     pub pep_item_size: Option<usize>,
@@ -237,6 +242,35 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     }
     if let Some(v) = lf.offline_max {
         l.offline_max = v;
+    }
+    if let Some(v) = lf.sm_resume_timeout_secs {
+        if v > 24 * 3600 {
+            return Err(format!(
+                "limits.sm_resume_timeout_secs: {v} is above a day (86400)"
+            ));
+        }
+        l.sm_resume_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = lf.sm_max_unacked {
+        if !(1..=100_000).contains(&v) {
+            return Err(format!("limits.sm_max_unacked: {v} is outside 1..=100000"));
+        }
+        l.sm_max_unacked = v;
+    }
+    if let Some(v) = lf.sm_ack_request_every {
+        if v == 0 {
+            return Err("limits.sm_ack_request_every: must be at least 1".into());
+        }
+        l.sm_ack_request_every = v;
+    }
+    if let Some(v) = lf.sm_ack_request_interval_secs {
+        if v == 0 {
+            return Err("limits.sm_ack_request_interval_secs: must be at least 1".into());
+        }
+        l.sm_ack_request_interval = Duration::from_secs(v);
+    }
+    if let Some(v) = lf.sm_max_hibernated {
+        l.sm_max_hibernated = v;
     }
     for (key, value, slot) in [
         ("pep_nodes", lf.pep_nodes, &mut l.pep_nodes),
@@ -405,6 +439,23 @@ mod tests {
         );
         assert_eq!(c.limits.stanza_size, 256 * 1024);
         assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn stream_management_keys() {
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_resume_timeout_secs = 60\nsm_max_unacked = 50\nsm_ack_request_every = 2\nsm_ack_request_interval_secs = 5\nsm_max_hibernated = 1\n",
+        )
+        .expect("parses");
+        assert_eq!(c.limits.sm_resume_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.sm_max_unacked, 50);
+        assert_eq!(c.limits.sm_ack_request_every, 2);
+        assert_eq!(c.limits.sm_ack_request_interval, Duration::from_secs(5));
+        assert_eq!(c.limits.sm_max_hibernated, 1);
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_max_unacked = 0\n").unwrap_err();
+        assert!(e.starts_with("limits.sm_max_unacked"), "{e}");
+        let d = parse(DEFAULT).expect("default parses");
+        assert_eq!(d.limits.sm_resume_timeout, Duration::from_secs(300));
     }
 
     #[test]

@@ -155,6 +155,19 @@ pub struct Limits {
     pub session_queue: usize,
     /// Offline messages kept per account.
     pub offline_max: usize,
+    /// XEP-0198: how long a session whose connection dropped waits for its
+    /// client to resume before it ends (its unacked messages stay offline).
+    pub sm_resume_timeout: Duration,
+    /// XEP-0198: stanzas sent to a client and not yet acknowledged; a client
+    /// that lets more pile up is disconnected with `<policy-violation/>`.
+    pub sm_max_unacked: usize,
+    /// XEP-0198: the server asks for an ack (`<r/>`) after this many unacked stanzas…
+    pub sm_ack_request_every: usize,
+    /// …or when stanzas have stayed unacked this long.
+    pub sm_ack_request_interval: Duration,
+    /// XEP-0198: sessions of one account that may wait to be resumed at once;
+    /// beyond that, a dropped session ends at once (messages go offline).
+    pub sm_max_hibernated: usize,
     /// PEP nodes one account may own (avatar, nickname, bookmarks, OMEMO
     /// keys: one node per OMEMO 0.3 device bundle).
     pub pep_nodes: usize,
@@ -176,6 +189,11 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(30),
             session_queue: 1000,
             offline_max: 1000,
+            sm_resume_timeout: Duration::from_secs(300),
+            sm_max_unacked: 1000,
+            sm_ack_request_every: 5,
+            sm_ack_request_interval: Duration::from_secs(30),
+            sm_max_hibernated: 5,
             pep_nodes: 100,
             pep_items: 1000,
             pep_item_size: 128 * 1024,

@@ -20,6 +20,8 @@ pub struct Core {
     pub db: Db,
     pub registry: Registry,
     pub sessions: Sessions,
+    /// XEP-0198: resumable sessions by resumption id.
+    pub sm: crate::sm::Table,
     pub tls: TlsContext,
     pub conn_limiter: Arc<ConnLimiter>,
     pub auth_limiter: AuthLimiter,
@@ -63,6 +65,7 @@ impl Core {
             db,
             registry,
             sessions: Sessions::default(),
+            sm: crate::sm::Table::default(),
             tls,
             scram_secret,
             blocklists: crate::blocking::Cache::default(),

@@ -27,6 +27,7 @@ mod s2s;
 pub mod sasl;
 mod server;
 mod session;
+mod sm;
 mod stanza;
 mod storage;
 mod stream;

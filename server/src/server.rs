@@ -29,6 +29,7 @@ pub fn modules() -> Vec<Module> {
         crate::xep::session::MODULE,
         crate::xep::carbons::MODULE,
         crate::xep::csi::MODULE,
+        crate::sm::MODULE,
         crate::blocking::MODULE,
         crate::mam::MODULE,
         crate::component::MODULE,
