@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepare the machine for the end-to-end tests. Idempotent: safe to run again.
 #
-# - Debian packages the tests use (openssl, for the e2e tests' throw-away CA), installed
+# - Debian packages the tests use (openssl, for the e2e tests' throw-away CA; prosody,
+#   ejabberd and dnsmasq for the federation tests), installed
 #   with apt-get only when missing (apt-get update only then, too).
 # - A virtualenv at <repo>/.venv with the exact pins of tests/requirements.txt.
 # - tests/web/node_modules: Converse.js and playwright-core, exact pins from
@@ -17,7 +18,10 @@ venv="$root/.venv"
 python="${PYTHON:-python3}"
 
 # Debian packages: command -> package.
-declare -A want=([openssl]=openssl [chromium]=chromium [npm]=npm)
+# prosody, ejabberd and dnsmasq: the real federation peers and their DNS (test_federation.py);
+# chromium and npm: Converse.js in a real browser (test_converse.py).
+declare -A want=([openssl]=openssl [prosody]=prosody [ejabberdctl]=ejabberd [dnsmasq]=dnsmasq-base
+                [chromium]=chromium [npm]=npm)
 missing=()
 for cmd in "${!want[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")

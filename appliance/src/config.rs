@@ -33,6 +33,8 @@ pub struct File {
     #[serde(default)]
     pub ping: PingFile,
     #[serde(default)]
+    pub s2s: S2sFile,
+    #[serde(default)]
     pub upload: UploadFile,
 }
 
@@ -69,12 +71,34 @@ pub struct PingFile {
     pub timeout_secs: Option<u64>,
 }
 
+/// `[s2s]`: federation with other XMPP servers.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct S2sFile {
+    pub enabled: Option<bool>,
+    pub ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub hosts: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub insecure_domains: Vec<String>,
+    #[serde(default)]
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub deny: Vec<String>,
+    pub idle_timeout_secs: Option<u64>,
+    pub connect_timeout_secs: Option<u64>,
+    pub queue: Option<usize>,
+    pub stanza_size: Option<usize>,
+    pub connections_per_domain: Option<usize>,
+}
+
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ListenFile {
     pub c2s: Option<String>,
     pub c2s_tls: Option<String>,
     pub s2s: Option<String>,
+    pub s2s_tls: Option<String>,
     pub http: Option<String>,
     pub https: Option<String>,
     pub component: Option<String>,
@@ -96,6 +120,11 @@ pub struct LimitsFile {
     pub auth_timeout_secs: Option<u64>,
     pub session_queue: Option<usize>,
     pub offline_max: Option<usize>,
+    pub sm_resume_timeout_secs: Option<u64>,
+    pub sm_max_unacked: Option<usize>,
+    pub sm_ack_request_every: Option<usize>,
+    pub sm_ack_request_interval_secs: Option<u64>,
+    pub sm_max_hibernated: Option<usize>,
     pub pep_nodes: Option<usize>,
     pub pep_items: Option<usize>,
     pub pep_item_size: Option<usize>,
@@ -173,6 +202,7 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         c2s: addr("c2s", &listen.c2s)?,
         c2s_tls: addr("c2s_tls", &listen.c2s_tls)?,
         s2s: addr("s2s", &listen.s2s)?,
+        s2s_tls: addr("s2s_tls", &listen.s2s_tls)?,
         http: addr("http", &listen.http)?,
         https: addr("https", &listen.https)?,
         component: addr("component", &listen.component)?,
@@ -225,6 +255,35 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     }
     if let Some(v) = lf.offline_max {
         l.offline_max = v;
+    }
+    if let Some(v) = lf.sm_resume_timeout_secs {
+        if v > 24 * 3600 {
+            return Err(format!(
+                "limits.sm_resume_timeout_secs: {v} is above a day (86400)"
+            ));
+        }
+        l.sm_resume_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = lf.sm_max_unacked {
+        if !(1..=100_000).contains(&v) {
+            return Err(format!("limits.sm_max_unacked: {v} is outside 1..=100000"));
+        }
+        l.sm_max_unacked = v;
+    }
+    if let Some(v) = lf.sm_ack_request_every {
+        if v == 0 {
+            return Err("limits.sm_ack_request_every: must be at least 1".into());
+        }
+        l.sm_ack_request_every = v;
+    }
+    if let Some(v) = lf.sm_ack_request_interval_secs {
+        if v == 0 {
+            return Err("limits.sm_ack_request_interval_secs: must be at least 1".into());
+        }
+        l.sm_ack_request_interval = Duration::from_secs(v);
+    }
+    if let Some(v) = lf.sm_max_hibernated {
+        l.sm_max_hibernated = v;
     }
     for (key, value, slot) in [
         ("pep_nodes", lf.pep_nodes, &mut l.pep_nodes),
@@ -328,6 +387,7 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         }
         config.scram_iterations = i;
     }
+    s2s(&mut config.s2s, file.s2s)?;
     if let Some(d) = file.auth.fast_token_days {
         if !(1..=365).contains(&d) {
             return Err(format!(
@@ -337,6 +397,75 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         config.fast_token_lifetime = std::time::Duration::from_secs(u64::from(d) * 86_400);
     }
     Ok(config)
+}
+
+/// Validate `[s2s]` into the server's federation settings.
+fn s2s(c: &mut kith_server::S2s, f: S2sFile) -> Result<(), String> {
+    if let Some(v) = f.enabled {
+        c.enabled = v;
+    }
+    c.ca_file = f.ca_file;
+    let domain = |key: &str, d: &str| -> Result<String, String> {
+        let d = d.to_lowercase();
+        match jid::BareJid::new(&d) {
+            Ok(j) if j.node().is_none() => Ok(d),
+            _ => Err(format!("s2s.{key}: '{d}' is not a domain name")),
+        }
+    };
+    for (d, a) in f.hosts {
+        let d = domain("hosts", &d)?;
+        let addr: SocketAddr = a
+            .parse()
+            .map_err(|_| format!("s2s.hosts.\"{d}\": '{a}' is not an ADDRESS:PORT"))?;
+        c.hosts.insert(d, addr);
+    }
+    for (key, src, dst) in [
+        (
+            "insecure_domains",
+            f.insecure_domains,
+            &mut c.insecure_domains,
+        ),
+        ("allow", f.allow, &mut c.allow),
+        ("deny", f.deny, &mut c.deny),
+    ] {
+        *dst = src
+            .iter()
+            .map(|d| domain(key, d))
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(v) = f.idle_timeout_secs {
+        if v == 0 {
+            return Err("s2s.idle_timeout_secs: must be at least 1".into());
+        }
+        c.idle_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = f.connect_timeout_secs {
+        if v == 0 {
+            return Err("s2s.connect_timeout_secs: must be at least 1".into());
+        }
+        c.connect_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = f.queue {
+        if !(1..=100_000).contains(&v) {
+            return Err(format!("s2s.queue: {v} is outside 1..=100000"));
+        }
+        c.queue = v;
+    }
+    if let Some(v) = f.stanza_size {
+        if !(64 * 1024..=16 * 1024 * 1024).contains(&v) {
+            return Err(format!(
+                "s2s.stanza_size: {v} is outside 65536..=16777216 bytes"
+            ));
+        }
+        c.stanza_size = v;
+    }
+    if let Some(v) = f.connections_per_domain {
+        if v == 0 {
+            return Err("s2s.connections_per_domain: must be at least 1".into());
+        }
+        c.connections_per_domain = v;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -376,6 +505,23 @@ mod tests {
         );
         assert_eq!(c.limits.stanza_size, 256 * 1024);
         assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn stream_management_keys() {
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_resume_timeout_secs = 60\nsm_max_unacked = 50\nsm_ack_request_every = 2\nsm_ack_request_interval_secs = 5\nsm_max_hibernated = 1\n",
+        )
+        .expect("parses");
+        assert_eq!(c.limits.sm_resume_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.sm_max_unacked, 50);
+        assert_eq!(c.limits.sm_ack_request_every, 2);
+        assert_eq!(c.limits.sm_ack_request_interval, Duration::from_secs(5));
+        assert_eq!(c.limits.sm_max_hibernated, 1);
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_max_unacked = 0\n").unwrap_err();
+        assert!(e.starts_with("limits.sm_max_unacked"), "{e}");
+        let d = parse(DEFAULT).expect("default parses");
+        assert_eq!(d.limits.sm_resume_timeout, Duration::from_secs(300));
     }
 
     #[test]
@@ -444,6 +590,21 @@ mod tests {
         let e =
             parse("[listen]\nc2s = '127.0.0.1:1'\n[components]\n'p.localhost' = ''\n").unwrap_err();
         assert!(e.contains("secret is empty"), "{e}");
+    }
+
+    #[test]
+    fn s2s_section_is_validated() {
+        let c = parse(
+            "domain = 'kith.test'\n[listen]\nc2s = '127.0.0.1:1'\n[s2s]\nallow = ['Friend.test']\n[s2s.hosts]\n'friend.test' = '127.0.0.2:5269'\n",
+        )
+        .expect("ok");
+        assert_eq!(c.s2s.allow, vec!["friend.test".to_string()]);
+        assert_eq!(c.s2s.stanza_size, 512 * 1024);
+        assert!(c.s2s.hosts.contains_key("friend.test"));
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s.hosts]\n'a.test' = 'x'\n").unwrap_err();
+        assert!(e.starts_with("s2s.hosts"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s]\ndeny = ['a@b']\n").unwrap_err();
+        assert!(e.starts_with("s2s.deny"), "{e}");
     }
 
     #[test]

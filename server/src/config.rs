@@ -23,6 +23,8 @@ pub struct Config {
     pub limits: Limits,
     /// PBKDF2 iteration count for newly stored SCRAM credentials (≥ 4096).
     pub scram_iterations: u32,
+    /// Federation with other XMPP servers (`[s2s]`).
+    pub s2s: S2s,
     /// Message history (XEP-0313 archive).
     pub archive: Archive,
     /// How long a FAST login token (XEP-0484) stays valid without being used.
@@ -146,6 +148,8 @@ pub struct Listen {
     pub c2s_tls: Option<SocketAddr>,
     /// Server-to-server (5269).
     pub s2s: Option<SocketAddr>,
+    /// Server-to-server Direct TLS, XEP-0368 (5270).
+    pub s2s_tls: Option<SocketAddr>,
     /// Plain HTTP (web pod).
     pub http: Option<SocketAddr>,
     /// HTTPS (web pod).
@@ -182,6 +186,19 @@ pub struct Limits {
     pub session_queue: usize,
     /// Offline messages kept per account.
     pub offline_max: usize,
+    /// XEP-0198: how long a session whose connection dropped waits for its
+    /// client to resume before it ends (its unacked messages stay offline).
+    pub sm_resume_timeout: Duration,
+    /// XEP-0198: stanzas sent to a client and not yet acknowledged; a client
+    /// that lets more pile up is disconnected with `<policy-violation/>`.
+    pub sm_max_unacked: usize,
+    /// XEP-0198: the server asks for an ack (`<r/>`) after this many unacked stanzas…
+    pub sm_ack_request_every: usize,
+    /// …or when stanzas have stayed unacked this long.
+    pub sm_ack_request_interval: Duration,
+    /// XEP-0198: sessions of one account that may wait to be resumed at once;
+    /// beyond that, a dropped session ends at once (messages go offline).
+    pub sm_max_hibernated: usize,
     /// PEP nodes one account may own (avatar, nickname, bookmarks, OMEMO
     /// keys: one node per OMEMO 0.3 device bundle).
     pub pep_nodes: usize,
@@ -203,6 +220,11 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(30),
             session_queue: 1000,
             offline_max: 1000,
+            sm_resume_timeout: Duration::from_secs(300),
+            sm_max_unacked: 1000,
+            sm_ack_request_every: 5,
+            sm_ack_request_interval: Duration::from_secs(30),
+            sm_max_hibernated: 5,
             pep_nodes: 100,
             pep_items: 1000,
             pep_item_size: 128 * 1024,
@@ -226,6 +248,54 @@ impl Config {
             push: PushConfig::default(),
             ping: PingConfig::default(),
             upload: UploadConfig::default(),
+            s2s: S2s::default(),
+        }
+    }
+}
+
+/// Federation settings (`[s2s]`). Every server-to-server stream is TLS and
+/// authenticated; these only decide *whom* Kith talks to and how much.
+#[derive(Debug, Clone)]
+pub struct S2s {
+    /// Federation on or off (off: no s2s listener, remote stanzas bounce).
+    pub enabled: bool,
+    /// Extra trust anchors (PEM) for peers' certificates, on top of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Fixed addresses for domains (`"example.org" = "192.0.2.7:5269"`), used
+    /// instead of DNS: LANs and tests.
+    pub hosts: std::collections::BTreeMap<String, SocketAddr>,
+    /// Domains whose invalid certificates are tolerated (dialback only, logged loudly).
+    pub insecure_domains: Vec<String>,
+    /// When non-empty, only these domains may federate.
+    pub allow: Vec<String>,
+    /// These domains never federate.
+    pub deny: Vec<String>,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: Duration,
+    /// Time to resolve, connect, encrypt and authenticate an outgoing stream.
+    pub connect_timeout: Duration,
+    /// Stanzas waiting for one remote domain's connection; more bounce.
+    pub queue: usize,
+    /// Largest stanza accepted from a remote server, in bytes.
+    pub stanza_size: usize,
+    /// Incoming connections authenticated for one remote domain at a time.
+    pub connections_per_domain: usize,
+}
+
+impl Default for S2s {
+    fn default() -> Self {
+        S2s {
+            enabled: true,
+            ca_file: None,
+            hosts: Default::default(),
+            insecure_domains: Vec::new(),
+            allow: Vec::new(),
+            deny: Vec::new(),
+            idle_timeout: Duration::from_secs(600),
+            connect_timeout: Duration::from_secs(30),
+            queue: 1000,
+            stanza_size: 512 * 1024,
+            connections_per_domain: 4,
         }
     }
 }

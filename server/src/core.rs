@@ -20,6 +20,8 @@ pub struct Core {
     pub db: Db,
     pub registry: Registry,
     pub sessions: Sessions,
+    /// XEP-0198: resumable sessions by resumption id.
+    pub sm: crate::sm::Table,
     pub tls: TlsContext,
     pub conn_limiter: Arc<ConnLimiter>,
     pub auth_limiter: AuthLimiter,
@@ -31,6 +33,8 @@ pub struct Core {
     pub shutdown: watch::Receiver<bool>,
     /// Held by every connection task; shutdown waits for all to be dropped.
     pub(crate) alive: mpsc::Sender<()>,
+    /// Federation state; unset when federation is off.
+    pub s2s: std::sync::OnceLock<Arc<crate::s2s::S2sState>>,
     /// Connected external components (XEP-0114).
     pub components: crate::component::Components,
     /// IQs the server sent and is waiting for replies to.
@@ -61,11 +65,13 @@ impl Core {
             db,
             registry,
             sessions: Sessions::default(),
+            sm: crate::sm::Table::default(),
             tls,
             scram_secret,
             blocklists: crate::blocking::Cache::default(),
             shutdown,
             alive,
+            s2s: std::sync::OnceLock::new(),
             components: Default::default(),
             iq_out: Default::default(),
             push: Default::default(),

@@ -24,6 +24,11 @@ pub fn to_available(core: &Core, bare: &BareJid, stanza: &Element) -> usize {
     if crate::blocking::enforce::stanza_blocked(core, stanza, bare) {
         return 0;
     }
+    // A contact on another server: its server delivers (federation, s2s/).
+    if crate::s2s::is_remote(core, bare.domain().as_str()) {
+        crate::s2s::route_out_from(core, stanza.clone());
+        return 1;
+    }
     let targets = available(core, bare);
     for s in &targets {
         s.send(stanza.clone());

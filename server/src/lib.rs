@@ -23,9 +23,11 @@ mod push;
 mod registry;
 mod roster;
 mod router;
+mod s2s;
 pub mod sasl;
 mod server;
 mod session;
+mod sm;
 mod stanza;
 mod storage;
 mod stream;
@@ -37,7 +39,7 @@ pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
 pub use config::{
-    Archive, Config, Limits, Listen, PingConfig, PushConfig, Secret, TlsFiles, UploadConfig,
+    Archive, Config, Limits, Listen, PingConfig, PushConfig, S2s, Secret, TlsFiles, UploadConfig,
 };
 pub use server::{BoundAddrs, Server, StartError};
 pub use storage::fast::TokenHolder;

@@ -1,6 +1,7 @@
 //! Message delivery (RFC 6121 §8.5) for local accounts, with offline storage
 //! (XEP-0160) when no resource can take a message.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use jid::{BareJid, Jid};
@@ -55,7 +56,7 @@ fn to_bare<'a>(cx: StanzaCtx<'a>, mut msg: Element) -> BoxFuture<'a, ()> {
 
 /// Let other modules (blocking, archiving) vet or rewrite a message before
 /// it is delivered; `false` means it was stopped (the sender was answered).
-async fn filters(
+pub(crate) async fn filters(
     core: &Arc<Core>,
     sender: &Arc<SessionHandle>,
     recipient: &BareJid,
@@ -99,9 +100,45 @@ fn top_priority(sessions: &[Arc<SessionHandle>]) -> Vec<Arc<SessionHandle>> {
         .collect()
 }
 
-fn send_all(targets: &[Arc<SessionHandle>], msg: &Element) {
+/// Deliver to `targets` (sessions of one account). A session waiting to be
+/// resumed (XEP-0198, `detached`) gets the message through the offline store
+/// instead, so it is durable before the sender's ack; it is handed over on
+/// resume. Stored once however many of the targets are detached.
+async fn send_all(
+    core: &Arc<Core>,
+    sender: &SessionHandle,
+    targets: &[Arc<SessionHandle>],
+    msg: &Element,
+) {
+    let Some(first) = targets.iter().find(|s| s.detached.load(Ordering::Relaxed)) else {
+        for s in targets {
+            s.send(msg.clone());
+        }
+        return;
+    };
+    let user = crate::deliver::username(&first.jid.to_bare()).to_string();
+    let _guard = offline_lock(&user).lock().await;
+    send_all_locked(core, sender, &user, targets, msg).await;
+}
+
+/// [`send_all`] with the account's offline lock held.
+async fn send_all_locked(
+    core: &Arc<Core>,
+    sender: &SessionHandle,
+    user: &str,
+    targets: &[Arc<SessionHandle>],
+    msg: &Element,
+) {
+    let mut store = false;
     for s in targets {
-        s.send(msg.clone());
+        if s.detached.load(Ordering::Relaxed) {
+            store = true;
+        } else {
+            s.send(msg.clone());
+        }
+    }
+    if store && offline_worthy(msg) {
+        store_offline(core, sender, user, msg.clone()).await;
     }
 }
 
@@ -115,8 +152,9 @@ fn to_full<'a>(cx: StanzaCtx<'a>, mut msg: Element) -> BoxFuture<'a, ()> {
         }
         let delivered = match cx.core.sessions.get(&full) {
             Some(target) => {
-                target.send(msg.clone());
-                vec![target]
+                let target = vec![target];
+                send_all(cx.core, cx.session, &target, &msg).await;
+                target
             }
             None => match msg_type(&msg) {
                 "chat" | "normal" => deliver_bare(cx.core, cx.session, &full.to_bare(), &msg).await,
@@ -175,22 +213,21 @@ async fn deliver_bare(
                 .filter(|s| s.eligible().is_some())
                 .cloned()
                 .collect();
-            send_all(&all, msg);
+            send_all(core, sender, &all, msg).await;
             all
         }
         "error" => {
             let top = top_priority(&sessions);
-            if let Some(s) = top.first() {
-                s.send(msg.clone());
-            }
-            top.into_iter().take(1).collect()
+            let first: Vec<_> = top.into_iter().take(1).collect();
+            send_all(core, sender, &first, msg).await;
+            first
         }
         _ => {
             let top = top_priority(&sessions);
             if top.is_empty() {
                 return store_or_deliver(core, sender, bare, &user, msg).await;
             }
-            send_all(&top, msg);
+            send_all(core, sender, &top, msg).await;
             top
         }
     }
@@ -221,9 +258,15 @@ async fn store_or_deliver(
     if top.is_empty() {
         store_offline(core, sender, user, msg.clone()).await;
     } else {
-        send_all(&top, msg);
+        send_all_locked(core, sender, user, &top, msg).await;
     }
     top
+}
+
+/// Whether a message goes to the offline store when it cannot be delivered
+/// (RFC 6121 §8.5.2, XEP-0160): chat or normal, and more than a chat state.
+pub(crate) fn offline_worthy(msg: &Element) -> bool {
+    msg.name() == "message" && matches!(msg_type(msg), "chat" | "normal") && storable(msg)
 }
 
 /// Whether a message is worth keeping for later (not a bare chat state).
@@ -272,24 +315,53 @@ fn deliver_offline<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> 
         }
         let user = crate::deliver::username(&session.jid.to_bare()).to_string();
         let _guard = offline_lock(&user).lock().await;
-        let stored = match core.db.offline_peek(&user).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "reading offline messages failed");
-                return;
-            }
-        };
-        let Some(last) = stored.last().map(|s| s.0) else {
-            return;
-        };
-        for (_, text, _) in &stored {
-            match text.parse::<Element>() {
-                Ok(msg) => session.send(msg),
-                Err(e) => tracing::error!(error = %e, "a stored offline message does not parse"),
-            }
-        }
-        if let Err(e) = core.db.offline_delete_upto(&user, last).await {
-            tracing::error!(error = %e, "deleting delivered offline messages failed");
-        }
+        flush_locked(core, session, &user).await;
     })
+}
+
+/// XEP-0198: the session's connection dropped (or its stream management
+/// ends); from now on messages for it go to the offline store. The returned
+/// guard holds the account's offline lock: messages arriving meanwhile are
+/// stored only after what the caller stores while holding it (order kept).
+pub(crate) async fn detach(session: &SessionHandle) -> tokio::sync::MutexGuard<'static, ()> {
+    let user = crate::deliver::username(&session.jid.to_bare()).to_string();
+    let guard = offline_lock(&user).lock().await;
+    session.detached.store(true, Ordering::Relaxed);
+    guard
+}
+
+/// XEP-0198: the session was resumed. Forget the parked copies of what the
+/// new connection resent from memory (`rows`), take messages live again, and
+/// hand over what was stored while it was away.
+pub(crate) async fn reattach(core: &Arc<Core>, session: &Arc<SessionHandle>, rows: &[i64]) {
+    let user = crate::deliver::username(&session.jid.to_bare()).to_string();
+    let _guard = offline_lock(&user).lock().await;
+    if let Err(e) = core.db.sm_unpark(&user, rows).await {
+        tracing::error!(error = %e, "forgetting parked messages failed");
+    }
+    session.detached.store(false, Ordering::Relaxed);
+    flush_locked(core, session, &user).await;
+}
+
+/// Send `user`'s stored messages to `session` and forget them (offline lock held).
+async fn flush_locked(core: &Arc<Core>, session: &Arc<SessionHandle>, user: &str) {
+    let stored = match core.db.offline_peek(user).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "reading offline messages failed");
+            return;
+        }
+    };
+    let Some(last) = stored.last().map(|s| s.0) else {
+        return;
+    };
+    for (_, text, _) in &stored {
+        match text.parse::<Element>() {
+            Ok(msg) => session.send(msg),
+            Err(e) => tracing::error!(error = %e, "a stored offline message does not parse"),
+        }
+    }
+    if let Err(e) = core.db.offline_delete_upto(user, last).await {
+        tracing::error!(error = %e, "deleting delivered offline messages failed");
+    }
 }

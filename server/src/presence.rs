@@ -90,6 +90,10 @@ async fn handle_addressed(
         return;
     }
     match ty.as_deref() {
+        Some("probe") if crate::s2s::is_remote(core, bare.domain().as_str()) => {
+            attr_set(&mut p, "from", session.jid.to_bare().as_str());
+            crate::s2s::route_out(core, p);
+        }
         Some("probe") => {
             for reply in probe(core, bare, &session.jid.to_bare()).await {
                 session.send(with_to(&reply, session.jid.as_str()));
@@ -101,6 +105,9 @@ async fn handle_addressed(
                 .unwrap_or_else(|| bare.to_string());
             attr_set(&mut p, "to", to_text.clone());
             match full.and_then(|f| f.clone().try_into_full().ok()) {
+                Some(f) if crate::s2s::is_remote(core, f.domain().as_str()) => {
+                    crate::s2s::route_out(core, p.clone());
+                }
                 Some(f) => {
                     if let Some(s) = core.sessions.get(&f) {
                         s.send(p.clone());
@@ -129,7 +136,7 @@ async fn handle_addressed(
 
 /// Answer a probe of `target` by `requester`: the target's available presences,
 /// if the requester is subscribed to them.
-async fn probe(core: &Arc<Core>, target: &BareJid, requester: &BareJid) -> Vec<Element> {
+pub(crate) async fn probe(core: &Arc<Core>, target: &BareJid, requester: &BareJid) -> Vec<Element> {
     // XEP-0191: no presence between accounts that blocked one another.
     if crate::blocking::enforce::blocked_between(core, &Jid::from(requester.clone()), target) {
         return Vec::new();
@@ -190,6 +197,18 @@ async fn available_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p: E
     // Probes: the presence of every contact the user is subscribed to.
     for item in items.iter().filter(|i| i.subscription.has_to()) {
         if let Ok(contact) = BareJid::new(&item.contact) {
+            if crate::s2s::is_remote(core, contact.domain().as_str()) {
+                // The contact's server answers the probe (federation).
+                crate::s2s::route_out(
+                    core,
+                    el("presence", ns::CLIENT)
+                        .attr("from", me.as_str())
+                        .attr("to", contact.as_str())
+                        .attr("type", "probe")
+                        .build(),
+                );
+                continue;
+            }
             for reply in probe(core, &contact, &me).await {
                 session.send(with_to(&reply, session.jid.as_str()));
             }
@@ -240,6 +259,9 @@ async fn unavailable_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p:
         if let Ok(j) = Jid::new(&target) {
             let copy = with_to(&p, j.as_str());
             match j.clone().try_into_full() {
+                Ok(f) if crate::s2s::is_remote(core, f.domain().as_str()) => {
+                    crate::s2s::route_out(core, copy);
+                }
                 Ok(f) => {
                     if let Some(s) = core.sessions.get(&f) {
                         s.send(copy);

@@ -137,9 +137,33 @@ pub async fn route_from_client(
     }
     let addr = addr_of(to.as_ref(), &session.jid.to_bare(), &core.domain);
     if addr == Addr::Remote {
-        // Federation arrives with the s2s module; until then say so clearly.
-        if kind != Kind::Presence {
-            bounce(session, &stanza, StanzaError::remote_server_not_found());
+        // Federation (s2s/): presence goes through the presence module (it
+        // keeps rosters and directed presence); the rest goes out as is.
+        if kind == Kind::Presence {
+            let a = match to.as_ref().and_then(|j| j.resource()) {
+                Some(_) => Addr::Full,
+                None => Addr::Bare,
+            };
+            if let Some(h) = core.registry.stanza_handler(kind, a) {
+                h(
+                    StanzaCtx {
+                        core,
+                        session,
+                        to: to.as_ref(),
+                    },
+                    stanza,
+                )
+                .await;
+            }
+            return;
+        }
+        let copy = (kind == Kind::Message).then(|| stanza.clone());
+        crate::s2s::route_out(core, stanza);
+        if let Some(msg) = copy {
+            // Carbons (and any other message hook) see messages to remote contacts too.
+            for h in core.registry.message_hooks() {
+                h(core, session, &msg, &[]);
+            }
         }
         return;
     }

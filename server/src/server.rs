@@ -29,6 +29,7 @@ pub fn modules() -> Vec<Module> {
         crate::xep::session::MODULE,
         crate::xep::carbons::MODULE,
         crate::xep::csi::MODULE,
+        crate::sm::MODULE,
         crate::blocking::MODULE,
         crate::mam::MODULE,
         crate::component::MODULE,
@@ -70,6 +71,8 @@ pub enum StartError {
 pub struct BoundAddrs {
     pub c2s: Option<SocketAddr>,
     pub c2s_tls: Option<SocketAddr>,
+    pub s2s: Option<SocketAddr>,
+    pub s2s_tls: Option<SocketAddr>,
     /// The external-component listener (XEP-0114).
     pub component: Option<SocketAddr>,
 }
@@ -97,13 +100,18 @@ impl Server {
         // Bind everything before accepting anything, so a bad port fails start-up.
         let c2s = bind("c2s", config.listen.c2s).await?;
         let c2s_tls = bind("c2s_tls", config.listen.c2s_tls).await?;
+        // Federation: TLS material and listeners only when it is on.
+        let s2s_tls = if config.s2s.enabled {
+            Some(crate::s2s::S2sTls::load(&config)?)
+        } else {
+            tracing::info!(target: "kith::federation", "federation is turned off");
+            None
+        };
+        let on = |a: Option<SocketAddr>| a.filter(|_| config.s2s.enabled);
+        let s2s = bind("s2s", on(config.listen.s2s)).await?;
+        let s2s_direct = bind("s2s_tls", on(config.listen.s2s_tls)).await?;
         let component = bind("component", config.listen.component).await?;
         // `http` and `https` are bound by the web pod (`kith-web`).
-        for (name, addr) in [("s2s", config.listen.s2s)] {
-            if let Some(addr) = addr {
-                tracing::warn!(listener = name, %addr, "this listener is not part of this build yet; not listening");
-            }
-        }
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (alive_tx, alive) = mpsc::channel(1);
         let core = Arc::new(Core::new(
@@ -115,12 +123,28 @@ impl Server {
             shutdown_rx,
             alive_tx,
         ));
+        if let Some(t) = s2s_tls {
+            let _ = core.s2s.set(Arc::new(crate::s2s::S2sState::new(
+                t,
+                Arc::downgrade(&core),
+            )));
+        }
         // Module background tasks (pruners); each returns on shutdown.
         for t in core.registry.background_tasks() {
             tokio::spawn(t(core.clone()));
         }
         let mut addrs = BoundAddrs::default();
         let mut accept_tasks = Vec::new();
+        for (listener, direct, slot) in [
+            (s2s, false, &mut addrs.s2s),
+            (s2s_direct, true, &mut addrs.s2s_tls),
+        ] {
+            if let Some(l) = listener {
+                *slot = l.local_addr().ok();
+                tracing::info!(target: "kith::federation", addr = ?slot, direct_tls = direct, "listening for servers");
+                accept_tasks.push(tokio::spawn(s2s_accept_loop(core.clone(), l, direct)));
+            }
+        }
         for (listener, direct, slot) in [
             (c2s, false, &mut addrs.c2s),
             (c2s_tls, true, &mut addrs.c2s_tls),
@@ -227,6 +251,25 @@ async fn accept_components(core: Arc<Core>, listener: TcpListener) {
         match listener.accept().await {
             Ok((tcp, peer)) => {
                 tokio::spawn(crate::component::serve(core.clone(), tcp, peer));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn s2s_accept_loop(core: Arc<Core>, listener: TcpListener, direct_tls: bool) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, peer)) => {
+                tokio::spawn(crate::s2s::incoming::serve(
+                    core.clone(),
+                    tcp,
+                    peer,
+                    direct_tls,
+                ));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");

@@ -23,6 +23,9 @@ pub enum Kick {
     Conflict,
     /// The outbound queue overflowed.
     TooSlow,
+    /// XEP-0198: a new connection resumes this session; the old connection
+    /// (half-open, probably) is dropped and the session handed over.
+    Resumed,
 }
 
 /// Presence-related state of a session (RFC 6121 §4).
@@ -71,6 +74,9 @@ pub struct SessionHandle {
     closed: AtomicBool,
     /// XEP-0280: this session asked for copies of its account's chats.
     pub carbons: AtomicBool,
+    /// XEP-0198: the connection dropped and the session waits to be resumed;
+    /// messages for it go to durable offline storage (see `message.rs`).
+    pub detached: AtomicBool,
     /// XEP-0352: the client said it is inactive; `hold` decides what may wait.
     inactive: AtomicBool,
     hold: Option<fn(&Element) -> bool>,
@@ -102,6 +108,7 @@ impl SessionHandle {
             ready: Notify::new(),
             closed: AtomicBool::new(false),
             carbons: AtomicBool::new(false),
+            detached: AtomicBool::new(false),
             inactive: AtomicBool::new(false),
             hold,
             held: Mutex::new(Vec::new()),
@@ -203,6 +210,20 @@ impl SessionHandle {
             out.extend_from_slice(&item);
         }
         out
+    }
+
+    /// Take everything queued, one serialised stanza per item (stream
+    /// management counts and keeps each one).
+    pub fn take_queued_items(&self) -> VecDeque<Vec<u8>> {
+        let items = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|e| e.into_inner()));
+        let total: usize = items.iter().map(Vec::len).sum();
+        self.queued.fetch_sub(total, Ordering::Relaxed);
+        items
+    }
+
+    /// Forget a kick that was handled (a resumed session lives on).
+    pub fn clear_kick(&self) {
+        *self.kick.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The session ended: drop what is queued and refuse more.

@@ -6,6 +6,9 @@
 # (roster, presence, messages, offline storage, disco, ping, vCard); no s2s, no MAM, no
 # carbons, no stream management.
 #
+# PROSODY_EXTRA_MODULES (e.g. '; "smacks"') and EJABBERD_EXTRA_MODULES (YAML lines
+# under `modules:`) add features for benchmarks that need them (sm_resume_peers.sh).
+#
 # Sourced by compare.sh and smoke.sh. Expects: WORK (scratch dir), BENCH (kith-bench
 # binary), KITH_BIN, DOMAIN, PASSWORD. Each start_* sets SERVER_PID (the process whose
 # memory and CPU are measured) and PORT.
@@ -165,7 +168,7 @@ authentication = "internal_hashed"
 default_iteration_count = 4096
 storage = "internal"
 log = { { levels = { min = "warn" }, to = "file", filename = "$dir/prosody.log" } }
-modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "vcard"; "admin_shell"; "posix" }
+modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "vcard"; "admin_shell"; "posix"${PROSODY_EXTRA_MODULES:-} }
 modules_disabled = { "s2s"; "s2s_auth_certs"; "limits" }
 ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
 VirtualHost "$DOMAIN"
@@ -278,6 +281,7 @@ modules:
   mod_offline: {}
   mod_ping: {}
   mod_vcard: {}
+${EJABBERD_EXTRA_MODULES:-}
 EOF
   chown -R ejabberd:ejabberd "$dir"
 }

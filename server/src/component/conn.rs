@@ -198,7 +198,8 @@ async fn run(
                 }
             }
             kick = handle.kicked() => return Some(match kick {
-                Kick::Conflict => StreamError::new("conflict"),
+                // Components do not use stream management; never resumed.
+                Kick::Conflict | Kick::Resumed => StreamError::new("conflict"),
                 Kick::TooSlow => StreamError::text("policy-violation", "too many stanzas waiting: the component is not reading"),
             }),
             _ = shutdown.changed() => return Some(StreamError::text("system-shutdown", "the server is shutting down")),

@@ -84,7 +84,10 @@ fn archive<'a>(
         let text = String::from_utf8_lossy(&buf).into_owned();
         let stamp = rules::now_micros();
         let keep_in = prefs::wants(core, recipient, &own).await;
-        let keep_out = own != *recipient && prefs::wants(core, &own, recipient).await;
+        // A sender on another server (federation) has its archive there.
+        let keep_out = own != *recipient
+            && own.domain().as_str() == core.domain
+            && prefs::wants(core, &own, recipient).await;
         let mut rows = Vec::with_capacity(2);
         if keep_in {
             rows.push(NewArchived {

@@ -151,9 +151,13 @@ fn came_online<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> BoxF
 }
 
 /// After a message was handled: notify when it reached no device, or only
-/// inactive ones.
+/// inactive ones, or only ones whose connection dropped and that wait to be
+/// resumed (XEP-0198 hibernation: the phone app may have been suspended).
 fn after_message(core: &Arc<Core>, msg: &Element, delivered: &[Arc<SessionHandle>]) {
-    if !delivered.iter().all(|s| s.is_inactive()) {
+    if !delivered
+        .iter()
+        .all(|s| s.is_inactive() || s.detached.load(std::sync::atomic::Ordering::Relaxed))
+    {
         return;
     }
     let Some(to) = msg.attr("to").and_then(|t| Jid::new(t).ok()) else {

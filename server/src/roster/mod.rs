@@ -248,7 +248,10 @@ pub async fn subscription(
     if o.changed {
         save(core, &me, &item).await;
     }
-    if o.route {
+    if o.route && crate::s2s::is_remote(core, contact.domain().as_str()) {
+        // The contact's own server keeps the contact's side (federation).
+        crate::s2s::route_out(core, sub_presence(&me, contact, t, original));
+    } else if o.route {
         let exists = core
             .db
             .account_exists(username(contact))
@@ -267,8 +270,9 @@ pub async fn subscription(
     }
 }
 
-/// The contact's side: apply an inbound subscription stanza from `from`.
-async fn deliver_inbound(
+/// The contact's side: apply an inbound subscription stanza from `from`
+/// (a local account, or a remote one through federation).
+pub(crate) async fn deliver_inbound(
     core: &Arc<Core>,
     from: &BareJid,
     contact: &BareJid,
@@ -289,6 +293,14 @@ async fn deliver_inbound(
         deliver::to_available(core, contact, &stanza);
     }
     if let Some(reply) = i.auto_reply {
+        if crate::s2s::is_remote(core, from.domain().as_str()) {
+            // `from`'s server keeps `from`'s roster: just answer it.
+            crate::s2s::route_out(core, sub_presence(contact, from, reply, None));
+            if reply == SubType::Subscribed {
+                crate::presence::send_current_presence(core, contact, from, true);
+            }
+            return;
+        }
         // The contact's server answers for the contact; the answer lands at `from`.
         let Some(mut fitem) = load(core, from, contact).await else {
             return;

@@ -15,6 +15,7 @@ pub mod private;
 pub mod pubsub;
 pub mod push;
 pub mod roster;
+pub mod sm;
 pub mod uploads;
 pub mod vcard;
 

@@ -110,11 +110,19 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
     };
     match r {
-        Ok(Bound {
+        Ok(Negotiated::Resumed(resumed)) => {
+            // XEP-0198: this connection takes over a hibernated session.
+            let guards = (permit, alive);
+            tokio::spawn(async move {
+                super::session_loop::run_resumed(core, stream, resumed).await;
+                drop(guards);
+            });
+        }
+        Ok(Negotiated::Bound(Bound {
             jid,
             reply,
             effects,
-        }) => {
+        })) => {
             tracing::info!(%peer, %jid, "session bound");
             // The negotiation futures above were boxed and are gone now: an
             // established session costs only what the session loop holds.
@@ -152,11 +160,16 @@ pub(crate) async fn serve_secured<T: Transport + 'static>(
         _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
     };
     match r {
-        Ok(Bound {
+        Ok(Negotiated::Resumed(resumed)) => {
+            // XEP-0198: this web connection takes over a hibernated session.
+            super::session_loop::run_resumed(core, stream, resumed).await;
+            drop((permit, alive));
+        }
+        Ok(Negotiated::Bound(Bound {
             jid,
             reply,
             effects,
-        }) => {
+        })) => {
             tracing::info!(%peer, %jid, "session bound (web transport)");
             super::session_loop::run(core, stream, jid, reply, effects).await;
             drop((permit, alive));
@@ -314,6 +327,13 @@ pub(super) struct Bound {
     pub effects: Vec<SessionEffect>,
 }
 
+/// What negotiation produced: a session to run, or (XEP-0198) a hibernated
+/// session this connection resumed in place of binding.
+pub(super) enum Negotiated {
+    Bound(Bound),
+    Resumed(crate::sm::Resumed),
+}
+
 /// How SASL ended successfully.
 enum Authed {
     /// SASL1: the username; a stream restart and resource binding follow.
@@ -344,7 +364,7 @@ async fn authenticate_and_bind<T: Transport>(
     stream: &mut XmlStream<T>,
     peer: SocketAddr,
     bindings: &ChannelBindings,
-) -> Result<Bound, Stop> {
+) -> Result<Negotiated, Stop> {
     open(core, stream).await?;
     let mut mechs = el("mechanisms", ns::SASL);
     for m in Mechanism::ALL {
@@ -374,10 +394,10 @@ async fn authenticate_and_bind<T: Transport>(
 
     let username = match sasl(core, stream, peer, bindings).await? {
         Authed::Legacy(username) => username,
-        Authed::Sasl2(super::sasl2::Outcome::Bound(bound)) => return Ok(bound),
+        Authed::Sasl2(super::sasl2::Outcome::Bound(bound)) => return Ok(Negotiated::Bound(bound)),
         // SASL2 without Bind2: success and features were sent; bind, no restart.
         Authed::Sasl2(super::sasl2::Outcome::Authenticated(bare)) => {
-            return bind(stream, &bare).await.map(Bound::legacy)
+            return bind(core, stream, &bare).await
         }
     };
     let bare = BareJid::new(&format!("{username}@{}", core.domain))
@@ -388,7 +408,7 @@ async fn authenticate_and_bind<T: Transport>(
     open(core, stream).await?;
     let features = post_auth_features(core, false);
     stream.write(&features_bytes(&features)).await?;
-    bind(stream, &bare).await.map(Bound::legacy)
+    bind(core, stream, &bare).await
 }
 
 impl Bound {
@@ -650,13 +670,28 @@ fn authzid_ok(authzid: &str, username: &str, domain: &str) -> bool {
     })
 }
 
-/// Resource binding (RFC 6120 §7); returns the JID and the result to send.
+/// Resource binding (RFC 6120 §7): the bound session, or the session a
+/// XEP-0198 `<resume/>` took over.
 async fn bind<T: Transport>(
+    core: &Arc<Core>,
     stream: &mut XmlStream<T>,
     bare: &BareJid,
-) -> Result<(FullJid, Element), Stop> {
+) -> Result<Negotiated, Stop> {
     loop {
         let iq = element(stream).await?;
+        if iq.ns() == crate::sm::NS {
+            // Resumption replaces binding; enabling needs a bound resource.
+            let failed = if iq.name() == "resume" {
+                match crate::sm::table::claim(core, bare, &iq).await {
+                    Ok(r) => return Ok(Negotiated::Resumed(r)),
+                    Err(failed) => failed,
+                }
+            } else {
+                crate::sm::failed("unexpected-request", None)
+            };
+            stream.send(&failed).await?;
+            continue;
+        }
         let is_bind_iq = iq.is("iq", ns::CLIENT)
             && iq.attr("type") == Some("set")
             && iq.has_child("bind", ns::BIND);
@@ -681,7 +716,7 @@ async fn bind<T: Transport>(
                             .build(),
                     )
                     .build();
-                return Ok((full, reply));
+                return Ok(Negotiated::Bound(Bound::legacy((full, reply))));
             }
             Err(_) => {
                 let err = crate::stanza::StanzaError::bad_request().with_text("invalid resource");

@@ -37,6 +37,8 @@ pub enum StreamFail {
 pub struct StreamError {
     pub condition: &'static str,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §4.9.4), serialised.
+    pub app: Option<String>,
 }
 
 impl StreamError {
@@ -44,13 +46,22 @@ impl StreamError {
         StreamError {
             condition,
             text: None,
+            app: None,
         }
     }
     pub fn text(condition: &'static str, text: impl Into<String>) -> Self {
         StreamError {
             condition,
             text: Some(text.into()),
+            app: None,
         }
+    }
+    /// Add an application-specific condition element.
+    pub fn with_app(mut self, el: &minidom::Element) -> Self {
+        let mut out = Vec::new();
+        crate::xml::serialize(el, &mut out);
+        self.app = String::from_utf8(out).ok();
+        self
     }
 }
 
@@ -83,6 +94,9 @@ pub struct XmlStream<T> {
     frames: VecDeque<Frame>,
     buf: Vec<u8>,
     header_sent: bool,
+    /// The last read filled the whole chunk but stopped early (enough frames
+    /// parsed): TLS may hold decrypted bytes the socket no longer signals.
+    more: bool,
 }
 
 impl<T: Transport> XmlStream<T> {
@@ -93,6 +107,7 @@ impl<T: Transport> XmlStream<T> {
             frames: VecDeque::new(),
             buf: Vec::new(),
             header_sent: false,
+            more: false,
         }
     }
 
@@ -140,13 +155,18 @@ impl<T: Transport> XmlStream<T> {
             self.frames.extend(out);
             r?;
             if n < chunk.len() || self.frames.len() > 64 {
+                self.more = n == chunk.len();
                 return Ok(());
             }
         }
     }
 
-    /// Resolves when the transport has something to read.
+    /// Resolves when the transport has something to read (at once if a read
+    /// stopped early, so a burst of stanzas never stalls inside TLS).
     pub async fn readable(&self) -> Result<(), StreamFail> {
+        if self.more {
+            return Ok(());
+        }
         Ok(self.io.readable().await?)
     }
 
@@ -210,6 +230,9 @@ impl<T: Transport> XmlStream<T> {
                 ns::STREAMS_ERR,
                 escape(t)
             ));
+        }
+        if let Some(app) = &err.app {
+            out.push_str(app);
         }
         out.push_str("</stream:error></stream:stream>");
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {

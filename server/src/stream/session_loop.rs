@@ -15,6 +15,8 @@ use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
 use crate::core::Core;
 use crate::registry::SessionEvent;
 use crate::session::{Kick, SessionHandle};
+use crate::sm::table::Hibernation;
+use crate::sm::{Resumed, Sm};
 use crate::stanza::Kind;
 use crate::xml::{ns, Frame};
 
@@ -54,12 +56,35 @@ pub async fn run<T: Transport>(
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
     stream.release_buffers();
+    serve(core, stream, session, Sm::default(), bind_reply, None).await
+}
+
+/// Run a session resumed by a new connection (XEP-0198): `<resumed/>` and
+/// the stanzas the client missed go first, then what arrived meanwhile.
+pub async fn run_resumed<T: Transport>(core: Arc<Core>, mut stream: XmlStream<T>, r: Resumed) {
+    stream.set_limits(limits_session(&core));
+    stream.release_buffers();
+    tracing::info!(jid = %r.session.jid, resent = r.sm.unacked.len(), "session resumed");
+    let first = r.sm.resumed_bytes(&r.previd);
+    serve(core, stream, r.session, r.sm, first, Some(r.rows)).await
+}
+
+async fn serve<T: Transport>(
+    core: Arc<Core>,
+    mut stream: XmlStream<T>,
+    session: Arc<SessionHandle>,
+    mut sm: Sm,
+    first: Vec<u8>,
+    reattach: Option<Vec<i64>>,
+) {
     let mut shutdown = core.shutdown.clone();
     // XEP-0199: ping the client when it has been silent for a while.
     let mut pinger = super::idle_ping::IdlePing::new(&core.config.ping);
-
-    let sent = stream.write(&bind_reply).await;
-    drop(bind_reply);
+    let sent = stream.write(&first).await;
+    drop(first);
+    if let Some(rows) = reattach {
+        crate::message::reattach(&core, &session, &rows).await;
+    }
     let end = if sent.is_err() {
         End::Gone
     } else {
@@ -68,12 +93,35 @@ pub async fn run<T: Transport>(
             let mut ended = None;
             while let Some(frame) = stream.take_ready() {
                 match frame {
+                    Frame::Stanza(el) if el.ns() == crate::sm::NS => {
+                        let reply = match sm.nonza(&core, &session, &el) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                ended = Some(End::Error(e));
+                                break;
+                            }
+                        };
+                        if let Some(reply) = reply {
+                            if Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.send(&reply)))
+                                .await
+                                .map_or(true, |r| r.is_err())
+                            {
+                                ended = Some(End::Gone);
+                                break;
+                            }
+                        }
+                    }
                     Frame::Stanza(el) => {
+                        let counted = el.ns() == ns::CLIENT && Kind::of(&el).is_some();
                         // Boxed: routing is a large future, only alive while a
                         // stanza is handled, so idle sessions do not carry it.
                         if let Err(e) = Box::pin(incoming(&core, &session, el)).await {
                             ended = Some(End::Error(e));
                             break;
+                        }
+                        // Counted only once handled: an ack covers durable effects.
+                        if counted {
+                            sm.count_in();
                         }
                     }
                     Frame::Close => {
@@ -92,6 +140,7 @@ pub async fn run<T: Transport>(
             if let Some(e) = ended {
                 break e;
             }
+            let ack_due = sm.request_due(&core);
             tokio::select! {
                 r = stream.readable() => {
                     let r = match r {
@@ -106,23 +155,37 @@ pub async fn run<T: Transport>(
                 },
                 _ = session.queued() => {
                     // Everything queued goes out in one write.
-                    let out = session.take_queued();
-                    if out.is_empty() {
+                    let items = session.take_queued_items();
+                    if items.is_empty() {
                         continue;
                     }
+                    let out = match sm.outgoing(items, &core) {
+                        Ok(out) => out,
+                        Err(e) => break End::Error(e),
+                    };
                     match Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.write(&out))).await {
                         Ok(Ok(())) => {}
                         Ok(Err(_)) => break End::Gone,
+                        Err(_) if sm.resumable() => break End::Gone,
                         Err(_) => break End::Error(StreamError::text("connection-timeout", "the client stopped reading")),
                     }
                 }
-                kick = session.kicked() => break End::Error(match kick {
-                    Kick::Conflict => StreamError::text("conflict", "replaced by a new session"),
-                    Kick::TooSlow => StreamError::text("policy-violation", "too many stanzas waiting: the client is not reading"),
-                }),
+                _ = tokio::time::sleep_until(ack_due.unwrap_or_else(tokio::time::Instant::now)), if ack_due.is_some() => {
+                    sm.requested_now();
+                    if Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.write(&crate::sm::request_bytes()))).await.map_or(true, |r| r.is_err()) {
+                        break End::Gone;
+                    }
+                }
+                kick = session.kicked() => break match kick {
+                    Kick::Conflict => End::Error(StreamError::text("conflict", "replaced by a new session")),
+                    Kick::TooSlow => End::Error(StreamError::text("policy-violation", "too many stanzas waiting: the client is not reading")),
+                    Kick::Resumed => End::Gone,
+                },
                 _ = shutdown.changed() => break End::Error(StreamError::text("system-shutdown", "the server is shutting down")),
                 _ = tokio::time::sleep_until(pinger.deadline()) => match pinger.check() {
                     PingAction::Ping => session.send(ping_iq(&core.domain, session.jid.as_str())),
+                    // A half-open connection: a resumable session hibernates.
+                    PingAction::Dead if sm.resumable() => break End::Gone,
                     PingAction::Dead => break End::Error(StreamError::text("connection-timeout", "no answer to a ping")),
                     PingAction::Wait => {}
                 },
@@ -135,10 +198,26 @@ pub async fn run<T: Transport>(
         }
     };
 
-    core.sessions.remove(&session);
-    session.close();
-    Box::pin(core.session_event(SessionEvent::Ended, &session)).await;
+    if matches!(end, End::Gone) && sm.resumable() {
+        // XEP-0198: the connection is gone but the client may resume.
+        drop(stream);
+        match Box::pin(crate::sm::table::hibernate(&core, &session, sm)).await {
+            Hibernation::Resumed => return,
+            Hibernation::End(sm) => Box::pin(end_session(&core, &session, sm, true)).await,
+        }
+        return;
+    }
+    Box::pin(end_session(&core, &session, sm, false)).await;
     Box::pin(finish(&core, &session, &mut stream, end)).await;
+}
+
+/// The session is over: unacked messages to the offline store (XEP-0198),
+/// out of the session table, unavailable presence.
+async fn end_session(core: &Arc<Core>, session: &Arc<SessionHandle>, sm: Sm, parked: bool) {
+    Box::pin(crate::sm::table::terminate(core, session, sm, parked)).await;
+    core.sessions.remove(session);
+    session.close();
+    Box::pin(core.session_event(SessionEvent::Ended, session)).await;
     tracing::info!(jid = %session.jid, "session ended");
 }
 

@@ -46,6 +46,8 @@ pub enum Frame {
 pub struct StreamHeader {
     pub to: Option<String>,
     pub from: Option<String>,
+    /// The stream id the peer assigned (s2s dialback keys are bound to it).
+    pub id: Option<String>,
     pub version: Option<String>,
     pub lang: Option<String>,
 }
@@ -206,6 +208,7 @@ impl StreamParser {
                     out.push(Frame::Open(StreamHeader {
                         to: get("to"),
                         from: get("from"),
+                        id: get("id"),
                         version: get("version"),
                         lang: attrs.get(Namespace::xml(), "lang").map(|v| v.to_string()),
                     }));

@@ -1,0 +1,249 @@
+//! Federation: server-to-server streams (RFC 6120, XEP-0178, XEP-0220,
+//! XEP-0368), always over TLS and always authenticated.
+//!
+//! This module owns the state shared by every s2s connection ([`S2sState`]:
+//! TLS material, the dialback secret, the outgoing links by domain, the stream
+//! ids of streams Kith opened) and the one entry point the rest of the server
+//! uses, [`route_out`]. The pieces live in their own files: `policy.rs` (who
+//! may federate), `resolve.rs` (SRV and A/AAAA), `tls.rs` (certificates),
+//! `dialback.rs` (XEP-0185 keys), `incoming.rs` and `outgoing.rs` (the two
+//! stream directions), `inbound.rs` (delivering what arrives to local users)
+//! and `wire.rs` (stream headers, namespaces, errors).
+
+mod dialback;
+mod inbound;
+pub mod incoming;
+mod outgoing;
+pub mod policy;
+mod resolve;
+pub mod tls;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, Weak};
+
+use jid::Jid;
+use minidom::Element;
+use tokio::sync::mpsc;
+
+use crate::core::Core;
+use crate::stanza::{error_reply, StanzaError};
+use crate::stream::Transport;
+
+pub use self::tls::S2sTls;
+
+impl Transport for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    async fn readable(&self) -> std::io::Result<()> {
+        // As for the server side: reads drain rustls completely, so socket
+        // readiness is enough.
+        self.get_ref().0.readable().await
+    }
+}
+
+/// Remote domains with an outgoing link (connected or connecting) at a time;
+/// stanzas for one more domain are refused with `resource-constraint`.
+pub const MAX_LINKS: usize = 1000;
+
+/// One outgoing link: the queue of stanzas waiting for (or flowing into) the
+/// connection to a remote domain.
+struct Link {
+    id: u64,
+    tx: mpsc::Sender<Element>,
+}
+
+/// State shared by all s2s connections.
+pub struct S2sState {
+    pub tls: S2sTls,
+    /// XEP-0185 secret: random per process (a restart only means keys
+    /// issued before it no longer verify, and peers redo dialback).
+    secret: Vec<u8>,
+    links: Mutex<HashMap<String, Link>>,
+    /// Stream ids the peers gave to streams *we* opened, with the peer's
+    /// domain: the only streams whose dialback keys Kith will vouch for.
+    opened: Mutex<HashMap<String, String>>,
+    /// Authenticated incoming streams per remote domain.
+    incoming: Mutex<HashMap<String, usize>>,
+    /// The server, for link tasks started from code that holds only `&Core`.
+    core: Weak<Core>,
+}
+
+impl S2sState {
+    pub fn new(tls: S2sTls, core: Weak<Core>) -> Self {
+        S2sState {
+            core,
+            tls,
+            secret: crate::core::random_hex(32).into_bytes(),
+            links: Mutex::new(HashMap::new()),
+            opened: Mutex::new(HashMap::new()),
+            incoming: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn remember_opened(&self, id: &str, domain: &str) {
+        let mut m = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(id.to_string(), domain.to_string());
+    }
+
+    fn forget_opened(&self, id: &str) {
+        let mut m = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(id);
+    }
+
+    fn opened_to(&self, id: &str) -> Option<String> {
+        let m = self.opened.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(id).cloned()
+    }
+
+    /// Count one more authenticated incoming stream from `domain`; false
+    /// when the per-domain limit is reached.
+    fn incoming_acquire(&self, domain: &str, max: usize) -> bool {
+        let mut m = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(domain.to_string()).or_insert(0);
+        if *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn incoming_release(&self, domain: &str) {
+        let mut m = self.incoming.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(domain) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(domain);
+            }
+        }
+    }
+}
+
+/// Send a stanza from a local entity to a remote domain: queued on the link to
+/// that domain (opened on demand). Refusals and failures come back to the
+/// sender as stanza errors.
+pub fn route_out(core: &Core, stanza: Element) {
+    let Some(domain) = stanza
+        .attr("to")
+        .and_then(|t| Jid::new(t).ok())
+        .map(|j| j.domain().as_str().to_string())
+    else {
+        return;
+    };
+    // XEP-0114: a component domain is served by its local connection, never
+    // by federation, whichever path the stanza took to get here.
+    if crate::component::is_component(core, &domain) {
+        if !crate::component::send(core, &stanza) && stanza.name() != "presence" {
+            bounce_local(
+                core,
+                &stanza,
+                StanzaError::service_unavailable().with_text("that service is not connected"),
+            );
+        }
+        return;
+    }
+    let Some(state) = core.s2s.get() else {
+        bounce_local(
+            core,
+            &stanza,
+            StanzaError::remote_server_not_found()
+                .with_text("federation is turned off on this server"),
+        );
+        return;
+    };
+    if let Err(why) = policy::check(&core.config.s2s, &domain) {
+        tracing::info!(target: "kith::federation", %domain, reason = why, "outgoing stanza refused by policy");
+        bounce_local(
+            core,
+            &stanza,
+            StanzaError::not_allowed().with_text(format!("federation with {domain}: {why}")),
+        );
+        return;
+    }
+    let mut links = state.links.lock().unwrap_or_else(|e| e.into_inner());
+    let stanza = match links.get(&domain) {
+        Some(link) => match link.tx.try_send(stanza) {
+            Ok(()) => return,
+            Err(mpsc::error::TrySendError::Full(s)) => {
+                drop(links);
+                bounce_local(
+                    core,
+                    &s,
+                    StanzaError::new("wait", "resource-constraint").with_text(format!(
+                        "too many stanzas waiting for {domain}; try again later"
+                    )),
+                );
+                return;
+            }
+            Err(mpsc::error::TrySendError::Closed(s)) => s,
+        },
+        None => stanza,
+    };
+    if links.len() >= MAX_LINKS {
+        drop(links);
+        tracing::warn!(target: "kith::federation", %domain, "too many remote domains at once");
+        bounce_local(
+            core,
+            &stanza,
+            StanzaError::new("wait", "resource-constraint")
+                .with_text("this server is talking to too many other servers; try again later"),
+        );
+        return;
+    }
+    let (tx, rx) = mpsc::channel(core.config.s2s.queue.max(1));
+    let id = core.next_id();
+    // A fresh channel has room for one.
+    let _ = tx.try_send(stanza);
+    links.insert(domain.clone(), Link { id, tx });
+    drop(links);
+    match state.core.upgrade() {
+        Some(core) => {
+            tokio::spawn(outgoing::run(core, domain, id, rx));
+        }
+        None => drop_link(state, &domain, id),
+    }
+}
+
+/// XEP-0288: make an authenticated bidirectional incoming stream from
+/// `domain` the link Kith writes to, unless a link to it already exists.
+fn adopt_link(
+    state: &S2sState,
+    core: &Core,
+    domain: &str,
+    id: u64,
+) -> Option<mpsc::Receiver<Element>> {
+    let mut links = state.links.lock().unwrap_or_else(|e| e.into_inner());
+    if links.get(domain).is_some_and(|l| !l.tx.is_closed()) {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel(core.config.s2s.queue.max(1));
+    links.insert(domain.to_string(), Link { id, tx });
+    Some(rx)
+}
+
+/// Forget the link `id` to `domain` (if it is still the current one).
+fn drop_link(state: &S2sState, domain: &str, id: u64) {
+    let mut links = state.links.lock().unwrap_or_else(|e| e.into_inner());
+    if links.get(domain).is_some_and(|l| l.id == id) {
+        links.remove(domain);
+    }
+}
+
+/// Return an error for `stanza` (sent by a local entity) to its sender.
+pub fn bounce_local(core: &Core, stanza: &Element, err: StanzaError) {
+    if let Some(mut reply) = error_reply(stanza, &err) {
+        if reply.attr("from").is_none() {
+            crate::xml::attr_set(&mut reply, "from", core.domain.clone());
+        }
+        inbound::deliver_local(core, reply);
+    }
+}
+
+/// [`route_out`] for callers that hold the core by reference.
+pub fn route_out_from(core: &Core, stanza: Element) {
+    route_out(core, stanza)
+}
+
+/// Whether `domain` is not this server's own (another server's, reached
+/// through [`route_out`], or a local component's, which `route_out` hands to it).
+pub fn is_remote(core: &Core, domain: &str) -> bool {
+    !domain.eq_ignore_ascii_case(&core.domain)
+}

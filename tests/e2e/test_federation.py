@@ -1,0 +1,1198 @@
+"""Federation: Kith users talk to users of real Prosody and ejabberd servers, over
+authenticated TLS only.
+
+The set-up, started once for the module (`fed`):
+- a throw-away CA (openssl) that signs a certificate per test domain: kith.fedtest,
+  prosody.fedtest (+ conference.prosody.fedtest), ejabberd.fedtest (+ conference.ejabberd.fedtest),
+  raw.fedtest (the hand-driven peer of the refusal tests) and a certificate for
+  `other.fedtest` that the impostor `evil.fedtest` presents;
+- each server on its own loopback address (127.X.Y.Z, random per run);
+- a Debian `dnsmasq` on that network (the test domains end in `.fedtest`: Prosody's
+  resolver, libunbound, answers the special-use `.test` names itself and never asks) serving the SRV (`_xmpp-server._tcp`) and A records
+  of every test domain. Prosody resolves through it (its `unbound` resolv.conf), ejabberd
+  through its Erlang inetrc, and Kith through its normal system resolver (hickory reading
+  /etc/resolv.conf): Kith runs in a private mount namespace where /etc/resolv.conf
+  names the dnsmasq — no `[s2s.hosts]` shortcut;
+- every server trusts the test CA by its own configuration (Kith: `[s2s] ca_file`).
+
+Run: KITH_BIN=$PWD/target/debug/kith .venv/bin/python -m pytest tests/e2e/test_federation.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import os
+import random
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import (KITH_BIN, NS_SASL, NS_STREAM, NS_TLS, PASSWORD, START, STEP, Client,
+                      Kith, PortTaken, RawXmpp, StreamClosed, free_port, run, toml_value)
+
+KITH = "kith.fedtest"
+PROSODY = "prosody.fedtest"
+EJABBERD = "ejabberd.fedtest"
+RAW = "raw.fedtest"  # the hand-driven peer (valid certificate)
+EVIL = "evil.fedtest"  # presents a certificate for other.fedtest
+NOTLS = "notls.fedtest"  # offers no TLS
+DIALBACK = "db.fedtest"  # a hand-driven server that knows only dialback
+NS_SERVER = "jabber:server"
+NS_DB = "jabber:server:dialback"
+NS_STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
+
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("prosody") and shutil.which("ejabberdctl") and shutil.which("dnsmasq")
+         and shutil.which("unshare")),
+    reason="federation tests need prosody, ejabberd, dnsmasq (tests/setup.sh installs them)")
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+class FedCA:
+    """A CA and, per domain, a leaf valid for server and client authentication."""
+
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.ca_cert = directory / "ca.pem"
+        key = directory / "ca.key"
+        self._ossl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                   "-nodes", "-keyout", key, "-out", self.ca_cert, "-days", "2",
+                   "-subj", "/CN=Kith federation test CA",
+                   "-addext", "basicConstraints=critical,CA:TRUE",
+                   "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        self.ca_key = key
+
+    @staticmethod
+    def _ossl(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+
+    def leaf(self, name: str, *extra: str) -> tuple[Path, Path]:
+        cert, key, csr, ext = (self.dir / f"{name}.{s}" for s in ("pem", "key", "csr", "ext"))
+        self._ossl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                   "-keyout", key, "-out", csr, "-subj", f"/CN={name}")
+        sans = ",".join(f"DNS:{n}" for n in (name, *extra))
+        ext.write_text(f"subjectAltName={sans}\nbasicConstraints=critical,CA:FALSE\n"
+                       "keyUsage=critical,digitalSignature\n"
+                       "extendedKeyUsage=serverAuth,clientAuth\n")
+        self._ossl("x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
+                   "-CAcreateserial", "-out", cert, "-days", "2", "-sha256", "-extfile", ext)
+        os.chmod(key, 0o644)  # the peers read it after dropping privileges
+        return cert, key
+
+
+# --------------------------------------------------------------------------- network
+
+
+def wait_port(host: str, port: int, timeout: float, proc: subprocess.Popen | None = None,
+              what: str = "server", log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.1)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"{what} did not open {host}:{port} in {timeout}s\n{tail}")
+
+
+class Net:
+    """Addresses of this run: 127.A.B.x, one per server, and the DNS server at .53."""
+
+    def __init__(self):
+        a, b = random.randint(100, 250), random.randint(1, 250)
+        self.base = f"127.{a}.{b}"
+        self.dns = f"{self.base}.53"
+        self.ip = {KITH: f"{self.base}.10", PROSODY: f"{self.base}.11",
+                   EJABBERD: f"{self.base}.12", EVIL: f"{self.base}.13",
+                   NOTLS: f"{self.base}.14", RAW: f"{self.base}.15",
+                   DIALBACK: f"{self.base}.16"}
+        self.s2s_port: dict[str, int] = {}
+
+    def port(self, domain: str) -> int:
+        if domain not in self.s2s_port:
+            self.s2s_port[domain] = free_port(self.ip[domain])
+        return self.s2s_port[domain]
+
+
+class Dns:
+    """dnsmasq serving SRV and A records for the test domains, and nothing else."""
+
+    def __init__(self, directory: Path, ip: str, records: dict[str, tuple[str, int | None]],
+                 name: str = "dns", direct: dict[str, int] | None = None):
+        self.resolv = directory / f"{name}-resolv.conf"
+        self.resolv.write_text(f"nameserver {ip}\noptions timeout:1 attempts:2\n")
+        self.log = directory / f"{name}.log"
+        args = ["dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                "--conf-file=/dev/null", f"--pid-file={directory / (name + '.pid')}",
+                f"--listen-address={ip}", "--bind-interfaces", "--port=53",
+                "--log-facility=-", "--user=root", "--log-queries",
+                # Authoritative for the test zone: unknown names (the `_xmpps-server`
+                # records) are NXDOMAIN, not REFUSED — ejabberd gives up on REFUSED.
+                "--local=/fedtest/"]
+        for domain, (ip, port) in records.items():
+            args.append(f"--host-record={domain},{ip}")
+            if port:
+                args.append(f"--srv-host=_xmpp-server._tcp.{domain},{domain},{port}")
+        for domain, port in (direct or {}).items():
+            args.append(f"--srv-host=_xmpps-server._tcp.{domain},{domain},{port}")
+        self.proc = subprocess.Popen(args, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + START
+        while "started" not in self.log.read_text(errors="replace"):
+            assert self.proc.poll() is None and time.monotonic() < deadline, \
+                "dnsmasq did not start:\n" + self.log.read_text(errors="replace")
+            time.sleep(0.05)
+
+    def stop(self):
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+
+
+# --------------------------------------------------------------------------- Kith
+
+
+class FedKith(Kith):
+    """Kith serving kith.fedtest, s2s on its own address, resolving through the test DNS."""
+
+    def __init__(self, directory: Path, ca: FedCA, net: Net, resolv: Path, *,
+                 primary: bool = True, **s2s):
+        self.primary = primary
+        self.net = net
+        self.resolv = resolv
+        self.fed_ca = ca
+        self.cert, self.key = ca.leaf(KITH)
+        self.s2s_extra = s2s
+        super().__init__(directory, None, direct_tls=False)
+        self.ca = ca  # clients verify kith.fedtest against the test CA
+
+    def pick_ports(self):
+        self.c2s_port = free_port()
+        self.c2s_tls_port = None
+        ip = self.net.ip[KITH]
+        # The primary Kith is kith.fedtest in DNS; others only take incoming streams.
+        self.s2s_port = self.net.port(KITH) if self.primary else free_port(ip)
+        self.s2s_tls_port = free_port(ip)
+        s2s = {"ca_file": self.fed_ca.ca_cert, "connect_timeout_secs": 15,
+               "idle_timeout_secs": 300, **self.s2s_extra}
+        lines = [f"domain = {toml_value(KITH)}", f"data_dir = {toml_value(self.data_dir)}",
+                 "", "[listen]", f'c2s = "127.0.0.1:{self.c2s_port}"',
+                 f's2s = "{ip}:{self.s2s_port}"', f's2s_tls = "{ip}:{self.s2s_tls_port}"',
+                 "", "[tls]", f"cert = {toml_value(self.cert)}", f"key = {toml_value(self.key)}",
+                 "", "[limits]", "auth_timeout_secs = 10", "connections_per_ip = 0",
+                 "", "[auth]", "scram_iterations = 4096", "", "[s2s]"]
+        lines += [f"{k} = {toml_value(v) if not isinstance(v, list) else repr(v)}"
+                  for k, v in s2s.items()]
+        self.config.write_text("\n".join(lines) + "\n")
+
+    def add_user(self, user: str, password: str = PASSWORD) -> str:
+        jid = f"{user}@{KITH}"
+        self.cli("user", "add", jid, stdin=password + "\n")
+        return jid
+
+    def _start_once(self, extra_env: dict | None) -> "Kith":
+        # /etc/resolv.conf of a private mount namespace names the test DNS server.
+        self._log_file = open(self.log_path, "ab")
+        env = dict(os.environ, RUST_LOG="info,kith::federation=debug")
+        env.pop("NOTIFY_SOCKET", None)
+        script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+        self.proc = subprocess.Popen(
+            ["unshare", "-m", "sh", "-c", script, "sh", str(self.resolv), str(KITH_BIN),
+             "--config", str(self.config), "serve"],
+            stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        wait_port("127.0.0.1", self.c2s_port, START, self.proc, "kith", self.log_path)
+        wait_port(self.net.ip[KITH], self.s2s_port, START, self.proc, "kith s2s", self.log_path)
+        return self
+
+    def _start_c2s_only(self) -> "Kith":
+        """Start with federation off: only the c2s port opens."""
+        self._log_file = open(self.log_path, "ab")
+        env = dict(os.environ)
+        env.pop("NOTIFY_SOCKET", None)
+        self.proc = subprocess.Popen([str(KITH_BIN), "--config", str(self.config), "serve"],
+                                     stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        wait_port("127.0.0.1", self.c2s_port, START, self.proc, "kith", self.log_path)
+        return self
+
+    def log_text(self) -> str:
+        """The log without terminal colour codes."""
+        return re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))
+
+
+# --------------------------------------------------------------------------- the peers
+
+
+class Peer:
+    """What the tests need of a running peer server (for `FedClient`)."""
+
+    domain: str
+    host: str
+    c2s_port: int
+    c2s_tls_port = None
+    log: Path
+    proc: subprocess.Popen
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return "(no log)"
+
+
+class Prosody(Peer):
+    def __init__(self, directory: Path, ca: FedCA, net: Net, resolv: Path, direct_port: int):
+        self.domain, self.dir, self.ca = PROSODY, directory, ca
+        self.host = net.ip[PROSODY]
+        self.c2s_port = free_port(self.host)
+        self.s2s_port = net.port(PROSODY)
+        cert, key = ca.leaf(PROSODY, f"conference.{PROSODY}")
+        (directory / "data").mkdir()
+        self.log = directory / "prosody.log"
+        self.cfg = directory / "prosody.cfg.lua"
+        self.cfg.write_text(f"""
+run_as_root = true
+pidfile = "{directory}/prosody.pid"
+data_path = "{directory}/data"
+admin_socket = "{directory}/prosody.sock"
+interfaces = {{ "{self.host}" }}
+local_interfaces = {{ "{self.host}" }}
+c2s_ports = {{ {self.c2s_port} }}
+c2s_direct_tls_ports = {{ }}
+s2s_ports = {{ {self.s2s_port} }}
+s2s_direct_tls_ports = {{ {direct_port} }}
+c2s_require_encryption = true
+s2s_require_encryption = true
+s2s_secure_auth = true
+authentication = "internal_hashed"
+storage = "internal"
+unbound = {{ resolvconf = "{resolv}"; hoststxt = false }}
+log = {{ debug = "{self.log}" }}
+modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "vcard";
+  "offline"; "posix"; "admin_shell" }}
+modules_disabled = {{ "limits" }}
+ssl = {{ certificate = "{cert}"; key = "{key}"; cafile = "{ca.ca_cert}" }}
+VirtualHost "{PROSODY}"
+Component "conference.{PROSODY}" "muc"
+""")
+        shutil.chown(directory, "prosody", "prosody")
+        for p in directory.rglob("*"):
+            shutil.chown(p, "prosody", "prosody")
+        for user in ("pat", "quinn"):
+            subprocess.run(["prosodyctl", "--config", str(self.cfg), "register", user,
+                            PROSODY, PASSWORD], check=True, capture_output=True, timeout=30)
+        self.proc = subprocess.Popen(["prosody", "--config", str(self.cfg), "-F"],
+                                     stdout=open(directory / "stdout.log", "wb"),
+                                     stderr=subprocess.STDOUT)
+        wait_port(self.host, self.c2s_port, START, self.proc, "prosody", self.log)
+        wait_port(self.host, self.s2s_port, START, self.proc, "prosody s2s", self.log)
+        wait_port(self.host, direct_port, START, self.proc, "prosody s2s direct", self.log)
+
+    def stop(self):
+        self.proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        if self.proc.poll() is None:
+            self.proc.kill()
+
+
+class Ejabberd(Peer):
+    """ejabberd as its own user (like the Debian service), node ejfed-<random>@localhost,
+    files in a world-traversable scratch directory (pytest's is root-only)."""
+
+    def __init__(self, ca: FedCA, net: Net, resolv: Path):
+        self.domain, self.ca = EJABBERD, ca
+        self.dir = Path(tempfile.mkdtemp(prefix="kith-fed-ejabberd-"))
+        os.chmod(self.dir, 0o755)
+        d = self.dir
+        self.host = net.ip[EJABBERD]
+        self.c2s_port = free_port(self.host)
+        self.s2s_port = net.port(EJABBERD)
+        cert, key = ca.leaf(EJABBERD, f"conference.{EJABBERD}")
+        for src in (cert, key, ca.ca_cert):
+            shutil.copy(src, d / src.name)
+        (d / "spool").mkdir()
+        (d / "logs").mkdir()
+        self.log = d / "logs" / "ejabberd.log"
+        # ejabberd looks SRV records up with Erlang's resolver (nameservers from this
+        # resolv.conf, named in the inetrc) and addresses with the system's getaddrinfo
+        # (/etc/resolv.conf: bind-mounted in a private mount namespace, as for Kith).
+        shutil.copy(resolv, d / "resolv.conf")
+        (d / "inetrc").write_text(
+            f'{{lookup, [file, dns]}}.\n{{resolv_conf, "{d / "resolv.conf"}"}}.\n')
+        self.node = f"ejfed{secrets.token_hex(3)}@localhost"
+        (d / "ejabberdctl.cfg").write_text(
+            f"ERLANG_NODE={self.node}\nINET_DIST_INTERFACE=127.0.0.1\n"
+            "ERL_EPMD_ADDRESS=127.0.0.1\n")
+        (d / "ejabberd.yml").write_text(f"""
+hosts:
+  - "{EJABBERD}"
+loglevel: {os.environ.get("KITH_FED_EJ_LOGLEVEL", "info")}
+certfiles:
+  - "{d / cert.name}"
+  - "{d / key.name}"
+ca_file: "{d / ca.ca_cert.name}"
+listen:
+  -
+    port: {self.c2s_port}
+    ip: "{self.host}"
+    module: ejabberd_c2s
+    starttls_required: true
+  -
+    port: {self.s2s_port}
+    ip: "{self.host}"
+    module: ejabberd_s2s_in
+s2s_use_starttls: required
+auth_method: internal
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local:
+    allow: local
+  c2s:
+    allow: all
+  muc_create:
+    allow: local
+shaper_rules:
+  c2s_shaper: none
+  s2s_shaper: none
+modules:
+  mod_disco: {{}}
+  mod_roster: {{}}
+  mod_offline: {{}}
+  mod_ping: {{}}
+  mod_vcard: {{}}
+  mod_s2s_dialback: {{}}
+  mod_muc:
+    host: "conference.{EJABBERD}"
+    access_create: muc_create
+""")
+        subprocess.run(["chown", "-R", "ejabberd:ejabberd", str(d)], check=True)
+        script = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+        self.proc = subprocess.Popen(["unshare", "-m", "sh", "-c", script, "sh",
+                                      str(d / "resolv.conf"), *self.ctl("foreground")],
+                                     stdout=open(d / "stdout.log", "wb"),
+                                     stderr=subprocess.STDOUT)
+        wait_port(self.host, self.c2s_port, 90, self.proc, "ejabberd", d / "stdout.log")
+        wait_port(self.host, self.s2s_port, START, self.proc, "ejabberd s2s", self.log)
+        for user in ("pat", "quinn"):
+            # The node may still be starting its modules when the ports open.
+            deadline = time.monotonic() + 60
+            while True:
+                r = subprocess.run(self.ctl("register", user, EJABBERD, PASSWORD),
+                                   capture_output=True, text=True, timeout=60)
+                if r.returncode == 0:
+                    break
+                assert time.monotonic() < deadline, f"ejabberdctl register: {r.stdout}{r.stderr}"
+                time.sleep(0.5)
+
+    def ctl(self, *args: str) -> list[str]:
+        d = self.dir
+        return ["setpriv", "--reuid=ejabberd", "--regid=ejabberd", "--init-groups",
+                "env", "HOME=/var/lib/ejabberd", "ejabberdctl", "--config-dir", str(d),
+                "--config", str(d / "ejabberd.yml"), "--ctl-config", str(d / "ejabberdctl.cfg"),
+                "--spool", str(d / "spool"), "--logs", str(d / "logs"), *args]
+
+    def stop(self):
+        with contextlib.suppress(Exception):
+            subprocess.run(self.ctl("stop"), capture_output=True, timeout=30)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(20)
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.kept_log = self.log_tail(80)
+        if not os.environ.get("KITH_FED_KEEP"):
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def log_tail(self, n: int = 60) -> str:
+        if not self.dir.exists():
+            return getattr(self, "kept_log", "(gone)")
+        return super().log_tail(n)
+
+
+# --------------------------------------------------------------------------- fixture
+
+
+class Fed:
+    def __init__(self, directory: Path):
+        self.dir = directory
+        self.net = Net()
+        self.ca = FedCA(directory)
+        self.raw_cert, self.raw_key = self.ca.leaf(RAW)
+        self.other_cert, self.other_key = self.ca.leaf("other.fedtest")
+        self.db_cert, self.db_key = self.ca.leaf(DIALBACK)
+        records = {d: (self.net.ip[d], self.net.port(d))
+                   for d in (KITH, PROSODY, EJABBERD, EVIL, NOTLS, DIALBACK)}
+        for d in (PROSODY, EJABBERD):
+            records[f"conference.{d}"] = (self.net.ip[d], self.net.port(d))
+        # Prosody also takes Direct TLS (XEP-0368): Kith prefers `_xmpps-server`.
+        self.prosody_direct_port = free_port(self.net.ip[PROSODY])
+        self.dns = Dns(directory, self.net.dns, records,
+                       direct={PROSODY: self.prosody_direct_port})
+
+        self.peers: dict[str, Peer] = {}
+
+    def start_prosody(self):
+        d = self.dir / "prosody"
+        d.mkdir()
+        self.peers[PROSODY] = Prosody(d, self.ca, self.net, self.dns.resolv,
+                                      self.prosody_direct_port)
+
+    def start_ejabberd(self):
+        self.peers[EJABBERD] = Ejabberd(self.ca, self.net, self.dns.resolv)
+
+    def stop(self):
+        for p in self.peers.values():
+            p.stop()
+        self.dns.stop()
+
+
+@pytest.fixture(scope="module")
+def fed(tmp_path_factory):
+    f = Fed(tmp_path_factory.mktemp("fed"))
+    try:
+        f.start_prosody()
+        f.start_ejabberd()
+        yield f
+    finally:
+        f.stop()
+        for p in f.peers.values():
+            print(f"--- {p.domain} log (tail) ---\n{p.log_tail()}")
+
+
+@pytest.fixture(scope="module")
+def fkith(fed, tmp_path_factory):
+    """Kith for kith.fedtest with alice and bob, shared by the module's tests."""
+    d = tmp_path_factory.mktemp("kith")
+    k = FedKith(d, fed.ca, fed.net, fed.dns.resolv)
+    for u in ("alice", "bob", "carol"):
+        k.add_user(u)
+    k.start()
+    try:
+        yield k
+    finally:
+        k.stop()
+        print(f"--- kith log (tail) ---\n{k.log_tail(80)}")
+
+
+# --------------------------------------------------------------------------- clients
+
+
+class FedClient(Client):
+    """A slixmpp client of any of the servers, verifying its certificate with the test CA."""
+
+    async def login(self, timeout: float = STEP):
+        host = getattr(self.kith, "host", "127.0.0.1")
+        self.connect(host, self.kith.c2s_port)
+        try:
+            await asyncio.wait_for(asyncio.shield(self.session), timeout)
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+
+@contextlib.asynccontextmanager
+async def on(server, jid: str, *, presence: bool = True):
+    c = FedClient(server, jid)
+    c.register_plugin("xep_0045")
+    try:
+        await c.login()
+        await c.get_roster(timeout=STEP)
+        if presence:
+            c.send_presence()
+            # A round trip: once the ping is answered the presence was handled.
+            await c.plugin["xep_0199"].ping(c.boundjid.domain, timeout=STEP)
+        yield c
+    finally:
+        await c.close()
+
+
+def peer(fed, name):
+    return fed.peers[name]
+
+
+PEERS = [PROSODY, EJABBERD]
+
+
+async def expect_body(c: Client, body: str, sender: str):
+    msg = await c.next_message(timeout=STEP * 2)
+    assert msg["body"] == body, f"{msg}"
+    assert msg["from"].bare == sender, f"from {msg['from']}"
+    return msg
+
+
+async def subscribe_both_ways(a: Client, b: Client):
+    """a and b become mutual contacts, each approving the other's request."""
+    a.send_presence(pto=b.boundjid.bare, ptype="subscribe")
+    req = await b.next_presence(lambda p: p["type"] == "subscribe", timeout=STEP * 2)
+    assert req["from"].bare == a.boundjid.bare
+    b.send_presence(pto=a.boundjid.bare, ptype="subscribed")
+    await a.next_presence(lambda p: p["type"] == "subscribed", timeout=STEP * 2)
+    b.send_presence(pto=a.boundjid.bare, ptype="subscribe")
+    req = await a.next_presence(lambda p: p["type"] == "subscribe", timeout=STEP * 2)
+    a.send_presence(pto=b.boundjid.bare, ptype="subscribed")
+    await b.next_presence(lambda p: p["type"] == "subscribed", timeout=STEP * 2)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_messages_cross_both_ways(fed, fkith, name):
+    p = peer(fed, name)
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice, on(p, f"pat@{p.domain}") as pat:
+            body = f"hello from kith {secrets.token_hex(3)}"
+            alice.send_message(mto=f"pat@{p.domain}", mbody=body, mtype="chat")
+            await expect_body(pat, body, f"alice@{KITH}")
+            body = f"hello from {name} {secrets.token_hex(3)}"
+            pat.send_message(mto=f"alice@{KITH}", mbody=body, mtype="chat")
+            msg = await expect_body(alice, body, f"pat@{p.domain}")
+            # Archived in alice's history (XEP-0313) before delivery: the archive id.
+            sid = msg.xml.find("{urn:xmpp:sid:0}stanza-id")
+            assert sid is not None and sid.get("by") == f"alice@{KITH}", msg
+
+    run(scenario(), 90)
+    log = fkith.log_text()
+    assert f"outgoing stream authenticated domain={p.domain}" in log
+    assert re.search(f"incoming stream authenticated .*domain={p.domain}", log)
+    if name == PROSODY:  # found by its _xmpps-server SRV record
+        assert f'domain={PROSODY} direct_tls=true method="SASL EXTERNAL"' in log
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_subscription_and_presence_both_ways(fed, fkith, name):
+    p = peer(fed, name)
+
+    async def scenario():
+        async with on(fkith, f"bob@{KITH}") as bob, on(p, f"quinn@{p.domain}") as quinn:
+            await subscribe_both_ways(bob, quinn)
+            status = f"at the lake {secrets.token_hex(2)}"
+            bob.send_presence(pstatus=status)
+            got = await quinn.next_presence(
+                lambda x: x["from"].bare == bob.boundjid.bare and x["status"] == status,
+                timeout=STEP * 2)
+            assert got["type"] == "available"
+            status = f"in the garden {secrets.token_hex(2)}"
+            quinn.send_presence(pstatus=status)
+            got = await bob.next_presence(
+                lambda x: x["from"].bare == quinn.boundjid.bare and x["status"] == status,
+                timeout=STEP * 2)
+            assert bob.client_roster[quinn.boundjid.bare]["subscription"] == "both"
+            assert quinn.client_roster[bob.boundjid.bare]["subscription"] == "both"
+
+    run(scenario(), 120)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_vcard_disco_ping_across(fed, fkith, name):
+    p = peer(fed, name)
+
+    async def scenario():
+        async with on(fkith, f"carol@{KITH}") as carol, on(p, f"pat@{p.domain}") as pat:
+            vc = carol.plugin["xep_0054"].make_vcard()
+            vc["FN"] = "Carol of Kith"
+            await carol.plugin["xep_0054"].publish_vcard(vc, timeout=STEP)
+            got = await pat.plugin["xep_0054"].get_vcard(f"carol@{KITH}", cached=False,
+                                                          timeout=STEP * 2)
+            assert got["vcard_temp"]["FN"] == "Carol of Kith"
+            info = await pat.plugin["xep_0030"].get_info(jid=KITH, timeout=STEP * 2)
+            assert "urn:xmpp:ping" in info["disco_info"]["features"]
+            await pat.plugin["xep_0199"].ping(KITH, timeout=STEP * 2)
+            info = await carol.plugin["xep_0030"].get_info(jid=p.domain, timeout=STEP * 2)
+            assert info["disco_info"]["features"], info
+            await carol.plugin["xep_0199"].ping(p.domain, timeout=STEP * 2)
+
+    run(scenario(), 90)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_message_to_an_offline_kith_user_waits(fed, fkith, name):
+    p = peer(fed, name)
+    user = f"off{name.split('.')[0]}"
+    fkith.add_user(user)
+
+    async def scenario():
+        body = f"while you were out {secrets.token_hex(3)}"
+        async with on(p, f"pat@{p.domain}") as pat:
+            pat.send_message(mto=f"{user}@{KITH}", mbody=body, mtype="chat")
+            # A round trip over the same s2s link: the message is handled before the pong.
+            await pat.plugin["xep_0199"].ping(KITH, timeout=STEP * 2)
+        async with on(fkith, f"{user}@{KITH}") as me:
+            msg = await expect_body(me, body, f"pat@{p.domain}")
+            assert msg["delay"]["stamp"] is not None
+
+    run(scenario(), 90)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_kith_user_joins_a_room_on_the_peer(fed, fkith, name):
+    p = peer(fed, name)
+    room = f"garden{secrets.token_hex(2)}@conference.{p.domain}"
+
+    async def scenario():
+        async with on(p, f"pat@{p.domain}") as pat, on(fkith, f"alice@{KITH}") as alice:
+            muc_p, muc_a = pat.plugin["xep_0045"], alice.plugin["xep_0045"]
+            await muc_p.join_muc_wait(room, "pat", maxstanzas=0, timeout=STEP * 2)
+            form = await muc_p.get_room_config(room)
+            form["type"] = "submit"
+            await muc_p.set_room_config(room, form)
+            await muc_a.join_muc_wait(room, "alice", maxstanzas=0, timeout=STEP * 2)
+            body = f"hello room {secrets.token_hex(3)}"
+            pat.send_message(mto=room, mbody=body, mtype="groupchat")
+            deadline = asyncio.get_running_loop().time() + STEP * 2
+            while True:
+                msg = await alice.next_message(timeout=max(0.1, deadline - asyncio.get_running_loop().time()))
+                if msg["body"] == body:
+                    assert msg["type"] == "groupchat" and msg["from"].resource == "pat"
+                    break
+
+    run(scenario(), 90)
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+class FakePeer(threading.Thread):
+    """A hand-written 'server' for one domain: offers STARTTLS and then presents
+    `cert` (a certificate for another domain), or offers no TLS at all (`cert=None`).
+    Records what it received."""
+
+    def __init__(self, fed, domain: str, cert: tuple[Path, Path] | None):
+        super().__init__(daemon=True)
+        self.domain = domain
+        self.ctx = None
+        if cert:
+            self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.ctx.load_cert_chain(*cert)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((fed.net.ip[domain], fed.net.port(domain)))
+        self.sock.listen(4)
+        self.sock.settimeout(STEP * 3)
+        self.received = b""
+        self.handshake_error: str | None = None
+        self.start()
+
+    def _read_until(self, conn, marker: bytes):
+        while marker not in self.received:
+            data = conn.recv(4096)
+            if not data:
+                raise ConnectionError("closed")
+            self.received += data
+
+    def run(self):
+        with contextlib.suppress(OSError, ConnectionError, ssl.SSLError):
+            conn, _ = self.sock.accept()
+            conn.settimeout(STEP)
+            self._read_until(conn, b"<stream:stream")
+            self._read_until(conn, b">")
+            conn.sendall(f"<?xml version='1.0'?><stream:stream xmlns='{NS_SERVER}' "
+                         f"xmlns:stream='{NS_STREAM}' from='{self.domain}' id='fake1' "
+                         f"version='1.0'>".encode())
+            if self.ctx is None:
+                conn.sendall(b"<stream:features/>")
+                while conn.recv(4096):
+                    pass
+                return
+            conn.sendall(f"<stream:features><starttls xmlns='{NS_TLS}'><required/></starttls>"
+                         f"</stream:features>".encode())
+            self._read_until(conn, b"starttls")
+            conn.sendall(f"<proceed xmlns='{NS_TLS}'/>".encode())
+            try:
+                tls = self.ctx.wrap_socket(conn, server_side=True)
+                tls.recv(4096)
+            except (ssl.SSLError, OSError) as e:
+                self.handshake_error = str(e)
+
+    def stop(self):
+        self.sock.close()
+        self.join(STEP)
+
+
+def s2s_header(frm: str, to: str = KITH) -> str:
+    return (f"<?xml version='1.0'?><stream:stream xmlns='{NS_SERVER}' "
+            f"xmlns:stream='{NS_STREAM}' xmlns:db='{NS_DB}' from='{frm}' to='{to}' "
+            f"version='1.0'>")
+
+
+def raw_peer(fed, fkith, frm: str, cert: tuple[Path, Path] | None = None):
+    """A raw s2s connection to Kith claiming `frm`, after STARTTLS (presenting `cert`);
+    returns it and the features of the encrypted stream."""
+    r = RawXmpp(fkith.s2s_port, host=fed.net.ip[KITH])
+    r.send(s2s_header(frm))
+    feats = r.features()
+    assert feats.find(f"{{{NS_TLS}}}starttls/{{{NS_TLS}}}required") is not None
+    r.send(f"<starttls xmlns='{NS_TLS}'/>")
+    r.expect(f"{{{NS_TLS}}}proceed")
+    ctx = ssl.create_default_context(cafile=str(fed.ca.ca_cert))
+    if cert:
+        ctx.load_cert_chain(*cert)
+    r.sock = ctx.wrap_socket(r.sock, server_hostname=KITH)
+    r.raw = b""
+    r._new_parser()
+    r.send(s2s_header(frm))
+    return r, r.features()
+
+
+def stream_error(r: RawXmpp) -> str:
+    el = r.element()
+    assert el.tag == f"{{{NS_STREAM}}}error", ET.tostring(el)
+    return el[0].tag.split("}")[1]
+
+
+async def bounced(c: Client, to: str) -> str:
+    """Send a chat message to `to`; return the error condition that comes back."""
+    c.send_message(mto=to, mbody="are you there?", mtype="chat")
+    while True:
+        msg = await c.next_message(timeout=STEP * 2, body_only=False)
+        if msg["type"] == "error":
+            return msg["error"]["condition"]
+
+
+def test_a_peer_presenting_a_certificate_for_another_domain_is_refused(fed, fkith):
+    fake = FakePeer(fed, EVIL, (fed.other_cert, fed.other_key))
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            assert await bounced(alice, f"mallory@{EVIL}") == "remote-server-not-found"
+
+    try:
+        run(scenario(), 60)
+    finally:
+        fake.stop()
+    assert b"<message" not in fake.received, "a stanza went to an unauthenticated peer"
+    assert "REFUSED: TLS with the peer failed" in fkith.log_text()
+
+    # Incoming: the same certificate cannot authenticate evil.fedtest either.
+    r, feats = raw_peer(fed, fkith, EVIL, (fed.other_cert, fed.other_key))
+    assert feats.find(f"{{{NS_SASL}}}mechanisms") is None, "EXTERNAL offered for a bad cert"
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}failure"
+    r.send(f"<db:result from='{EVIL}' to='{KITH}'>0123456789abcdef</db:result>")
+    res = r.element()
+    assert res.tag == f"{{{NS_DB}}}result" and res.get("type") != "valid", ET.tostring(res)
+    r.send(f"<message xmlns='{NS_SERVER}' from='m@{EVIL}' to='alice@{KITH}'><body>x</body>"
+           "</message>")
+    assert stream_error(r) == "not-authorized"
+
+
+def test_a_peer_offering_no_tls_is_refused(fed, fkith):
+    fake = FakePeer(fed, NOTLS, None)
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            assert await bounced(alice, f"nobody@{NOTLS}") == "remote-server-not-found"
+
+    try:
+        run(scenario(), 60)
+    finally:
+        fake.stop()
+    assert b"<message" not in fake.received
+    assert "offers no TLS" in fkith.log_text()
+
+    # Incoming: a peer that does not start TLS gets nothing but a stream error.
+    r = RawXmpp(fkith.s2s_port, host=fed.net.ip[KITH])
+    r.send(s2s_header(RAW))
+    r.features()
+    r.send(f"<message xmlns='{NS_SERVER}' from='x@{RAW}' to='alice@{KITH}'><body>x</body>"
+           "</message>")
+    assert stream_error(r) == "policy-violation"
+
+
+def test_a_stanza_from_a_domain_the_stream_did_not_authenticate_closes_it(fed, fkith):
+    r, feats = raw_peer(fed, fkith, RAW, (fed.raw_cert, fed.raw_key))
+    mechs = [m.text for m in feats.iter(f"{{{NS_SASL}}}mechanism")]
+    assert mechs == ["EXTERNAL"], ET.tostring(feats)
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>"
+           f"{base64.b64encode(RAW.encode()).decode()}</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}success"
+    r._new_parser()
+    r.send(s2s_header(RAW))
+    r.features()
+
+    async def scenario():
+        async with on(fkith, f"bob@{KITH}") as bob:
+            r.send(f"<message xmlns='{NS_SERVER}' type='chat' from='ray@{RAW}/x' "
+                   f"to='bob@{KITH}'><body>legit</body></message>")
+            await expect_body(bob, "legit", f"ray@{RAW}")
+            r.send(f"<message xmlns='{NS_SERVER}' type='chat' from='pat@{PROSODY}/x' "
+                   f"to='bob@{KITH}'><body>spoofed</body></message>")
+            assert await asyncio.to_thread(stream_error, r) == "invalid-from"
+            await bob.expect_no_message(1.0)
+
+    run(scenario(), 60)
+
+
+def test_dialback_verify_for_a_stream_kith_never_opened_is_refused(fed, fkith):
+    r, _ = raw_peer(fed, fkith, RAW)
+    r.send(f"<db:verify from='{RAW}' to='{KITH}' id='d3adb33f'>"
+           f"{secrets.token_hex(32)}</db:verify>")
+    v = r.element()
+    assert v.tag == f"{{{NS_DB}}}verify", ET.tostring(v)
+    assert v.get("type") == "invalid" and v.get("id") == "d3adb33f"
+    assert "dialback verify refused" in fkith.log_text()
+
+
+class DialbackPeer(threading.Thread):
+    """db.fedtest: takes Kith's outgoing stream with TLS and dialback only (no SASL), and
+    checks Kith's key the XEP-0220 way: a second connection to Kith asking
+    `<db:verify/>` for the stream id it gave — and once more with a wrong key."""
+
+    STREAM_ID = "dbstream42"
+
+    def __init__(self, fed, fkith):
+        super().__init__(daemon=True)
+        self.fed, self.fkith = fed, fkith
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(fed.db_cert, fed.db_key)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((fed.net.ip[DIALBACK], fed.net.port(DIALBACK)))
+        self.sock.listen(4)
+        self.sock.settimeout(STEP * 3)
+        self.received = b""
+        self.verdicts: dict[str, str | None] = {}
+        self.error: BaseException | None = None
+        self.start()
+
+    def _until(self, conn, marker: bytes, start: int = 0) -> int:
+        while self.received.find(marker, start) < 0:
+            data = conn.recv(4096)
+            if not data:
+                raise ConnectionError(f"closed waiting for {marker!r}")
+            self.received += data
+        return self.received.find(marker, start) + len(marker)
+
+    def _header(self) -> bytes:
+        return (f"<?xml version='1.0'?><stream:stream xmlns='{NS_SERVER}' xmlns:stream="
+                f"'{NS_STREAM}' xmlns:db='{NS_DB}' from='{DIALBACK}' id='{self.STREAM_ID}' "
+                "version='1.0'>").encode()
+
+    def _verify(self, key: str) -> str | None:
+        r, _ = raw_peer(self.fed, self.fkith, DIALBACK, (self.fed.db_cert, self.fed.db_key))
+        r.send(f"<db:verify from='{DIALBACK}' to='{KITH}' id='{self.STREAM_ID}'>{key}"
+               "</db:verify>")
+        v = r.element()
+        r.sock.close()
+        return v.get("type")
+
+    def run(self):
+        try:
+            conn, _ = self.sock.accept()
+            conn.settimeout(STEP)
+            at = self._until(conn, b">", self._until(conn, b"<stream:stream"))
+            conn.sendall(self._header() + f"<stream:features><starttls xmlns='{NS_TLS}'>"
+                         "<required/></starttls></stream:features>".encode())
+            self._until(conn, b"starttls", at)
+            conn.sendall(f"<proceed xmlns='{NS_TLS}'/>".encode())
+            conn = self.ctx.wrap_socket(conn, server_side=True)
+            self.received = b""
+            self._until(conn, b">", self._until(conn, b"<stream:stream"))
+            conn.sendall(self._header() + b"<stream:features><dialback xmlns="
+                         b"'urn:xmpp:features:dialback'><errors/></dialback>"
+                         b"<bidi xmlns='urn:xmpp:features:bidi'/></stream:features>")
+            end = self._until(conn, b"</db:result>")
+            key = re.search(rb">([0-9a-f]+)</db:result>", self.received[:end]).group(1).decode()
+            self.verdicts["wrong key"] = self._verify("0" * len(key))
+            self.verdicts["right key"] = self._verify(key)
+            ok = self.verdicts["right key"] == "valid"
+            conn.sendall(f"<db:result xmlns:db='{NS_DB}' from='{DIALBACK}' to='{KITH}' "
+                         f"type='{'valid' if ok else 'invalid'}'/>".encode())
+            self._until(conn, b"</message>", end)
+            # XEP-0288: Kith asked for bidi, so the answer travels on the same stream.
+            conn.sendall(f"<message xmlns='{NS_SERVER}' type='chat' from='dora@{DIALBACK}/x' "
+                         f"to='alice@{KITH}'><body>bidi reply</body></message>".encode())
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+    def stop(self):
+        self.sock.close()
+        self.join(STEP * 3)
+
+
+def test_dialback_with_a_server_that_has_no_sasl_external(fed, fkith):
+    """Kith authenticates with a dialback key that only it could have made; the key is
+    confirmed for the stream Kith opened and refused when it is wrong. The peer offered
+    bidi (XEP-0288): its answer comes back on Kith's own stream."""
+    peer = DialbackPeer(fed, fkith)
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            alice.send_message(mto=f"dora@{DIALBACK}", mbody="dialback works", mtype="chat")
+            await asyncio.to_thread(peer.join, STEP * 3)
+            assert peer.error is None, f"{peer.error!r}; received {peer.received[-500:]!r}"
+            await expect_body(alice, "bidi reply", f"dora@{DIALBACK}")
+
+    try:
+        run(scenario(), 60)
+    finally:
+        peer.stop()
+    assert peer.error is None, f"{peer.error!r}; received {peer.received[-500:]!r}"
+    assert peer.verdicts == {"wrong key": "invalid", "right key": "valid"}
+    assert b"dialback works" in peer.received
+    assert b"urn:xmpp:bidi" in peer.received, "Kith did not ask for a bidirectional stream"
+    assert re.search(f'outgoing stream authenticated domain={DIALBACK} .*method="dialback"',
+                     fkith.log_text())
+
+
+def test_direct_tls_listener_takes_a_server(fed, fkith):
+    """XEP-0368: TLS from the first byte with ALPN xmpp-server, then SASL EXTERNAL."""
+    ctx = ssl.create_default_context(cafile=str(fed.ca.ca_cert))
+    ctx.set_alpn_protocols(["xmpp-server"])
+    ctx.load_cert_chain(fed.raw_cert, fed.raw_key)
+    r = RawXmpp(fkith.s2s_tls_port, host=fed.net.ip[KITH])
+    r.sock = ctx.wrap_socket(r.sock, server_hostname=KITH)
+    assert r.sock.selected_alpn_protocol() == "xmpp-server"
+    r.send(s2s_header(RAW))
+    feats = r.features()
+    assert [m.text for m in feats.iter(f"{{{NS_SASL}}}mechanism")] == ["EXTERNAL"]
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}success"
+
+
+def test_admin_policy_deny_list(fed, tmp_path):
+    """A denied domain can neither be written to nor come in; both are logged."""
+    (tmp_path / "strict").mkdir()
+    k = FedKith(tmp_path / "strict", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                deny=[PROSODY, RAW])
+    k.add_user("alice")
+    k.start()
+    try:
+        async def scenario():
+            async with on(k, f"alice@{KITH}") as alice:
+                assert await bounced(alice, f"pat@{PROSODY}") == "not-allowed"
+
+        run(scenario(), 60)
+        r, feats = raw_peer(fed, k, RAW, (fed.raw_cert, fed.raw_key))
+        r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+        assert r.element().tag == f"{{{NS_SASL}}}failure"
+        log = k.log_text()
+        assert f"outgoing stanza refused by policy domain={PROSODY}" in log
+        assert f'domain={RAW} reason="the domain is on the deny list"' in log
+    finally:
+        k.stop()
+
+
+def authenticated_raw_peer(fed, fkith) -> RawXmpp:
+    """raw.fedtest, authenticated to Kith with SASL EXTERNAL, stream restarted."""
+    r, _ = raw_peer(fed, fkith, RAW, (fed.raw_cert, fed.raw_key))
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}success"
+    r._new_parser()
+    r.send(s2s_header(RAW))
+    r.features()
+    return r
+
+
+def test_stanzas_from_servers_are_bounded_at_512_kib(fed, fkith):
+    r = authenticated_raw_peer(fed, fkith)
+
+    async def scenario():
+        async with on(fkith, f"carol@{KITH}") as carol:
+            big = "a" * (300 * 1024)  # above the 256 KiB client limit, below 512 KiB
+            r.send(f"<message xmlns='{NS_SERVER}' type='chat' from='ray@{RAW}/x' "
+                   f"to='carol@{KITH}'><body>{big}</body></message>")
+            msg = await carol.next_message(timeout=STEP * 2)
+            assert len(msg["body"]) == len(big)
+            huge = "b" * (600 * 1024)
+            await asyncio.to_thread(
+                r.send, f"<message xmlns='{NS_SERVER}' type='chat' from='ray@{RAW}/x' "
+                f"to='carol@{KITH}'><body>{huge}</body></message>")
+            assert await asyncio.to_thread(stream_error, r) == "policy-violation"
+            await carol.expect_no_message(1.0)
+
+    run(scenario(), 60)
+    assert fkith.alive()
+
+
+def test_idle_server_connections_are_closed(fed, tmp_path):
+    (tmp_path / "idle").mkdir()
+    k = FedKith(tmp_path / "idle", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                idle_timeout_secs=1)
+    k.start()
+    try:
+        r = authenticated_raw_peer(fed, k)
+        r.read_until_closed(timeout=STEP)
+        assert "idle incoming stream closed" in k.log_text()
+    finally:
+        k.stop()
+
+
+def test_a_bidirectional_stream_carries_kiths_stanzas_back(fed, fkith):
+    """XEP-0288: a server that asked for bidi gets Kith's stanzas on its own stream
+    (raw.fedtest has no DNS record: without bidi Kith could not reach it at all)."""
+    r, feats = raw_peer(fed, fkith, RAW, (fed.raw_cert, fed.raw_key))
+    assert feats.find("{urn:xmpp:features:bidi}bidi") is not None, ET.tostring(feats)
+    r.send("<bidi xmlns='urn:xmpp:bidi'/>")
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+    assert r.element().tag == f"{{{NS_SASL}}}success"
+    r._new_parser()
+    r.send(s2s_header(RAW))
+    r.features()
+
+    async def scenario():
+        async with on(fkith, f"carol@{KITH}") as carol:
+            carol.send_message(mto=f"ray@{RAW}", mbody="over your own stream", mtype="chat")
+            msg = await asyncio.to_thread(r.element)
+            assert msg.tag == f"{{{NS_SERVER}}}message", ET.tostring(msg)
+            assert msg.get("from").startswith(f"carol@{KITH}/")
+            assert msg.findtext(f"{{{NS_SERVER}}}body") == "over your own stream"
+
+    run(scenario(), 60)
+
+
+def test_federation_off_and_per_domain_limit(fed, tmp_path):
+    """`enabled = false`: no s2s listener, remote stanzas bounce. And a domain gets at
+    most `connections_per_domain` authenticated incoming streams."""
+    (tmp_path / "off").mkdir()
+    off = FedKith(tmp_path / "off", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                  enabled=False)
+    off.add_user("alice")
+    off._start_once = lambda extra_env, k=off: FedKith._start_c2s_only(k)
+    off.start()
+    try:
+        with socket.socket() as sock:
+            sock.settimeout(1)
+            assert sock.connect_ex((fed.net.ip[KITH], off.s2s_port)) != 0, "s2s listening"
+
+        async def scenario():
+            async with on(off, f"alice@{KITH}") as alice:
+                assert await bounced(alice, f"pat@{PROSODY}") == "remote-server-not-found"
+
+        run(scenario(), 60)
+        assert "federation is turned off" in off.log_text()
+    finally:
+        off.stop()
+
+    (tmp_path / "one").mkdir()
+    one = FedKith(tmp_path / "one", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                  connections_per_domain=1)
+    one.start()
+    try:
+        first = authenticated_raw_peer(fed, one)
+        r, _ = raw_peer(fed, one, RAW, (fed.raw_cert, fed.raw_key))
+        r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+        assert r.element().tag == f"{{{NS_SASL}}}failure"
+        assert "too many connections from this domain" in one.log_text()
+        first.sock.close()
+    finally:
+        one.stop()
+
+
+class AuthoritativeFake(threading.Thread):
+    """evil.fedtest's 'authoritative server' for dialback: answers one `<db:verify/>`,
+    valid only for `key`. Its certificate is for other.fedtest (the domain is insecure)."""
+
+    def __init__(self, fed, key: str):
+        super().__init__(daemon=True)
+        self.key = key
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(fed.other_cert, fed.other_key)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((fed.net.ip[EVIL], fed.net.port(EVIL)))
+        self.sock.listen(4)
+        self.sock.settimeout(STEP * 3)
+        self.received = b""
+        self.error: BaseException | None = None
+        self.start()
+
+    def _until(self, conn, marker: bytes, start: int = 0) -> int:
+        while self.received.find(marker, start) < 0:
+            data = conn.recv(4096)
+            if not data:
+                raise ConnectionError(f"closed waiting for {marker!r}")
+            self.received += data
+        return self.received.find(marker, start) + len(marker)
+
+    def run(self):
+        header = (f"<?xml version='1.0'?><stream:stream xmlns='{NS_SERVER}' xmlns:stream="
+                  f"'{NS_STREAM}' xmlns:db='{NS_DB}' from='{EVIL}' id='auth1' "
+                  "version='1.0'>").encode()
+        try:
+            conn, _ = self.sock.accept()
+            conn.settimeout(STEP)
+            at = self._until(conn, b">", self._until(conn, b"<stream:stream"))
+            conn.sendall(header + f"<stream:features><starttls xmlns='{NS_TLS}'><required/>"
+                         "</starttls></stream:features>".encode())
+            self._until(conn, b"starttls", at)
+            conn.sendall(f"<proceed xmlns='{NS_TLS}'/>".encode())
+            conn = self.ctx.wrap_socket(conn, server_side=True)
+            self.received = b""
+            self._until(conn, b">", self._until(conn, b"<stream:stream"))
+            conn.sendall(header + b"<stream:features><dialback xmlns="
+                         b"'urn:xmpp:features:dialback'/></stream:features>")
+            end = self._until(conn, b"</db:verify>")
+            m = re.search(rb"<db:verify[^>]* id='([^']+)'[^>]*>([^<]*)</db:verify>",
+                          self.received[:end])
+            sid, key = m.group(1).decode(), m.group(2).decode()
+            ok = "valid" if key == self.key else "invalid"
+            conn.sendall(f"<db:verify xmlns:db='{NS_DB}' from='{EVIL}' to='{KITH}' "
+                         f"id='{sid}' type='{ok}'/>".encode())
+            with contextlib.suppress(OSError):
+                conn.recv(4096)
+        except BaseException as e:  # reported by the test
+            self.error = e
+
+    def stop(self):
+        self.sock.close()
+        self.join(STEP)
+
+
+def test_an_insecure_domain_is_accepted_by_dialback_alone_and_logged(fed, tmp_path):
+    """`insecure_domains`: a certificate for the wrong name is tolerated, but only once
+    the domain's own server (found in DNS) confirms the dialback key."""
+    (tmp_path / "lax").mkdir()
+    k = FedKith(tmp_path / "lax", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                insecure_domains=[EVIL])
+    k.add_user("alice")
+    k.start()
+    key = secrets.token_hex(32)
+    auth = AuthoritativeFake(fed, key)
+    try:
+        async def scenario():
+            async with on(k, f"alice@{KITH}") as alice:
+                r, feats = await asyncio.to_thread(
+                    raw_peer, fed, k, EVIL, (fed.other_cert, fed.other_key))
+                assert feats.find(f"{{{NS_SASL}}}mechanisms") is None
+                r.send(f"<db:result from='{EVIL}' to='{KITH}'>{key}</db:result>")
+                res = await asyncio.to_thread(r.element)
+                assert res.get("type") == "valid", ET.tostring(res)
+                r.send(f"<message xmlns='{NS_SERVER}' type='chat' from='eve@{EVIL}/x' "
+                       f"to='alice@{KITH}'><body>tolerated</body></message>")
+                await expect_body(alice, "tolerated", f"eve@{EVIL}")
+
+        run(scenario(), 60)
+        assert auth.error is None, repr(auth.error)
+        assert b"</db:verify>" in auth.received
+        log = k.log_text()
+        assert "INSECURE: invalid certificate tolerated" in log
+        assert re.search(f'incoming stream authenticated .*domain={EVIL} method="dialback '
+                         r'\(INSECURE', log)
+    finally:
+        auth.stop()
+        k.stop()
