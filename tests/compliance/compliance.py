@@ -181,7 +181,7 @@ class Device(slixmpp.ClientXMPP):
             self.session.set_exception(ProbeError(f"disconnected before login: {reason}"))
         _settle(self.gone, reason)
 
-    async def login(self, presence: bool = True) -> "Device":
+    async def login(self, presence: bool = True, priority: int = 0) -> "Device":
         self.connect(self.ctx.args.host, self.port)
         try:
             await asyncio.wait_for(asyncio.shield(self.session), STEP)
@@ -190,14 +190,19 @@ class Device(slixmpp.ClientXMPP):
             raise
         await self.get_roster(timeout=STEP)
         if presence:
-            self.send_presence()
+            self.send_presence(ppriority=priority)
             await self.plugin["xep_0199"].ping(self.ctx.domain, timeout=STEP)
         return self
 
-    async def next(self, queue: asyncio.Queue, match=lambda x: True, timeout: float = STEP):
+    async def next(self, queue: asyncio.Queue, match=lambda x: True, timeout: float = STEP,
+                   what: str = "the expected stanza"):
         deadline = time.monotonic() + timeout
         while True:
-            item = await asyncio.wait_for(queue.get(), max(deadline - time.monotonic(), 0.01))
+            try:
+                item = await asyncio.wait_for(queue.get(),
+                                              max(deadline - time.monotonic(), 0.01))
+            except asyncio.TimeoutError:
+                raise ProbeError(f"{self.boundjid.resource}: no {what} within {timeout}s")
             if match(item):
                 return item
 
@@ -205,7 +210,7 @@ class Device(slixmpp.ClientXMPP):
         """None if nothing matching arrives within `within` seconds, else the stanza."""
         try:
             return await self.next(queue, match, within)
-        except asyncio.TimeoutError:
+        except ProbeError:
             return None
 
     async def iq(self, to: str | None, itype: str, payload: ET.Element):
@@ -360,9 +365,9 @@ class Ctx:
     def jid(self, who: str) -> str:
         return self.accounts[who].jid
 
-    async def device(self, who: str, resource: str, **kw) -> Device:
+    async def device(self, who: str, resource: str, priority: int = 0, **kw) -> Device:
         d = Device(self, who, resource, **kw)
-        await d.login()
+        await d.login(priority=priority)
         self.devices.append(d)
         return d
 
@@ -432,7 +437,7 @@ async def p_rfc6120(ctx: Ctx, row: Row):
     b = ctx.shared["b_desk"]
     body = f"core {secrets.token_hex(4)}"
     a.send_message(mto=ctx.jid(ctx.b), mbody=body, mtype="chat")
-    got = await b.next(b.messages, lambda m: m["body"] == body)
+    got = await b.next(b.messages, lambda m: m["body"] == body, what="message")
     check(got["from"] == a.boundjid, f"stamped from {got['from']} != {a.boundjid}")
     # RFC 6120 §8.3: an IQ nobody handles gets an error, not silence.
     try:
@@ -508,7 +513,7 @@ async def p_component(ctx: Ctx, row: Row):
     check(got["from"].bare == ctx.jid(ctx.a), f"component saw from={got['from']}")
     reply = f"from component {secrets.token_hex(4)}"
     comp.send_message(mto=a.boundjid, mfrom=comp.boundjid.bare, mbody=reply, mtype="chat")
-    await a.next(a.messages, lambda m: m["body"] == reply)
+    await a.next(a.messages, lambda m: m["body"] == reply, what="message from the component")
     row.functional = True
     row.detail = (f"{comp.boundjid.bare}: handshake, user → component and back"
                   + ("" if row.advertised else "; not in the server's disco#items"))
@@ -523,7 +528,7 @@ async def p_pep(ctx: Ctx, row: Row):
     item = f"i{secrets.token_hex(4)}"
     payload = el(f"{{{NS_PROBE}}}probe", None, item)
     await a.plugin["xep_0060"].publish(None, NS_PROBE, id=item, payload=payload, timeout=STEP)
-    ev = await b_notify.next(b_notify.events, lambda m: (NS_PROBE, item) in event_items(m))
+    ev = await b_notify.next(b_notify.events, lambda m: (NS_PROBE, item) in event_items(m), what="PEP notification")
     check(ev["from"].bare == ctx.jid(ctx.a), f"notification from {ev['from']}")
     other = await b_plain.quiet(b_plain.events, lambda m: any(n == NS_PROBE for n, _ in event_items(m)))
     ctx.shared["pep_result"] = (True, other)
@@ -558,7 +563,7 @@ async def p_rfc6121(ctx: Ctx, row: Row):
     check(ctx.shared.get("subscribed"), f"subscription failed: {ctx.shared.get('sub_error')}")
     body = ctx.shared["offline_body"]
     c = ctx.shared["c_phone"]
-    got = await c.next(c.messages, lambda m: m["body"] == body)
+    got = await c.next(c.messages, lambda m: m["body"] == body, what="offline message at login")
     check(got["delay"]["stamp"] is not None, "offline message without <delay/>")
     row.functional = True
     row.detail = "mutual subscription (both), offline delivery with <delay/>"
@@ -576,7 +581,8 @@ async def p_vcard(ctx: Ctx, row: Row):
     vcard["PHOTO"]["BINVAL"] = ctx.shared["photo"]
     await a.plugin["xep_0054"].publish_vcard(vcard, timeout=STEP)
     got = await b.plugin["xep_0054"].get_vcard(ctx.jid(ctx.a), cached=False, timeout=STEP)
-    check(got["vcard_temp"]["NICKNAME"] == nick, "a contact read back a different vCard")
+    check(got.xml.findtext("{vcard-temp}vCard/{vcard-temp}NICKNAME") == nick,
+          "a contact read back a different vCard")
     ctx.shared["vcard_set"] = time.monotonic()
     row.functional = True
     row.detail = "set by the owner, read by a contact"
@@ -603,14 +609,14 @@ async def p_vcard_avatars(ctx: Ctx, row: Row):
     check(ctx.shared.get("vcard_set"), "the vCard probe did not set a PHOTO")
     a, b = ctx.shared["a_phone"], ctx.shared["b_desk"]
     sha1 = hashlib.sha1(ctx.shared["photo"]).hexdigest()
-    a.send_presence(pstatus=f"avatar {secrets.token_hex(3)}")
+    a.send_presence(pstatus=f"avatar {secrets.token_hex(3)}", ppriority=10)
 
     def photo_of(p):
         x = p.xml.find("{vcard-temp:x:update}x")
         ph = x.find("{vcard-temp:x:update}photo") if x is not None else None
         return ph.text if ph is not None else None
 
-    p = await b.next(b.presences, lambda p: p["from"] == a.boundjid and photo_of(p))
+    p = await b.next(b.presences, lambda p: p["from"] == a.boundjid and photo_of(p), what="presence with the vCard photo hash")
     check(photo_of(p) == sha1, f"photo hash {photo_of(p)} != {sha1}")
     row.functional = True
     row.detail = "the server stamped the PHOTO hash into the owner's presence"
@@ -625,14 +631,15 @@ async def p_carbons(ctx: Ctx, row: Row):
     await laptop.plugin["xep_0280"].enable(timeout=STEP)
     body = f"sent {secrets.token_hex(4)}"
     phone.send_message(mto=ctx.jid(ctx.b), mbody=body, mtype="chat")
-    await b.next(b.messages, lambda m: m["body"] == body)
-    kind, m = await laptop.next(laptop.carbons, lambda c: c[1]["carbon_sent"]["body"] == body)
+    await b.next(b.messages, lambda m: m["body"] == body, what="message")
+    kind, m = await laptop.next(laptop.carbons, lambda c: c[1]["carbon_sent"]["body"] == body,
+                                what="<sent/> carbon")
     check(m["from"] == ctx.jid(ctx.a), f"carbon from {m['from']}")
     body = f"received {secrets.token_hex(4)}"
     b.send_message(mto=ctx.jid(ctx.a), mbody=body, mtype="chat")
-    first = await phone.next(phone.messages, lambda m: m["body"] == body)
+    first = await phone.next(phone.messages, lambda m: m["body"] == body, what="message to the bare JID")
     check(first is not None, "")
-    await laptop.next(laptop.carbons, lambda c: c[1]["carbon_received"]["body"] == body)
+    await laptop.next(laptop.carbons, lambda c: c[1]["carbon_received"]["body"] == body, what="<received/> carbon")
     row.functional = True
     row.detail = "sent copy and received copy reach the other device"
 
@@ -650,7 +657,7 @@ async def p_blocking(ctx: Ctx, row: Row):
         check(c_jid in {str(j) for j in blocked}, f"blocklist {blocked}")
         body = f"blocked {secrets.token_hex(4)}"
         c.send_message(mto=ctx.jid(ctx.a), mbody=body, mtype="chat")
-        err = await c.next(c.errors)
+        err = await c.next(c.errors, what="error reply to the blocked message")
         check(err["error"]["condition"] == "service-unavailable",
               f"blocked sender got {err['error']['condition']}")
         check(await a.quiet(a.messages, lambda m: m["body"] == body) is None,
@@ -659,7 +666,7 @@ async def p_blocking(ctx: Ctx, row: Row):
         await a.plugin["xep_0191"].unblock(c_jid, timeout=STEP)
     body = f"unblocked {secrets.token_hex(4)}"
     c.send_message(mto=ctx.jid(ctx.a), mbody=body, mtype="chat")
-    await a.next(a.messages, lambda m: m["body"] == body)
+    await a.next(a.messages, lambda m: m["body"] == body, what="message after unblocking")
     row.functional = True
     row.detail = "block → listed, message refused with service-unavailable; unblock → delivered"
 
@@ -787,7 +794,7 @@ async def p_bookmarks2(ctx: Ctx, row: Row):
                  "pubsub#access_model": "whitelist"})
     await phone.plugin["xep_0060"].publish(None, NS_BOOKMARKS2, id=room, payload=conf,
                                            options=opts, timeout=STEP)
-    await laptop.next(laptop.events, lambda m: (NS_BOOKMARKS2, room) in event_items(m))
+    await laptop.next(laptop.events, lambda m: (NS_BOOKMARKS2, room) in event_items(m), what="bookmarks notification on the other device")
     items = await laptop.plugin["xep_0060"].get_items(ctx.jid(ctx.a), NS_BOOKMARKS2,
                                                       timeout=STEP)
     check(room in item_ids(items), "bookmark not in the node")
@@ -836,8 +843,8 @@ async def p_sm(ctx: Ctx, row: Row):
     body = f"acked {secrets.token_hex(4)}"
     d.send_message(mto=ctx.jid(ctx.b), mbody=body, mtype="chat")
     sm.request_ack()
-    await d.next(acked, lambda s: s["body"] == body)
-    await b.next(b.messages, lambda m: m["body"] == body)
+    await d.next(acked, lambda s: s["body"] == body, what="<a/> covering the message")
+    await b.next(b.messages, lambda m: m["body"] == body, what="message")
     # The phone loses signal; bob writes to it in the gap; the phone resumes.
     d.drop()
     await asyncio.wait_for(asyncio.shield(d.gone), STEP)
@@ -881,7 +888,7 @@ async def p_mam(ctx: Ctx, row: Row):
     b.register_plugin("xep_0313")
     body = f"archived {secrets.token_hex(4)}"
     a.send_message(mto=ctx.jid(ctx.b), mbody=body, mtype="chat")
-    got = await b.next(b.messages, lambda m: m["body"] == body)
+    got = await b.next(b.messages, lambda m: m["body"] == body, what="message")
     sid = got.xml.find(f"{{{NS_SID}}}stanza-id")
     check(sid is not None and sid.get("by") == ctx.jid(ctx.b),
           "delivered message has no <stanza-id by=own bare JID>")
@@ -918,11 +925,11 @@ async def p_csi(ctx: Ctx, row: Row):
     held = await b.quiet(b.presences, lambda p: p["status"] == status)
     body = f"urgent {secrets.token_hex(4)}"
     a.send_message(mto=ctx.jid(ctx.b), mbody=body, mtype="chat")
-    await b.next(b.messages, lambda m: m["body"] == body)
+    await b.next(b.messages, lambda m: m["body"] == body, what="message while inactive")
     b.plugin["xep_0352"].send_active()
     if held is None:
         # Held while inactive: it must come now, on <active/> (or was flushed by the message).
-        await b.next(b.presences, lambda p: p["status"] == status)
+        await b.next(b.presences, lambda p: p["status"] == status, what="held presence after <active/>")
     a.send_presence()
     check(held is None, "presence was delivered at once to an inactive client")
     row.functional = True
@@ -1208,11 +1215,12 @@ async def setup(ctx: Ctx):
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJ"
         "RU5ErkJggg==")
     await asyncio.to_thread(capture_stream_features, ctx)
-    phone = await ctx.device(ctx.a, "phone", plugins=("xep_0054", "xep_0280"),
+    # The phone has the highest priority: messages to alice's bare JID go there.
+    phone = await ctx.device(ctx.a, "phone", priority=10, plugins=("xep_0054", "xep_0280"),
                              interests=(NS_BOOKMARKS2,))
     laptop = await ctx.device(ctx.a, "laptop", plugins=("xep_0280",),
                               interests=(NS_BOOKMARKS2,))
-    b_desk = await ctx.device(ctx.b, "desk", plugins=("xep_0054",),
+    b_desk = await ctx.device(ctx.b, "desk", priority=5, plugins=("xep_0054",),
                               interests=(NS_PROBE, NS_AVATAR_META))
     b_plain = await ctx.device(ctx.b, "plain")
     ctx.shared.update(a_phone=phone, a_laptop=laptop, b_desk=b_desk, b_plain=b_plain)
