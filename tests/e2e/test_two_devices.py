@@ -138,11 +138,12 @@ def test_the_phone_catches_up_from_the_archive_after_being_off(kith):
             async with device(kith, "alice", "phone", priority=10) as phone:
                 bob.send_message(mto=ALICE, mbody="before you left", mtype="chat")
                 assert (await phone.next_message())["body"] == "before you left"
-            # The phone is off. Its "left at" is the next whole second, so that what came
-            # before is strictly older whatever the archive's timestamp precision.
+            # The phone is off. Its "left at" is the next whole second, and what it misses
+            # starts a second later: strictly before and strictly after `left`, whatever
+            # the archive's timestamp precision and whether `start` is inclusive.
             now = datetime.now(timezone.utc)
             left = (now + timedelta(seconds=1)).replace(microsecond=0)
-            await asyncio.sleep((left - now).total_seconds())
+            await asyncio.sleep((left - now).total_seconds() + 1.0)
             missed = ["are you there?", "dinner is at 7", "bring the salad"]
             for body in missed:
                 bob.send_message(mto=ALICE, mbody=body, mtype="chat")
@@ -198,6 +199,8 @@ def test_messages_the_server_acked_survive_kill_9(kith):
             sent = [f"are you awake? {i}" for i in range(5)]
             for body in sent:
                 bob.send_message(mto=ALICE, mbody=body, mtype="chat")
+            # <r/> bypasses slixmpp's send queue: a round trip first puts it after them.
+            await bob.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
             sm.request_ack()
             confirmed = []
             while len(confirmed) < len(sent):
