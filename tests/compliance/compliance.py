@@ -190,6 +190,8 @@ class Device(slixmpp.ClientXMPP):
             raise
         await self.get_roster(timeout=STEP)
         if presence:
+            # Every device announces its caps (XEP-0115), as real clients do.
+            await self.plugin["xep_0115"].update_caps(broadcast=False)
             self.send_presence(ppriority=priority)
             await self.plugin["xep_0199"].ping(self.ctx.domain, timeout=STEP)
         return self
@@ -531,8 +533,7 @@ async def p_pep(ctx: Ctx, row: Row):
     ev = await b_notify.next(b_notify.events, lambda m: (NS_PROBE, item) in event_items(m),
                              what="PEP notification")
     check(ev["from"].bare == ctx.jid(ctx.a), f"notification from {ev['from']}")
-    other = await b_plain.quiet(b_plain.events,
-                                lambda m: any(n == NS_PROBE for n, _ in event_items(m)))
+    other = await b_plain.quiet(b_plain.events, lambda m: (NS_PROBE, item) in event_items(m))
     ctx.shared["pep_result"] = (True, other)
     items = await b_notify.plugin["xep_0060"].get_items(ctx.jid(ctx.a), NS_PROBE, timeout=STEP)
     ids = item_ids(items)
@@ -897,13 +898,16 @@ async def p_mam(ctx: Ctx, row: Row):
     a, b = ctx.shared["a_phone"], ctx.shared["b_desk"]
     b.register_plugin("xep_0313")
     body = f"archived {secrets.token_hex(4)}"
+    # `start` keeps the result to one page on a server with a long history (same clock:
+    # the script runs on the box or next to it).
+    since = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=5)
     a.send_message(mto=ctx.jid(ctx.b), mbody=body, mtype="chat")
     got = await b.next(b.messages, lambda m: m["body"] == body, what="message")
     sid = got.xml.find(f"{{{NS_SID}}}stanza-id")
     check(sid is not None and sid.get("by") == ctx.jid(ctx.b),
           "delivered message has no <stanza-id by=own bare JID>")
     res = await b.plugin["xep_0313"].retrieve(with_jid=slixmpp.JID(ctx.jid(ctx.a)),
-                                              timeout=STEP)
+                                              start=since, timeout=STEP)
     found = [r.xml.find("{urn:xmpp:mam:2}result") for r in res["mam"]["results"]
              if r.xml.findtext(".//{jabber:client}body") == body]
     check(found, f"not in the archive with={ctx.jid(ctx.a)}")
