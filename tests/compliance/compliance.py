@@ -751,7 +751,8 @@ async def p_private_pubsub(ctx: Ctx, row: Row):
         await b.plugin["xep_0060"].get_items(ctx.jid(ctx.a), node, timeout=STEP)
         raise ProbeError("a contact read a whitelist node")
     except IqError as e:
-        check(e.iq["error"]["condition"] in ("forbidden", "not-authorized", "item-not-found"),
+        # XEP-0060 §6.5.9.6: <not-allowed/> + <closed-node/>; some servers hide the node.
+        check(e.iq["error"]["condition"] in ("not-allowed", "forbidden", "item-not-found"),
               f"contact reading a whitelist node → {iq_error(e)}")
     # Publish-options that contradict the node's configuration: precondition-not-met.
     conflicting = form(f"{NS_PUBSUB}#publish-options", {"pubsub#access_model": "open"})
