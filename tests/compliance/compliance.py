@@ -363,6 +363,10 @@ class Ctx:
         self.tls_error: str | None = None
         self.component: AppServer | None = None
         self.component_error: str | None = None
+        self.server_identities: set[tuple[str, str]] = set()
+        self.item_infos: list[tuple[str, set, set]] = []  # (jid, identities, features)
+        self.shared: dict = {}  # what one probe leaves for the next (devices, results)
+        self.agent_id = str(uuid.uuid4())  # the SASL2 user-agent id of the raw probes
 
     def jid(self, who: str) -> str:
         return self.accounts[who].jid
@@ -511,7 +515,7 @@ async def p_component(ctx: Ctx, row: Row):
     a = ctx.shared["a_phone"]
     body = f"to component {secrets.token_hex(4)}"
     a.send_message(mto=comp.boundjid.bare, mbody=body, mtype="chat")
-    got = await ctx.next_component_message(lambda m: m["body"] == body)
+    got = await next_component_message(ctx, lambda m: m["body"] == body)
     check(got["from"].bare == ctx.jid(ctx.a), f"component saw from={got['from']}")
     reply = f"from component {secrets.token_hex(4)}"
     comp.send_message(mto=a.boundjid, mfrom=comp.boundjid.bare, mbody=reply, mtype="chat")
@@ -679,7 +683,7 @@ async def p_blocking(ctx: Ctx, row: Row):
 
 @probe("XEP-0045", "Group chat", "IM", owner="5")
 async def p_muc(ctx: Ctx, row: Row):
-    muc = ctx.find_service("conference", "text")
+    muc = find_service(ctx, "conference", "text")
     row.advertised = muc is not None
     check(muc, "no conference service in the server's disco#items")
     a = ctx.shared["a_phone"]
@@ -876,7 +880,7 @@ async def p_sm(ctx: Ctx, row: Row):
 
 @probe("XEP-0363", "HTTP file upload", "IM", owner="6")
 async def p_upload(ctx: Ctx, row: Row):
-    svc = ctx.find_service_feature("urn:xmpp:http:upload:0")
+    svc = find_service_feature(ctx, "urn:xmpp:http:upload:0")
     row.advertised = svc is not None
     check(svc, "no upload service in the server's disco#items")
     a = ctx.shared["a_phone"]
@@ -888,7 +892,7 @@ async def p_upload(ctx: Ctx, row: Row):
     put = slot.find(".//{urn:xmpp:http:upload:0}put")
     get = slot.find(".//{urn:xmpp:http:upload:0}get")
     check(put is not None and get is not None, "slot without put/get URLs")
-    await asyncio.to_thread(ctx.http_put_get, put, get.get("url"), data)
+    await asyncio.to_thread(http_put_get, ctx, put, get.get("url"), data)
     row.functional = True
     row.detail = "slot granted, PUT, GET returns the same bytes"
 
@@ -996,7 +1000,7 @@ async def p_push(ctx: Ctx, row: Row):
 @probe("RFC 7395", "XMPP over WebSocket", "Web", owner="6")
 async def p_websocket(ctx: Ctx, row: Row):
     check(ctx.args.https_port, "no web listener given (--https-port)")
-    links = await asyncio.to_thread(ctx.host_meta)
+    links = await asyncio.to_thread(host_meta, ctx)
     row.advertised = any(l.startswith("wss://") for l in links)
     check(row.advertised, f"host-meta has no WebSocket link: {links}")
     raise ProbeError("WebSocket login not probed here yet")
@@ -1005,7 +1009,7 @@ async def p_websocket(ctx: Ctx, row: Row):
 @probe("XEP-0206", "BOSH", "Web", owner="6")
 async def p_bosh(ctx: Ctx, row: Row):
     check(ctx.args.https_port, "no web listener given (--https-port)")
-    links = await asyncio.to_thread(ctx.host_meta)
+    links = await asyncio.to_thread(host_meta, ctx)
     row.advertised = any(l.startswith("https://") for l in links)
     raise ProbeError("BOSH login not probed here yet")
 
@@ -1013,7 +1017,7 @@ async def p_bosh(ctx: Ctx, row: Row):
 @probe("XEP-0156", "Connection mechanism discovery", "Web", owner="6")
 async def p_hostmeta(ctx: Ctx, row: Row):
     check(ctx.args.https_port, "no web listener given (--https-port)")
-    links = await asyncio.to_thread(ctx.host_meta)
+    links = await asyncio.to_thread(host_meta, ctx)
     row.advertised = bool(links)
     check(links, "no /.well-known/host-meta links")
     row.functional = True
@@ -1068,7 +1072,7 @@ async def p_sasl2(ctx: Ctx, row: Row):
         else None
     row.advertised = auth is not None
     check(auth is not None, "no <authentication xmlns='urn:xmpp:sasl:2'> stream feature")
-    res = await asyncio.to_thread(ctx.sasl2_login)
+    res = await asyncio.to_thread(sasl2_login, ctx)
     ctx.shared["sasl2"] = res
     row.functional = True
     row.detail = f"PLAIN via SASL2 → {res['jid']}, no stream restart, ping answered"
@@ -1085,7 +1089,7 @@ async def p_bind2(ctx: Ctx, row: Row):
     check(res["bound"], "no <bound/> in <success/>")
     check("/" in res["jid"], f"authorization-identifier {res['jid']} is not a full JID")
     # (No new token: a new one would retire the first before the FAST probe uses it.)
-    again = await asyncio.to_thread(ctx.sasl2_login, False)
+    again = await asyncio.to_thread(sasl2_login, ctx, False)
     check(again["jid"] == res["jid"], f"same user-agent, new resource: {again['jid']}")
     row.functional = True
     row.detail = "bound inline; same user-agent id → same resource"
@@ -1100,9 +1104,9 @@ async def p_fast(ctx: Ctx, row: Row):
     res = ctx.shared.get("sasl2")
     check(res, "the SASL2 probe failed")
     check(res["token"], "no <token/> in <success/> after <request-token/>")
-    jid = await asyncio.to_thread(ctx.fast_login, res["token"], 1)
+    jid = await asyncio.to_thread(fast_login, ctx, res["token"], 1)
     try:
-        await asyncio.to_thread(ctx.fast_login, "not" + res["token"], 2)
+        await asyncio.to_thread(fast_login, ctx, "not" + res["token"], 2)
         refused = False
     except (ProbeError, StreamClosed):  # <failure/>, or the stream closed
         refused = True
@@ -1173,8 +1177,6 @@ def fast_login(ctx: Ctx, token: str, count: int) -> str:
         raw.close()
 
 
-Ctx.sasl2_login = sasl2_login
-Ctx.fast_login = fast_login
 
 
 # --------------------------------------------------------------------------- the run
@@ -1199,8 +1201,6 @@ def http_put_get(ctx: Ctx, put: ET.Element, get_url: str, data: bytes):
         check(r.read() == data, "GET returned other bytes")
 
 
-Ctx.host_meta = host_meta
-Ctx.http_put_get = http_put_get
 
 
 def find_service(ctx: Ctx, category: str, type_: str) -> str | None:
@@ -1226,15 +1226,10 @@ async def next_component_message(ctx: Ctx, match) -> slixmpp.Message:
             return m
 
 
-Ctx.find_service = find_service
-Ctx.find_service_feature = find_service_feature
-Ctx.next_component_message = next_component_message
 
 
 async def setup(ctx: Ctx):
     """The long-lived devices the probes share, subscriptions, an offline message, disco."""
-    ctx.shared = {}
-    ctx.agent_id = str(uuid.uuid4())
     # A 1×1 PNG: the avatar the vCard probes set.
     ctx.shared["photo"] = base64.b64decode(
         "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJ"
@@ -1266,7 +1261,6 @@ async def setup(ctx: Ctx):
     ctx.server_identities = {(i[0], i[1]) for i in info["disco_info"]["identities"]}
     items = await disco.get_items(ctx.domain, timeout=STEP)
     ctx.server_items = [str(i[0]) for i in items["disco_items"]["items"]]
-    ctx.item_infos = []
     for jid in ctx.server_items:
         with contextlib.suppress(IqError, IqTimeout):
             ii = await disco.get_info(jid, cached=False, timeout=STEP)
