@@ -21,6 +21,7 @@ import signal
 import socket
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import slixmpp
 
 from conftest import DOMAIN, STEP, Client, run
@@ -189,7 +190,19 @@ def test_the_phone_resumes_after_losing_signal_and_misses_nothing(kith):
     run(scenario())
 
 
-def test_messages_the_server_acked_survive_kill_9(kith):
+@pytest.mark.parametrize("phone_state", ["offline", "hibernated"])
+def test_messages_the_server_acked_survive_kill_9(kith, phone_state):
+    """The phone is either logged out, or its connection died and its session waits for a
+    resume (hibernated); the server confirms bob's messages, then loses power."""
+    async def scenario_hibernate():
+        async with device(kith, "alice", "phone", plugins=["xep_0198"]) as c:
+            assert c.plugin["xep_0198"].sm_id, "stream management with resumption enabled"
+            drop_connection(c)
+            await asyncio.wait_for(asyncio.shield(c.gone), STEP)
+
+    if phone_state == "hibernated":
+        run(scenario_hibernate())
+
     async def scenario_send():
         async with device(kith, "bob", "desk", plugins=["xep_0198"]) as bob:
             sm = bob.plugin["xep_0198"]
@@ -208,7 +221,7 @@ def test_messages_the_server_acked_survive_kill_9(kith):
                 if stanza.name == "message":
                     confirmed.append(stanza["body"])
             assert confirmed == sent
-            # Acked, not yet delivered (alice is offline): the power goes out.
+            # Acked, not yet delivered (the phone is off or unreachable): power cut.
             kith.stop(signal.SIGKILL)
             return sent
 
