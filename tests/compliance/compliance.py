@@ -73,9 +73,6 @@ NS_AVATAR_META = "urn:xmpp:avatar:metadata"
 NS_BOOKMARKS2 = "urn:xmpp:bookmarks:1"
 NS_PROBE = "urn:xmpp:kith:compliance:0"  # the PEP node the probes publish to
 
-PENDING = {"5": "group chat (MUC)", "6": "web and HTTP upload", "8": "federation"}
-
-
 # --------------------------------------------------------------------------- rows
 
 
