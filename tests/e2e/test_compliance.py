@@ -1,9 +1,9 @@
 """The CS2023 compliance check (tests/compliance/compliance.py) against a fresh Kith.
 
-Starts a server with alice, bob and carol and a component listener (the app server of
-the push probe), runs the script as a household admin would, prints its table, and
-asserts that every in-scope row is advertised and functionally passing, and that the
-rows owned by other issues are at worst `pending (issue N)`.
+Starts a server with alice, bob and carol and a component listener (the push probe's app
+server connects there), runs the script as a household admin would, prints its table, and
+asserts that every in-scope row is advertised and functionally passing, and that the rows
+owned by other issues are at worst `pending (issue N)`.
 """
 
 import json
@@ -12,24 +12,22 @@ import sys
 
 import pytest
 
-from conftest import COMPONENT_DOMAIN, COMPONENT_SECRET, PASSWORD, REPO, start_with_component
+from conftest import PASSWORD, REPO
 
 SCRIPT = REPO / "tests" / "compliance" / "compliance.py"
+APP_SERVER = "push.localhost"
+APP_SECRET = "app server shared secret"
 
 
 @pytest.mark.timeout(400)
-def test_cs2023_server_items_are_advertised_and_work(kith_factory, tmp_path):
-    k = kith_factory()
-    for user in ("alice", "bob", "carol"):
-        k.add_user(user)
-    component_port = start_with_component(k)
+def test_cs2023_server_items_are_advertised_and_work(kith_extra, tmp_path):
+    k = kith_extra(component=True, sections={"components": {APP_SERVER: APP_SECRET}})
     out = tmp_path / "compliance.json"
     cmd = [sys.executable, str(SCRIPT), "--port", str(k.c2s_port),
-           "--tls-port", str(k.c2s_tls_port), "--ca", str(k.ca.ca_cert), "--json", str(out)]
+           "--tls-port", str(k.c2s_tls_port), "--ca", str(k.ca.ca_cert), "--json", str(out),
+           "--component", f"{APP_SERVER}:{APP_SECRET}@{k.component_port}"]
     for user in ("alice", "bob", "carol"):
         cmd += ["--account", f"{user}:{PASSWORD}"]
-    if component_port:
-        cmd += ["--component", f"{COMPONENT_DOMAIN}:{COMPONENT_SECRET}@{component_port}"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=360)
     print(res.stdout)
     print(res.stderr[-3000:])
