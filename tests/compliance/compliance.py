@@ -1251,6 +1251,19 @@ async def setup(ctx: Ctx):
     phone.send_message(mto=ctx.jid(ctx.c), mbody=ctx.shared["offline_body"], mtype="chat")
     await phone.plugin["xep_0199"].ping(ctx.domain, timeout=STEP)
     ctx.shared["c_phone"] = await ctx.device(ctx.c, "phone")
+    # The XEP-0114 component that is also the XEP-0357 app server (connected before the
+    # server's disco#items are read: a connected component is listed there).
+    if ctx.args.component:
+        domain_secret, _, port = ctx.args.component.rpartition("@")
+        domain, _, secret = domain_secret.partition(":")
+        comp = AppServer(domain, secret, ctx.args.host, int(port))
+        try:
+            ctx.component = await comp.start()
+        except (ProbeError, asyncio.TimeoutError, OSError) as e:
+            ctx.component_error = f"{type(e).__name__}: {e}"
+            comp.abort()
+    else:
+        ctx.component_error = "no --component given"
     # Disco of the server, its items, and alice's account.
     disco = phone.plugin["xep_0030"]
     info = await disco.get_info(ctx.domain, cached=False, timeout=STEP)
@@ -1266,18 +1279,6 @@ async def setup(ctx: Ctx):
     info = await disco.get_info(ctx.jid(ctx.a), cached=False, timeout=STEP)
     ctx.account_features = set(info["disco_info"]["features"])
     ctx.account_identities = {(i[0], i[1]) for i in info["disco_info"]["identities"]}
-    # The XEP-0114 component that is also the XEP-0357 app server.
-    if ctx.args.component:
-        domain_secret, _, port = ctx.args.component.rpartition("@")
-        domain, _, secret = domain_secret.partition(":")
-        comp = AppServer(domain, secret, ctx.args.host, int(port))
-        try:
-            ctx.component = await comp.start()
-        except (ProbeError, asyncio.TimeoutError, OSError) as e:
-            ctx.component_error = f"{type(e).__name__}: {e}"
-            comp.abort()
-    else:
-        ctx.component_error = "no --component given"
 
 
 async def run_probes(args) -> list[Row]:
