@@ -1092,6 +1092,31 @@ async def p_bind2(ctx: Ctx, row: Row):
     row.detail = "bound inline; same user-agent id → same resource"
 
 
+@probe("XEP-0386 inline", "Carbons and stream management inline (Bind2, SASL2 resume)",
+       "issue 4")
+async def p_bind2_inline(ctx: Ctx, row: Row):
+    auth = ctx.pre_auth.find(f"{{{NS_SASL2}}}authentication") if ctx.pre_auth is not None \
+        else None
+    inline = auth.find(f"{{{NS_SASL2}}}inline/{{{NS_BIND2}}}bind/{{{NS_BIND2}}}inline") \
+        if auth is not None else None
+    offered = {f.get("var") for f in inline.iter(f"{{{NS_BIND2}}}feature")} \
+        if inline is not None else set()
+    row.advertised = {"urn:xmpp:carbons:2", NS_SM} <= offered
+    check(row.advertised, f"Bind2 inline features offered: {sorted(offered)}")
+    b = ctx.shared["b_desk"]
+    body = f"inline {secrets.token_hex(4)}"
+    loop = asyncio.get_running_loop()  # the raw client runs in a thread; slixmpp here
+
+    def bob_writes():
+        loop.call_soon_threadsafe(
+            lambda: b.send_message(mto=ctx.jid(ctx.a), mbody=body, mtype="chat"))
+
+    res = await asyncio.to_thread(sasl2_inline_resume, ctx, bob_writes, body)
+    row.functional = True
+    row.detail = (f"carbon copy on the inline-enabled session; SM enabled inline; "
+                  f"resumed inside <authenticate/> ({res})")
+
+
 @probe("XEP-0484", "FAST (token logins)", "issue 4")
 async def p_fast(ctx: Ctx, row: Row):
     auth = ctx.pre_auth.find(f"{{{NS_SASL2}}}authentication") if ctx.pre_auth is not None \
@@ -1153,6 +1178,62 @@ def sasl2_login(ctx: Ctx, request_token: bool = True) -> dict:
               f"ping after SASL2: {ET.tostring(iq)!r}")
         return {"jid": jid, "bound": ok.find(f"{{{NS_BIND2}}}bound") is not None,
                 "token": tok.get("token") if tok is not None else None}
+    finally:
+        raw.close()
+
+
+def sasl2_inline_resume(ctx: Ctx, send_to_alice, body: str) -> str:
+    """SASL2 + Bind2 with carbons and SM enabled inline: a message to alice's bare JID
+    (her phone has the higher priority) arrives here as a carbon; then the socket drops
+    and a new SASL2 login resumes the session inside <authenticate/>."""
+    acct = ctx.accounts[ctx.a]
+    token = base64.b64encode(f"\0{acct.user}\0{acct.password}".encode()).decode()
+    raw = _sasl2_start(ctx)
+    try:
+        raw.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='PLAIN'>"
+                 f"<initial-response>{token}</initial-response>{_user_agent(ctx)}"
+                 f"<bind xmlns='{NS_BIND2}'><tag>inline</tag>"
+                 "<enable xmlns='urn:xmpp:carbons:2'/>"
+                 f"<enable xmlns='{NS_SM}' resume='true'/></bind></authenticate>")
+        ok = raw.element()
+        check(ok.tag == f"{{{NS_SASL2}}}success", f"SASL2: {ET.tostring(ok)!r}")
+        enabled = ok.find(f"{{{NS_BIND2}}}bound/{{{NS_SM}}}enabled")
+        check(enabled is not None and enabled.get("id"),
+              f"no <enabled id/> in <bound/>: {ET.tostring(ok)!r}")
+        # Available (priority 0, below the phone's 10): an interested resource for carbons.
+        raw.send("<presence><priority>0</priority></presence>")
+        raw.send(f"<iq type='get' id='p2' to='{ctx.domain}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        handled = 0  # XEP-0198 h: stanzas received on this stream
+        got, ponged = None, False
+        deadline = time.monotonic() + STEP
+        while got is None and time.monotonic() < deadline:
+            e = raw.element(timeout=max(deadline - time.monotonic(), 0.01))
+            if e.tag in (f"{{{NS_CLIENT}}}{n}" for n in ("message", "presence", "iq")):
+                handled += 1
+            if e.tag == f"{{{NS_SM}}}r":
+                raw.send(f"<a xmlns='{NS_SM}' h='{handled}'/>")
+            if e.tag == f"{{{NS_CLIENT}}}iq" and e.get("id") == "p2" and not ponged:
+                ponged = True  # the presence was handled: now bob writes
+                send_to_alice()
+            if e.tag == f"{{{NS_CLIENT}}}message" and \
+                    e.find(".//{urn:xmpp:carbons:2}received") is not None and \
+                    e.findtext(".//{jabber:client}body") == body:
+                got = e
+        check(got is not None, "no <received/> carbon on the session that enabled it inline")
+        previd = enabled.get("id")
+    finally:
+        raw.close()
+    raw = _sasl2_start(ctx)
+    try:
+        raw.send(f"<authenticate xmlns='{NS_SASL2}' mechanism='PLAIN'>"
+                 f"<initial-response>{token}</initial-response>{_user_agent(ctx)}"
+                 f"<resume xmlns='{NS_SM}' previd='{previd}' h='{handled}'/>"
+                 "</authenticate>")
+        ok = raw.element()
+        check(ok.tag == f"{{{NS_SASL2}}}success", f"SASL2 resume: {ET.tostring(ok)!r}")
+        resumed = ok.find(f"{{{NS_SM}}}resumed")
+        check(resumed is not None, f"no <resumed/> in <success/>: {ET.tostring(ok)!r}")
+        return f"h={resumed.get('h')}"
     finally:
         raw.close()
 
