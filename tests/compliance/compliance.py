@@ -1388,8 +1388,8 @@ async def run_probes(args) -> list[Row]:
             row.detail = row.detail or "timed out waiting for the expected stanza"
         except Exception as e:  # noqa: BLE001
             row.functional = False
-            row.detail = f"{type(e).__name__ if not isinstance(e, ProbeError) else ''}" \
-                f"{': ' if not isinstance(e, ProbeError) else ''}{e}"
+            # A ProbeError says what failed; anything else also says what kind of error.
+            row.detail = str(e) if isinstance(e, ProbeError) else f"{type(e).__name__}: {e}"
         if row.owner and not row.ok and row.advertised is None:
             row.advertised = False
     for d in ctx.devices:
