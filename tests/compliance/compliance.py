@@ -381,9 +381,23 @@ class Ctx:
         return ctx
 
     def raw(self, direct: bool = False) -> RawXmpp:
+        """A raw socket client (TLS names checked against --domain, not the e2e default)."""
         port = self.args.tls_port if direct else self.args.port
-        return RawXmpp(port, host=self.args.host,
-                       direct_tls=self.tls_context() if direct else None)
+        raw = RawXmpp(port, host=self.args.host)
+        if direct:
+            raw.sock = self.tls_context().wrap_socket(raw.sock, server_hostname=self.domain)
+        return raw
+
+    def starttls(self, raw: RawXmpp):
+        """STARTTLS on `raw`, then a fresh stream header to --domain."""
+        raw.open_stream(to=self.domain)
+        feats = raw.features()
+        check(feats.find(f"{{{NS_TLS}}}starttls") is not None, "no <starttls/> offered")
+        raw.send(f"<starttls xmlns='{NS_TLS}'/>")
+        raw.expect(f"{{{NS_TLS}}}proceed")
+        raw.sock = self.tls_context().wrap_socket(raw.sock, server_hostname=self.domain)
+        raw.raw = b""
+        raw.open_stream(to=self.domain)
 
     def stream_feature(self, tag: str, after_auth: bool = True) -> bool:
         feats = self.post_auth if after_auth else self.pre_auth
@@ -397,17 +411,16 @@ def capture_stream_features(ctx: Ctx):
     """STARTTLS, SASL PLAIN on a raw socket: the stream features before and after auth."""
     raw = ctx.raw()
     try:
-        raw.starttls(ctx.tls_context())
+        ctx.starttls(raw)
         ctx.tls_version = raw.sock.version()
         ctx.tls_cipher = raw.sock.cipher()[0]
-        raw.open_stream()
         ctx.pre_auth = raw.features()
         acct = ctx.accounts[ctx.a]
         res = raw.auth_plain(acct.user, acct.password)
         check(res.tag == f"{{{NS_SASL}}}success", f"PLAIN failed: {ET.tostring(res)!r}")
-        raw.open_stream()
+        raw.open_stream(to=ctx.domain)
         ctx.post_auth = raw.features()
-    except (AssertionError, ssl.SSLError, OSError, TimeoutError, StreamClosed) as e:
+    except (ProbeError, AssertionError, ssl.SSLError, OSError, TimeoutError, StreamClosed) as e:
         ctx.tls_error = f"{type(e).__name__}: {e}"
     finally:
         raw.close()
@@ -460,7 +473,7 @@ async def p_tls(ctx: Ctx, row: Row):
     # STARTTLS is mandatory: the first features carry <starttls><required/>.
     raw = ctx.raw()
     try:
-        raw.open_stream()
+        raw.open_stream(to=ctx.domain)
         feats = raw.features()
         tls = feats.find(f"{{{NS_TLS}}}starttls")
         row.advertised = tls is not None
@@ -1142,8 +1155,7 @@ async def p_fast(ctx: Ctx, row: Row):
 
 def _sasl2_start(ctx: Ctx) -> RawXmpp:
     raw = ctx.raw()
-    raw.starttls(ctx.tls_context())
-    raw.open_stream()
+    ctx.starttls(raw)
     raw.features()
     return raw
 
