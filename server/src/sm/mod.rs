@@ -9,7 +9,11 @@
 //! Acks from the server mean durable: the session loop handles an inbound
 //! stanza completely (a message for an offline or hibernated account is in
 //! SQLite, `synchronous=FULL`) before it counts it, and `<a h/>` reports only
-//! counted stanzas.
+//! counted stanzas. A delivered message is archived without waiting for the
+//! commit (`storage/archive.rs`), so before an `<a h/>` (and before a
+//! hibernated session can report its `h`) the session waits for the highest
+//! archive id its own stanzas produced to be durable ([`durable`]). Sessions
+//! without stream management never wait.
 
 pub mod table;
 
@@ -239,6 +243,12 @@ impl Sm {
         }
         out
     }
+}
+
+/// Wait until everything the session's own stanzas archived is on disk:
+/// called before an `h` covering them goes to the client.
+pub async fn durable(core: &Core, session: &SessionHandle) {
+    core.db.archive_durable(session.archived()).await;
 }
 
 /// Bytes of unacknowledged stanzas one session may hold: 16 of the largest

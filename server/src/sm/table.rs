@@ -169,6 +169,9 @@ pub async fn hibernate(core: &Arc<Core>, session: &Arc<SessionHandle>, mut sm: S
     }
     session.clear_kick();
     let rows = detach_and_park(core, session, &mut sm).await;
+    // `<resumed h/>` and `<failed h/>` report `sm.inbound`: like `<a h/>`,
+    // only once what those stanzas archived is on disk.
+    super::durable(core, session).await;
     let (tx, rx) = oneshot::channel();
     {
         let mut map = core.sm.lock();

@@ -102,6 +102,10 @@ async fn serve<T: Transport>(
                             }
                         };
                         if let Some(reply) = reply {
+                            // `<a h/>` covers only stanzas whose archive rows are durable.
+                            if reply.name() == "a" {
+                                crate::sm::durable(&core, &session).await;
+                            }
                             if Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.send(&reply)))
                                 .await
                                 .map_or(true, |r| r.is_err())
