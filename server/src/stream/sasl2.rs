@@ -291,10 +291,14 @@ pub(super) async fn authenticate<T: Transport>(
         success = success.child(failed);
     }
     let (bound, effects, sm) = match bound {
-        Some(b) => (Some(b.jid), {
-            success = success.child(b.bound);
-            b.effects
-        }, b.sm),
+        Some(b) => (
+            Some(b.jid),
+            {
+                success = success.child(b.bound);
+                b.effects
+            },
+            b.sm,
+        ),
         None => (None, Vec::new(), crate::sm::Sm::default()),
     };
     if let Some(t) = token {
