@@ -195,3 +195,22 @@ def test_another_accounts_session_cannot_be_resumed(kith, test_ca):
     finally:
         raw.close()
 
+
+
+def test_a_resume_right_after_the_drop_waits_for_the_session_and_takes_it(kith, test_ca):
+    """The new connection may be faster than the server noticing the old one is gone."""
+    ctx = test_ca.client_context()
+    for attempt in range(3):
+        raw, ok = sasl2_password_login(kith, ctx, "alice", agent=PHONE,
+                                       extra=bind2_xml("Phone",
+                                                       f"<enable xmlns='{NS_SM}' resume='true'/>"))
+        previd = ok.find(f"{{{NS_BIND2}}}bound/{SM}enabled").get("id")
+        raw.close()
+        again, ok2 = sasl2_password_login(
+            kith, ctx, "alice", agent=PHONE,
+            extra=f"<resume xmlns='{NS_SM}' previd='{previd}' h='0'/>")
+        resumed = ok2.find(f"{SM}resumed")
+        assert resumed is not None and resumed.get("previd") == previd, \
+            f"attempt {attempt}: {ET.tostring(ok2)!r}"
+        Phone(again).ping("p1")
+        again.close()

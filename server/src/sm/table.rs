@@ -178,6 +178,10 @@ pub async fn hibernate(core: &Arc<Core>, session: &Arc<SessionHandle>, mut sm: S
             rows,
             verdict: tx,
         });
+        // A <resume/> that came while the connection was being detached
+        // kicked it (under this lock); that kick must not end the session
+        // the resume is about to claim.
+        entry.session.clear_resume_kick();
         entry.hibernated.notify_one();
     }
     tracing::info!(jid = %session.jid, "connection lost; session waits to be resumed");
