@@ -241,6 +241,15 @@ impl SessionHandle {
         *self.kick.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
+    /// Forget a [`Kick::Resumed`] only: a `<resume/>` asked to drop a
+    /// connection that is gone already (the session is being parked).
+    pub fn clear_resume_kick(&self) {
+        let mut k = self.kick.lock().unwrap_or_else(|e| e.into_inner());
+        if *k == Some(Kick::Resumed) {
+            *k = None;
+        }
+    }
+
     /// The session ended: drop what is queued and refuse more.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
