@@ -16,6 +16,7 @@
 pub mod access;
 pub mod config;
 pub mod notify;
+pub mod remote;
 pub mod service;
 
 use std::sync::Arc;
