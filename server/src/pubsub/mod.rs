@@ -98,6 +98,9 @@ pub async fn subscribed(core: &Arc<Core>, owner: &BareJid, subscriber: &BareJid)
     for s in crate::deliver::available(core, subscriber) {
         notify::last_items_of(core, &s, owner, false).await;
     }
+    if crate::s2s::is_remote(core, subscriber.domain().as_str()) {
+        remote::subscribed(core, owner, subscriber).await;
+    }
 }
 
 /// Whose PEP service an IQ addresses (the sender's own when no `to`), after

@@ -146,11 +146,13 @@ pub async fn presence(core: &Arc<Core>, p: &Element, from: &Jid, owner: &BareJid
         return;
     }
     let contact = full.to_bare();
-    let subscribed = matches!(
+    // Contacts only (their presence reaches `owner` through a subscription);
+    // whether they may see a node is checked when something is sent.
+    let contact_of_owner = matches!(
         core.db.roster_item(username(owner), contact.as_str()).await,
-        Ok(Some(i)) if i.subscription.has_from()
+        Ok(Some(i)) if i.subscription.has_from() || i.subscription.has_to()
     );
-    if !subscribed {
+    if !contact_of_owner {
         return;
     }
     let Some(c) = caps::claim(p) else {
@@ -162,7 +164,7 @@ pub async fn presence(core: &Arc<Core>, p: &Element, from: &Jid, owner: &BareJid
     }
     if let Some(f) = core.caps.cached(&c.key) {
         if core.caps.remote.set(&full, &c.key, f, owner) {
-            last_items(core, owner, &full).await;
+            last_items(core, owner, &full, true).await;
         }
         return;
     }
@@ -218,14 +220,36 @@ async fn learned(core: &Arc<Core>, full: &FullJid, c: &Claim, reply: Option<Elem
     }
     for owner in waiting {
         if core.caps.remote.set(full, &c.key, features.clone(), &owner) {
-            last_items(core, &owner, full).await;
+            last_items(core, &owner, full, true).await;
         }
     }
 }
 
+/// `subscriber`, on another server, was just allowed to see `owner`'s
+/// presence: its known resources get `owner`'s last items now.
+pub async fn subscribed(core: &Arc<Core>, owner: &BareJid, subscriber: &BareJid) {
+    let resources: Vec<FullJid> = {
+        let inner = core.caps.remote.lock();
+        inner
+            .by_contact
+            .get(subscriber)
+            .map(|m| {
+                m.keys()
+                    .filter_map(|r| FullJid::new(&format!("{subscriber}/{r}")).ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    for full in resources {
+        last_items(core, owner, &full, false).await;
+    }
+}
+
 /// Send the remote resource `to` the last item of each of `owner`'s nodes it
-/// wants and may see (`send_last_published_item` = `on_sub_and_presence`).
-async fn last_items(core: &Arc<Core>, owner: &BareJid, to: &FullJid) {
+/// wants and may see, whose `send_last_published_item` allows it
+/// (`on_sub_and_presence` when it came online, also `on_sub` when it was
+/// just subscribed).
+async fn last_items(core: &Arc<Core>, owner: &BareJid, to: &FullJid, on_presence: bool) {
     let user = username(owner).to_string();
     let Ok(nodes) = core.db.pep_nodes(&user).await else {
         return;
@@ -236,7 +260,12 @@ async fn last_items(core: &Arc<Core>, owner: &BareJid, to: &FullJid) {
             continue;
         }
         let cfg = NodeConfig::from_row(&row);
-        if cfg.send_last != SendLast::OnSubAndPresence
+        let send = match cfg.send_last {
+            SendLast::Never => false,
+            SendLast::OnSub => !on_presence,
+            SendLast::OnSubAndPresence => true,
+        };
+        if !send
             || access::check(core, owner, &cfg, &to.to_bare())
                 .await
                 .is_err()
