@@ -294,3 +294,62 @@ impl RemoteCaps {
             .unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(s: &str) -> FullJid {
+        FullJid::new(s).expect("jid")
+    }
+
+    fn bare(s: &str) -> BareJid {
+        BareJid::new(s).expect("jid")
+    }
+
+    fn nick_features() -> Arc<Features> {
+        Arc::new(Features::from([
+            "http://jabber.org/protocol/nick+notify".to_string()
+        ]))
+    }
+
+    #[test]
+    fn only_interested_resources_are_notified_and_unavailable_ones_forgotten() {
+        let r = RemoteCaps::default();
+        let dave = bare("dave@kith.test");
+        let phone = full("quinn@peer.test/phone");
+        let laptop = full("quinn@peer.test/laptop");
+        assert!(r.set(&phone, "k1", nick_features(), &dave));
+        assert!(!r.set(&phone, "k1", nick_features(), &dave), "served once");
+        assert!(r.set(&laptop, "k2", Arc::new(Features::new()), &dave));
+        let quinn = bare("quinn@peer.test");
+        let nick = "http://jabber.org/protocol/nick";
+        assert_eq!(r.interested(&quinn, nick), vec![phone.clone()]);
+        assert!(r.served(&phone, "k1", &dave));
+        assert!(
+            !r.served(&phone, "k2", &dave),
+            "a new claim is served again"
+        );
+        r.forget(&phone);
+        assert!(r.interested(&quinn, nick).is_empty());
+        r.forget(&laptop);
+        assert_eq!(r.lock().count, 0);
+        assert!(r.lock().by_contact.is_empty());
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let r = RemoteCaps::default();
+        let dave = bare("dave@kith.test");
+        for i in 0..MAX_REMOTE_RESOURCES {
+            assert!(r.set(
+                &full(&format!("q@peer.test/{i}")),
+                "k",
+                nick_features(),
+                &dave
+            ));
+        }
+        assert!(!r.set(&full("q@peer.test/one-more"), "k", nick_features(), &dave));
+        assert_eq!(r.lock().count, MAX_REMOTE_RESOURCES);
+    }
+}
