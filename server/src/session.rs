@@ -91,6 +91,9 @@ pub struct SessionHandle {
     /// Applied to every stanza before it is queued: a component's stream
     /// speaks `jabber:component:accept`, not `jabber:client` (XEP-0114).
     rewrite: std::sync::OnceLock<fn(&Element) -> Element>,
+    /// The highest archive id this session's own stanzas produced: stream
+    /// management waits for it to be durable before acknowledging them.
+    archived: std::sync::atomic::AtomicI64,
 }
 
 impl SessionHandle {
@@ -119,7 +122,19 @@ impl SessionHandle {
             kicked: Notify::new(),
             state: Mutex::new(PresenceState::default()),
             rewrite: std::sync::OnceLock::new(),
+            archived: std::sync::atomic::AtomicI64::new(0),
         }
+    }
+
+    /// A stanza of this session was archived under `id` (see `mam`).
+    pub fn note_archived(&self, id: i64) {
+        self.archived
+            .fetch_max(id, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The highest archive id this session's stanzas produced (0: none).
+    pub fn archived(&self) -> i64 {
+        self.archived.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Rewrite every stanza queued from now on with `f` (set once).
@@ -224,6 +239,15 @@ impl SessionHandle {
     /// Forget a kick that was handled (a resumed session lives on).
     pub fn clear_kick(&self) {
         *self.kick.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    /// Forget a [`Kick::Resumed`] only: a `<resume/>` asked to drop a
+    /// connection that is gone already (the session is being parked).
+    pub fn clear_resume_kick(&self) {
+        let mut k = self.kick.lock().unwrap_or_else(|e| e.into_inner());
+        if *k == Some(Kick::Resumed) {
+            *k = None;
+        }
     }
 
     /// The session ended: drop what is queued and refuse more.

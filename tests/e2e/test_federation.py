@@ -40,8 +40,11 @@ from pathlib import Path
 
 import pytest
 
+from slixmpp.exceptions import IqError
+
 from conftest import (KITH_BIN, NS_SASL, NS_STREAM, NS_TLS, PASSWORD, START, STEP, Client,
-                      Kith, PortTaken, RawXmpp, StreamClosed, free_port, run, toml_value)
+                      Kith, PortTaken, RawXmpp, StreamClosed, free_port, item_payloads,
+                      pep_events, run, stanza_error, toml_value)
 
 KITH = "kith.fedtest"
 PROSODY = "prosody.fedtest"
@@ -288,7 +291,7 @@ storage = "internal"
 unbound = {{ resolvconf = "{resolv}"; hoststxt = false }}
 log = {{ debug = "{self.log}" }}
 modules_enabled = {{ "roster"; "saslauth"; "tls"; "dialback"; "disco"; "ping"; "vcard";
-  "offline"; "posix"; "admin_shell" }}
+  "offline"; "posix"; "admin_shell"; "pep" }}
 modules_disabled = {{ "limits" }}
 ssl = {{ certificate = "{cert}"; key = "{key}"; cafile = "{ca.ca_cert}" }}
 VirtualHost "{PROSODY}"
@@ -383,6 +386,9 @@ modules:
   mod_ping: {{}}
   mod_vcard: {{}}
   mod_s2s_dialback: {{}}
+  mod_caps: {{}}
+  mod_pubsub:
+    plugins: ["flat", "pep"]
   mod_muc:
     host: "conference.{EJABBERD}"
     access_create: muc_create
@@ -486,7 +492,7 @@ def fkith(fed, tmp_path_factory):
     """Kith for kith.fedtest with alice and bob, shared by the module's tests."""
     d = tmp_path_factory.mktemp("kith")
     k = FedKith(d, fed.ca, fed.net, fed.dns.resolv)
-    for u in ("alice", "bob", "carol"):
+    for u in ("alice", "bob", "carol", "dave"):
         k.add_user(u)
     k.start()
     try:
@@ -1196,3 +1202,63 @@ def test_an_insecure_domain_is_accepted_by_dialback_alone_and_logged(fed, tmp_pa
     finally:
         auth.stop()
         k.stop()
+
+
+# --------------------------------------------------------------------------- PEP across servers
+
+NICK = "http://jabber.org/protocol/nick"
+
+
+async def pep_ready(c: Client):
+    """Advertise `nick+notify` in the client's entity capabilities (XEP-0115) and go online."""
+    for plugin in ("xep_0115", "xep_0163", "xep_0060", "xep_0172"):
+        c.register_plugin(plugin)
+    await c.plugin["xep_0115"].update_caps(broadcast=False)
+    c.send_presence()
+    await c.plugin["xep_0199"].ping(c.boundjid.domain, timeout=STEP)
+
+
+async def nick_from(events: asyncio.Queue, who: str, nick: str):
+    """Wait for `who`'s nickname event carrying `nick` (a last item sent earlier may come
+    first)."""
+    async def wait():
+        while True:
+            kind, msg = await events.get()
+            items = msg["pubsub_event"]["items"]
+            if (kind == "publish" and msg["from"].bare == who and items["node"] == NICK
+                    and items["item"]["nick"]["nick"] == nick):
+                return msg
+    return await asyncio.wait_for(wait(), STEP * 3)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_pep_nicknames_cross_to_contacts_and_not_to_strangers(fed, fkith, name):
+    """XEP-0163 across federation: dave (Kith) and quinn (the peer) share presence; each
+    one's new nickname reaches the other's client, which asked for it with `nick+notify`;
+    quinn may read dave's presence-model node, pat (no subscription) may not."""
+    p = peer(fed, name)
+    dave_jid, quinn_jid = f"dave@{KITH}", f"quinn@{p.domain}"
+
+    async def scenario():
+        async with on(fkith, dave_jid, presence=False) as dave, \
+                on(p, quinn_jid, presence=False) as quinn, on(p, f"pat@{p.domain}") as pat:
+            await pep_ready(dave)
+            await pep_ready(quinn)
+            ev_dave, ev_quinn = pep_events(dave), pep_events(quinn)
+            await subscribe_both_ways(dave, quinn)
+
+            nick = f"Dave {secrets.token_hex(2)}"
+            await dave.plugin["xep_0172"].publish_nick(nick, timeout=STEP)
+            await nick_from(ev_quinn, dave_jid, nick)
+
+            theirs = f"Quinn {secrets.token_hex(2)}"
+            await quinn.plugin["xep_0172"].publish_nick(theirs, timeout=STEP)
+            await nick_from(ev_dave, quinn_jid, theirs)
+
+            items = await quinn.plugin["xep_0060"].get_items(dave_jid, NICK, timeout=STEP * 2)
+            assert [x.text for _, x in item_payloads(items)] == [nick]
+            with pytest.raises(IqError) as e:
+                await pat.plugin["xep_0060"].get_items(dave_jid, NICK, timeout=STEP * 2)
+            assert stanza_error(e.value) == ("not-authorized", "presence-subscription-required")
+
+    run(scenario(), 120)

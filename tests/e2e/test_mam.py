@@ -3,6 +3,7 @@ and laptop of the household can fetch the conversations it missed, page by page.
 
 import asyncio
 import datetime
+import signal
 import sqlite3
 import xml.etree.ElementTree as ET
 
@@ -11,7 +12,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Collector
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from conftest import DOMAIN, STEP, online, run, wait_until
+from conftest import DOMAIN, STEP, RawXmpp, online, run, wait_until
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -428,6 +429,12 @@ def test_history_survives_a_restart_and_a_kill(kith):
         async with online(kith, "alice", "phone") as alice, \
                 online(kith, "bob", "laptop") as bob:
             await send_and_receive(alice, bob, texts)
+            # The archive commits shortly after delivery, off the sender's path: a
+            # message is certainly on disk once a stream management ack covered it
+            # (test_an_acked_message_to_an_online_account_is_in_its_history_after_kill_9)
+            # or an archive query saw it.
+            results, _ = await query(with_mam(bob))
+            assert bodies(results)[-len(texts):] == texts
 
     async def check(expected):
         async with online(kith, "bob", "laptop") as bob:
@@ -442,6 +449,44 @@ def test_history_survives_a_restart_and_a_kill(kith):
     kith.stop(sig=9)
     kith.start()
     run(check(["before restart", "before kill"]))
+
+
+def test_an_acked_message_to_an_online_account_is_in_its_history_after_kill_9(kith, test_ca):
+    """bob is online; alice's laptop (with stream management) writes him a burst of 200
+    messages and asks for an ack; the moment the server acks them it is killed with
+    SIGKILL. After a restart all 200 are in bob's history (and alice's), in order: the
+    server acked nothing before its archive rows were on disk."""
+    ns_sm = "urn:xmpp:sm:3"
+    ctx = test_ca.client_context()
+    bob = RawXmpp(kith.c2s_port)
+    alice = RawXmpp(kith.c2s_port)
+    sent = [f"k{i}" for i in range(200)]
+    try:
+        bob.login(ctx, "bob", "laptop")
+        bob.send("<presence/>")
+        alice.login(ctx, "alice", "laptop")
+        alice.send(f"<enable xmlns='{ns_sm}'/>")
+        alice.expect(f"{{{ns_sm}}}enabled")
+        alice.send("".join(f"<message to='{BOB}' type='chat'><body>{b}</body></message>"
+                           for b in sent) + f"<r xmlns='{ns_sm}'/>")
+        while True:
+            el = alice.element(STEP)
+            if el.tag == f"{{{ns_sm}}}a":
+                break
+        assert int(el.get("h")) == len(sent)
+        kith.stop(signal.SIGKILL)
+    finally:
+        alice.close()
+        bob.close()
+    kith.start()
+
+    async def check(user):
+        async with online(kith, user, "phone") as c:
+            results, fin = await query(with_mam(c), max=250)
+            assert bodies(results) == sent
+            assert fin["complete"]
+    run(check("bob"))
+    run(check("alice"))
 
 
 def test_retention_prunes_old_history(kith):

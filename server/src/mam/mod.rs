@@ -2,7 +2,7 @@
 //!
 //! Every 1:1 message between local accounts that the archiving rules keep
 //! (`rules.rs`) and the account's preferences allow (`prefs.rs`) is archived
-//! twice, before it is delivered: once for the sender (outgoing) and once for
+//! twice when it is delivered: once for the sender (outgoing) and once for
 //! the recipient (incoming, also when the recipient is offline). The
 //! recipient's copy gets `<stanza-id by='recipient' id='archive id'/>`, so the
 //! live message, its carbons, the offline copy and the archive all carry the
@@ -110,8 +110,13 @@ fn archive<'a>(
         if rows.is_empty() {
             return true;
         }
-        match core.db.archive_store(&rows).await {
+        // Not waiting for the commit: a stream management ack waits for it
+        // instead (`sm`), through the sender's highest archive id.
+        match core.db.archive_enqueue(&rows).await {
             Ok(ids) => {
+                if let Some(last) = ids.iter().max() {
+                    sender.note_archived(*last);
+                }
                 if keep_in {
                     if let Some(id) = ids.first() {
                         msg.append_child(rules::stanza_id(recipient.as_str(), *id));

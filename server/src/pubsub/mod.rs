@@ -16,6 +16,7 @@
 pub mod access;
 pub mod config;
 pub mod notify;
+pub mod remote;
 pub mod service;
 
 use std::sync::Arc;
@@ -96,6 +97,9 @@ pub async fn caps_known(core: &Arc<Core>, session: &Arc<SessionHandle>) {
 pub async fn subscribed(core: &Arc<Core>, owner: &BareJid, subscriber: &BareJid) {
     for s in crate::deliver::available(core, subscriber) {
         notify::last_items_of(core, &s, owner, false).await;
+    }
+    if crate::s2s::is_remote(core, subscriber.domain().as_str()) {
+        remote::subscribed(core, owner, subscriber).await;
     }
 }
 

@@ -7,6 +7,8 @@
 //! — and of those only the sessions whose entity capabilities list
 //! `<node>+notify` (filtered notifications, XEP-0163 §5) — plus whoever
 //! subscribed to the node explicitly (XEP-0060 §6.1) and is still admitted.
+//! Contacts on other servers are reached across s2s, at the resources
+//! `remote` knows to be available and interested.
 
 use std::sync::Arc;
 
@@ -56,9 +58,14 @@ pub fn delete_event(node: &str) -> Element {
 }
 
 fn message(owner: &BareJid, to: &SessionHandle, event_child: Element) -> Element {
+    message_to(owner, to.jid.as_str(), event_child)
+}
+
+/// The headline `<message/>` carrying an event about `owner`'s node to `to`.
+pub fn message_to(owner: &BareJid, to: &str, event_child: Element) -> Element {
     el("message", ns::CLIENT)
         .attr("from", owner.as_str())
-        .attr("to", to.jid.as_str())
+        .attr("to", to)
         .attr("type", "headline")
         .attr("id", crate::core::random_hex(8))
         .child(el("event", NS_EVENT).child(event_child).build())
@@ -85,10 +92,21 @@ pub async fn broadcast(
         let Ok(contact) = BareJid::new(&item.contact) else {
             continue;
         };
-        if contact.domain().as_str() != core.domain || &contact == owner {
+        if &contact == owner {
             continue;
         }
-        if access::check(core, owner, cfg, &contact).await.is_ok() {
+        let remote = contact.domain().as_str() != core.domain;
+        if access::check(core, owner, cfg, &contact).await.is_err() {
+            continue;
+        }
+        if remote {
+            // A contact on another server: its resources that asked for
+            // the node, as learned from their presence (`remote.rs`).
+            for full in core.caps.remote.interested(&contact, node) {
+                let m = message_to(owner, full.as_str(), event_child.clone());
+                crate::s2s::route_out(core, m);
+            }
+        } else {
             targets.extend(available(core, &contact));
         }
     }

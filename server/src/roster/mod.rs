@@ -298,6 +298,7 @@ pub(crate) async fn deliver_inbound(
             crate::s2s::route_out(core, sub_presence(contact, from, reply, None));
             if reply == SubType::Subscribed {
                 crate::presence::send_current_presence(core, contact, from, true);
+                crate::pubsub::subscribed(core, contact, from).await;
             }
             return;
         }

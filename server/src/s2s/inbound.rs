@@ -226,16 +226,22 @@ async fn presence(core: &Arc<Core>, p: Element, from: &Jid, to: &Jid) {
                 super::route_out(core, reply);
             }
         }
-        None | Some("unavailable") | Some("error") => match to.clone().try_into_full() {
-            Ok(full) => {
-                if let Some(s) = core.sessions.get(&full) {
-                    s.send(p);
+        None | Some("unavailable") | Some("error") => {
+            // PEP: the contact's resources and capabilities (pubsub/remote.rs).
+            if ty.as_deref() != Some("error") {
+                crate::pubsub::remote::presence(core, &p, from, &bare).await;
+            }
+            match to.clone().try_into_full() {
+                Ok(full) => {
+                    if let Some(s) = core.sessions.get(&full) {
+                        s.send(p);
+                    }
+                }
+                Err(b) => {
+                    crate::deliver::to_available(core, &b, &p);
                 }
             }
-            Err(b) => {
-                crate::deliver::to_available(core, &b, &p);
-            }
-        },
+        }
         _ => {}
     }
 }
@@ -252,6 +258,8 @@ async fn iq(core: &Arc<Core>, iq: Element, from: Jid, to: Jid) {
         return;
     }
     if !is_request {
+        // A reply to an IQ the server sent (iq_out.rs: capability queries).
+        core.iq_out.resolve(&iq);
         return;
     }
     let payloads: Vec<&Element> = iq.children().collect();

@@ -9,7 +9,11 @@
 //! Acks from the server mean durable: the session loop handles an inbound
 //! stanza completely (a message for an offline or hibernated account is in
 //! SQLite, `synchronous=FULL`) before it counts it, and `<a h/>` reports only
-//! counted stanzas.
+//! counted stanzas. A delivered message is archived without waiting for the
+//! commit (`storage/archive.rs`), so before an `<a h/>` (and before a
+//! hibernated session can report its `h`) the session waits for the highest
+//! archive id its own stanzas produced to be durable ([`durable`]). Sessions
+//! without stream management never wait.
 
 pub mod table;
 
@@ -38,6 +42,10 @@ pub const MODULE: Module = Module {
 
 fn register(r: &mut Registry) {
     r.stream_feature(|| Element::bare("sm", NS));
+    // Listed as a Bind2 inline feature (XEP-0386). The `<enable/>` itself is
+    // answered by the SASL2 code with [`Sm::enable_inline`]: the state it
+    // creates belongs to the connection, not to the session handle.
+    r.bind2_inline(NS, |_, _, _| crate::registry::Bind2Outcome::default());
 }
 
 /// `<failed/>` with a stanza error condition (and the server's `h` when known).
@@ -76,6 +84,42 @@ impl Sm {
         self.id.is_some()
     }
 
+    /// Turn stream management on as `<enable/>` asks; returns `<enabled/>`.
+    /// A resumable session gets its id here; [`Sm::register`] makes it
+    /// claimable once the session exists.
+    fn enable(&mut self, core: &Core, req: &Element) -> Element {
+        self.enabled = true;
+        let wants = matches!(req.attr("resume"), Some("true" | "1"));
+        let secs = core.config.limits.sm_resume_timeout.as_secs();
+        if !(wants && secs > 0) {
+            return Element::bare("enabled", NS);
+        }
+        let id = crate::core::random_hex(16);
+        self.id = Some(id.clone());
+        el("enabled", NS)
+            .attr("id", id)
+            .attr("resume", "true")
+            .attr("max", secs.to_string())
+            .build()
+    }
+
+    /// `<enable/>` inside Bind2's `<bind/>` (XEP-0198 with XEP-0386): the
+    /// state for the session about to start (counting from 0) and the
+    /// `<enabled/>` for `<bound/>`.
+    pub fn enable_inline(core: &Core, req: &Element) -> (Sm, Element) {
+        let mut sm = Sm::default();
+        let enabled = sm.enable(core, req);
+        (sm, enabled)
+    }
+
+    /// Enter a resumable session in the resumption table (no-op otherwise).
+    pub fn register(&self, core: &Core, session: &Arc<SessionHandle>) {
+        if let Some(id) = &self.id {
+            core.sm.register(id.clone(), session);
+            tracing::debug!(jid = %session.jid, "stream management enabled, resumable");
+        }
+    }
+
     /// A stanza from the client was handled.
     pub fn count_in(&mut self) {
         if self.enabled {
@@ -96,22 +140,9 @@ impl Sm {
                 if self.enabled {
                     return Ok(Some(failed("unexpected-request", None)));
                 }
-                self.enabled = true;
-                let wants = matches!(req.attr("resume"), Some("true" | "1"));
-                let secs = core.config.limits.sm_resume_timeout.as_secs();
-                if wants && secs > 0 {
-                    let id = core.sm.register(session);
-                    self.id = Some(id.clone());
-                    tracing::debug!(jid = %session.jid, "stream management enabled, resumable");
-                    return Ok(Some(
-                        el("enabled", NS)
-                            .attr("id", id)
-                            .attr("resume", "true")
-                            .attr("max", secs.to_string())
-                            .build(),
-                    ));
-                }
-                Ok(Some(Element::bare("enabled", NS)))
+                let enabled = self.enable(core, req);
+                self.register(core, session);
+                Ok(Some(enabled))
             }
             "r" if self.enabled => Ok(Some(self.answer())),
             "a" if self.enabled => {
@@ -226,11 +257,22 @@ impl Sm {
     /// (those after its `h`), as bytes to write first on the new connection.
     pub fn resumed_bytes(&self, previd: &str) -> Vec<u8> {
         let mut out = Vec::new();
-        let resumed = el("resumed", NS)
+        crate::xml::serialize(&self.resumed(previd), &mut out);
+        out.extend(self.resend_bytes());
+        out
+    }
+
+    /// `<resumed previd h/>` (inside SASL2's `<success/>` when resumed there).
+    pub fn resumed(&self, previd: &str) -> Element {
+        el("resumed", NS)
             .attr("previd", previd)
             .attr("h", self.inbound.to_string())
-            .build();
-        crate::xml::serialize(&resumed, &mut out);
+            .build()
+    }
+
+    /// Every stanza the client did not receive, with an `<r/>` after them.
+    pub fn resend_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::new();
         for s in &self.unacked {
             out.extend_from_slice(s);
         }
@@ -239,6 +281,12 @@ impl Sm {
         }
         out
     }
+}
+
+/// Wait until everything the session's own stanzas archived is on disk:
+/// called before an `h` covering them goes to the client.
+pub async fn durable(core: &Core, session: &SessionHandle) {
+    core.db.archive_durable(session.archived()).await;
 }
 
 /// Bytes of unacknowledged stanzas one session may hold: 16 of the largest

@@ -22,7 +22,7 @@ use minidom::Element;
 use tokio::sync::{oneshot, Notify};
 
 use super::{failed, parse_h, Sm};
-use crate::core::{random_hex, Core};
+use crate::core::Core;
 use crate::session::{Kick, SessionHandle};
 use crate::stanza::{error_reply, StanzaError};
 use crate::xml::{el, ns, serialize};
@@ -82,11 +82,10 @@ impl Table {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Make `session` resumable; returns its resumption id.
-    pub fn register(&self, session: &Arc<SessionHandle>) -> String {
-        let id = random_hex(16);
+    /// Make `session` resumable under the (fresh, random) id `id`.
+    pub fn register(&self, id: String, session: &Arc<SessionHandle>) {
         self.lock().insert(
-            id.clone(),
+            id,
             Entry {
                 bare: session.jid.to_bare(),
                 session: session.clone(),
@@ -94,7 +93,6 @@ impl Table {
                 hibernated: Arc::new(Notify::new()),
             },
         );
-        id
     }
 
     /// Forget a resumption id (a `<resume/>` waiting for it gives up at once).
@@ -169,6 +167,9 @@ pub async fn hibernate(core: &Arc<Core>, session: &Arc<SessionHandle>, mut sm: S
     }
     session.clear_kick();
     let rows = detach_and_park(core, session, &mut sm).await;
+    // `<resumed h/>` and `<failed h/>` report `sm.inbound`: like `<a h/>`,
+    // only once what those stanzas archived is on disk.
+    super::durable(core, session).await;
     let (tx, rx) = oneshot::channel();
     {
         let mut map = core.sm.lock();
@@ -180,6 +181,10 @@ pub async fn hibernate(core: &Arc<Core>, session: &Arc<SessionHandle>, mut sm: S
             rows,
             verdict: tx,
         });
+        // A <resume/> that came while the connection was being detached
+        // kicked it (under this lock); that kick must not end the session
+        // the resume is about to claim.
+        entry.session.clear_resume_kick();
         entry.hibernated.notify_one();
     }
     tracing::info!(jid = %session.jid, "connection lost; session waits to be resumed");

@@ -6,19 +6,29 @@
 //! so a page costs the same in an archive of a hundred or a million messages.
 //! Time bounds are turned into id bounds first through `(username, stamp)`.
 //!
-//! Writes are group-committed: one writer task takes every archiving request
-//! waiting when the previous commit ends (at most [`MAX_GROUP`]) and commits
-//! them in one transaction, so many senders share one `fsync` and a message
-//! still waits for its own commit before it is delivered. Preferences are
-//! cached in memory (bounded by the number of accounts), written through.
+//! Writes are group-committed and off the message path: [`Db::archive_enqueue`]
+//! allocates the archive ids in memory (in order, continuing from the largest
+//! id ever used) and hands the rows to one writer task under the same short
+//! lock, so commit order is id order; it returns the ids at once. The writer
+//! commits every row waiting when the previous commit ends (at most
+//! [`MAX_GROUP`] requests) in one transaction, so many senders share one
+//! `fsync`, then advances the *durability watermark*: every id at or below it
+//! is on disk. [`Db::archive_durable`] waits for an id to be covered (stream
+//! management waits for it before acknowledging a sender's stanzas), and
+//! every read of the archive first waits for the rows already allocated, so
+//! a query sees every message delivered before it. At most [`QUEUE`] rows
+//! wait for the writer; beyond that senders wait for room. A failed commit
+//! is logged as an error and the watermark still advances (its rows are
+//! lost; the messages themselves were delivered). Preferences are cached in
+//! memory (bounded by the number of accounts), written through.
 
 use std::collections::HashMap;
-use std::sync::{OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::{SqlitePool, SqliteRow};
 use sqlx::Row;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, watch, OnceCell, Semaphore};
 
 use super::{Db, StorageError};
 
@@ -27,18 +37,37 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/archive");
 
 /// Most archiving requests committed in one transaction.
 pub const MAX_GROUP: usize = 512;
-/// Archiving requests waiting for the writer before senders wait for room.
-const QUEUE: usize = 4096;
+/// Rows allocated and not yet committed before senders wait for room.
+pub const QUEUE: usize = 4096;
 
 /// Shared by every clone of a [`Db`].
 #[derive(Debug, Default)]
 pub(crate) struct State {
-    writer: OnceLock<mpsc::Sender<Job>>,
+    writer: OnceCell<Writer>,
     prefs: RwLock<HashMap<String, ArchivePrefs>>,
+}
+
+/// The handle on the writer task.
+#[derive(Debug)]
+struct Writer {
+    /// The last id allocated and the channel to the writer, under one lock:
+    /// rows reach the writer in id order.
+    alloc: Mutex<Alloc>,
+    /// Room for rows waiting for the writer ([`QUEUE`]).
+    room: Arc<Semaphore>,
+    /// The durability watermark: the highest id committed (or given up).
+    durable: watch::Receiver<i64>,
+}
+
+#[derive(Debug)]
+struct Alloc {
+    last: i64,
+    tx: mpsc::UnboundedSender<Job>,
 }
 
 #[derive(Debug)]
 struct OwnedRow {
+    id: i64,
     username: String,
     with_bare: String,
     with_resource: String,
@@ -49,11 +78,18 @@ struct OwnedRow {
 #[derive(Debug)]
 struct Job {
     rows: Vec<OwnedRow>,
-    reply: oneshot::Sender<Result<Vec<i64>, String>>,
+    /// Permits of [`Writer::room`] this job holds, given back once committed.
+    permits: u32,
 }
 
-/// The writer task: one transaction per group of waiting jobs.
-async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+/// The writer task: one transaction per group of waiting jobs, then the
+/// watermark moves to the last id of the group.
+async fn writer(
+    pool: SqlitePool,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    room: Arc<Semaphore>,
+    durable: watch::Sender<i64>,
+) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -62,46 +98,54 @@ async fn writer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        match write_group(&pool, &jobs).await {
-            Ok(ids) => {
-                for (job, ids) in jobs.into_iter().zip(ids) {
-                    let _ = job.reply.send(Ok(ids));
-                }
-            }
-            Err(e) => {
-                let msg = e.to_string();
-                for job in jobs {
-                    let _ = job.reply.send(Err(msg.clone()));
-                }
-            }
+        let Some(last) = jobs.iter().flat_map(|j| j.rows.iter()).map(|r| r.id).max() else {
+            continue;
+        };
+        if let Err(e) = write_group(&pool, &jobs).await {
+            let lost: usize = jobs.iter().map(|j| j.rows.len()).sum();
+            tracing::error!(
+                error = %e,
+                lost,
+                last_id = last,
+                "ARCHIVE WRITE FAILED: these messages were delivered but are not in the archive"
+            );
         }
+        durable.send_replace(last);
+        room.add_permits(jobs.iter().map(|j| j.permits as usize).sum());
     }
 }
 
-async fn write_group(pool: &SqlitePool, jobs: &[Job]) -> Result<Vec<Vec<i64>>, sqlx::Error> {
+async fn write_group(pool: &SqlitePool, jobs: &[Job]) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let mut ids = Vec::with_capacity(job.rows.len());
-        for r in &job.rows {
-            let id: i64 = sqlx::query(
-                "INSERT INTO archive (username, with_bare, with_resource, stamp, stanza) \
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-            )
-            .bind(&r.username)
-            .bind(&r.with_bare)
-            .bind(&r.with_resource)
-            .bind(r.stamp)
-            .bind(&r.stanza)
-            .fetch_one(&mut *tx)
+    for r in jobs.iter().flat_map(|j| j.rows.iter()) {
+        sqlx::query(
+            "INSERT INTO archive (id, username, with_bare, with_resource, stamp, stanza) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(r.id)
+        .bind(&r.username)
+        .bind(&r.with_bare)
+        .bind(&r.with_resource)
+        .bind(r.stamp)
+        .bind(&r.stanza)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// The largest archive id ever used (AUTOINCREMENT: also those of deleted rows).
+async fn last_used_id(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
+    let max: i64 = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM archive")
+        .fetch_one(pool)
+        .await?
+        .get(0);
+    let seq: i64 =
+        sqlx::query("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'archive'")
+            .fetch_one(pool)
             .await?
             .get(0);
-            ids.push(id);
-        }
-        out.push(ids);
-    }
-    tx.commit().await?;
-    Ok(out)
+    Ok(max.max(seq))
 }
 
 /// A message to archive for one account.
@@ -206,35 +250,108 @@ fn bind_all<'q>(
 }
 
 impl Db {
-    /// Archive messages (one row each) in one durable transaction, possibly
-    /// shared with other requests (group commit); returns their archive ids
-    /// in the same order once they are committed.
-    pub async fn archive_store(&self, rows: &[NewArchived<'_>]) -> Result<Vec<i64>, StorageError> {
-        let writer = self.archive.writer.get_or_init(|| {
-            let (tx, rx) = mpsc::channel(QUEUE);
-            tokio::spawn(writer(self.pool().clone(), rx));
-            tx
-        });
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            rows: rows
-                .iter()
-                .map(|r| OwnedRow {
-                    username: r.username.to_string(),
-                    with_bare: r.with_bare.to_string(),
-                    with_resource: r.with_resource.to_string(),
-                    stamp: r.stamp,
-                    stanza: r.stanza.to_string(),
+    /// The writer, started on first use with ids continuing after the
+    /// largest one ever used.
+    async fn archive_writer(&self) -> Result<&Writer, StorageError> {
+        self.archive
+            .writer
+            .get_or_try_init(|| async {
+                let last = last_used_id(self.pool()).await?;
+                let (tx, rx) = mpsc::unbounded_channel();
+                let room = Arc::new(Semaphore::new(QUEUE));
+                let (dtx, drx) = watch::channel(last);
+                tokio::spawn(writer(self.pool().clone(), rx, room.clone(), dtx));
+                Ok::<_, StorageError>(Writer {
+                    alloc: Mutex::new(Alloc { last, tx }),
+                    room,
+                    durable: drx,
                 })
-                .collect(),
-            reply,
-        };
+            })
+            .await
+    }
+
+    /// Archive messages (one row each) without waiting for the commit:
+    /// returns their archive ids (increasing, in the order given) as soon as
+    /// the writer has them. Waits only when [`QUEUE`] rows already wait for
+    /// the writer. [`Db::archive_durable`] tells when they are on disk.
+    pub async fn archive_enqueue(
+        &self,
+        rows: &[NewArchived<'_>],
+    ) -> Result<Vec<i64>, StorageError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let w = self.archive_writer().await?;
         let gone = || StorageError::Conflict("the archive writer stopped".into());
-        writer.send(job).await.map_err(|_| gone())?;
-        answer
+        let permits = rows.len().min(QUEUE) as u32;
+        w.room
+            .acquire_many(permits)
             .await
             .map_err(|_| gone())?
-            .map_err(|e| StorageError::Conflict(format!("archiving failed: {e}")))
+            .forget();
+        let mut owned: Vec<OwnedRow> = rows
+            .iter()
+            .map(|r| OwnedRow {
+                id: 0,
+                username: r.username.to_string(),
+                with_bare: r.with_bare.to_string(),
+                with_resource: r.with_resource.to_string(),
+                stamp: r.stamp,
+                stanza: r.stanza.to_string(),
+            })
+            .collect();
+        let mut alloc = w.alloc.lock().unwrap_or_else(|e| e.into_inner());
+        for r in &mut owned {
+            alloc.last += 1;
+            r.id = alloc.last;
+        }
+        let ids = owned.iter().map(|r| r.id).collect();
+        let sent = alloc.tx.send(Job {
+            rows: owned,
+            permits,
+        });
+        drop(alloc);
+        sent.map_err(|_| gone())?;
+        Ok(ids)
+    }
+
+    /// Wait until archive id `id` (and every id below it) is committed, or
+    /// its commit failed and was logged. Returns at once for `id <= 0`.
+    pub async fn archive_durable(&self, id: i64) {
+        if id <= 0 {
+            return;
+        }
+        let Some(w) = self.archive.writer.get() else {
+            return; // nothing was ever archived since the start
+        };
+        let mut rx = w.durable.clone();
+        // An error means the writer stopped: nothing more will be committed.
+        let _ = rx.wait_for(|d| *d >= id).await;
+    }
+
+    /// The last archive id allocated (0 before the first).
+    pub fn archive_last_allocated(&self) -> i64 {
+        self.archive
+            .writer
+            .get()
+            .map(|w| w.alloc.lock().unwrap_or_else(|e| e.into_inner()).last)
+            .unwrap_or(0)
+    }
+
+    /// Wait until every row allocated so far is committed: what a reader of
+    /// the archive must see.
+    pub async fn archive_settle(&self) {
+        self.archive_durable(self.archive_last_allocated()).await;
+    }
+
+    /// Archive messages and wait for their commit (bulk imports, tests).
+    #[cfg(any(test, feature = "bench-support"))]
+    pub async fn archive_store(&self, rows: &[NewArchived<'_>]) -> Result<Vec<i64>, StorageError> {
+        let ids = self.archive_enqueue(rows).await?;
+        if let Some(last) = ids.last() {
+            self.archive_durable(*last).await;
+        }
+        Ok(ids)
     }
 
     /// One page of `username`'s archive under `filter`: the first `limit`
@@ -248,6 +365,7 @@ impl Db {
         limit: usize,
         backward: bool,
     ) -> Result<(Vec<Archived>, bool), StorageError> {
+        self.archive_settle().await;
         let (cond, binds) = where_clause(filter);
         let order = if backward { "DESC" } else { "ASC" };
         let sql = format!(
@@ -274,6 +392,7 @@ impl Db {
         filter: &ArchiveFilter,
         limit: usize,
     ) -> Result<Option<i64>, StorageError> {
+        self.archive_settle().await;
         let (cond, binds) = where_clause(filter);
         let sql = format!(
             "SELECT COUNT(*) FROM (SELECT 1 FROM archive WHERE {cond} LIMIT {})",
@@ -293,6 +412,7 @@ impl Db {
         username: &str,
         ids: &[i64],
     ) -> Result<Vec<Archived>, StorageError> {
+        self.archive_settle().await;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let r = sqlx::query(
@@ -310,6 +430,7 @@ impl Db {
 
     /// Whether `id` is in `username`'s archive.
     pub async fn archive_has(&self, username: &str, id: i64) -> Result<bool, StorageError> {
+        self.archive_settle().await;
         Ok(
             sqlx::query("SELECT 1 FROM archive WHERE username = $1 AND id = $2")
                 .bind(username)
@@ -328,6 +449,7 @@ impl Db {
         stamp: i64,
         at_or_after: bool,
     ) -> Result<Option<i64>, StorageError> {
+        self.archive_settle().await;
         let sql = if at_or_after {
             "SELECT id FROM archive WHERE username = $1 AND stamp >= $2 ORDER BY stamp ASC, id ASC LIMIT 1"
         } else {
@@ -346,6 +468,7 @@ impl Db {
         &self,
         username: &str,
     ) -> Result<Option<((i64, i64), (i64, i64))>, StorageError> {
+        self.archive_settle().await;
         let first = sqlx::query(
             "SELECT id, stamp FROM archive WHERE username = $1 ORDER BY id ASC LIMIT 1",
         )
@@ -499,6 +622,7 @@ impl Db {
         cutoff: i64,
         batch: usize,
     ) -> Result<u64, StorageError> {
+        self.archive_settle().await;
         let r = sqlx::query(
             "DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE username = $1 \
              AND stamp < $2 ORDER BY stamp LIMIT $3)",
@@ -614,6 +738,98 @@ mod tests {
                 .map(|b| b.0 .0),
             Some(ids[10])
         );
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ids_follow_enqueue_order_and_the_watermark_covers_them() {
+        let (db, dir) = db().await;
+        // Many senders at once, none waiting for a commit.
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for i in 0..40 {
+                    let text = format!("t{t}-m{i}");
+                    let row = NewArchived {
+                        username: "bob",
+                        with_bare: "alice@x",
+                        with_resource: "r",
+                        stamp: i,
+                        stanza: &text,
+                    };
+                    ids.extend(
+                        db.archive_enqueue(&[row.clone(), row])
+                            .await
+                            .expect("enqueue"),
+                    );
+                }
+                ids
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            let ids = t.await.expect("task");
+            assert!(
+                ids.windows(2).all(|w| w[0] < w[1]),
+                "a sender's ids increase"
+            );
+            all.extend(ids);
+        }
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            (1..=16 * 80).collect::<Vec<i64>>(),
+            "no gap, no duplicate"
+        );
+        // Once an id is durable, it and every id below it are on disk.
+        db.archive_durable(700).await;
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM archive WHERE id <= 700")
+            .fetch_one(db.pool())
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(n, 700);
+        // Readers see every allocated row; each row holds its sender's text.
+        let (page, _) = db
+            .archive_page("bob", &ArchiveFilter::default(), 2000, false)
+            .await
+            .expect("page");
+        assert_eq!(page.len(), 16 * 80);
+        // More than the queue bound in one request still goes through.
+        let text = "bulk".to_string();
+        let bulk: Vec<NewArchived<'_>> = (0..QUEUE as i64 + 10)
+            .map(|i| NewArchived {
+                username: "carol",
+                with_bare: "alice@x",
+                with_resource: "",
+                stamp: i,
+                stanza: &text,
+            })
+            .collect();
+        let ids = db.archive_store(&bulk).await.expect("bulk");
+        assert_eq!(ids.len(), QUEUE + 10);
+        let last = *ids.last().expect("ids");
+        // Ids are never reused, even after every row was deleted and a restart.
+        sqlx::query("DELETE FROM archive")
+            .execute(db.pool())
+            .await
+            .expect("delete");
+        db.close().await;
+        let db = Db::open(&dir, &[&MIGRATOR]).await.expect("reopen");
+        let again = db
+            .archive_store(&[NewArchived {
+                username: "bob",
+                with_bare: "alice@x",
+                with_resource: "",
+                stamp: 1,
+                stanza: "after",
+            }])
+            .await
+            .expect("store");
+        assert_eq!(again, vec![last + 1]);
         db.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -127,6 +127,8 @@ impl Db {
 
     /// Flush the WAL into the main file and close every connection.
     pub async fn close(&self) {
+        // Archived messages still waiting for the writer go to disk first.
+        self.archive_settle().await;
         if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await

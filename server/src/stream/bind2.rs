@@ -10,7 +10,9 @@
 //! (carbons and CSI do); the feature is then listed in `<bind><inline/>` and its
 //! handler gets the request child in that namespace, returning the element for
 //! `<bound/>` and an effect applied to the session before it becomes routable.
-//! XEP-0198 `<enable/>` plugs in the same way from the stream-management module.
+//! XEP-0198 `<enable/>` is listed the same way by the stream-management
+//! module, but answered by SASL2 (`Sm::enable_inline`): its state belongs to
+//! the connection, which an effect on the session handle cannot reach.
 
 use jid::{BareJid, FullJid};
 use minidom::Element;
@@ -76,6 +78,8 @@ pub struct Bound {
     pub bound: Element,
     /// What inline features do to the session once it exists.
     pub effects: Vec<SessionEffect>,
+    /// Stream management, when `<enable/>` was inline (set by SASL2).
+    pub sm: crate::sm::Sm,
 }
 
 /// Bind a resource for `bare` as the `<bind/>` request `req` asks.
@@ -110,6 +114,7 @@ pub fn bind(core: &Core, bare: &BareJid, req: &Element, agent_id: Option<&str>) 
         jid,
         bound: bound.build(),
         effects,
+        sm: crate::sm::Sm::default(),
     })
 }
 

@@ -110,11 +110,11 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
     };
     match r {
-        Ok(Negotiated::Resumed(resumed)) => {
+        Ok(Negotiated::Resumed(resumed, success)) => {
             // XEP-0198: this connection takes over a hibernated session.
             let guards = (permit, alive);
             tokio::spawn(async move {
-                super::session_loop::run_resumed(core, stream, resumed).await;
+                super::session_loop::run_resumed(core, stream, resumed, success).await;
                 drop(guards);
             });
         }
@@ -122,6 +122,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
             jid,
             reply,
             effects,
+            sm,
         })) => {
             tracing::info!(%peer, %jid, "session bound");
             // The negotiation futures above were boxed and are gone now: an
@@ -130,7 +131,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
             // this task) is freed, and an idle session costs only its loop.
             let guards = (permit, alive);
             tokio::spawn(async move {
-                super::session_loop::run(core, stream, jid, reply, effects).await;
+                super::session_loop::run(core, stream, jid, reply, effects, sm).await;
                 drop(guards);
             });
         }
@@ -160,18 +161,19 @@ pub(crate) async fn serve_secured<T: Transport + 'static>(
         _ = shutdown.changed() => Err(Stop::Error(StreamError::new("system-shutdown"))),
     };
     match r {
-        Ok(Negotiated::Resumed(resumed)) => {
+        Ok(Negotiated::Resumed(resumed, success)) => {
             // XEP-0198: this web connection takes over a hibernated session.
-            super::session_loop::run_resumed(core, stream, resumed).await;
+            super::session_loop::run_resumed(core, stream, resumed, success).await;
             drop((permit, alive));
         }
         Ok(Negotiated::Bound(Bound {
             jid,
             reply,
             effects,
+            sm,
         })) => {
             tracing::info!(%peer, %jid, "session bound (web transport)");
-            super::session_loop::run(core, stream, jid, reply, effects).await;
+            super::session_loop::run(core, stream, jid, reply, effects, sm).await;
             drop((permit, alive));
         }
         Err(stop) => finish(&core, &mut stream, stop).await,
@@ -325,13 +327,17 @@ pub(super) struct Bound {
     pub reply: Vec<u8>,
     /// What Bind2 inline requests do to the session once it exists.
     pub effects: Vec<SessionEffect>,
+    /// Stream management as Bind2's inline `<enable/>` left it (off otherwise).
+    pub sm: crate::sm::Sm,
 }
 
 /// What negotiation produced: a session to run, or (XEP-0198) a hibernated
-/// session this connection resumed in place of binding.
+/// session this connection resumed in place of binding; when resumed inside
+/// SASL2's `<authenticate/>`, with the `<success/>` (carrying `<resumed/>`)
+/// and features to write first.
 pub(super) enum Negotiated {
     Bound(Bound),
-    Resumed(crate::sm::Resumed),
+    Resumed(crate::sm::Resumed, Option<Vec<u8>>),
 }
 
 /// How SASL ended successfully.
@@ -395,6 +401,9 @@ async fn authenticate_and_bind<T: Transport>(
     let username = match sasl(core, stream, peer, bindings).await? {
         Authed::Legacy(username) => username,
         Authed::Sasl2(super::sasl2::Outcome::Bound(bound)) => return Ok(Negotiated::Bound(bound)),
+        Authed::Sasl2(super::sasl2::Outcome::Resumed(r, success)) => {
+            return Ok(Negotiated::Resumed(r, Some(success)))
+        }
         // SASL2 without Bind2: success and features were sent; bind, no restart.
         Authed::Sasl2(super::sasl2::Outcome::Authenticated(bare)) => {
             return bind(core, stream, &bare).await
@@ -419,13 +428,14 @@ impl Bound {
             jid,
             reply: bytes,
             effects: Vec::new(),
+            sm: crate::sm::Sm::default(),
         }
     }
 }
 
 /// Run SASL (or SASL2) exchanges until one succeeds.
 async fn sasl<T: Transport>(
-    core: &Core,
+    core: &Arc<Core>,
     stream: &mut XmlStream<T>,
     peer: SocketAddr,
     bindings: &ChannelBindings,
@@ -683,7 +693,7 @@ async fn bind<T: Transport>(
             // Resumption replaces binding; enabling needs a bound resource.
             let failed = if iq.name() == "resume" {
                 match crate::sm::table::claim(core, bare, &iq).await {
-                    Ok(r) => return Ok(Negotiated::Resumed(r)),
+                    Ok(r) => return Ok(Negotiated::Resumed(r, None)),
                     Err(failed) => failed,
                 }
             } else {

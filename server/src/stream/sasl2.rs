@@ -12,13 +12,17 @@
 //! bound one, else the bare JID), Bind2's `<bound/>` and FAST's `<token/>`; it
 //! is followed by the stream features of the authenticated stream.
 //!
-//! Where XEP-0198 plugs in (after the stream-management branch): its
-//! `<sm xmlns='urn:xmpp:sm:3'/>` goes into [`feature`]'s `<inline/>`, and a
-//! `<resume/>` child of `<authenticate/>` is handled in [`authenticate`] at the
-//! point marked "XEP-0198 resumption"; inline `<enable/>` inside `<bind/>`
-//! registers with `Registry::bind2_inline` like carbons and CSI do.
+//! XEP-0198 inline: `<sm xmlns='urn:xmpp:sm:3'/>` is listed in [`feature`]'s
+//! `<inline/>`. A `<resume/>` child of `<authenticate/>` is tried once the
+//! client is authenticated, through the same claim as a classic `<resume/>`
+//! (`sm::table::claim`): `<success/>` then carries `<resumed/>` and the
+//! session continues on this connection (Bind2 is not done); or it carries
+//! the `<failed/>` and the client binds, with Bind2 in the same request or
+//! classic binding afterwards. `<enable/>` inside `<bind/>` starts the new
+//! session with stream management on: `<bound/>` carries `<enabled/>`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -30,6 +34,7 @@ use super::c2s::{decode, exchange, features_bytes, post_auth_features, Bound, St
 use super::{StreamError, Transport, XmlStream};
 use crate::core::Core;
 use crate::sasl::{ht, Failure, Mechanism};
+use crate::sm::Resumed;
 use crate::tls::ChannelBindings;
 use crate::xep::fast;
 use crate::xml::{el, ns};
@@ -55,6 +60,7 @@ pub fn feature(core: &Core, bindings: &ChannelBindings) -> Element {
             el("inline", NS)
                 .child(bind2::feature(core))
                 .child(fast::feature(bindings))
+                .child(Element::bare("sm", crate::sm::NS))
                 .build(),
         )
         .build()
@@ -67,6 +73,9 @@ pub enum Outcome {
     /// No Bind2: `<success/>` and the features were sent; the client binds
     /// with RFC 6120 resource binding next, on the same stream.
     Authenticated(BareJid),
+    /// XEP-0198 `<resume/>` took over a hibernated session; the `<success/>`
+    /// (with `<resumed/>`) and features are to be written first.
+    Resumed(Resumed, Vec<u8>),
 }
 
 /// The SASL2 `<user-agent/>`.
@@ -170,7 +179,7 @@ async fn refuse<T: Transport>(
 /// Handle one `<authenticate/>`: `Ok(Err(()))` when it failed (the
 /// `<failure/>` was sent and the client may try again).
 pub(super) async fn authenticate<T: Transport>(
-    core: &Core,
+    core: &Arc<Core>,
     stream: &mut XmlStream<T>,
     peer: SocketAddr,
     bindings: &ChannelBindings,
@@ -221,9 +230,6 @@ pub(super) async fn authenticate<T: Transport>(
     tracing::info!(%peer, user = %username, mechanism = mech, "authenticated (SASL2)");
     let bare = BareJid::new(&format!("{username}@{}", core.domain)).map_err(internal)?;
 
-    // XEP-0198 resumption: a <resume/> child of <authenticate/> is handled
-    // here (resume instead of binding), once stream management provides it.
-
     let token = match (request.map(str::to_string).or(rotate), &fast_agent) {
         (Some(m), Some(a)) => Some(
             fast::issue(core, &username, a, &m)
@@ -232,28 +238,68 @@ pub(super) async fn authenticate<T: Transport>(
         ),
         _ => None,
     };
+    let mut success = el("success", NS);
+    if let Some(data) = additional {
+        success = success.child(el("additional-data", NS).text(B64.encode(data)).build());
+    }
+
+    // XEP-0198 resumption inside <authenticate/>: resumed, no binding.
+    let mut resume_failed = None;
+    if let Some(req) = auth.get_child("resume", crate::sm::NS) {
+        match crate::sm::table::claim(core, &bare, req).await {
+            Ok(r) => {
+                let success = success
+                    .child(
+                        el("authorization-identifier", NS)
+                            .text(r.session.jid.to_string())
+                            .build(),
+                    )
+                    .child(r.sm.resumed(&r.previd))
+                    .children(token);
+                let mut reply = Vec::new();
+                crate::xml::serialize(&success.build(), &mut reply);
+                reply.extend(features_bytes(&post_auth_features(core, true)));
+                return Ok(Ok(Outcome::Resumed(r, reply)));
+            }
+            Err(failed) => {
+                tracing::debug!(%peer, "SASL2 inline resumption failed");
+                resume_failed = Some(failed);
+            }
+        }
+    }
+
     let bound = match auth.get_child("bind", bind2::NS) {
-        Some(req) => Some(
-            bind2::bind(core, &bare, req, fast_agent.as_ref().map(|a| a.id))
-                .ok_or_else(|| internal("no valid resource"))?,
-        ),
+        Some(req) => {
+            let mut b = bind2::bind(core, &bare, req, fast_agent.as_ref().map(|a| a.id))
+                .ok_or_else(|| internal("no valid resource"))?;
+            // XEP-0198 enabled inline: <enabled/> in <bound/>.
+            if let Some(enable) = req.get_child("enable", crate::sm::NS) {
+                let (sm, enabled) = crate::sm::Sm::enable_inline(core, enable);
+                b.bound.append_child(enabled);
+                b.sm = sm;
+            }
+            Some(b)
+        }
         None => None,
     };
     let authzid = match &bound {
         Some(b) => b.jid.to_string(),
         None => bare.to_string(),
     };
-    let mut success = el("success", NS);
-    if let Some(data) = additional {
-        success = success.child(el("additional-data", NS).text(B64.encode(data)).build());
-    }
     success = success.child(el("authorization-identifier", NS).text(authzid).build());
-    let (bound, effects) = match bound {
-        Some(b) => (Some(b.jid), {
-            success = success.child(b.bound);
-            b.effects
-        }),
-        None => (None, Vec::new()),
+    if let Some(failed) = resume_failed {
+        success = success.child(failed);
+    }
+    let (bound, effects, sm) = match bound {
+        Some(b) => (
+            Some(b.jid),
+            {
+                success = success.child(b.bound);
+                b.effects
+            },
+            b.sm,
+        ),
+        None => (None, Vec::new(), crate::sm::Sm::default()),
     };
     if let Some(t) = token {
         success = success.child(t);
@@ -266,6 +312,7 @@ pub(super) async fn authenticate<T: Transport>(
             jid,
             reply,
             effects,
+            sm,
         }))),
         None => {
             stream.write(&reply).await?;

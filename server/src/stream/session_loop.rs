@@ -40,6 +40,7 @@ pub async fn run<T: Transport>(
     jid: FullJid,
     bind_reply: Vec<u8>,
     effects: Vec<crate::registry::SessionEffect>,
+    sm: Sm,
 ) {
     let max_queued = (core.config.limits.stanza_size * 8).max(1024 * 1024);
     let max_items = core.config.limits.session_queue.max(1);
@@ -53,19 +54,34 @@ pub async fn run<T: Transport>(
     for effect in effects {
         effect(&core, &session);
     }
+    // XEP-0198 enabled inline (Bind2): resumable from the start.
+    sm.register(&core, &session);
     core.sessions.insert(session.clone());
     stream.set_limits(limits_session(&core));
     stream.release_buffers();
-    serve(core, stream, session, Sm::default(), bind_reply, None).await
+    serve(core, stream, session, sm, bind_reply, None).await
 }
 
 /// Run a session resumed by a new connection (XEP-0198): `<resumed/>` and
 /// the stanzas the client missed go first, then what arrived meanwhile.
-pub async fn run_resumed<T: Transport>(core: Arc<Core>, mut stream: XmlStream<T>, r: Resumed) {
+/// Resumed inside SASL2, `success` (its `<success/>` holds the `<resumed/>`)
+/// takes the place of the bare `<resumed/>`.
+pub async fn run_resumed<T: Transport>(
+    core: Arc<Core>,
+    mut stream: XmlStream<T>,
+    r: Resumed,
+    success: Option<Vec<u8>>,
+) {
     stream.set_limits(limits_session(&core));
     stream.release_buffers();
     tracing::info!(jid = %r.session.jid, resent = r.sm.unacked.len(), "session resumed");
-    let first = r.sm.resumed_bytes(&r.previd);
+    let first = match success {
+        Some(mut first) => {
+            first.extend(r.sm.resend_bytes());
+            first
+        }
+        None => r.sm.resumed_bytes(&r.previd),
+    };
     serve(core, stream, r.session, r.sm, first, Some(r.rows)).await
 }
 
@@ -102,6 +118,10 @@ async fn serve<T: Transport>(
                             }
                         };
                         if let Some(reply) = reply {
+                            // `<a h/>` covers only stanzas whose archive rows are durable.
+                            if reply.name() == "a" {
+                                crate::sm::durable(&core, &session).await;
+                            }
                             if Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.send(&reply)))
                                 .await
                                 .map_or(true, |r| r.is_err())

@@ -11,7 +11,8 @@
 //! asked for (`<node>+notify`, XEP-0163 §4.3). XEP-0390 claims are checked
 //! with SHA-256 (the hash every implementation must offer); a claim with only
 //! other hash functions is ignored, as is a legacy claim without `hash`
-//! (believed for the session, never cached).
+//! (believed for the session, never cached). Remote contacts' claims go
+//! through the same checks and cache (`pubsub::remote`).
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -33,7 +34,7 @@ pub const MODULE: Module = Module {
 pub const NS_CAPS: &str = "http://jabber.org/protocol/caps";
 pub const NS_CAPS2: &str = "urn:xmpp:caps";
 const NS_HASHES: &str = "urn:xmpp:hashes:2";
-const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub(crate) const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
 const NS_DATA: &str = "jabber:x:data";
 
 /// Verified capability hashes kept in memory.
@@ -43,7 +44,7 @@ pub const MAX_CACHED: usize = 500;
 /// stays under `MAX_CACHED` × this (8 MiB) whatever clients claim.
 pub const MAX_FEATURE_BYTES: usize = 16 * 1024;
 /// How long the server waits for a client's disco#info answer.
-const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A set of disco features.
 pub type Features = BTreeSet<String>;
@@ -73,6 +74,8 @@ fn back_online<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> BoxF
 #[derive(Debug, Default)]
 pub struct Caps {
     inner: Mutex<Inner>,
+    /// Remote contacts' capabilities, for PEP across federation.
+    pub remote: crate::pubsub::remote::RemoteCaps,
 }
 
 #[derive(Debug, Default)]
@@ -99,7 +102,12 @@ impl Caps {
             .is_some_and(|(_, f)| f.contains(&format!("{node}+notify")))
     }
 
-    fn cache(&self, key: &str, features: Arc<Features>) {
+    /// The verified feature set cached under a claim's key, if any.
+    pub(crate) fn cached(&self, key: &str) -> Option<Arc<Features>> {
+        self.lock().by_hash.get(key).cloned()
+    }
+
+    pub(crate) fn cache(&self, key: &str, features: Arc<Features>) {
         let mut inner = self.lock();
         if inner.by_hash.contains_key(key) {
             return;
@@ -121,9 +129,9 @@ impl Caps {
 /// What a presence claims: the hash (for the cache key), the disco node to
 /// ask, and how to verify the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Claim {
-    key: String,
-    node: String,
+pub(crate) struct Claim {
+    pub(crate) key: String,
+    pub(crate) node: String,
     algo: Algo,
     hash: String,
 }
@@ -136,7 +144,7 @@ enum Algo {
     Caps2Sha256,
 }
 
-fn claim(p: &Element) -> Option<Claim> {
+pub(crate) fn claim(p: &Element) -> Option<Claim> {
     // XEP-0390 first: the newer protocol wins when a client sends both.
     if let Some(c) = p.get_child("c", NS_CAPS2) {
         if let Some(h) = c
@@ -263,7 +271,7 @@ async fn learned(
 }
 
 /// The features of a disco#info reply and whether they hash to the claim.
-fn check(reply: &Element, c: &Claim) -> Option<(Features, bool)> {
+pub(crate) fn check(reply: &Element, c: &Claim) -> Option<(Features, bool)> {
     if reply.attr("type") != Some("result") {
         return None;
     }
