@@ -239,7 +239,7 @@ async fn deliver_bare(
 static OFFLINE_LOCKS: [tokio::sync::Mutex<()>; 64] =
     [const { tokio::sync::Mutex::const_new(()) }; 64];
 
-fn offline_lock(user: &str) -> &'static tokio::sync::Mutex<()> {
+pub(crate) fn offline_lock(user: &str) -> &'static tokio::sync::Mutex<()> {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
     user.hash(&mut h);
@@ -275,8 +275,21 @@ fn storable(msg: &Element) -> bool {
 }
 
 async fn store_offline(core: &Arc<Core>, sender: &SessionHandle, user: &str, msg: Element) {
-    if !storable(&msg) {
-        return;
+    if let Err(e) = keep_offline(core, user, &msg).await {
+        bounce(sender, &msg, e);
+    }
+}
+
+/// XEP-0160: stamp `msg` with a `<delay/>` and keep it for `user`, whoever
+/// sent it (a local session or another server). The caller holds the
+/// account's [`offline_lock`] and bounces the error it gets back.
+pub(crate) async fn keep_offline(
+    core: &Arc<Core>,
+    user: &str,
+    msg: &Element,
+) -> Result<(), StanzaError> {
+    if !storable(msg) {
+        return Ok(());
     }
     let mut stamped = msg.clone();
     stamped.append_child(
@@ -294,15 +307,14 @@ async fn store_offline(core: &Arc<Core>, sender: &SessionHandle, user: &str, msg
         .offline_push(user, &text, core.config.limits.offline_max)
         .await
     {
-        Ok(true) => {}
-        Ok(false) => bounce(
-            sender,
-            &msg,
-            StanzaError::service_unavailable().with_text("the recipient's offline storage is full"),
-        ),
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            Err(StanzaError::service_unavailable()
+                .with_text("the recipient's offline storage is full"))
+        }
         Err(e) => {
             tracing::error!(error = %e, "storing an offline message failed");
-            bounce(sender, &msg, StanzaError::internal());
+            Err(StanzaError::internal())
         }
     }
 }

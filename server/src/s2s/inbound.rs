@@ -14,10 +14,7 @@ use crate::roster::state::SubType;
 use crate::router::Addr;
 use crate::session::SessionHandle;
 use crate::stanza::{error_reply, iq_result, Kind, StanzaError};
-use crate::xml::{attr_set, el, serialize};
-
-const NS_DELAY: &str = "urn:xmpp:delay";
-const NS_CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
+use crate::xml::attr_set;
 
 /// Deliver a stanza (in `jabber:client`) addressed to a local JID: a full JID
 /// goes to that session, a bare JID to the account's available sessions.
@@ -155,6 +152,9 @@ async fn message(core: &Arc<Core>, mut msg: Element, from: &Jid, to: &Jid) {
             }
         }
         _ => {
+            // Serialised with local senders and the flush at login, so a message
+            // racing the initial presence is never stranded in storage.
+            let _guard = crate::message::offline_lock(&user).lock().await;
             let top = top_priority(core, &bare);
             if top.is_empty() {
                 store_offline(core, &user, msg.clone()).await;
@@ -168,37 +168,11 @@ async fn message(core: &Arc<Core>, mut msg: Element, from: &Jid, to: &Jid) {
     }
 }
 
-/// XEP-0160: keep a message for an account with no available session.
+/// XEP-0160: keep a message for an account with no available session (the
+/// message module's store, under the same per-account lock as local senders).
 async fn store_offline(core: &Arc<Core>, user: &str, msg: Element) {
-    if !msg.children().any(|c| c.ns() != NS_CHATSTATES) {
-        return;
-    }
-    let mut stamped = msg.clone();
-    stamped.append_child(
-        el("delay", NS_DELAY)
-            .attr("from", core.domain.clone())
-            .attr("stamp", crate::xep::time::now_rfc3339())
-            .text("Offline storage")
-            .build(),
-    );
-    let mut buf = Vec::new();
-    serialize(&stamped, &mut buf);
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    match core
-        .db
-        .offline_push(user, &text, core.config.limits.offline_max)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => refuse(
-            core,
-            &msg,
-            StanzaError::service_unavailable().with_text("the recipient's offline storage is full"),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "storing an offline message failed");
-            refuse(core, &msg, StanzaError::internal());
-        }
+    if let Err(e) = crate::message::keep_offline(core, user, &msg).await {
+        refuse(core, &msg, e);
     }
 }
 
