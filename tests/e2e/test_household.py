@@ -444,3 +444,37 @@ def test_message_to_another_domain_without_federation_bounces(kith):
             assert err["error"]["condition"] in ("remote-server-not-found",
                                                  "service-unavailable"), err
     run(scenario())
+
+
+def test_two_people_subscribing_to_each_other_at_once_both_end_up_with_both(kith):
+    """Both sides ask at the same moment and both clients approve automatically: the
+    server updates the same two roster items from two sessions at once, and neither
+    change may be lost (a lost update leaves one side at `to` instead of `both`)."""
+    pairs = [(f"sa{i}", f"sb{i}") for i in range(8)]
+    for a, b in pairs:
+        kith.add_user(a)
+        kith.add_user(b)
+
+    async def one_pair(a, b):
+        async with online(kith, a, "phone") as x, online(kith, b, "phone") as y:
+            for c in (x, y):
+                c.roster.auto_authorize = True
+                c.roster.auto_subscribe = True
+            x.send_presence_subscription(pto=y.boundjid.bare)
+            y.send_presence_subscription(pto=x.boundjid.bare)
+            deadline = asyncio.get_running_loop().time() + STEP
+            while asyncio.get_running_loop().time() < deadline:
+                if (x.client_roster[y.boundjid.bare]["subscription"] == "both"
+                        and y.client_roster[x.boundjid.bare]["subscription"] == "both"):
+                    break
+                await asyncio.sleep(0.05)
+            # What the server stored, not what the clients inferred.
+            for c, other in ((x, y.boundjid.bare), (y, x.boundjid.bare)):
+                r = await c.get_roster(timeout=STEP)
+                if roster_items(r):
+                    assert roster_item(r, other)["subscription"] == "both", (c.boundjid, other)
+                assert c.client_roster[other]["subscription"] == "both", (c.boundjid, other)
+
+    async def scenario():
+        await asyncio.gather(*(one_pair(a, b) for a, b in pairs))
+    run(scenario())

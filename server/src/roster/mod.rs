@@ -209,6 +209,20 @@ async fn save(core: &Core, owner: &BareJid, item: &Item) {
     }
 }
 
+/// Serialises the read-modify-write of an account's roster items: when two
+/// accounts subscribe to each other at the same moment, two tasks update the
+/// same items, and an unlocked load/save pair would lose one of the changes
+/// (a `both` ending up as `to`). Striped; a task never holds two at once.
+static ROSTER_LOCKS: [tokio::sync::Mutex<()>; 64] =
+    [const { tokio::sync::Mutex::const_new(()) }; 64];
+
+fn roster_lock(owner: &BareJid) -> &'static tokio::sync::Mutex<()> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    owner.as_str().hash(&mut h);
+    &ROSTER_LOCKS[(h.finish() % 64) as usize]
+}
+
 async fn load(core: &Core, owner: &BareJid, contact: &BareJid) -> Option<Item> {
     match core.db.roster_item(username(owner), contact.as_str()).await {
         Ok(i) => Some(i.unwrap_or_else(|| Item::new(contact.as_str()))),
@@ -241,13 +255,17 @@ pub async fn subscription(
     original: Option<&Element>,
 ) {
     let me = session.jid.to_bare();
-    let Some(mut item) = load(core, &me, contact).await else {
-        return;
+    let o = {
+        let _roster = roster_lock(&me).lock().await;
+        let Some(mut item) = load(core, &me, contact).await else {
+            return;
+        };
+        let o = outbound(&mut item, t);
+        if o.changed {
+            save(core, &me, &item).await;
+        }
+        o
     };
-    let o = outbound(&mut item, t);
-    if o.changed {
-        save(core, &me, &item).await;
-    }
     if o.route && crate::s2s::is_remote(core, contact.domain().as_str()) {
         // The contact's own server keeps the contact's side (federation).
         crate::s2s::route_out(core, sub_presence(&me, contact, t, original));
@@ -279,16 +297,20 @@ pub(crate) async fn deliver_inbound(
     t: SubType,
     original: Option<&Element>,
 ) {
-    let Some(mut citem) = load(core, contact, from).await else {
-        return;
-    };
     let stanza = sub_presence(from, contact, t, original);
     let mut text = Vec::new();
     serialize(&stanza, &mut text);
-    let i = inbound(&mut citem, t, &String::from_utf8_lossy(&text));
-    if i.changed {
-        save(core, contact, &citem).await;
-    }
+    let i = {
+        let _roster = roster_lock(contact).lock().await;
+        let Some(mut citem) = load(core, contact, from).await else {
+            return;
+        };
+        let i = inbound(&mut citem, t, &String::from_utf8_lossy(&text));
+        if i.changed {
+            save(core, contact, &citem).await;
+        }
+        i
+    };
     if i.deliver {
         deliver::to_available(core, contact, &stanza);
     }
@@ -303,14 +325,18 @@ pub(crate) async fn deliver_inbound(
             return;
         }
         // The contact's server answers for the contact; the answer lands at `from`.
-        let Some(mut fitem) = load(core, from, contact).await else {
-            return;
-        };
         let back = sub_presence(contact, from, reply, None);
-        let r = inbound(&mut fitem, reply, "");
-        if r.changed {
-            save(core, from, &fitem).await;
-        }
+        let r = {
+            let _roster = roster_lock(from).lock().await;
+            let Some(mut fitem) = load(core, from, contact).await else {
+                return;
+            };
+            let r = inbound(&mut fitem, reply, "");
+            if r.changed {
+                save(core, from, &fitem).await;
+            }
+            r
+        };
         if r.deliver {
             deliver::to_available(core, from, &back);
         }
