@@ -24,12 +24,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use kith_server::{FramedReceiver, FramedSender, NS_FRAMING};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::headers::cors;
 use crate::routes::AppState;
 
 const NS_HTTPBIND: &str = "http://jabber.org/protocol/httpbind";
@@ -139,29 +140,7 @@ impl Bosh {
 
 /// `OPTIONS /http-bind`: CORS preflight.
 pub async fn preflight() -> Response {
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    cors(r)
-}
-
-fn cors(mut r: Response) -> Response {
-    r.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
+    crate::headers::preflight("POST, OPTIONS")
 }
 
 fn xml(body: String) -> Response {

@@ -4,6 +4,8 @@
 //! A handler may set a stricter CSP of its own; it is kept.
 
 use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 
@@ -30,4 +32,33 @@ pub fn secure<S: Clone + Send + Sync + 'static>(router: Router<S>, https: bool) 
     } else {
         r
     }
+}
+
+/// Lets pages on other origins read `r` (`Access-Control-Allow-Origin: *`):
+/// BOSH and uploads carry no cookies, so any origin may use them.
+pub(crate) fn cors(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) for a route allowing `methods`.
+pub(crate) fn preflight(methods: &'static str) -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(methods),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    cors(r)
 }

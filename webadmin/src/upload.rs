@@ -27,6 +27,7 @@ use kith_server::{PutQuery, PutRefused};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
+use crate::headers::cors;
 use crate::routes::AppState;
 
 /// Longest wait for the next piece of a PUT body (slow-body attacks).
@@ -46,36 +47,13 @@ pub struct PutParams {
     sig: String,
 }
 
-fn cors(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    r
-}
-
 fn status(code: StatusCode, text: &'static str) -> Response {
     cors((code, format!("{text}\n")).into_response())
 }
 
 /// `OPTIONS`: the CORS preflight for clients on other origins.
 pub async fn preflight() -> Response {
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, PUT, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    cors(r)
+    crate::headers::preflight("GET, HEAD, PUT, OPTIONS")
 }
 
 /// `PUT /upload/{id}/{filename}?size=…&type=…&owner=…&expires=…&sig=…`
