@@ -15,8 +15,9 @@ The web items (host-meta, then WebSocket and BOSH at the URLs it lists: login an
 message each way with a TCP user; HTTP upload: slot, PUT, GET) need `--https-port`; the
 federation row needs a second server federated with this one (`--peer-domain`,
 `--peer-port`, `--peer-account`): a mutual subscription, presence and a message each way
-across. Group chat rows (issue 5) are reported `pending (issue 5)` unless the server
-already advertises a MUC service, in which case they are probed like the rest.
+across. Group chats (issue 5): the MUC service in the server's disco#items gets a
+reserved members-only room, a member, a refused outsider, a message, a direct invitation,
+an archive query and self-pings.
 
 Output: a table on stdout, and `--json FILE` with every row. Exit status 1 iff an in-scope
 row is not both advertised and functional (2 on bad usage).
@@ -48,6 +49,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import slixmpp
+from slixmpp import JID
 from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -73,6 +75,11 @@ NS_PUBSUB_ERRORS = "http://jabber.org/protocol/pubsub#errors"
 NS_DATA = "jabber:x:data"
 NS_PUSH = "urn:xmpp:push:0"
 NS_SID = "urn:xmpp:sid:0"
+NS_MAM = "urn:xmpp:mam:2"
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_USER = f"{NS_MUC}#user"
+NS_MUC_OWNER = f"{NS_MUC}#owner"
+NS_CONFERENCE = "jabber:x:conference"
 NS_AVATAR_META = "urn:xmpp:avatar:metadata"
 NS_BOOKMARKS2 = "urn:xmpp:bookmarks:1"
 NS_PROBE = "urn:xmpp:kith:compliance:0"  # the PEP node the probes publish to
@@ -83,6 +90,7 @@ NS_XBOSH = "urn:xmpp:xbosh"
 NS_XRD = "http://docs.oasis-open.org/ns/xri/xrd-1.0"
 REL_WS = "urn:xmpp:alt-connections:websocket"
 REL_BOSH = "urn:xmpp:alt-connections:xbosh"
+MUC_PLUGINS = ("xep_0004", "xep_0045", "xep_0059", "xep_0313")
 PEER = "\0peer"  # the key of the peer server's account in Ctx.accounts
 
 # --------------------------------------------------------------------------- rows
@@ -708,59 +716,124 @@ async def p_blocking(ctx: Ctx, row: Row):
     row.detail = "block → listed, message refused with service-unavailable; unblock → delivered"
 
 
-@probe("XEP-0045", "Group chat", "IM", owner="5")
+@probe("XEP-0045", "Group chat", "IM")
 async def p_muc(ctx: Ctx, row: Row):
     muc = find_service(ctx, "conference", "text")
-    row.advertised = muc is not None
     check(muc, "no conference service in the server's disco#items")
-    a = ctx.shared["a_phone"]
-    a.register_plugin("xep_0045")
+    row.advertised = NS_MUC in next(f for j, _, f in ctx.item_infos if j == muc)
+    a = await ctx.device(ctx.a, "muc", plugins=MUC_PLUGINS)
+    b = await ctx.device(ctx.b, "muc", plugins=MUC_PLUGINS)
+    c = ctx.shared["c_phone"]
     room = f"compliance-{secrets.token_hex(3)}@{muc}"
-    await a.plugin["xep_0045"].join_muc_wait(room, "alice", timeout=STEP)
+    # A reserved room (§10.1.3): join → 201, then the owner's configuration form.
+    me = await muc_join(a, room, "alice")
+    check({110, 201} <= muc_codes(me), f"creation self-presence codes {muc_codes(me)}")
+    await muc_configure(a, room, {
+        "muc#roomconfig_roomname": "Compliance probe",
+        "muc#roomconfig_persistentroom": "1",
+        "muc#roomconfig_membersonly": "1",
+        "muc#roomconfig_whois": "anyone",
+        "muc#roomconfig_publicroom": "0",
+        "muc#roomconfig_enablearchiving": "1",
+    })
+    await a.plugin["xep_0045"].set_affiliation(room, "member", jid=ctx.jid(ctx.b), timeout=STEP)
+    # A non-member is refused (§7.2.6), and so is her archive query (XEP-0313 §6.1.1).
+    err = await muc_join(c, room, "carol", refused=True)
+    check(err == "registration-required", f"non-member join → {err}")
+    try:
+        await c.iq(room, "set", el(f"{{{NS_MAM}}}query"))
+        ctx.shared["muc_mam_outsider"] = "answered with a result"
+    except IqError as e:
+        ctx.shared["muc_mam_outsider"] = e.iq["error"]["condition"]
+    # The member enters a non-anonymous room: 110 + 100, and alice sees his real JID.
+    me = await muc_join(b, room, "bob")
+    check({110, 100} <= muc_codes(me), f"member's self-presence codes {muc_codes(me)}")
+    seen = await a.next(a.presences, lambda p: p["from"] == JID(f"{room}/bob"),
+                        what="bob's presence in the room")
+    check(muc_item(seen).get("jid") == str(b.boundjid),
+          f"non-anonymous room showed {muc_item(seen).get('jid')} for bob")
     body = f"groupchat {secrets.token_hex(4)}"
-    a.send_message(mto=room, mbody=body, mtype="groupchat")
-    await a.next(a.messages, lambda m: m["body"] == body and m["type"] == "groupchat")
-    ctx.shared["muc_room"] = room
+    b.send_message(mto=room, mbody=body, mtype="groupchat")
+    ids = []
+    for d in (a, b):  # alice gets it, bob gets the room's reflection
+        got = await d.next(d.messages, lambda m: m["body"] == body and m["type"] == "groupchat",
+                           what="groupchat message")
+        check(got["from"] == JID(f"{room}/bob"), f"groupchat from {got['from']}")
+        ids.append(muc_stanza_id(got, room))
+    check(ids[0] == ids[1] and ids[0], f"the room's stanza ids differ or lack: {ids}")
+    ctx.shared["muc"] = {"room": room, "a": a, "b": b, "body": body, "sid": ids[0]}
     row.functional = True
-    row.detail = f"joined {room}, message reflected"
+    row.detail = ("reserved room configured (members-only, non-anonymous), non-member "
+                  "refused, member joined (110, 100, real JID), message to all with one "
+                  "stanza-id")
 
 
-@probe("XEP-0249", "Direct MUC invitations", "IM", owner="5")
+@probe("XEP-0249", "Direct MUC invitations", "IM")
 async def p_invite(ctx: Ctx, row: Row):
-    room = ctx.shared.get("muc_room")
-    row.advertised = room is not None
-    check(room, "no MUC room (XEP-0045 pending)")
-    a, b = ctx.shared["a_phone"], ctx.shared["b_desk"]
-    msg = a.make_message(mto=ctx.jid(ctx.b), mbody="join us")
-    msg.append(el("{jabber:x:conference}x", {"jid": room}))
+    m = ctx.shared.get("muc")
+    check(m, "no room: the XEP-0045 probe failed")
+    room, a = m["room"], m["a"]
+    row.advertised = None  # a client-to-client message: the server routes it
+    c = ctx.shared["c_phone"]
+    # As Gajim does in a members-only room: membership first, then the invitation.
+    await a.plugin["xep_0045"].set_affiliation(room, "member", jid=ctx.jid(ctx.c), timeout=STEP)
+    msg = a.make_message(mto=ctx.jid(ctx.c), mbody=f"join us in {room}")
+    msg.append(el(f"{{{NS_CONFERENCE}}}x", {"jid": room, "reason": "compliance"}))
     msg.send()
-    got = await b.next(b.messages, lambda m: m.xml.find("{jabber:x:conference}x") is not None)
-    check(got.xml.find("{jabber:x:conference}x").get("jid") == room, "invite lost its room")
+    got = await c.next(c.messages, lambda x: x.xml.find(f"{{{NS_CONFERENCE}}}x") is not None,
+                       what="direct invitation")
+    check(got["from"].bare == ctx.jid(ctx.a), f"invitation from {got['from']}")
+    invited = got.xml.find(f"{{{NS_CONFERENCE}}}x").get("jid")
+    check(invited == room, f"invitation names {invited}, not {room}")
+    # Carol accepts: she joins the room the invitation names, then leaves.
+    me = await muc_join(c, invited, "carol")
+    await muc_leave(c, invited, "carol")
     row.functional = True
+    row.detail = (f"invitation delivered to the invitee, who joined from it "
+                  f"(codes {sorted(muc_codes(me))}) and left")
 
 
-@probe("XEP-0313 (MUC)", "Group chat history (MUC archive)", "IM Advanced", owner="5")
+@probe("XEP-0313 (MUC)", "Group chat history (MUC archive)", "IM Advanced")
 async def p_muc_mam(ctx: Ctx, row: Row):
-    room = ctx.shared.get("muc_room")
-    check(room, "no MUC room (XEP-0045 pending)")
-    info = await ctx.shared["a_phone"].plugin["xep_0030"].get_info(room.split("@")[1],
-                                                                    timeout=STEP)
-    row.advertised = "urn:xmpp:mam:2" in info["disco_info"]["features"]
-    a = ctx.shared["a_phone"]
-    a.register_plugin("xep_0313")
-    res = await a.plugin["xep_0313"].retrieve(jid=room, timeout=STEP)
-    check(res["mam"]["results"], "the room's archive is empty")
+    m = ctx.shared.get("muc")
+    check(m, "no room: the XEP-0045 probe failed")
+    room, a = m["room"], m["a"]
+    info = await a.plugin["xep_0030"].get_info(room, cached=False, timeout=STEP)
+    row.advertised = NS_MAM in info["disco_info"]["features"]
+    res = await a.plugin["xep_0313"].retrieve(jid=JID(room), rsm={"max": "50"}, timeout=STEP)
+    found = []
+    for r in res["mam"]["results"]:
+        result = r.xml.find(f"{{{NS_MAM}}}result")
+        fwd = result.find("{urn:xmpp:forward:0}forwarded/{jabber:client}message")
+        if fwd is not None and fwd.findtext("{jabber:client}body") == m["body"]:
+            found.append((result.get("id"), fwd.get("from")))
+    check(found, f"the message sent in {room} is not in the room's archive")
+    check(found[0] == (m["sid"], f"{room}/bob"),
+          f"archived as {found[0]}, delivered with stanza-id {m['sid']} from {room}/bob")
+    outsider = ctx.shared.get("muc_mam_outsider")
+    check(outsider == "forbidden", f"a non-member's archive query → {outsider}")
     row.functional = True
+    row.detail = ("the room's message is in its archive (from the occupant JID, archive id = "
+                  "stanza-id); a non-member's query is forbidden")
 
 
-@probe("XEP-0410", "MUC self-ping", "IM Advanced", owner="5")
+@probe("XEP-0410", "MUC self-ping", "IM Advanced")
 async def p_muc_ping(ctx: Ctx, row: Row):
-    room = ctx.shared.get("muc_room")
-    check(room, "no MUC room (XEP-0045 pending)")
-    a = ctx.shared["a_phone"]
-    await a.plugin["xep_0199"].ping(f"{room}/alice", timeout=STEP)
-    row.advertised = None
+    m = ctx.shared.get("muc")
+    check(m, "no room: the XEP-0045 probe failed")
+    room, a = m["room"], m["a"]
+    info = await a.plugin["xep_0030"].get_info(room, cached=False, timeout=STEP)
+    row.advertised = f"{NS_MUC}#self-ping-optimization" in info["disco_info"]["features"]
+    await a.plugin["xep_0199"].ping(f"{room}/alice", timeout=STEP)  # joined: a result
+    c = ctx.shared["c_phone"]  # left the room in the XEP-0249 probe
+    try:
+        await c.plugin["xep_0199"].ping(f"{room}/carol", timeout=STEP)
+        raise ProbeError("a self-ping from a client that left the room got a result")
+    except IqError as e:
+        check(e.iq["error"]["condition"] == "not-acceptable",
+              f"self-ping after leaving → {iq_error(e)}, not not-acceptable")
     row.functional = True
+    row.detail = "joined: result; after leaving: not-acceptable"
 
 
 @probe("XEP-0223", "Persistent storage of private data via PubSub", "IM Advanced")
@@ -1501,6 +1574,67 @@ def http_put_get(ctx: Ctx, put: ET.Element, get_url: str, data: bytes):
         check(r.read() == data, "GET returned other bytes")
 
 
+
+
+def muc_codes(stanza) -> set[int]:
+    """The XEP-0045 status codes of a presence or message."""
+    x = stanza.xml.find(f"{{{NS_MUC_USER}}}x")
+    return {int(s.get("code")) for s in x.findall(f"{{{NS_MUC_USER}}}status")} \
+        if x is not None else set()
+
+
+def muc_item(stanza) -> dict:
+    it = stanza.xml.find(f"{{{NS_MUC_USER}}}x/{{{NS_MUC_USER}}}item")
+    return dict(it.attrib) if it is not None else {}
+
+
+def muc_stanza_id(msg, room: str) -> str | None:
+    for s in msg.xml.findall(f"{{{NS_SID}}}stanza-id"):
+        if s.get("by") == room:
+            return s.get("id")
+    return None
+
+
+async def muc_join(d: Device, room: str, nick: str, refused: bool = False):
+    """Enter `room` as `nick`: the self-presence (110). With `refused`, the room must say
+    no: the error condition."""
+    p = d.make_presence(pto=f"{room}/{nick}")
+    p.append(el(f"{{{NS_MUC}}}x"))
+    p.send()
+    got = await d.next(d.presences, lambda p: p["from"].bare == room and (
+        p["type"] == "error" or (p["type"] != "unavailable" and 110 in muc_codes(p))),
+        what=f"answer of {room} to {nick}'s join")
+    if refused:
+        check(got["type"] == "error", f"{nick} was let into {room}")
+        return got["error"]["condition"]
+    check(got["type"] != "error", f"{nick} could not join {room}: {got['error']['condition']}")
+    return got
+
+
+async def muc_leave(d: Device, room: str, nick: str):
+    d.send_presence(pto=f"{room}/{nick}", ptype="unavailable")
+    await d.next(d.presences, lambda p: p["from"] == JID(f"{room}/{nick}")
+                 and p["type"] == "unavailable", what=f"{nick}'s exit from {room}")
+
+
+async def muc_configure(d: Device, room: str, values: dict):
+    """Fetch the room's configuration form, set `values` on the fields it has, submit
+    every field back (as Gajim does)."""
+    res = await d.iq(room, "get", el(f"{{{NS_MUC_OWNER}}}query"))
+    x = res.xml.find(f"{{{NS_MUC_OWNER}}}query/{{{NS_DATA}}}x")
+    check(x is not None, "no configuration form")
+    submit = el(f"{{{NS_DATA}}}x", {"type": "submit"})
+    for f in x.findall(f"{{{NS_DATA}}}field"):
+        var = f.get("var")
+        if not var or f.get("type") == "fixed":
+            continue
+        field = el(f"{{{NS_DATA}}}field", {"var": var})
+        vals = [values[var]] if var in values else \
+            [v.text or "" for v in f.findall(f"{{{NS_DATA}}}value")]
+        for v in vals:
+            field.append(el(f"{{{NS_DATA}}}value", None, v))
+        submit.append(field)
+    await d.iq(room, "set", el(f"{{{NS_MUC_OWNER}}}query", None, None, submit))
 
 
 def find_service(ctx: Ctx, category: str, type_: str) -> str | None:
