@@ -154,7 +154,7 @@ async fn heard(client: &mut Client, kith: &Kith, room: &BareJid, nick: &str, bod
         .payloads
         .iter()
         .filter_map(|e| StanzaId::try_from(e.clone()).ok())
-        .filter(|s| s.by == Jid::from(room.clone()))
+        .filter(|s| s.by == *room)
         .collect();
     assert_eq!(ids.len(), 1, "one <stanza-id by='{room}'/>: {m:?}");
     ids[0].id.clone()
