@@ -26,7 +26,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from slixmpp import JID
-from slixmpp.exceptions import IqError, PresenceError
+from slixmpp.exceptions import IqError
 from slixmpp.plugins.xep_0004.stanza import Form
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
@@ -37,8 +37,6 @@ ROOMS = f"groups.{DOMAIN}"  # the household's MUC service
 
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_MUC_USER = f"{NS_MUC}#user"
-NS_MUC_OWNER = f"{NS_MUC}#owner"
-NS_MUC_ADMIN = f"{NS_MUC}#admin"
 NS_DATA = "jabber:x:data"
 NS_SID = "urn:xmpp:sid:0"
 NS_MAM = "urn:xmpp:mam:2"
