@@ -210,13 +210,17 @@ pub(crate) fn reply_error(core: &Core, stanza: &Element, err: StanzaError) {
 
 /// A session ended: it leaves every room it was in.
 fn session_ended<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> BoxFuture<'a, ()> {
-    Box::pin(async move {
-        for name in core.muc.take_joined(&session.jid) {
-            if let Some(room) = existing(core, &name).await {
-                presence::gone(core, &room, &session.jid).await;
-            }
+    Box::pin(leave_all(core, &session.jid, None))
+}
+
+/// `jid` leaves every room it is in (its session ended, or it sent a
+/// broadcast unavailable presence).
+pub async fn leave_all(core: &Arc<Core>, jid: &FullJid, status: Option<String>) {
+    for name in core.muc.take_joined(jid) {
+        if let Some(room) = existing(core, &name).await {
+            presence::leave(core, &room, jid, status.clone()).await;
         }
-    })
+    }
 }
 
 /// The bare JID of room `name`.
