@@ -30,8 +30,8 @@ use crate::xml::{el, ns, serialize};
 pub const NS_VCARD: &str = "vcard-temp";
 const NS_UPDATE: &str = "vcard-temp:x:update";
 
-/// Largest room vCard, serialised (a photo of about 190 KiB in base64).
-pub const MAX_VCARD_BYTES: usize = 256 * 1024;
+/// Largest room vCard, serialised (a photo of about 95 KiB; a stanza is at most 256 KiB).
+pub const MAX_VCARD_BYTES: usize = 128 * 1024;
 
 /// Load the stored hash of a room (when the rooms are loaded).
 pub async fn restore(core: &Core, r: &mut Room) {
