@@ -73,8 +73,9 @@ pub async fn handle(
         };
     }
     if r.affiliation(&bare) != Affiliation::Owner {
-        return Err(StanzaError::new("auth", "forbidden")
-            .with_text("only owners set the room's picture"));
+        return Err(
+            StanzaError::new("auth", "forbidden").with_text("only owners set the room's picture")
+        );
     }
     if !r.config.persistent || r.locked {
         return Err(StanzaError::not_allowed().with_text("only kept rooms have a picture"));
@@ -89,10 +90,12 @@ pub async fn handle(
         let mut buf = Vec::new();
         serialize(q, &mut buf);
         if buf.len() > MAX_VCARD_BYTES {
-            return Err(StanzaError::new("modify", "not-acceptable").with_text(format!(
-                "a room's vCard is at most {} KiB",
-                MAX_VCARD_BYTES / 1024
-            )));
+            return Err(
+                StanzaError::new("modify", "not-acceptable").with_text(format!(
+                    "a room's vCard is at most {} KiB",
+                    MAX_VCARD_BYTES / 1024
+                )),
+            );
         }
         let text = String::from_utf8(buf).map_err(|_| StanzaError::bad_request())?;
         core.db
@@ -110,7 +113,9 @@ pub async fn handle(
 
 /// Whether `bare` may read the room's vCard.
 pub fn may_see(r: &Room, bare: &BareJid) -> bool {
-    r.config.public || r.affiliation(bare) >= Affiliation::Member || r.by_bare(bare).next().is_some()
+    r.config.public
+        || r.affiliation(bare) >= Affiliation::Member
+        || r.by_bare(bare).next().is_some()
 }
 
 /// The hex SHA-1 of each photo's image, comma-separated (`None` without a
@@ -130,7 +135,12 @@ pub fn photo_hash(vcard: &Element) -> Result<Option<String>, StanzaError> {
             .decode(clean)
             .map_err(|_| StanzaError::bad_request().with_text("the photo is not base64"))?;
         let d = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &bytes);
-        hashes.push(d.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>());
+        hashes.push(
+            d.as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        );
     }
     Ok((!hashes.is_empty()).then(|| hashes.join(",")))
 }

@@ -120,8 +120,9 @@ async fn invite(
         .map(|o| o.role)
         .unwrap_or_else(|| r.default_role(aff));
     if role <= Role::Visitor {
-        return Err(StanzaError::new("auth", "forbidden")
-            .with_text("only occupants with voice may invite"));
+        return Err(
+            StanzaError::new("auth", "forbidden").with_text("only occupants with voice may invite")
+        );
     }
     let targets = targets(items)?;
     let makes_members = r.config.members_only;

@@ -141,7 +141,9 @@ pub async fn route_from_client(
             groupchat::private(core, &from, &node, &nick, stanza).await
         }
         (Some(Kind::Iq), None) => room_iq(core, session, &node, stanza).await,
-        (Some(Kind::Iq), Some(nick)) => ping::to_occupant(core, session, &node, &nick, stanza).await,
+        (Some(Kind::Iq), Some(nick)) => {
+            ping::to_occupant(core, session, &node, &nick, stanza).await
+        }
         (None, _) => {}
     }
     true
@@ -161,14 +163,18 @@ async fn room_iq(core: &Arc<Core>, session: &Arc<SessionHandle>, node: &str, iq:
     };
     let from = &session.jid;
     let result = match (set, payload.ns().as_str(), payload.name()) {
-        (false, NS_DISCO_INFO, "query") if payload.attr("node") == Some(register::NODE_ROOMUSER) => {
+        (false, NS_DISCO_INFO, "query")
+            if payload.attr("node") == Some(register::NODE_ROOMUSER) =>
+        {
             register::reserved_nick(&room, from).await
         }
         (false, NS_DISCO_INFO, "query") => disco::room_info(core, &room, from, payload).await,
         (false, NS_DISCO_ITEMS, "query") => Ok(Some(Element::bare("query", NS_DISCO_ITEMS))),
         (_, NS_ADMIN, "query") => admin::handle(core, &room, from, set, payload).await,
         (_, NS_OWNER, "query") => owner::handle(core, &room, from, set, payload).await,
-        (_, register::NS_REGISTER, "query") => register::handle(core, &room, from, set, payload).await,
+        (_, register::NS_REGISTER, "query") => {
+            register::handle(core, &room, from, set, payload).await
+        }
         (_, avatar::NS_VCARD, "vCard") => avatar::handle(core, &room, from, set, payload).await,
         _ => Err(StanzaError::service_unavailable()),
     };

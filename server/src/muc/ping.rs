@@ -77,9 +77,8 @@ pub async fn to_occupant(
     let room_jid = super::room_jid(core, node)
         .map(|j| j.to_string())
         .unwrap_or_default();
-    let not_joined = || {
-        StanzaError::new("cancel", "not-acceptable").with_text("you are not in this room")
-    };
+    let not_joined =
+        || StanzaError::new("cancel", "not-acceptable").with_text("you are not in this room");
     let Some(room) = super::existing(core, node).await else {
         refuse(session, iq, &room_jid, not_joined());
         return;
@@ -101,7 +100,11 @@ pub async fn to_occupant(
         session.send(iq_result(iq, None, ""));
         return;
     }
-    let Some(target) = r.by_nick(nick).and_then(|o| o.primary()).map(|s| s.jid.clone()) else {
+    let Some(target) = r
+        .by_nick(nick)
+        .and_then(|o| o.primary())
+        .map(|s| s.jid.clone())
+    else {
         refuse(
             session,
             iq,
@@ -143,23 +146,24 @@ fn forward(
     let asker = session.jid.clone();
     let answer_from = format!("{room_jid}/{nick}");
     let weak = Arc::downgrade(core);
-    let then: crate::iq_out::Then = Box::new(move |reply: Option<Element>| -> BoxFuture<'static, ()> {
-        Box::pin(async move {
-            pending_add(&sender, -1);
-            let Some(core) = weak.upgrade() else { return };
-            let answer = match reply {
-                Some(reply) => mapped(&reply, &original, &answer_from),
-                None => {
-                    let err = StanzaError::new("wait", "recipient-unavailable")
-                        .with_text("the occupant did not answer");
-                    error_reply(&original, &err)
+    let then: crate::iq_out::Then =
+        Box::new(move |reply: Option<Element>| -> BoxFuture<'static, ()> {
+            Box::pin(async move {
+                pending_add(&sender, -1);
+                let Some(core) = weak.upgrade() else { return };
+                let answer = match reply {
+                    Some(reply) => mapped(&reply, &original, &answer_from),
+                    None => {
+                        let err = StanzaError::new("wait", "recipient-unavailable")
+                            .with_text("the occupant did not answer");
+                        error_reply(&original, &err)
+                    }
+                };
+                if let Some(a) = answer {
+                    super::send_to(&core, &asker, a);
                 }
-            };
-            if let Some(a) = answer {
-                super::send_to(&core, &asker, a);
-            }
-        })
-    });
+            })
+        });
     let send = |iq: Element| match core.sessions.get(&target) {
         Some(s) => {
             s.send(iq);

@@ -238,11 +238,13 @@ mod tests {
             "not-acceptable"
         );
         assert_eq!(
-            submitted_nick(&form(&"x".repeat(65))).unwrap_err().condition,
+            submitted_nick(&form(&"x".repeat(65)))
+                .unwrap_err()
+                .condition,
             "not-acceptable"
         );
         let mut wrong = form("bee");
-        wrong.set_attr("type", "form");
+        crate::xml::attr_set(&mut wrong, "type", "form");
         assert_eq!(submitted_nick(&wrong).unwrap_err().condition, "bad-request");
     }
 
