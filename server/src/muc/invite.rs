@@ -28,7 +28,7 @@ use std::sync::Arc;
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
-use super::room::{Affiliation, Role, Room};
+use super::room::{set_in, Affiliation, Role, Room};
 use super::{reply_error, NS_USER};
 use crate::core::Core;
 use crate::stanza::StanzaError;
@@ -137,20 +137,19 @@ async fn invite(
         return Err(StanzaError::not_allowed().with_text("that person is banned from this room"));
     }
     if makes_members {
+        // Stored first: a failed write invites nobody.
+        let mut affiliations = r.affiliations.clone();
         let mut added = false;
         for (to, _) in &targets {
             let bare = to.to_bare();
             if r.affiliation(&bare) < Affiliation::Member {
-                r.set_affiliation(&bare, Affiliation::Member, String::new());
+                set_in(&mut affiliations, &bare, Affiliation::Member, String::new());
                 added = true;
             }
         }
-        if added && r.config.persistent && !r.locked {
-            let (room, affs) = r.stored();
-            if let Err(e) = core.db.muc_save_room(&room, &affs).await {
-                tracing::error!(error = %e, room = %r.jid, "could not store new members");
-                return Err(StanzaError::internal());
-            }
+        if added {
+            super::owner::store(core, r, &r.config, &affiliations).await?;
+            r.affiliations = affiliations;
         }
     }
     tracing::debug!(room = %r.jid, by = %inviter, count = targets.len(), "invitations");

@@ -21,8 +21,6 @@ use minidom::Element;
 
 use crate::core::Core;
 use crate::registry::BoxFuture;
-use crate::router::bounce;
-use crate::session::SessionHandle;
 use crate::stanza::{error_reply, iq_result, StanzaError};
 use crate::xml::{attr_set, el, ns};
 
@@ -52,25 +50,20 @@ fn pending_add(bare: &BareJid, delta: isize) -> bool {
     true
 }
 
-/// The room's error to `iq`, from `room/nick`, with `by` = the room (XEP-0410).
-fn refuse(session: &SessionHandle, iq: &Element, room: &str, err: StanzaError) {
+/// The room's error to `iq` from `to`, from `room/nick`, with `by` = the
+/// room (XEP-0410).
+fn refuse(core: &Core, to: &FullJid, iq: &Element, room: &str, err: StanzaError) {
     if let Some(mut reply) = error_reply(iq, &err) {
         if let Some(e) = reply.get_child_mut("error", ns::CLIENT) {
             attr_set(e, "by", room);
         }
-        session.send(reply);
+        super::send_to(core, to, reply);
     }
 }
 
-/// An IQ from a local session to `room/nick`.
-pub async fn to_occupant(
-    core: &Arc<Core>,
-    session: &Arc<SessionHandle>,
-    node: &str,
-    nick: &str,
-    iq: &Element,
-) {
-    let from = &session.jid;
+/// An IQ from `from` (a local session or a user on another server) to
+/// `room/nick`.
+pub async fn to_occupant(core: &Arc<Core>, from: &FullJid, node: &str, nick: &str, iq: &Element) {
     if !matches!(iq.attr("type"), Some("get" | "set")) {
         return;
     }
@@ -80,24 +73,24 @@ pub async fn to_occupant(
     let not_joined =
         || StanzaError::new("cancel", "not-acceptable").with_text("you are not in this room");
     let Some(room) = super::existing(core, node).await else {
-        refuse(session, iq, &room_jid, not_joined());
+        refuse(core, from, iq, &room_jid, not_joined());
         return;
     };
     let mut children = iq.children();
     let (Some(payload), None) = (children.next(), children.next()) else {
-        bounce(session, iq, StanzaError::bad_request());
+        super::reply_error(core, iq, StanzaError::bad_request());
         return;
     };
     let r = room.lock().await;
     let Some(me) = r.by_session(from).filter(|_| !r.destroyed) else {
-        refuse(session, iq, &room_jid, not_joined());
+        refuse(core, from, iq, &room_jid, not_joined());
         return;
     };
     let my_nick = me.nick.clone();
     let is_ping = iq.attr("type") == Some("get") && payload.is("ping", NS_PING);
     if is_ping && nick == my_nick {
         // XEP-0410 §3.3: the room answers a self-ping itself.
-        session.send(iq_result(iq, None, ""));
+        super::send_to(core, from, iq_result(iq, None, ""));
         return;
     }
     let Some(target) = r
@@ -106,7 +99,8 @@ pub async fn to_occupant(
         .map(|s| s.jid.clone())
     else {
         refuse(
-            session,
+            core,
+            from,
             iq,
             &room_jid,
             StanzaError::item_not_found().with_text("nobody has that nick here"),
@@ -114,24 +108,25 @@ pub async fn to_occupant(
         return;
     };
     drop(r);
-    forward(core, session, iq, &room_jid, &my_nick, nick, target);
+    forward(core, from, iq, &room_jid, &my_nick, nick, target);
 }
 
 /// Send `iq` on to `target` from the sender's occupant JID and map the
 /// answer back.
 fn forward(
     core: &Arc<Core>,
-    session: &Arc<SessionHandle>,
+    from: &FullJid,
     iq: &Element,
     room_jid: &str,
     my_nick: &str,
     nick: &str,
     target: FullJid,
 ) {
-    let sender = session.jid.to_bare();
+    let sender = from.to_bare();
     if !pending_add(&sender, 1) {
         refuse(
-            session,
+            core,
+            from,
             iq,
             room_jid,
             StanzaError::new("wait", "resource-constraint")
@@ -143,7 +138,7 @@ fn forward(
     attr_set(&mut out, "from", format!("{room_jid}/{my_nick}"));
     attr_set(&mut out, "to", target.as_str());
     let original = iq.clone();
-    let asker = session.jid.clone();
+    let asker = from.clone();
     let answer_from = format!("{room_jid}/{nick}");
     let weak = Arc::downgrade(core);
     let then: crate::iq_out::Then =
@@ -164,17 +159,24 @@ fn forward(
                 }
             })
         });
-    let send = |iq: Element| match core.sessions.get(&target) {
-        Some(s) => {
-            s.send(iq);
-            true
+    let send = |iq: Element| {
+        if crate::s2s::is_remote(core, target.domain().as_str()) {
+            super::send_to(core, &target, iq);
+            return true;
         }
-        None => false,
+        match core.sessions.get(&target) {
+            Some(s) => {
+                s.send(iq);
+                true
+            }
+            None => false,
+        }
     };
     if !crate::iq_out::request_then(core, out, FORWARD_TIMEOUT, send, then) {
-        pending_add(&session.jid.to_bare(), -1);
+        pending_add(&from.to_bare(), -1);
         refuse(
-            session,
+            core,
+            from,
             iq,
             room_jid,
             StanzaError::new("wait", "recipient-unavailable")

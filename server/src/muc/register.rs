@@ -22,7 +22,7 @@ use std::sync::Arc;
 use jid::{BareJid, FullJid};
 use minidom::Element;
 
-use super::room::{Affiliation, Room};
+use super::room::{set_in, Affiliation, Room};
 use super::service::RoomRef;
 use super::{NS_DISCO_INFO, NS_USER};
 use crate::core::Core;
@@ -57,9 +57,8 @@ pub async fn handle(
     if !set {
         return Ok(Some(query(&r, &bare)));
     }
-    let before = r.affiliations.clone();
     if q.get_child("remove", NS_REGISTER).is_some() {
-        cancel(core, &mut r, &bare);
+        cancel(core, &mut r, &bare).await?;
     } else {
         let x = q
             .get_child("x", NS_DATA)
@@ -73,7 +72,17 @@ pub async fn handle(
         if r.nick_reserved_for_other(&nick, &bare) {
             return Err(conflict());
         }
-        if r.affiliation(&bare) < Affiliation::Member {
+        // Stored first (a failed write changes nothing), then applied.
+        let becomes_member = r.affiliation(&bare) < Affiliation::Member;
+        let mut affs = r.affiliations.clone();
+        if becomes_member {
+            set_in(&mut affs, &bare, Affiliation::Member, String::new());
+        }
+        if let Some(entry) = affs.get_mut(&bare) {
+            entry.nick = Some(nick.clone());
+        }
+        super::owner::store(core, &r, &r.config, &affs).await?;
+        if becomes_member {
             let actor = actor(&bare);
             super::admin::set_affiliation(
                 core,
@@ -84,18 +93,8 @@ pub async fn handle(
                 String::new(),
             );
         }
-        if let Some(entry) = r.affiliations.get_mut(&bare) {
-            entry.nick = Some(nick.clone());
-        }
+        r.affiliations = affs;
         tracing::debug!(room = %r.jid, %bare, %nick, "nick registered");
-    }
-    if r.config.persistent && !r.locked {
-        let (stored, affs) = r.stored();
-        if let Err(e) = core.db.muc_save_room(&stored, &affs).await {
-            tracing::error!(error = %e, room = %r.jid, "could not store a registration");
-            r.affiliations = before;
-            return Err(StanzaError::internal());
-        }
     }
     Ok(None)
 }
@@ -181,17 +180,26 @@ pub fn submitted_nick(x: &Element) -> Result<String, StanzaError> {
 }
 
 /// Release the nick of `bare`; an open room's membership goes with it.
-fn cancel(core: &Core, r: &mut Room, bare: &BareJid) {
+async fn cancel(core: &Core, r: &mut Room, bare: &BareJid) -> Result<(), StanzaError> {
     let aff = r.affiliation(bare);
+    let drops_membership = aff == Affiliation::Member && !r.config.members_only;
+    let mut affs = r.affiliations.clone();
+    if let Some(entry) = affs.get_mut(bare) {
+        entry.nick = None;
+    }
+    if drops_membership || aff == Affiliation::None {
+        set_in(&mut affs, bare, Affiliation::None, String::new());
+    }
+    super::owner::store(core, r, &r.config, &affs).await?;
     if let Some(entry) = r.affiliations.get_mut(bare) {
         entry.nick = None;
     }
-    if aff == Affiliation::Member && !r.config.members_only {
+    if drops_membership {
         let actor = actor(bare);
         super::admin::set_affiliation(core, r, bare, Affiliation::None, &actor, String::new());
-    } else if aff == Affiliation::None {
-        r.affiliations.remove(bare);
     }
+    r.affiliations = affs;
+    Ok(())
 }
 
 /// disco#info on node `x-roomuser-item`: the asker's reserved nick.
@@ -262,7 +270,12 @@ mod tests {
         assert!(may_register(&r, &owner).is_ok());
         r.config.members_only = false;
         assert!(may_register(&r, &stranger).is_ok());
-        r.set_affiliation(&stranger, Affiliation::Outcast, String::new());
+        set_in(
+            &mut r.affiliations,
+            &stranger,
+            Affiliation::Outcast,
+            String::new(),
+        );
         assert_eq!(
             may_register(&r, &stranger).unwrap_err().condition,
             "forbidden"
