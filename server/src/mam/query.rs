@@ -1,6 +1,9 @@
 //! Archive queries (XEP-0313 §4 with XEP-0059 Result Set Management): the
 //! form of supported fields, parsing a query, running it page by page, the
 //! `<result/>` messages and the closing `<fin/>`, and the `#extended` metadata.
+//! The same code answers for an account's own archive and for a group chat
+//! room's archive (`muc/mam.rs`): a [`Source`] says whose archive it is and
+//! whom the results come from.
 //!
 //! Bounds: a page holds at most [`MAX_PAGE`] messages (a larger `max` is
 //! capped, no `max` means [`DEFAULT_PAGE`]); an `ids` query names at most
@@ -165,7 +168,12 @@ fn parse(q: &Element) -> Result<Query, StanzaError> {
 
 /// `<iq type='get'><query xmlns='urn:xmpp:mam:2'/></iq>`: the supported fields.
 pub fn form(_cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
-    Box::pin(async move {
+    Box::pin(async move { Ok(Some(form_payload())) })
+}
+
+/// The query form: the fields a query may use.
+pub(crate) fn form_payload() -> Element {
+    {
         let field = |var: &str, ty: &str| el("field", NS_DATA).attr("var", var).attr("type", ty);
         let x = el("x", NS_DATA)
             .attr("type", "form")
@@ -181,8 +189,8 @@ pub fn form(_cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             .child(field("before-id", "text-single").build())
             .child(field("ids", "text-multi").build())
             .build();
-        Ok(Some(el("query", NS).child(x).build()))
-    })
+        el("query", NS).child(x).build()
+    }
 }
 
 /// `<iq type='get'><metadata xmlns='urn:xmpp:mam:2'/></iq>` (`#extended`):
@@ -190,10 +198,15 @@ pub fn form(_cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
 pub fn metadata(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
         let user = cx.session.jid.to_bare();
-        let bounds = cx
-            .core
-            .db
-            .archive_bounds(username(&user))
+        metadata_of(&cx.core.db, username(&user)).await
+    })
+}
+
+/// The `#extended` metadata of the archive kept under `user`.
+pub(crate) async fn metadata_of(db: &crate::storage::Db, user: &str) -> IqResult {
+    {
+        let bounds = db
+            .archive_bounds(user)
             .await
             .map_err(|_| StanzaError::internal())?;
         let mut m = el("metadata", NS);
@@ -208,17 +221,46 @@ pub fn metadata(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             }
         }
         Ok(Some(m.build()))
-    })
+    }
+}
+
+/// Whose archive a query reads and how its results are sent.
+pub(crate) struct Source<'a> {
+    /// The archive's owner in storage: an account's username, or a room's
+    /// bare JID.
+    pub user: &'a str,
+    /// The `from` of the result messages: the account's or the room's bare JID.
+    pub from: &'a str,
+    /// Applied to each archived message before it is sent (a room hides
+    /// real JIDs from those who may not see them).
+    pub shape: &'a (dyn Fn(&mut Element) + Sync),
 }
 
 /// `<iq type='set'><query xmlns='urn:xmpp:mam:2'>…</query></iq>`: send the
 /// matching messages as `<result/>` messages, then answer with `<fin/>`.
 pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
-        let q = parse(cx.payload)?;
         let owner = cx.session.jid.to_bare();
-        let user = username(&owner).to_string();
-        let db = &cx.core.db;
+        let src = Source {
+            user: username(&owner),
+            from: owner.as_str(),
+            shape: &|_| {},
+        };
+        answer(&cx.core.db, cx.session, &src, cx.payload).await
+    })
+}
+
+/// Run query `payload` over the archive of `src`, sending the results to
+/// `session`; the `<fin/>` to answer with.
+pub(crate) async fn answer(
+    db: &crate::storage::Db,
+    session: &crate::session::SessionHandle,
+    src: &Source<'_>,
+    payload: &Element,
+) -> IqResult {
+    {
+        let q = parse(payload)?;
+        let user = src.user.to_string();
         let internal = |e: crate::storage::StorageError| {
             tracing::error!(error = %e, "archive query failed");
             StanzaError::internal()
@@ -303,9 +345,10 @@ pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
         };
         for a in &ordered {
             match a.stanza.parse::<Element>() {
-                Ok(inner) => cx
-                    .session
-                    .send(result_message(&owner, cx.session, &q, a, inner)),
+                Ok(mut inner) => {
+                    (src.shape)(&mut inner);
+                    session.send(result_message(src.from, session, &q, a, inner))
+                }
                 Err(e) => {
                     tracing::error!(error = %e, id = a.id, "an archived message does not parse")
                 }
@@ -325,7 +368,7 @@ pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             fin = fin.attr("complete", "true");
         }
         Ok(Some(fin.child(set.build()).build()))
-    })
+    }
 }
 
 /// Keep as much of a page (oldest first) as fits in [`MAX_PAGE_BYTES`], at
@@ -356,14 +399,14 @@ fn fit(mut page: Vec<Archived>, backward: bool) -> (Vec<Archived>, bool) {
 }
 
 fn result_message(
-    owner: &jid::BareJid,
+    from: &str,
     session: &crate::session::SessionHandle,
     q: &Query,
     a: &Archived,
     inner: Element,
 ) -> Element {
     el("message", ns::CLIENT)
-        .attr("from", owner.as_str())
+        .attr("from", from)
         .attr("to", session.jid.as_str())
         .attr("id", crate::core::random_hex(8))
         .child(

@@ -1,6 +1,8 @@
 //! History retention: messages older than an account's retention (its own
 //! setting, else the server's `archive.retention_days`; 0 keeps forever) are
-//! deleted by a background pruner every `archive.prune_interval_secs`.
+//! deleted by a background pruner every `archive.prune_interval_secs`. Group
+//! chat archives (kept under the room's bare JID) follow the server's
+//! `archive.retention_days`.
 //!
 //! Bounded work: the pruner deletes in batches of [`BATCH`] rows, at most
 //! [`MAX_BATCHES_PER_ROUND`] batches per account per round, and yields between
@@ -28,7 +30,9 @@ pub async fn prune_once(db: &Db, default_days: u32) -> Result<u64, StorageError>
         .collect();
     let now = super::rules::now_micros();
     let mut total = 0;
-    for user in db.account_list().await? {
+    let mut owners = db.account_list().await?;
+    owners.extend(db.archive_room_owners().await?);
+    for user in owners {
         let days = overrides
             .get(&user)
             .copied()

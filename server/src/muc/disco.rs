@@ -143,6 +143,7 @@ pub fn room_features(r: &Room) -> Vec<&'static str> {
     if r.locked {
         v.push("muc_unconfigured");
     }
+    v.extend(super::archive::features(r));
     v
 }
 

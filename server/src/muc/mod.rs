@@ -8,13 +8,18 @@
 //! nick changes are `presence.rs`; room messages, the subject and private
 //! messages `groupchat.rs`; roles and affiliations `admin.rs`; the owner's
 //! form and destruction `owner.rs`; disco `disco.rs`; history on join
-//! `history.rs`; occupant ids (XEP-0421) `occupant_id.rs`.
+//! `history.rs`; occupant ids (XEP-0421) `occupant_id.rs`; the room's
+//! archive and stanza ids `archive.rs`, queries of it `mam.rs`, moderation
+//! and retraction `moderate.rs`.
 
 mod admin;
+mod archive;
 mod config;
 mod disco;
 mod groupchat;
 pub(crate) mod history;
+mod mam;
+mod moderate;
 mod occupant_id;
 mod owner;
 mod presence;
@@ -148,6 +153,10 @@ async fn room_iq(core: &Arc<Core>, session: &Arc<SessionHandle>, node: &str, iq:
         (false, NS_DISCO_ITEMS, "query") => Ok(Some(Element::bare("query", NS_DISCO_ITEMS))),
         (_, NS_ADMIN, "query") => admin::handle(core, &room, from, set, payload).await,
         (_, NS_OWNER, "query") => owner::handle(core, &room, from, set, payload).await,
+        (_, crate::mam::NS, _) => mam::handle(core, &room, session, set, payload).await,
+        (true, _, _) if moderate::is_request(payload) => {
+            moderate::iq(core, &room, from, payload).await
+        }
         _ => Err(StanzaError::service_unavailable()),
     };
     match result {
