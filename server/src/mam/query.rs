@@ -173,24 +173,22 @@ pub fn form(_cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
 
 /// The query form: the fields a query may use.
 pub(crate) fn form_payload() -> Element {
-    {
-        let field = |var: &str, ty: &str| el("field", NS_DATA).attr("var", var).attr("type", ty);
-        let x = el("x", NS_DATA)
-            .attr("type", "form")
-            .child(
-                field("FORM_TYPE", "hidden")
-                    .child(el("value", NS_DATA).text(NS).build())
-                    .build(),
-            )
-            .child(field("with", "jid-single").build())
-            .child(field("start", "text-single").build())
-            .child(field("end", "text-single").build())
-            .child(field("after-id", "text-single").build())
-            .child(field("before-id", "text-single").build())
-            .child(field("ids", "text-multi").build())
-            .build();
-        el("query", NS).child(x).build()
-    }
+    let field = |var: &str, ty: &str| el("field", NS_DATA).attr("var", var).attr("type", ty);
+    let x = el("x", NS_DATA)
+        .attr("type", "form")
+        .child(
+            field("FORM_TYPE", "hidden")
+                .child(el("value", NS_DATA).text(NS).build())
+                .build(),
+        )
+        .child(field("with", "jid-single").build())
+        .child(field("start", "text-single").build())
+        .child(field("end", "text-single").build())
+        .child(field("after-id", "text-single").build())
+        .child(field("before-id", "text-single").build())
+        .child(field("ids", "text-multi").build())
+        .build();
+    el("query", NS).child(x).build()
 }
 
 /// `<iq type='get'><metadata xmlns='urn:xmpp:mam:2'/></iq>` (`#extended`):
@@ -204,24 +202,22 @@ pub fn metadata(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
 
 /// The `#extended` metadata of the archive kept under `user`.
 pub(crate) async fn metadata_of(db: &crate::storage::Db, user: &str) -> IqResult {
-    {
-        let bounds = db
-            .archive_bounds(user)
-            .await
-            .map_err(|_| StanzaError::internal())?;
-        let mut m = el("metadata", NS);
-        if let Some(((fid, fstamp), (lid, lstamp))) = bounds {
-            for (name, id, stamp) in [("start", fid, fstamp), ("end", lid, lstamp)] {
-                m = m.child(
-                    el(name, NS)
-                        .attr("id", public_id(id))
-                        .attr("timestamp", format_stamp(stamp))
-                        .build(),
-                );
-            }
+    let bounds = db
+        .archive_bounds(user)
+        .await
+        .map_err(|_| StanzaError::internal())?;
+    let mut m = el("metadata", NS);
+    if let Some(((fid, fstamp), (lid, lstamp))) = bounds {
+        for (name, id, stamp) in [("start", fid, fstamp), ("end", lid, lstamp)] {
+            m = m.child(
+                el(name, NS)
+                    .attr("id", public_id(id))
+                    .attr("timestamp", format_stamp(stamp))
+                    .build(),
+            );
         }
-        Ok(Some(m.build()))
     }
+    Ok(Some(m.build()))
 }
 
 /// Whose archive a query reads and how its results are sent.
@@ -258,117 +254,113 @@ pub(crate) async fn answer(
     src: &Source<'_>,
     payload: &Element,
 ) -> IqResult {
-    {
-        let q = parse(payload)?;
-        let user = src.user.to_string();
-        let internal = |e: crate::storage::StorageError| {
-            tracing::error!(error = %e, "archive query failed");
-            StanzaError::internal()
-        };
-        let (page, complete, count) = if !q.ids.is_empty() {
-            let found = db.archive_by_ids(&user, &q.ids).await.map_err(internal)?;
-            if let Some(missing) = q.ids.iter().find(|i| !found.iter().any(|a| a.id == **i)) {
-                return Err(unknown_id(&public_id(*missing)));
+    let q = parse(payload)?;
+    let user = src.user.to_string();
+    let internal = |e: crate::storage::StorageError| {
+        tracing::error!(error = %e, "archive query failed");
+        StanzaError::internal()
+    };
+    let (page, complete, count) = if !q.ids.is_empty() {
+        let found = db.archive_by_ids(&user, &q.ids).await.map_err(internal)?;
+        if let Some(missing) = q.ids.iter().find(|i| !found.iter().any(|a| a.id == **i)) {
+            return Err(unknown_id(&public_id(*missing)));
+        }
+        let n = found.len() as i64;
+        let (found, cut) = fit(found, false);
+        (found, !cut, Some(n))
+    } else {
+        // Ids the client names must exist (XEP-0313 §4.1.3, XEP-0059 §2.5).
+        for id in [q.after_id, q.before_id, q.after, q.before.flatten()]
+            .into_iter()
+            .flatten()
+        {
+            if !db.archive_has(&user, id).await.map_err(internal)? {
+                return Err(unknown_id(&public_id(id)));
             }
-            let n = found.len() as i64;
-            let (found, cut) = fit(found, false);
-            (found, !cut, Some(n))
-        } else {
-            // Ids the client names must exist (XEP-0313 §4.1.3, XEP-0059 §2.5).
-            for id in [q.after_id, q.before_id, q.after, q.before.flatten()]
-                .into_iter()
-                .flatten()
+        }
+        let mut filter = ArchiveFilter {
+            with_bare: q.with.as_ref().map(|w| w.to_bare().to_string()),
+            with_resource: q
+                .with
+                .as_ref()
+                .and_then(|w| w.resource().map(|r| r.as_str().to_string())),
+            after: q.after_id,
+            before: q.before_id,
+        };
+        let mut empty = false;
+        if let Some(start) = q.start {
+            match db
+                .archive_id_at(&user, start, true)
+                .await
+                .map_err(internal)?
             {
-                if !db.archive_has(&user, id).await.map_err(internal)? {
-                    return Err(unknown_id(&public_id(id)));
-                }
+                Some(id) => filter.after = filter.after.max(Some(id - 1)),
+                None => empty = true,
             }
-            let mut filter = ArchiveFilter {
-                with_bare: q.with.as_ref().map(|w| w.to_bare().to_string()),
-                with_resource: q
-                    .with
-                    .as_ref()
-                    .and_then(|w| w.resource().map(|r| r.as_str().to_string())),
-                after: q.after_id,
-                before: q.before_id,
-            };
-            let mut empty = false;
-            if let Some(start) = q.start {
-                match db
-                    .archive_id_at(&user, start, true)
-                    .await
-                    .map_err(internal)?
-                {
-                    Some(id) => filter.after = filter.after.max(Some(id - 1)),
-                    None => empty = true,
-                }
+        }
+        if let Some(end) = q.end {
+            match db
+                .archive_id_at(&user, end, false)
+                .await
+                .map_err(internal)?
+            {
+                Some(id) => filter.before = Some(filter.before.map_or(id + 1, |b| b.min(id + 1))),
+                None => empty = true,
             }
-            if let Some(end) = q.end {
-                match db
-                    .archive_id_at(&user, end, false)
-                    .await
-                    .map_err(internal)?
-                {
-                    Some(id) => {
-                        filter.before = Some(filter.before.map_or(id + 1, |b| b.min(id + 1)))
-                    }
-                    None => empty = true,
-                }
-            }
-            if empty {
-                (Vec::new(), true, Some(0))
-            } else {
-                let count = db
-                    .archive_count(&user, &filter, MAX_COUNT)
-                    .await
-                    .map_err(internal)?;
-                let mut paged = filter.clone();
-                let backward = q.before.is_some();
-                if let Some(a) = q.after {
-                    paged.after = paged.after.max(Some(a));
-                }
-                if let Some(Some(b)) = q.before {
-                    paged.before = Some(paged.before.map_or(b, |x| x.min(b)));
-                }
-                let (page, more) = db
-                    .archive_page(&user, &paged, q.max, backward)
-                    .await
-                    .map_err(internal)?;
-                let (page, cut) = fit(page, backward);
-                (page, !more && !cut, count)
-            }
-        };
-        let ordered: Vec<&Archived> = if q.flip {
-            page.iter().rev().collect()
+        }
+        if empty {
+            (Vec::new(), true, Some(0))
         } else {
-            page.iter().collect()
-        };
-        for a in &ordered {
-            match a.stanza.parse::<Element>() {
-                Ok(mut inner) => {
-                    (src.shape)(&mut inner);
-                    session.send(result_message(src.from, session, &q, a, inner))
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, id = a.id, "an archived message does not parse")
-                }
+            let count = db
+                .archive_count(&user, &filter, MAX_COUNT)
+                .await
+                .map_err(internal)?;
+            let mut paged = filter.clone();
+            let backward = q.before.is_some();
+            if let Some(a) = q.after {
+                paged.after = paged.after.max(Some(a));
+            }
+            if let Some(Some(b)) = q.before {
+                paged.before = Some(paged.before.map_or(b, |x| x.min(b)));
+            }
+            let (page, more) = db
+                .archive_page(&user, &paged, q.max, backward)
+                .await
+                .map_err(internal)?;
+            let (page, cut) = fit(page, backward);
+            (page, !more && !cut, count)
+        }
+    };
+    let ordered: Vec<&Archived> = if q.flip {
+        page.iter().rev().collect()
+    } else {
+        page.iter().collect()
+    };
+    for a in &ordered {
+        match a.stanza.parse::<Element>() {
+            Ok(mut inner) => {
+                (src.shape)(&mut inner);
+                session.send(result_message(src.from, session, &q, a, inner))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, id = a.id, "an archived message does not parse")
             }
         }
-        let mut set = el("set", NS_RSM);
-        if let (Some(first), Some(last)) = (ordered.first(), ordered.last()) {
-            set = set
-                .child(el("first", NS_RSM).text(public_id(first.id)).build())
-                .child(el("last", NS_RSM).text(public_id(last.id)).build());
-        }
-        if let Some(n) = count {
-            set = set.child(el("count", NS_RSM).text(n.to_string()).build());
-        }
-        let mut fin = el("fin", NS).attr_opt("queryid", q.queryid.clone());
-        if complete {
-            fin = fin.attr("complete", "true");
-        }
-        Ok(Some(fin.child(set.build()).build()))
     }
+    let mut set = el("set", NS_RSM);
+    if let (Some(first), Some(last)) = (ordered.first(), ordered.last()) {
+        set = set
+            .child(el("first", NS_RSM).text(public_id(first.id)).build())
+            .child(el("last", NS_RSM).text(public_id(last.id)).build());
+    }
+    if let Some(n) = count {
+        set = set.child(el("count", NS_RSM).text(n.to_string()).build());
+    }
+    let mut fin = el("fin", NS).attr_opt("queryid", q.queryid.clone());
+    if complete {
+        fin = fin.attr("complete", "true");
+    }
+    Ok(Some(fin.child(set.build()).build()))
 }
 
 /// Keep as much of a page (oldest first) as fits in [`MAX_PAGE_BYTES`], at
