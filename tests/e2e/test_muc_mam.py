@@ -5,6 +5,7 @@ its original times, and moderators and authors can take messages back (tombstone
 archive and in the history)."""
 
 import asyncio
+import signal
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -322,5 +323,19 @@ def test_archiving_off_and_destroying_a_room(kith):
             # A new room under the same name starts with an empty archive.
             room = await create(a, "attic", "mum")
             results, fin = await query(a, room)
+            assert results == [] and fin["rsm"]["count"] == "0"
+            # A temporary room still open when the server dies...
+            shed = await create(a, "shed", "mum", {"muc#roomconfig_persistentroom": False})
+            await say(a, shed, "tools")
+            await said(a, shed, "tools")
+            results, _ = await query(a, shed)
+            assert bodies(results) == ["tools"]
+            kith.stop(signal.SIGKILL)  # with alice still inside
+        kith.start()
+        async with online(kith, "alice") as a:
+            plugins(a)
+            # ...leaves no archive to a new room of that name.
+            shed = await create(a, "shed", "mum")
+            results, fin = await query(a, shed)
             assert results == [] and fin["rsm"]["count"] == "0"
     run(scenario())

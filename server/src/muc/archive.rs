@@ -160,6 +160,34 @@ pub async fn forget(core: &Core, r: &Room) {
     }
 }
 
+/// Delete, at start-up, the archives of rooms of this service that no
+/// longer exist (`exists` says which do): temporary rooms open when the
+/// server stopped. A new room of the same name must not inherit them.
+pub async fn drop_orphans(core: &Core, exists: impl Fn(&str) -> bool) {
+    let suffix = format!("@{}", super::domain(core));
+    let owners = match core.db.archive_room_owners().await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::error!(error = %e, "could not list room archives");
+            return;
+        }
+    };
+    for o in owners {
+        let Some(name) = o.strip_suffix(&suffix) else {
+            continue;
+        };
+        if exists(name) {
+            continue;
+        }
+        match core.db.archive_delete_owner(&o, DELETE_BATCH).await {
+            Ok(n) => {
+                tracing::info!(room = %o, deleted = n, "archive of a room that is gone deleted")
+            }
+            Err(e) => tracing::error!(error = %e, room = %o, "could not delete a room archive"),
+        }
+    }
+}
+
 /// The disco features of a room's archive, stanza ids, moderation and
 /// retraction.
 pub fn features(r: &Room) -> Vec<&'static str> {
