@@ -37,6 +37,8 @@ def muc(c):
         # Subject-only messages have no body: slixmpp reports them as groupchat_subject.
         c.subjects = asyncio.Queue()
         c.add_event_handler("groupchat_subject", c.subjects.put_nowait)
+        c.notices = asyncio.Queue()
+        c.add_event_handler("groupchat_config_status", c.notices.put_nowait)
     return c.plugin["xep_0045"]
 
 
@@ -255,4 +257,94 @@ def test_password_history_destroy_and_restart(kith):
             with pytest.raises(IqError) as e:
                 await a.plugin["xep_0030"].get_info(jid=room, timeout=STEP)
             assert e.value.iq["error"]["condition"] == "item-not-found"
+    run(scenario())
+
+
+def test_locked_rooms_config_notices_and_members_only_switch(kith):
+    async def scenario():
+        async with online(kith, "alice") as a, online(kith, "bob") as b, online(kith, "carol") as c:
+            room = f"porch@{MUC}"
+            p = await enter(a, room, "mum")
+            assert 201 in codes(p)
+            # Until the owner submits the form, nobody else gets in.
+            await enter(b, room, "bob", expect_error="item-not-found")
+            form = await muc(a).get_room_config(JID(room))
+            values = form.get_values()
+            assert values["muc#roomconfig_membersonly"] is True
+            assert values["muc#roomconfig_whois"] == "anyone"
+            assert values["muc#roomconfig_persistentroom"] is True
+            form.set_values({**form.get_values(), "muc#roomconfig_membersonly": False})
+            form["type"] = "submit"
+            await muc(a).set_room_config(JID(room), form)
+            await set_aff(a, room, f"carol@{DOMAIN}", "member")
+            await enter(b, room, "bob")
+            await enter(c, room, "carol")
+            # Making the room members-only: a 104 notice, and bob (no affiliation) is removed with 322.
+            form = await muc(a).get_room_config(JID(room))
+            form.set_values({**form.get_values(), "muc#roomconfig_membersonly": True})
+            form["type"] = "submit"
+            await muc(a).set_room_config(JID(room), form)
+            notice = await asyncio.wait_for(c.notices.get(), STEP)
+            assert notice["from"] == JID(room) and 104 in codes(notice)
+            out = await b.next_presence(lambda q: q["type"] == "unavailable" and 322 in codes(q))
+            assert 110 in codes(out)
+            await c.next_presence(lambda q: q["from"].resource == "bob" and 322 in codes(q))
+            # Bad values are refused and change nothing.
+            form = await muc(a).get_room_config(JID(room))
+            form.set_values({**form.get_values(), "muc#roomconfig_whois": "everybody"})
+            form["type"] = "submit"
+            with pytest.raises(IqError) as e:
+                await muc(a).set_room_config(JID(room), form)
+            assert e.value.iq["error"]["condition"] == "not-acceptable"
+            # A member may not read the configuration.
+            with pytest.raises(IqError) as e:
+                await muc(c).get_room_config(JID(room))
+            assert e.value.iq["error"]["condition"] == "forbidden"
+    run(scenario())
+
+
+def test_leaving_and_temporary_rooms(kith):
+    async def scenario():
+        async with online(kith, "alice") as a, online(kith, "bob") as b:
+            room = await create(a, "tmp", "mum", {"muc#roomconfig_persistentroom": False,
+                                                  "muc#roomconfig_membersonly": False})
+            await enter(b, room, "bob")
+            # A broadcast unavailable presence takes bob out of the room.
+            b.send_presence(ptype="unavailable", pstatus="bye")
+            left = await a.next_presence(
+                lambda q: q["from"].resource == "bob" and q["type"] == "unavailable")
+            assert left["status"] == "bye"
+            # Disconnecting takes alice out; the empty temporary room goes away.
+            await a.close()
+            with pytest.raises(IqError) as e:
+                await b.plugin["xep_0030"].get_info(jid=room, timeout=STEP)
+            assert e.value.iq["error"]["condition"] == "item-not-found"
+    run(scenario())
+
+
+def test_bounds(kith_factory):
+    k = kith_factory()
+    for u in ("alice", "bob", "carol"):
+        k.add_user(u)
+    k.config.write_text(k.config.read_text()
+                        + "\n[muc]\nmax_occupants = 2\nmax_rooms_per_user = 1\njoin_rate = 4\n")
+    k.start()
+
+    async def scenario():
+        async with online(k, "alice") as a, online(k, "bob") as b, online(k, "carol") as c:
+            room = await create(a, "small", "mum", {"muc#roomconfig_membersonly": False})
+            # One room per user.
+            p = a.make_presence(pto=f"second@{MUC}/mum")
+            p.xml.append(p.xml.makeelement("{http://jabber.org/protocol/muc}x", {}))
+            p.send()
+            err = await a.next_presence(lambda q: q["type"] == "error")
+            assert err["error"]["condition"] == "not-allowed"
+            # Two occupants at most (the owner could still enter).
+            await enter(b, room, "bob")
+            await enter(c, room, "carol", expect_error="service-unavailable")
+            # Joins per minute: carol already used one; three more pass the limit of four.
+            for i in range(3):
+                await enter(c, f"small@{MUC}", "carol", expect_error="service-unavailable")
+            await enter(c, room, "carol", expect_error="resource-constraint")
+            assert k.alive()
     run(scenario())

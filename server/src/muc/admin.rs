@@ -14,7 +14,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
 use super::presence::{broadcast, occupant_presence, send_all};
-use super::room::{Affiliation, Role, Room};
+use super::room::{set_in, Affiliation, Role, Room};
 use super::service::RoomRef;
 use super::{owner, NS_ADMIN, NS_USER};
 use crate::core::Core;
@@ -153,6 +153,18 @@ async fn change(core: &Arc<Core>, r: &mut Room, from: &FullJid, q: &Element) -> 
             StanzaError::new("cancel", "conflict").with_text("a room keeps at least one owner")
         );
     }
+    // Store the new affiliations before anyone hears of them.
+    let mut affs = r.affiliations.clone();
+    let mut any_affiliation = false;
+    for (c, reason) in changes.iter().zip(&reasons) {
+        if let Change::Affiliation { jid, aff } = c {
+            any_affiliation = true;
+            set_in(&mut affs, jid, *aff, reason.clone());
+        }
+    }
+    if any_affiliation {
+        owner::store(core, r, &r.config, &affs).await?;
+    }
     // Apply.
     let actor = match &actor_nick {
         Some(n) => el("actor", NS_USER).attr("nick", n.clone()).build(),
@@ -160,18 +172,11 @@ async fn change(core: &Arc<Core>, r: &mut Room, from: &FullJid, q: &Element) -> 
             .attr("jid", actor_bare.as_str())
             .build(),
     };
-    let mut affiliations_changed = false;
     for (c, reason) in changes.into_iter().zip(reasons) {
         match c {
             Change::Role { nick, role } => set_role(core, r, &nick, role, &actor, &reason),
-            Change::Affiliation { jid, aff } => {
-                affiliations_changed = true;
-                set_affiliation(core, r, &jid, aff, &actor, reason)
-            }
+            Change::Affiliation { jid, aff } => set_affiliation(core, r, &jid, aff, &actor, reason),
         }
-    }
-    if affiliations_changed && r.config.persistent && !r.locked {
-        owner::persist(core, r).await;
     }
     Ok(None)
 }
@@ -206,7 +211,7 @@ fn set_affiliation(
     actor: &Element,
     reason: String,
 ) {
-    r.set_affiliation(jid, aff, reason.clone());
+    set_in(&mut r.affiliations, jid, aff, reason.clone());
     let extra = item_extra(actor, &reason);
     let removal = match aff {
         Affiliation::Outcast => Some(301),

@@ -10,7 +10,7 @@ use jid::FullJid;
 use minidom::Element;
 
 use super::config::AllowPm;
-use super::room::{Role, Room};
+use super::room::{Occupant, Role, Room};
 use super::{history, occupant_id, reply_error, send_to, NS_USER};
 use crate::core::Core;
 use crate::stanza::StanzaError;
@@ -85,6 +85,7 @@ pub async fn to_room(core: &Arc<Core>, from: &FullJid, node: &str, stanza: &Elem
     // The stanza id (XEP-0359), archiving the message when the room keeps an archive.
     super::archive::stamp(core, &r, Some(from), Some(&bare), &mut out).await;
     broadcast(core, &r, &out);
+    wake_phones(core, &r.occupants, &out, &bare);
     if has_body {
         let cap = core.config.muc.max_history;
         history::record(&mut r, &out, cap);
@@ -126,6 +127,27 @@ pub fn broadcast(core: &Core, r: &Room, msg: &Element) {
     for o in &r.occupants {
         for s in &o.sessions {
             send_to(core, &s.jid, msg.clone());
+        }
+    }
+}
+
+/// Push notifications (XEP-0357) for occupants none of whose devices can
+/// show the message now: all inactive (XEP-0352) or waiting to resume
+/// (XEP-0198). The sender is never notified of its own message.
+pub fn wake_phones<'a>(
+    core: &Arc<Core>,
+    occupants: impl IntoIterator<Item = &'a Occupant>,
+    msg: &Element,
+    sender: &jid::BareJid,
+) {
+    for o in occupants.into_iter().filter(|o| o.bare != *sender) {
+        let asleep = o.sessions.iter().all(|s| {
+            core.sessions.get(&s.jid).is_none_or(|h| {
+                h.is_inactive() || h.detached.load(std::sync::atomic::Ordering::Relaxed)
+            })
+        });
+        if asleep {
+            crate::push::notify(core, &o.bare, msg);
         }
     }
 }
@@ -185,4 +207,5 @@ pub async fn private(core: &Arc<Core>, from: &FullJid, node: &str, nick: &str, s
     for s in &target.sessions {
         send_to(core, &s.jid, out.clone());
     }
+    wake_phones(core, [target], &out, &sender.bare);
 }

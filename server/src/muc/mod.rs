@@ -32,8 +32,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 
 use crate::core::Core;
-use crate::registry::{BoxFuture, Module, Registry, SessionEvent};
-use crate::router::bounce;
+use crate::registry::{BoxFuture, IqResult, Module, Registry, SessionEvent};
 use crate::session::SessionHandle;
 use crate::stanza::{error_reply, iq_result, Kind, StanzaError};
 use crate::xml::attr_set;
@@ -78,12 +77,20 @@ pub fn domain(core: &Core) -> String {
         .unwrap_or_else(|| format!("groups.{}", core.domain))
 }
 
-/// Deliver a stanza from the service to one local session (`to` already set).
+/// Deliver a stanza from the service to one session: a local one, or an
+/// occupant on another server through federation.
 pub(crate) fn send_to(core: &Core, to: &FullJid, mut stanza: Element) {
     attr_set(&mut stanza, "to", to.as_str());
-    if let Some(s) = core.sessions.get(to) {
+    if crate::s2s::is_remote(core, to.domain().as_str()) {
+        crate::s2s::route_out_from(core, stanza);
+    } else if let Some(s) = core.sessions.get(to) {
         s.send(stanza);
     }
+}
+
+/// Whether `domain` is the group chat service's.
+pub fn is_service(core: &Core, domain: &str) -> bool {
+    core.config.muc.enabled && domain.eq_ignore_ascii_case(&self::domain(core))
 }
 
 /// Handle a stanza a local client addressed to the service, a room or an
@@ -96,25 +103,32 @@ pub async fn route_from_client(
     to: Option<&Jid>,
 ) -> bool {
     let Some(to) = to else { return false };
-    if !core.config.muc.enabled || to.domain().as_str() != domain(core) {
+    if !is_service(core, to.domain().as_str()) {
         return false;
     }
+    route(core, &session.jid, stanza, to).await;
+    true
+}
+
+/// Handle a stanza from `from` (a local session, or a user on another
+/// server) to the service, a room or an occupant (`to`, in the service's
+/// domain). Answers go back through [`send_to`].
+pub async fn route(core: &Arc<Core>, from: &FullJid, stanza: &Element, to: &Jid) {
     let kind = Kind::of(stanza);
     // Errors and results from clients: an answer to a forwarded IQ, or a
     // client bouncing a room message; nothing to do for the room itself.
     let ty = stanza.attr("type").unwrap_or("");
     if ty == "error" || (kind == Some(Kind::Iq) && ty == "result") {
-        return true;
+        return;
     }
-    let from = session.jid.clone();
     let Some(node) = to.node().map(|n| n.as_str().to_string()) else {
-        service_stanza(core, session, stanza, kind).await;
-        return true;
+        service_stanza(core, from, stanza, kind).await;
+        return;
     };
     let nick = to.resource().map(|r| r.as_str().to_string());
     match (kind, nick) {
         (Some(Kind::Presence), Some(nick)) => {
-            presence::handle(core, &from, &node, &nick, stanza).await
+            presence::handle(core, from, &node, &nick, stanza).await
         }
         (Some(Kind::Presence), None) => {
             // A presence to the bare room JID has no nick (§7.2.1).
@@ -122,32 +136,38 @@ pub async fn route_from_client(
                 reply_error(core, stanza, StanzaError::new("modify", "jid-malformed"));
             }
         }
-        (Some(Kind::Message), None) => groupchat::to_room(core, &from, &node, stanza).await,
+        (Some(Kind::Message), None) => groupchat::to_room(core, from, &node, stanza).await,
         (Some(Kind::Message), Some(nick)) => {
-            groupchat::private(core, &from, &node, &nick, stanza).await
+            groupchat::private(core, from, &node, &nick, stanza).await
         }
-        (Some(Kind::Iq), None) => room_iq(core, session, &node, stanza).await,
+        (Some(Kind::Iq), None) => room_iq(core, from, &node, stanza).await,
         (Some(Kind::Iq), Some(_)) => {
-            bounce(session, stanza, StanzaError::service_unavailable());
+            reply_error(core, stanza, StanzaError::service_unavailable());
         }
         (None, _) => {}
     }
-    true
+}
+
+/// Answer an IQ request with a result or an error.
+fn answer(core: &Core, from: &FullJid, iq: &Element, result: IqResult) {
+    match result {
+        Ok(payload) => send_to(core, from, iq_result(iq, payload, "")),
+        Err(e) => reply_error(core, iq, e),
+    }
 }
 
 /// An IQ request to a room.
-async fn room_iq(core: &Arc<Core>, session: &Arc<SessionHandle>, node: &str, iq: &Element) {
+async fn room_iq(core: &Arc<Core>, from: &FullJid, node: &str, iq: &Element) {
     let set = iq.attr("type") == Some("set");
     let mut children = iq.children();
     let (Some(payload), None) = (children.next(), children.next()) else {
-        bounce(session, iq, StanzaError::bad_request());
+        reply_error(core, iq, StanzaError::bad_request());
         return;
     };
     let Some(room) = existing(core, node).await else {
-        bounce(session, iq, StanzaError::item_not_found());
+        reply_error(core, iq, StanzaError::item_not_found());
         return;
     };
-    let from = &session.jid;
     let result = match (set, payload.ns().as_str(), payload.name()) {
         (false, NS_DISCO_INFO, "query") => disco::room_info(core, &room, from, payload).await,
         (false, NS_DISCO_ITEMS, "query") => Ok(Some(Element::bare("query", NS_DISCO_ITEMS))),
@@ -159,19 +179,11 @@ async fn room_iq(core: &Arc<Core>, session: &Arc<SessionHandle>, node: &str, iq:
         }
         _ => Err(StanzaError::service_unavailable()),
     };
-    match result {
-        Ok(payload) => session.send(iq_result(iq, payload, "")),
-        Err(e) => bounce(session, iq, e),
-    }
+    answer(core, from, iq, result);
 }
 
 /// A stanza to the service itself.
-async fn service_stanza(
-    core: &Arc<Core>,
-    session: &Arc<SessionHandle>,
-    stanza: &Element,
-    kind: Option<Kind>,
-) {
+async fn service_stanza(core: &Arc<Core>, from: &FullJid, stanza: &Element, kind: Option<Kind>) {
     match kind {
         Some(Kind::Iq) => {
             let get = stanza.attr("type") == Some("get");
@@ -181,17 +193,14 @@ async fn service_stanza(
                     disco::service_info(core, p)
                 }
                 (Some(p), None) if get && p.is("query", NS_DISCO_ITEMS) => {
-                    disco::service_items(core, &session.jid, p).await
+                    disco::service_items(core, from, p).await
                 }
                 (Some(_), None) => Err(StanzaError::service_unavailable()),
                 _ => Err(StanzaError::bad_request()),
             };
-            match answer {
-                Ok(p) => session.send(iq_result(stanza, p, "")),
-                Err(e) => bounce(session, stanza, e),
-            }
+            self::answer(core, from, stanza, answer);
         }
-        Some(Kind::Message) => bounce(session, stanza, StanzaError::service_unavailable()),
+        Some(Kind::Message) => reply_error(core, stanza, StanzaError::service_unavailable()),
         _ => {}
     }
 }
@@ -219,13 +228,17 @@ pub(crate) fn reply_error(core: &Core, stanza: &Element, err: StanzaError) {
 
 /// A session ended: it leaves every room it was in.
 fn session_ended<'a>(core: &'a Arc<Core>, session: &'a Arc<SessionHandle>) -> BoxFuture<'a, ()> {
-    Box::pin(async move {
-        for name in core.muc.take_joined(&session.jid) {
-            if let Some(room) = existing(core, &name).await {
-                presence::gone(core, &room, &session.jid).await;
-            }
+    Box::pin(leave_all(core, &session.jid, None))
+}
+
+/// `jid` leaves every room it is in (its session ended, or it sent a
+/// broadcast unavailable presence).
+pub async fn leave_all(core: &Arc<Core>, jid: &FullJid, status: Option<String>) {
+    for name in core.muc.take_joined(jid) {
+        if let Some(room) = existing(core, &name).await {
+            presence::leave(core, &room, jid, status.clone()).await;
         }
-    })
+    }
 }
 
 /// The bare JID of room `name`.

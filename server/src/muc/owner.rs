@@ -70,16 +70,20 @@ pub async fn handle(
     let new = r
         .config
         .apply(x, limits.max_occupants, limits.max_history)?;
-    let old = std::mem::replace(&mut r.config, new);
     let was_locked = r.locked;
-    r.locked = false;
-    if r.config.persistent {
-        persist(core, &r).await;
-    } else if old.persistent && !was_locked {
-        if let Err(e) = core.db.muc_delete_room(&r.name).await {
+    if new.persistent {
+        r.locked = false;
+        let stored = store(core, &r, &new, &r.affiliations).await;
+        r.locked = was_locked;
+        stored?;
+    } else if r.config.persistent && !was_locked {
+        core.db.muc_delete_room(&r.name).await.map_err(|e| {
             tracing::error!(error = %e, room = %r.jid, "could not forget a room");
-        }
+            StanzaError::internal()
+        })?;
     }
+    let old = std::mem::replace(&mut r.config, new);
+    r.locked = false;
     if !r
         .config
         .max_history
@@ -185,14 +189,26 @@ async fn destroy(core: &Core, r: &mut Room, d: &Element) -> Result<(), StanzaErr
     Ok(())
 }
 
-/// Store a persistent room's configuration, subject and affiliations. A
-/// failure is logged; the room goes on in memory.
-pub async fn persist(core: &Core, r: &Room) {
-    if !r.config.persistent || r.locked {
-        return;
+/// Store a persistent room's configuration, subject and affiliations.
+pub async fn persist(core: &Core, r: &Room) -> Result<(), StanzaError> {
+    store(core, r, &r.config, &r.affiliations).await
+}
+
+/// Store a room as it will be with `config` and `affiliations` (a change
+/// is stored before it is applied, so a failed write changes nothing).
+/// Rooms that are not persistent (or still locked) are not stored.
+pub async fn store(
+    core: &Core,
+    r: &Room,
+    config: &super::config::RoomConfig,
+    affiliations: &std::collections::BTreeMap<jid::BareJid, super::room::AffEntry>,
+) -> Result<(), StanzaError> {
+    if !config.persistent || r.locked {
+        return Ok(());
     }
-    let (room, affs) = r.stored();
-    if let Err(e) = core.db.muc_save_room(&room, &affs).await {
+    let (room, affs) = r.stored_with(config, affiliations);
+    core.db.muc_save_room(&room, &affs).await.map_err(|e| {
         tracing::error!(error = %e, room = %r.jid, "could not store a room");
-    }
+        StanzaError::internal().with_text("the room could not be saved; nothing was changed")
+    })
 }

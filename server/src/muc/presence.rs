@@ -137,7 +137,7 @@ async fn create(
     room.config.max_history = room.config.max_history.min(limits.max_history);
     if instant {
         room.locked = false;
-        super::owner::persist(core, &room).await;
+        super::owner::persist(core, &room).await?;
     }
     tracing::info!(room = %room.jid, by = %creator, "room created");
     core.muc
@@ -403,11 +403,6 @@ pub async fn leave(core: &Arc<Core>, room: &RoomRef, from: &FullJid, status: Opt
         core.muc.remove(core, &name).await;
         tracing::debug!(room = %name, "temporary room closed");
     }
-}
-
-/// A session that ended leaves without a word.
-pub async fn gone(core: &Arc<Core>, room: &RoomRef, from: &FullJid) {
-    leave(core, room, from, None).await;
 }
 
 /// The presence of `occ` as a receiver sees it: its show and status, the

@@ -111,6 +111,28 @@ pub struct AffEntry {
     pub reason: String,
 }
 
+/// Set (or clear, with `None`) an affiliation in `map`, keeping a registered nick.
+pub fn set_in(
+    map: &mut BTreeMap<BareJid, AffEntry>,
+    bare: &BareJid,
+    aff: Affiliation,
+    reason: String,
+) {
+    let nick = map.get(bare).and_then(|a| a.nick.clone());
+    if aff == Affiliation::None && nick.is_none() {
+        map.remove(bare);
+    } else {
+        map.insert(
+            bare.clone(),
+            AffEntry {
+                affiliation: aff,
+                nick,
+                reason,
+            },
+        );
+    }
+}
+
 /// A groupchat message kept for history on join.
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
@@ -204,18 +226,22 @@ impl Room {
         })
     }
 
-    /// What storage keeps of the room.
-    pub fn stored(&self) -> (StoredRoom, Vec<StoredAffiliation>) {
+    /// What storage keeps of the room with this configuration and these
+    /// affiliations (a change is stored first and applied once stored).
+    pub fn stored_with(
+        &self,
+        config: &RoomConfig,
+        affiliations: &BTreeMap<BareJid, AffEntry>,
+    ) -> (StoredRoom, Vec<StoredAffiliation>) {
         let room = StoredRoom {
             name: self.name.clone(),
-            config: self.config.to_stored(),
+            config: config.to_stored(),
             subject: self.subject.clone(),
             subject_by: self.subject_by.clone(),
             created: self.created,
             creator: self.creator.to_string(),
         };
-        let affs = self
-            .affiliations
+        let affs = affiliations
             .iter()
             .map(|(jid, a)| StoredAffiliation {
                 jid: jid.to_string(),
@@ -233,23 +259,6 @@ impl Room {
             .get(bare)
             .map(|a| a.affiliation)
             .unwrap_or(Affiliation::None)
-    }
-
-    /// Set (or clear, with `None`) an affiliation, keeping a registered nick.
-    pub fn set_affiliation(&mut self, bare: &BareJid, aff: Affiliation, reason: String) {
-        let nick = self.affiliations.get(bare).and_then(|a| a.nick.clone());
-        if aff == Affiliation::None && nick.is_none() {
-            self.affiliations.remove(bare);
-        } else {
-            self.affiliations.insert(
-                bare.clone(),
-                AffEntry {
-                    affiliation: aff,
-                    nick,
-                    reason,
-                },
-            );
-        }
     }
 
     /// Accounts with an affiliation.
@@ -339,9 +348,9 @@ mod tests {
     fn affiliations_keep_registered_nicks() {
         let mut r = room();
         let b = BareJid::new("b@example").unwrap();
-        r.set_affiliation(&b, Affiliation::Member, String::new());
+        set_in(&mut r.affiliations, &b, Affiliation::Member, String::new());
         r.affiliations.get_mut(&b).unwrap().nick = Some("bee".into());
-        r.set_affiliation(&b, Affiliation::None, String::new());
+        set_in(&mut r.affiliations, &b, Affiliation::None, String::new());
         assert_eq!(r.affiliation(&b), Affiliation::None);
         assert!(r.nick_reserved_for_other("bee", &r.creator.clone()));
         assert!(!r.nick_reserved_for_other("bee", &b));
