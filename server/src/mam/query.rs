@@ -220,7 +220,7 @@ pub(crate) async fn metadata_of(db: &crate::storage::Db, user: &str) -> IqResult
     Ok(Some(m.build()))
 }
 
-/// Whose archive a query reads and how its results are sent.
+/// Whose archive a query reads, and to whom and how its results are sent.
 pub(crate) struct Source<'a> {
     /// The archive's owner in storage: an account's username, or a room's
     /// bare JID.
@@ -230,6 +230,10 @@ pub(crate) struct Source<'a> {
     /// Applied to each archived message before it is sent (a room hides
     /// real JIDs from those who may not see them).
     pub shape: &'a (dyn Fn(&mut Element) + Sync),
+    /// The full JID that asked (the `to` of the results).
+    pub reader: &'a str,
+    /// Sends one result message to the reader.
+    pub send: &'a (dyn Fn(Element) + Sync),
 }
 
 /// `<iq type='set'><query xmlns='urn:xmpp:mam:2'>…</query></iq>`: send the
@@ -237,20 +241,22 @@ pub(crate) struct Source<'a> {
 pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
         let owner = cx.session.jid.to_bare();
+        let session = cx.session;
         let src = Source {
             user: username(&owner),
             from: owner.as_str(),
             shape: &|_| {},
+            reader: session.jid.as_str(),
+            send: &|m| session.send(m),
         };
-        answer(&cx.core.db, cx.session, &src, cx.payload).await
+        answer(&cx.core.db, &src, cx.payload).await
     })
 }
 
 /// Run query `payload` over the archive of `src`, sending the results to
-/// `session`; the `<fin/>` to answer with.
+/// its reader; the `<fin/>` to answer with.
 pub(crate) async fn answer(
     db: &crate::storage::Db,
-    session: &crate::session::SessionHandle,
     src: &Source<'_>,
     payload: &Element,
 ) -> IqResult {
@@ -340,7 +346,7 @@ pub(crate) async fn answer(
         match a.stanza.parse::<Element>() {
             Ok(mut inner) => {
                 (src.shape)(&mut inner);
-                session.send(result_message(src.from, session, &q, a, inner))
+                (src.send)(result_message(src.from, src.reader, &q, a, inner))
             }
             Err(e) => {
                 tracing::error!(error = %e, id = a.id, "an archived message does not parse")
@@ -390,16 +396,10 @@ fn fit(mut page: Vec<Archived>, backward: bool) -> (Vec<Archived>, bool) {
     (page, cut)
 }
 
-fn result_message(
-    from: &str,
-    session: &crate::session::SessionHandle,
-    q: &Query,
-    a: &Archived,
-    inner: Element,
-) -> Element {
+fn result_message(from: &str, to: &str, q: &Query, a: &Archived, inner: Element) -> Element {
     el("message", ns::CLIENT)
         .attr("from", from)
-        .attr("to", session.jid.as_str())
+        .attr("to", to)
         .attr("id", crate::core::random_hex(8))
         .child(
             el("result", NS)

@@ -21,14 +21,13 @@ use super::service::RoomRef;
 use crate::core::Core;
 use crate::mam::query::{answer, form_payload, metadata_of, Source};
 use crate::registry::IqResult;
-use crate::session::SessionHandle;
 use crate::stanza::StanzaError;
 
 /// An IQ in `urn:xmpp:mam:2` to a room.
 pub async fn handle(
     core: &Arc<Core>,
     room: &RoomRef,
-    session: &Arc<SessionHandle>,
+    from: &FullJid,
     set: bool,
     q: &Element,
 ) -> IqResult {
@@ -42,19 +41,22 @@ pub async fn handle(
                 StanzaError::service_unavailable().with_text("this room does not keep an archive")
             );
         }
-        let role = reader_role(&r, &session.jid)?;
+        let role = reader_role(&r, from)?;
         (r.jid.to_string(), r.shows_jids_to(role))
     };
     match (set, q.name()) {
         (true, "query") => {
             let hide = |m: &mut Element| super::archive::hide_real_jid(m);
             let keep = |_: &mut Element| {};
+            let send = |m: Element| super::send_to(core, from, m);
             let src = Source {
                 user: &owner,
                 from: &owner,
                 shape: if reveal { &keep } else { &hide },
+                reader: from.as_str(),
+                send: &send,
             };
-            answer(&core.db, session, &src, q).await
+            answer(&core.db, &src, q).await
         }
         (false, "query") => Ok(Some(form_payload())),
         (false, "metadata") => metadata_of(&core.db, &owner).await,

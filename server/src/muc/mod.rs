@@ -173,7 +173,7 @@ async fn room_iq(core: &Arc<Core>, from: &FullJid, node: &str, iq: &Element) {
         (false, NS_DISCO_ITEMS, "query") => Ok(Some(Element::bare("query", NS_DISCO_ITEMS))),
         (_, NS_ADMIN, "query") => admin::handle(core, &room, from, set, payload).await,
         (_, NS_OWNER, "query") => owner::handle(core, &room, from, set, payload).await,
-        (_, crate::mam::NS, _) => mam::handle(core, &room, session, set, payload).await,
+        (_, crate::mam::NS, _) => mam::handle(core, &room, from, set, payload).await,
         (true, _, _) if moderate::is_request(payload) => {
             moderate::iq(core, &room, from, payload).await
         }
