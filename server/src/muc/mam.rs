@@ -91,7 +91,7 @@ fn reader_role(r: &Room, jid: &FullJid) -> Result<Role, StanzaError> {
 mod tests {
     use super::*;
     use crate::muc::config::RoomConfig;
-    use crate::muc::room::{Joined, Occupant};
+    use crate::muc::room::{set_in, Joined, Occupant};
     use jid::BareJid;
 
     fn full(s: &str) -> FullJid {
@@ -112,7 +112,12 @@ mod tests {
         let cond = |r: &Room, j: &str| reader_role(r, &full(j)).err().map(|e| e.condition);
         // Members-only: members and above.
         assert_eq!(cond(&r, "eve@x/p"), Some("forbidden"));
-        r.set_affiliation(&bob, Affiliation::Member, String::new());
+        set_in(
+            &mut r.affiliations,
+            &bob,
+            Affiliation::Member,
+            String::new(),
+        );
         assert_eq!(
             reader_role(&r, &full("bob@x/p")).ok(),
             Some(Role::Participant)
@@ -138,7 +143,12 @@ mod tests {
         assert_eq!(reader_role(&r, &full("eve@x/p")).ok(), Some(Role::Visitor));
         r.occupants.clear();
         r.config.password.clear();
-        r.set_affiliation(&eve, Affiliation::Outcast, String::new());
+        set_in(
+            &mut r.affiliations,
+            &eve,
+            Affiliation::Outcast,
+            String::new(),
+        );
         assert_eq!(cond(&r, "eve@x/p"), Some("forbidden"));
     }
 }
