@@ -55,6 +55,7 @@ impl Muc {
                     };
                     if let Some(mut room) = Room::load(stored, affs, jid) {
                         super::history::restore(core, &mut room).await;
+                        super::avatar::restore(core, &mut room).await;
                         map.insert(name, Arc::new(RoomLock::new(room)));
                     }
                 }
