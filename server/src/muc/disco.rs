@@ -151,6 +151,7 @@ pub fn room_features(r: &Room) -> Vec<&'static str> {
         super::ping::NS_SELF_PING,
         super::avatar::NS_VCARD,
     ]);
+    v.extend(super::archive::features(r));
     v
 }
 

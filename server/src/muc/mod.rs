@@ -10,15 +10,20 @@
 //! form and destruction `owner.rs`; disco `disco.rs`; history on join
 //! `history.rs`; occupant ids (XEP-0421) `occupant_id.rs`; invitations
 //! `invite.rs`; voice requests `voice.rs`; nick registration `register.rs`;
-//! IQs to occupants and self-ping `ping.rs`; room pictures `avatar.rs`.
+//! IQs to occupants and self-ping `ping.rs`; room pictures `avatar.rs`; the
+//! room's archive and stanza ids `archive.rs`, queries of it `mam.rs`,
+//! moderation and retraction `moderate.rs`.
 
 mod admin;
+mod archive;
 mod avatar;
 mod config;
 mod disco;
 mod groupchat;
 pub(crate) mod history;
 mod invite;
+mod mam;
+mod moderate;
 mod occupant_id;
 mod owner;
 mod ping;
@@ -194,6 +199,10 @@ async fn room_iq(core: &Arc<Core>, from: &FullJid, node: &str, iq: &Element) {
             register::handle(core, &room, from, set, payload).await
         }
         (_, avatar::NS_VCARD, "vCard") => avatar::handle(core, &room, from, set, payload).await,
+        (_, crate::mam::NS, _) => mam::handle(core, &room, from, set, payload).await,
+        (true, _, _) if moderate::is_request(payload) => {
+            moderate::iq(core, &room, from, payload).await
+        }
         _ => Err(StanzaError::service_unavailable()),
     };
     answer(core, from, iq, result);

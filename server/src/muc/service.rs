@@ -59,6 +59,7 @@ impl Muc {
                         map.insert(name, Arc::new(RoomLock::new(room)));
                     }
                 }
+                super::archive::drop_orphans(core, |n| map.contains_key(n)).await;
                 tracing::info!(rooms = map.len(), "group chats loaded");
                 Ok(Mutex::new(map))
             })
