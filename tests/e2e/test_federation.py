@@ -1504,3 +1504,37 @@ def test_a_stream_for_one_kith_domain_carries_nothing_for_the_other(fed, fkith):
     r = RawXmpp(fkith.s2s_port, host=fed.net.ip[KITH])
     r.send(s2s_header(RAW, f"nowhere.{KITH}"))
     assert stream_error(r) == "host-unknown"
+
+
+def test_a_room_answer_that_cannot_be_delivered_stays_inside(fed, fkith):
+    """raw.fedtest has no DNS record: a room's answers to its user cannot be delivered.
+    The failure comes back to the room inside Kith — Kith never opens a federation
+    stream to its own group chat service — and the room goes on working."""
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            room = await create_room(alice, f"lost{secrets.token_hex(3)}", "mum",
+                                     **{"muc#roomconfig_membersonly": False})
+            r, _ = await asyncio.to_thread(
+                raw_peer, fed, fkith, RAW, (fed.raw_cert, fed.raw_key), GROUPS)
+            r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+            assert (await asyncio.to_thread(r.element)).tag == f"{{{NS_SASL}}}success"
+            r._new_parser()
+            r.send(s2s_header(RAW, GROUPS))
+            await asyncio.to_thread(r.features)
+            r.send(f"<presence xmlns='{NS_SERVER}' from='ray@{RAW}/x' "
+                   f"to='{room}/ray'><x xmlns='{NS_MUC}'/></presence>")
+            await alice.next_presence(lambda q: q["from"] == JID(f"{room}/ray"),
+                                      timeout=STEP * 2)
+            # The room still answers its local occupant.
+            alice.send_message(mto=room, mbody="still here", mtype="groupchat")
+            await room_message(alice, room, "still here")
+            r.sock.close()
+
+    run(scenario(), 60)
+    failed = f"outgoing federation failed domain={RAW} .*local={GROUPS}"
+    deadline = time.monotonic() + STEP
+    while not re.search(failed, fkith.log_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = fkith.log_text()
+    assert re.search(failed, log)
+    assert f"domain={GROUPS}" not in log
