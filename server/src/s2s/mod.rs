@@ -299,7 +299,8 @@ pub fn route_out_from(core: &Core, stanza: Element) {
 }
 
 /// Whether `domain` is not this server's own (another server's, reached
-/// through [`route_out`], or a local component's, which `route_out` hands to it).
+/// through [`route_out`], or a local component's or the group chat
+/// service's, which `route_out` hands to them).
 pub fn is_remote(core: &Core, domain: &str) -> bool {
     !domain.eq_ignore_ascii_case(&core.domain)
 }
