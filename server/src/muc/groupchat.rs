@@ -55,6 +55,10 @@ pub async fn to_room(core: &Arc<Core>, from: &FullJid, node: &str, stanza: &Elem
         );
         return;
     }
+    // A retraction of one's own message (XEP-0424), in `moderate.rs`.
+    if stanza.has_child("retract", super::moderate::NS_RETRACT) {
+        return super::moderate::retract(core, &mut r, from, stanza, &nick, &bare).await;
+    }
     let subject = stanza.get_child("subject", ns::CLIENT);
     let has_body = stanza.get_child("body", ns::CLIENT).is_some();
     if let (Some(subject), false) = (subject, has_body) {
@@ -77,7 +81,9 @@ pub async fn to_room(core: &Arc<Core>, from: &FullJid, node: &str, stanza: &Elem
             }
         }
     }
-    let out = room_copy(core, &r, stanza, &nick, &bare);
+    let mut out = room_copy(core, &r, stanza, &nick, &bare);
+    // The stanza id (XEP-0359), archiving the message when the room keeps an archive.
+    super::archive::stamp(core, &r, Some(from), Some(&bare), &mut out).await;
     broadcast(core, &r, &out);
     wake_phones(core, &r.occupants, &out, &bare);
     if has_body {
