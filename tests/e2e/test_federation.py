@@ -1418,12 +1418,14 @@ def test_people_on_other_servers_join_an_open_kith_room(fed, fkith, name):
 def test_people_on_other_servers_become_members_of_a_kith_room(fed, fkith, name):
     """A members-only room (the household default) refuses a user of another server until
     the Kith owner makes them a member; then they are in, may read the member list (what
-    OMEMO needs), talk, and their leaving — by closing their app — is seen by everyone."""
+    OMEMO needs), talk, answer and send IQs through the room (ping, self-ping), get
+    invitations, and their leaving — by closing their app — is seen by everyone."""
     p = peer(fed, name)
     room_name = f"family{secrets.token_hex(3)}"
 
     async def scenario():
-        async with on(fkith, f"alice@{KITH}") as alice, on(p, f"quinn@{p.domain}") as quinn:
+        async with on(fkith, f"alice@{KITH}") as alice, on(p, f"quinn@{p.domain}") as quinn, \
+                on(p, f"pat@{p.domain}") as pat:
             room = await create_room(alice, room_name, "mum")
             await enter_room(quinn, room, "quinn", expect_error="registration-required")
             iq = alice.make_iq_set(ito=room)
@@ -1448,9 +1450,26 @@ def test_people_on_other_servers_become_members_of_a_kith_room(fed, fkith, name)
             alice.send_message(mto=room, mbody="welcome", mtype="groupchat")
             assert (await room_message(quinn, room, "welcome"))["from"].resource == "mum"
 
+            # IQs through the room: alice pings quinn's occupant JID (forwarded to quinn's
+            # app on the other server and answered back), quinn pings itself (XEP-0410:
+            # the room answers that quinn is still in).
+            await alice.plugin["xep_0199"].ping(f"{room}/quinn", timeout=STEP * 2)
+            await quinn.plugin["xep_0199"].ping(f"{room}/quinn", timeout=STEP * 2)
+
+            # An invitation to pat on the other server makes pat a member.
+            alice.plugin["xep_0045"].invite(JID(room), f"pat@{p.domain}", reason="join us")
+            inv = await pat.next_message(timeout=STEP * 2)
+            assert inv["from"] == JID(room), inv
+            x = inv.xml.find(f"{{{NS_MUC_USER}}}x")
+            assert x.find(f"{{{NS_MUC_USER}}}invite").get("from") == f"alice@{KITH}"
+            me, others = await enter_room(pat, room, "pat")
+            assert muc_item(me).get("affiliation") == "member", me
+            assert set(others) == {"mum", "quinn"}, others
+
             # Closing the app: quinn's server tells the room quinn is gone.
             await quinn.close()
             await left_room(alice, room, "quinn")
+            await left_room(pat, room, "quinn")
 
     run(scenario(), 120)
 
