@@ -86,7 +86,9 @@ pub async fn to_room(core: &Arc<Core>, from: &FullJid, node: &str, stanza: &Elem
     super::archive::stamp(core, &r, Some(from), Some(&bare), &mut out).await;
     broadcast(core, &r, &out);
     wake_phones(core, &r.occupants, &out, &bare);
-    if has_body {
+    // History on entering keeps what the archive keeps (a body, an encrypted
+    // payload), so it is the same before and after a restart.
+    if super::archive::keeps(&out) {
         let cap = core.config.muc.max_history;
         history::record(&mut r, &out, cap);
     }
