@@ -1,6 +1,8 @@
 //! TLS for XMPP: one rustls server configuration (ring provider, TLS 1.2+), the
 //! certificate from PEM files or a self-signed one generated once into the data
-//! directory, and what SASL channel binding needs from a finished handshake.
+//! directory (valid for the domain, its subdomains and the group chat
+//! service's domain), and what SASL channel binding needs from a finished
+//! handshake.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -56,7 +58,8 @@ impl TlsContext {
                 let cert = dir.join("cert.pem");
                 let key = dir.join("key.pem");
                 if !cert.exists() || !key.exists() {
-                    generate_self_signed(&config.domain, &dir, &cert, &key)?;
+                    let names = certificate_names(config);
+                    generate_self_signed(&config.domain, &names, &dir, &cert, &key)?;
                 }
                 (cert, key)
             }
@@ -116,11 +119,36 @@ impl TlsContext {
     }
 }
 
-/// Generate a self-signed certificate for `domain` (and its subdomains) into `dir`.
-fn generate_self_signed(domain: &str, dir: &Path, cert: &Path, key: &Path) -> Result<(), TlsError> {
-    let names = vec![domain.to_string(), format!("*.{domain}")];
-    let signed =
-        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+/// The names Kith's certificate must be valid for: the domain, its
+/// subdomains, and the group chat service's domain by name (other servers
+/// check it when their users join rooms, and `[muc] domain` may be outside
+/// the domain). The service's default is `muc::domain`'s.
+pub fn certificate_names(config: &Config) -> Vec<String> {
+    let domain = &config.domain;
+    let mut names = vec![domain.clone(), format!("*.{domain}")];
+    if config.muc.enabled {
+        let muc = config
+            .muc
+            .domain
+            .clone()
+            .unwrap_or_else(|| format!("groups.{domain}"));
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(&muc)) {
+            names.push(muc);
+        }
+    }
+    names
+}
+
+/// Generate a self-signed certificate for `names` (`domain` first) into `dir`.
+fn generate_self_signed(
+    domain: &str,
+    names: &[String],
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), TlsError> {
+    let signed = rcgen::generate_simple_self_signed(names.to_vec())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
     let write_err = |p: &Path, e: std::io::Error| TlsError::Write {
         path: p.display().to_string(),
         err: e.to_string(),
@@ -195,4 +223,22 @@ pub fn server_end_point(leaf: &[u8]) -> Vec<u8> {
         &ring::digest::SHA256
     };
     ring::digest::digest(alg, leaf).as_ref().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_certificate_covers_the_group_chat_service() {
+        let mut c = Config::new("home.example", "/nonexistent");
+        assert_eq!(
+            certificate_names(&c),
+            ["home.example", "*.home.example", "groups.home.example"]
+        );
+        c.muc.domain = Some("rooms.other.example".into());
+        assert_eq!(certificate_names(&c)[2], "rooms.other.example");
+        c.muc.enabled = false;
+        assert_eq!(certificate_names(&c).len(), 2);
+    }
 }

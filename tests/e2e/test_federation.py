@@ -2,8 +2,8 @@
 authenticated TLS only.
 
 The set-up, started once for the module (`fed`):
-- a throw-away CA (openssl) that signs a certificate per test domain: kith.fedtest,
-  prosody.fedtest (+ conference.prosody.fedtest), ejabberd.fedtest (+ conference.ejabberd.fedtest),
+- a throw-away CA (openssl) that signs a certificate per test domain: kith.fedtest
+  (+ groups.kith.fedtest, its group chat service), prosody.fedtest (+ conference.prosody.fedtest), ejabberd.fedtest (+ conference.ejabberd.fedtest),
   raw.fedtest (the hand-driven peer of the refusal tests) and a certificate for
   `other.fedtest` that the impostor `evil.fedtest` presents;
 - each server on its own loopback address (127.X.Y.Z, random per run);
@@ -40,6 +40,7 @@ from pathlib import Path
 
 import pytest
 
+from slixmpp import JID
 from slixmpp.exceptions import IqError
 
 from conftest import (KITH_BIN, NS_SASL, NS_STREAM, NS_TLS, PASSWORD, START, STEP, Client,
@@ -47,6 +48,7 @@ from conftest import (KITH_BIN, NS_SASL, NS_STREAM, NS_TLS, PASSWORD, START, STE
                       pep_events, run, stanza_error, toml_value)
 
 KITH = "kith.fedtest"
+GROUPS = f"groups.{KITH}"  # Kith's group chat service, federating under its own name
 PROSODY = "prosody.fedtest"
 EJABBERD = "ejabberd.fedtest"
 RAW = "raw.fedtest"  # the hand-driven peer (valid certificate)
@@ -181,7 +183,7 @@ class FedKith(Kith):
         self.net = net
         self.resolv = resolv
         self.fed_ca = ca
-        self.cert, self.key = ca.leaf(KITH)
+        self.cert, self.key = ca.leaf(KITH, GROUPS)
         self.s2s_extra = s2s
         super().__init__(directory, None, direct_tls=False)
         self.ca = ca  # clients verify kith.fedtest against the test CA
@@ -452,6 +454,8 @@ class Fed:
                    for d in (KITH, PROSODY, EJABBERD, EVIL, NOTLS, DIALBACK)}
         for d in (PROSODY, EJABBERD):
             records[f"conference.{d}"] = (self.net.ip[d], self.net.port(d))
+        # Kith's group chat service is reached at Kith's own address.
+        records[GROUPS] = (self.net.ip[KITH], self.net.port(KITH))
         # Prosody also takes Direct TLS (XEP-0368): Kith prefers `_xmpps-server`.
         self.prosody_direct_port = free_port(self.net.ip[PROSODY])
         self.dns = Dns(directory, self.net.dns, records,
@@ -745,11 +749,11 @@ def s2s_header(frm: str, to: str = KITH) -> str:
             f"version='1.0'>")
 
 
-def raw_peer(fed, fkith, frm: str, cert: tuple[Path, Path] | None = None):
-    """A raw s2s connection to Kith claiming `frm`, after STARTTLS (presenting `cert`);
-    returns it and the features of the encrypted stream."""
+def raw_peer(fed, fkith, frm: str, cert: tuple[Path, Path] | None = None, to: str = KITH):
+    """A raw s2s connection to Kith's domain `to` claiming `frm`, after STARTTLS
+    (presenting `cert`); returns it and the features of the encrypted stream."""
     r = RawXmpp(fkith.s2s_port, host=fed.net.ip[KITH])
-    r.send(s2s_header(frm))
+    r.send(s2s_header(frm, to))
     feats = r.features()
     assert feats.find(f"{{{NS_TLS}}}starttls/{{{NS_TLS}}}required") is not None
     r.send(f"<starttls xmlns='{NS_TLS}'/>")
@@ -757,10 +761,10 @@ def raw_peer(fed, fkith, frm: str, cert: tuple[Path, Path] | None = None):
     ctx = ssl.create_default_context(cafile=str(fed.ca.ca_cert))
     if cert:
         ctx.load_cert_chain(*cert)
-    r.sock = ctx.wrap_socket(r.sock, server_hostname=KITH)
+    r.sock = ctx.wrap_socket(r.sock, server_hostname=to)
     r.raw = b""
     r._new_parser()
-    r.send(s2s_header(frm))
+    r.send(s2s_header(frm, to))
     return r, r.features()
 
 
@@ -866,13 +870,19 @@ def test_dialback_verify_for_a_stream_kith_never_opened_is_refused(fed, fkith):
 class DialbackPeer(threading.Thread):
     """db.fedtest: takes Kith's outgoing stream with TLS and dialback only (no SASL), and
     checks Kith's key the XEP-0220 way: a second connection to Kith asking
-    `<db:verify/>` for the stream id it gave — and once more with a wrong key."""
+    `<db:verify/>` for the stream id it gave — and once more with a wrong key.
+    `local`: the Kith domain the stream comes from (Kith's own, or its group chat
+    service's); `until` ends what it reads, then it sends `reply` (if any) back."""
 
     STREAM_ID = "dbstream42"
 
-    def __init__(self, fed, fkith):
+    def __init__(self, fed, fkith, local: str = KITH, until: bytes = b"</message>",
+                 reply: str | None = f"<message xmlns='{NS_SERVER}' type='chat' "
+                 f"from='dora@{DIALBACK}/x' to='alice@{KITH}'><body>bidi reply</body>"
+                 "</message>"):
         super().__init__(daemon=True)
         self.fed, self.fkith = fed, fkith
+        self.local, self.until, self.reply = local, until, reply
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(fed.db_cert, fed.db_key)
         self.sock = socket.socket()
@@ -899,8 +909,9 @@ class DialbackPeer(threading.Thread):
                 "version='1.0'>").encode()
 
     def _verify(self, key: str) -> str | None:
-        r, _ = raw_peer(self.fed, self.fkith, DIALBACK, (self.fed.db_cert, self.fed.db_key))
-        r.send(f"<db:verify from='{DIALBACK}' to='{KITH}' id='{self.STREAM_ID}'>{key}"
+        r, _ = raw_peer(self.fed, self.fkith, DIALBACK, (self.fed.db_cert, self.fed.db_key),
+                        to=self.local)
+        r.send(f"<db:verify from='{DIALBACK}' to='{self.local}' id='{self.STREAM_ID}'>{key}"
                "</db:verify>")
         v = r.element()
         r.sock.close()
@@ -922,16 +933,17 @@ class DialbackPeer(threading.Thread):
                          b"'urn:xmpp:features:dialback'><errors/></dialback>"
                          b"<bidi xmlns='urn:xmpp:features:bidi'/></stream:features>")
             end = self._until(conn, b"</db:result>")
-            key = re.search(rb">([0-9a-f]+)</db:result>", self.received[:end]).group(1).decode()
+            m = re.search(rb"from='([^']+)'[^>]*>([0-9a-f]+)</db:result>", self.received[:end])
+            self.originating, key = m.group(1).decode(), m.group(2).decode()
             self.verdicts["wrong key"] = self._verify("0" * len(key))
             self.verdicts["right key"] = self._verify(key)
             ok = self.verdicts["right key"] == "valid"
-            conn.sendall(f"<db:result xmlns:db='{NS_DB}' from='{DIALBACK}' to='{KITH}' "
+            conn.sendall(f"<db:result xmlns:db='{NS_DB}' from='{DIALBACK}' to='{self.local}' "
                          f"type='{'valid' if ok else 'invalid'}'/>".encode())
-            self._until(conn, b"</message>", end)
-            # XEP-0288: Kith asked for bidi, so the answer travels on the same stream.
-            conn.sendall(f"<message xmlns='{NS_SERVER}' type='chat' from='dora@{DIALBACK}/x' "
-                         f"to='alice@{KITH}'><body>bidi reply</body></message>".encode())
+            self._until(conn, self.until, end)
+            if self.reply:
+                # XEP-0288: Kith asked for bidi, so the answer travels on the same stream.
+                conn.sendall(self.reply.encode())
         except BaseException as e:  # reported by the test
             self.error = e
 
@@ -1262,3 +1274,286 @@ def test_pep_nicknames_cross_to_contacts_and_not_to_strangers(fed, fkith, name):
             assert stanza_error(e.value) == ("not-authorized", "presence-subscription-required")
 
     run(scenario(), 120)
+
+
+# --------------------------------------------------------------------------- Kith's group chats
+
+NS_MUC = "http://jabber.org/protocol/muc"
+NS_MUC_USER = f"{NS_MUC}#user"
+NS_MUC_ADMIN = f"{NS_MUC}#admin"
+
+
+def muc_codes(p) -> set[int]:
+    x = p.xml.find(f"{{{NS_MUC_USER}}}x")
+    return set() if x is None else {int(s.get("code")) for s in x.findall(f"{{{NS_MUC_USER}}}status")}
+
+
+def muc_item(p):
+    x = p.xml.find(f"{{{NS_MUC_USER}}}x")
+    return None if x is None else x.find(f"{{{NS_MUC_USER}}}item")
+
+
+async def enter_room(c: Client, room: str, nick: str, *, expect_error: str | None = None):
+    """Send the entrance presence. Returns the self-presence (status 110) and the presences
+    of the occupants already there, by nick, which come before it (XEP-0045 §7.2.3)."""
+    p = c.make_presence(pto=f"{room}/{nick}")
+    p.xml.append(p.xml.makeelement(f"{{{NS_MUC}}}x", {}))
+    p.send()
+    others = {}
+    while True:
+        q = await c.next_presence(lambda q: q["from"].bare == room, timeout=STEP * 2)
+        if q["type"] == "error":
+            assert expect_error, f"could not enter {room} as {nick}: {q}"
+            assert q["error"]["condition"] == expect_error, q
+            return q, others
+        if q["from"].resource == nick and 110 in muc_codes(q):
+            assert not expect_error, f"expected {expect_error}, entered: {q}"
+            return q, others
+        others[q["from"].resource] = q
+
+
+async def create_room(owner: Client, name: str, nick: str, **fields) -> str:
+    """The Kith user `owner` creates room `name` on Kith and submits its form (the
+    household defaults plus `fields`)."""
+    room = f"{name}@{GROUPS}"
+    me, _ = await enter_room(owner, room, nick)
+    assert 201 in muc_codes(me), muc_codes(me)
+    form = await owner.plugin["xep_0045"].get_room_config(JID(room))
+    form.set_values({**form.get_values(), **fields})
+    form["type"] = "submit"
+    await owner.plugin["xep_0045"].set_room_config(JID(room), form)
+    return room
+
+
+async def room_message(c: Client, room: str, body: str | None = None, *, private=False):
+    """The next message from `room` (with `body`, if given); a groupchat one, or a private
+    message through the room."""
+    deadline = asyncio.get_running_loop().time() + STEP * 2
+    while True:
+        left = max(0.1, deadline - asyncio.get_running_loop().time())
+        m = await c.next_message(timeout=left)
+        if m["from"].bare != room or (body is not None and m["body"] != body):
+            continue
+        assert m["type"] == ("chat" if private else "groupchat"), m
+        return m
+
+
+async def left_room(c: Client, room: str, nick: str, code: int | None = None):
+    """Wait until `c` sees `nick` leave `room` (with status `code`)."""
+    return await c.next_presence(
+        lambda q: q["from"] == JID(f"{room}/{nick}") and q["type"] == "unavailable"
+        and (code is None or code in muc_codes(q)), timeout=STEP * 2)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_people_on_other_servers_join_an_open_kith_room(fed, fkith, name):
+    """A user of Prosody / ejabberd enters a room on groups.kith.fedtest: sees who is there
+    with their roles, gets the history, talks with a Kith occupant both ways (room and
+    private messages), is kicked by the owner and, back in, leaves in view of everyone."""
+    p = peer(fed, name)
+    room_name = f"porch{secrets.token_hex(3)}"
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice, on(fkith, f"bob@{KITH}") as bob, \
+                on(p, f"pat@{p.domain}") as pat:
+            room = await create_room(alice, room_name, "mum",
+                                     **{"muc#roomconfig_membersonly": False})
+            await enter_room(bob, room, "bob")
+            for i in range(3):
+                alice.send_message(mto=room, mbody=f"earlier {i}", mtype="groupchat")
+                await room_message(alice, room, f"earlier {i}")
+
+            me, others = await enter_room(pat, room, "pat")
+            assert {110, 100} <= muc_codes(me), muc_codes(me)  # 100: the room is non-anonymous
+            assert muc_item(me).get("affiliation") == "none"
+            assert muc_item(me).get("role") == "participant"
+            assert muc_item(me).get("jid") == str(pat.boundjid)
+            assert set(others) == {"mum", "bob"}, others
+            assert muc_item(others["mum"]).get("affiliation") == "owner"
+            assert muc_item(others["mum"]).get("role") == "moderator"
+            assert JID(muc_item(others["mum"]).get("jid")).bare == f"alice@{KITH}"
+            for i in range(3):
+                h = await room_message(pat, room)
+                assert h["body"] == f"earlier {i}" and h["from"].resource == "mum", h
+                assert h.xml.find("{urn:xmpp:delay}delay") is not None, h
+            seen = await bob.next_presence(lambda q: q["from"] == JID(f"{room}/pat"),
+                                           timeout=STEP * 2)
+            assert muc_item(seen).get("jid") == str(pat.boundjid)
+
+            body = f"hello from {name} {secrets.token_hex(2)}"
+            pat.send_message(mto=room, mbody=body, mtype="groupchat")
+            got = await room_message(bob, room, body)
+            assert got["from"].resource == "pat"
+            await room_message(pat, room, body)  # the room's echo
+            body = f"hello from kith {secrets.token_hex(2)}"
+            bob.send_message(mto=room, mbody=body, mtype="groupchat")
+            got = await room_message(pat, room, body)
+            assert got["from"].resource == "bob"
+
+            pat.send_message(mto=f"{room}/bob", mbody="just you", mtype="chat")
+            got = await room_message(bob, room, "just you", private=True)
+            assert got["from"].resource == "pat"
+            bob.send_message(mto=f"{room}/pat", mbody="just you too", mtype="chat")
+            got = await room_message(pat, room, "just you too", private=True)
+            assert got["from"].resource == "bob"
+
+            await alice.plugin["xep_0045"].set_role(JID(room), "pat", "none", reason="time out")
+            kicked = await left_room(pat, room, "pat", 307)
+            assert 110 in muc_codes(kicked)
+            assert 307 in muc_codes(await left_room(bob, room, "pat"))
+
+            await enter_room(pat, room, "pat")
+            pat.send_presence(pto=f"{room}/pat", ptype="unavailable", pstatus="see you")
+            gone = await left_room(bob, room, "pat")
+            assert gone["status"] == "see you"
+            await left_room(alice, room, "pat")
+
+    run(scenario(), 150)
+    log = fkith.log_text()
+    assert re.search(f"outgoing stream authenticated domain={p.domain} .*local={GROUPS}", log)
+    assert re.search(f"incoming stream authenticated .*domain={p.domain} .*local={GROUPS}", log)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_people_on_other_servers_become_members_of_a_kith_room(fed, fkith, name):
+    """A members-only room (the household default) refuses a user of another server until
+    the Kith owner makes them a member; then they are in, may read the member list (what
+    OMEMO needs), talk, answer and send IQs through the room (ping, self-ping), get
+    invitations, and their leaving — by closing their app — is seen by everyone."""
+    p = peer(fed, name)
+    room_name = f"family{secrets.token_hex(3)}"
+
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice, on(p, f"quinn@{p.domain}") as quinn, \
+                on(p, f"pat@{p.domain}") as pat:
+            room = await create_room(alice, room_name, "mum")
+            await enter_room(quinn, room, "quinn", expect_error="registration-required")
+            iq = alice.make_iq_set(ito=room)
+            q = iq.xml.makeelement(f"{{{NS_MUC_ADMIN}}}query", {})
+            q.append(q.makeelement(f"{{{NS_MUC_ADMIN}}}item",
+                                   {"jid": f"quinn@{p.domain}", "affiliation": "member"}))
+            iq.xml.append(q)
+            await iq.send(timeout=STEP)
+
+            me, others = await enter_room(quinn, room, "quinn")
+            assert muc_item(me).get("affiliation") == "member", me
+            assert set(others) == {"mum"}, others
+            seen = await alice.next_presence(lambda x: x["from"] == JID(f"{room}/quinn"),
+                                             timeout=STEP * 2)
+            assert muc_item(seen).get("affiliation") == "member"
+            members = await quinn.plugin["xep_0045"].get_affiliation_list(
+                JID(room), "member", timeout=STEP * 2)
+            assert members == [f"quinn@{p.domain}"], members
+
+            quinn.send_message(mto=room, mbody="hi family", mtype="groupchat")
+            assert (await room_message(alice, room, "hi family"))["from"].resource == "quinn"
+            alice.send_message(mto=room, mbody="welcome", mtype="groupchat")
+            assert (await room_message(quinn, room, "welcome"))["from"].resource == "mum"
+
+            # IQs through the room: alice pings quinn's occupant JID (forwarded to quinn's
+            # app on the other server and answered back), quinn pings itself (XEP-0410:
+            # the room answers that quinn is still in).
+            await alice.plugin["xep_0199"].ping(f"{room}/quinn", timeout=STEP * 2)
+            await quinn.plugin["xep_0199"].ping(f"{room}/quinn", timeout=STEP * 2)
+
+            # An invitation to pat on the other server makes pat a member.
+            alice.plugin["xep_0045"].invite(JID(room), f"pat@{p.domain}", reason="join us")
+            inv = await pat.next_message(timeout=STEP * 2)
+            assert inv["from"] == JID(room), inv
+            x = inv.xml.find(f"{{{NS_MUC_USER}}}x")
+            assert x.find(f"{{{NS_MUC_USER}}}invite").get("from") == f"alice@{KITH}"
+            me, others = await enter_room(pat, room, "pat")
+            assert muc_item(me).get("affiliation") == "member", me
+            assert set(others) == {"mum", "quinn"}, others
+
+            # Closing the app: quinn's server tells the room quinn is gone.
+            await quinn.close()
+            await left_room(alice, room, "quinn")
+            await left_room(pat, room, "quinn")
+
+    run(scenario(), 120)
+
+
+def test_dialback_for_the_group_chat_service(fed, fkith):
+    """A room's stanzas leave as groups.kith.fedtest: with a server that knows only
+    dialback, the key is made for (db.fedtest, groups.kith.fedtest), and Kith confirms it
+    when asked at groups.kith.fedtest. The user of that server entered over an incoming
+    stream to groups.kith.fedtest; the server's answer comes back by bidi (XEP-0288)."""
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            room = await create_room(alice, f"dbroom{secrets.token_hex(3)}", "mum",
+                                     **{"muc#roomconfig_membersonly": False})
+            reply = (f"<message xmlns='{NS_SERVER}' type='groupchat' from='dora@{DIALBACK}/x' "
+                     f"to='{room}'><body>over bidi</body></message>")
+            dbpeer = DialbackPeer(fed, fkith, local=GROUPS, until=b"</presence>", reply=reply)
+            try:
+                r, feats = await asyncio.to_thread(
+                    raw_peer, fed, fkith, DIALBACK, (fed.db_cert, fed.db_key), GROUPS)
+                assert [m.text for m in feats.iter(f"{{{NS_SASL}}}mechanism")] == ["EXTERNAL"]
+                r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+                assert (await asyncio.to_thread(r.element)).tag == f"{{{NS_SASL}}}success"
+                r._new_parser()
+                r.send(s2s_header(DIALBACK, GROUPS))
+                await asyncio.to_thread(r.features)
+                r.send(f"<presence xmlns='{NS_SERVER}' from='dora@{DIALBACK}/x' "
+                       f"to='{room}/dora'><x xmlns='{NS_MUC}'/></presence>")
+                await alice.next_presence(lambda q: q["from"] == JID(f"{room}/dora"),
+                                          timeout=STEP * 2)
+                await room_message(alice, room, "over bidi")
+                await asyncio.to_thread(dbpeer.join, STEP * 3)
+                assert dbpeer.error is None, f"{dbpeer.error!r}; {dbpeer.received[-500:]!r}"
+                r.sock.close()
+            finally:
+                dbpeer.stop()
+            assert dbpeer.originating == GROUPS
+            assert dbpeer.verdicts == {"wrong key": "invalid", "right key": "valid"}
+
+    run(scenario(), 90)
+    assert re.search(f'outgoing stream authenticated domain={DIALBACK} .*method="dialback" '
+                     f"local={GROUPS}", fkith.log_text())
+
+
+def test_a_stream_for_one_kith_domain_carries_nothing_for_the_other(fed, fkith):
+    """Each (remote, local) domain pair is authenticated on its own: a stream authenticated
+    to kith.fedtest may not carry stanzas for the group chat service, and a domain Kith
+    does not serve is unknown."""
+    r = authenticated_raw_peer(fed, fkith)
+    r.send(f"<presence xmlns='{NS_SERVER}' from='ray@{RAW}/x' to='room@{GROUPS}/ray'/>")
+    assert stream_error(r) == "invalid-from"
+    r = RawXmpp(fkith.s2s_port, host=fed.net.ip[KITH])
+    r.send(s2s_header(RAW, f"nowhere.{KITH}"))
+    assert stream_error(r) == "host-unknown"
+
+
+def test_a_room_answer_that_cannot_be_delivered_stays_inside(fed, fkith):
+    """raw.fedtest has no DNS record: a room's answers to its user cannot be delivered.
+    The failure comes back to the room inside Kith — Kith never opens a federation
+    stream to its own group chat service — and the room goes on working."""
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            room = await create_room(alice, f"lost{secrets.token_hex(3)}", "mum",
+                                     **{"muc#roomconfig_membersonly": False})
+            r, _ = await asyncio.to_thread(
+                raw_peer, fed, fkith, RAW, (fed.raw_cert, fed.raw_key), GROUPS)
+            r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+            assert (await asyncio.to_thread(r.element)).tag == f"{{{NS_SASL}}}success"
+            r._new_parser()
+            r.send(s2s_header(RAW, GROUPS))
+            await asyncio.to_thread(r.features)
+            r.send(f"<presence xmlns='{NS_SERVER}' from='ray@{RAW}/x' "
+                   f"to='{room}/ray'><x xmlns='{NS_MUC}'/></presence>")
+            await alice.next_presence(lambda q: q["from"] == JID(f"{room}/ray"),
+                                      timeout=STEP * 2)
+            # The room still answers its local occupant.
+            alice.send_message(mto=room, mbody="still here", mtype="groupchat")
+            await room_message(alice, room, "still here")
+            r.sock.close()
+
+    run(scenario(), 60)
+    failed = f"outgoing federation failed domain={RAW} .*local={GROUPS}"
+    deadline = time.monotonic() + STEP
+    while not re.search(failed, fkith.log_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    log = fkith.log_text()
+    assert re.search(failed, log)
+    assert f"domain={GROUPS}" not in log

@@ -86,15 +86,17 @@ pub async fn to_room(core: &Arc<Core>, from: &FullJid, node: &str, stanza: &Elem
     super::archive::stamp(core, &r, Some(from), Some(&bare), &mut out).await;
     broadcast(core, &r, &out);
     wake_phones(core, &r.occupants, &out, &bare);
-    if has_body {
+    // History on entering keeps what the archive keeps (a body, an encrypted
+    // payload), so it is the same before and after a restart.
+    if super::archive::keeps(&out) {
         let cap = core.config.muc.max_history;
         history::record(&mut r, &out, cap);
     }
 }
 
 /// The message as the room sends it: from the occupant JID, with the
-/// room's occupant id, without a `to` and without ids the sender made up
-/// for the room.
+/// room's occupant id, without a `to` and without what only the room may
+/// say (its stanza ids, occupant ids, `muc#user` items and status codes).
 pub fn room_copy(
     core: &Core,
     r: &Room,
@@ -113,7 +115,9 @@ pub fn room_copy(
     let room = r.jid.as_str();
     for c in stanza.children() {
         let forged_sid = c.is("stanza-id", NS_SID) && c.attr("by") == Some(room);
-        if forged_sid || c.is("occupant-id", occupant_id::NS) {
+        // The room speaks muc#user (real JIDs, status codes), never the sender.
+        let forged_user = c.is("x", NS_USER);
+        if forged_sid || forged_user || c.is("occupant-id", occupant_id::NS) {
             continue;
         }
         out.append_child(c.clone());

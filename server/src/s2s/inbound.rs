@@ -41,6 +41,17 @@ fn refuse(core: &Arc<Core>, stanza: &Element, err: StanzaError) {
     }
 }
 
+/// Hand a stanza from a remote server to what serves its `to`: the group
+/// chat service for the service's domain (`groups.rs`), local accounts and
+/// the server itself otherwise.
+pub async fn dispatch(core: &Arc<Core>, stanza: Element, from: Jid, to: Jid) {
+    if crate::muc::is_service(core, to.domain().as_str()) {
+        super::groups::handle(core, stanza, from, to).await;
+    } else {
+        handle(core, stanza, from, to).await;
+    }
+}
+
 /// Handle one stanza from a remote server.
 pub async fn handle(core: &Arc<Core>, stanza: Element, from: Jid, to: Jid) {
     match Kind::of(&stanza) {

@@ -2,8 +2,14 @@
 //! Direct TLS, XEP-0368), then the peer authenticates its domain with SASL
 //! EXTERNAL (XEP-0178) or dialback (XEP-0220), both keyed on a certificate
 //! that is valid for that domain. Only then are stanzas accepted, and each
-//! one's `from` domain must be a domain this stream authenticated, or the
-//! stream is closed with `<invalid-from/>`.
+//! one's `from` domain must be a domain this stream authenticated, for the
+//! local domain the stanza is addressed to, or the stream is closed with
+//! `<invalid-from/>`.
+//!
+//! Kith serves two domains to other servers: its own, and the group chat
+//! service's (`groups.DOMAIN`, whose stanzas go to the service). A stream is
+//! opened to one of them; dialback may add the other (XEP-0220 §2.4), each
+//! (remote, local) pair authenticated on its own.
 //!
 //! This side also answers dialback `<db:verify/>` requests from servers Kith
 //! connected to: a key is confirmed only for a stream Kith itself opened to
@@ -24,7 +30,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 
 use super::wire::{self, NS_BIDI, NS_BIDI_FEATURE, NS_DIALBACK, NS_DIALBACK_FEATURE};
-use super::{dialback, policy, S2sState};
+use super::{dialback, policy, Pair, S2sState};
 use crate::core::{random_hex, Core};
 use crate::stream::{error_for, StreamError, StreamFail, Transport, XmlStream};
 use crate::xml::{escape, ns, Frame, ParserLimits};
@@ -91,6 +97,8 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         peer,
         certs,
         authenticated: HashSet::new(),
+        pairs: HashSet::new(),
+        local: core.domain.clone(),
         bidi: false,
         link: None,
         stream_id: String::new(),
@@ -107,9 +115,11 @@ async fn starttls(core: &Core, s: &mut XmlStream<TcpStream>) -> Result<(), Optio
         Ok(_) => return Err(Some(StreamError::new("not-well-formed"))),
         Err(f) => return Err(error_for(&f)),
     };
-    let hdr = wire::header(&core.domain, header.from.as_deref(), Some(&random_hex(16)));
+    let local = check_to(core, header.to.as_deref());
+    let me = local.as_deref().unwrap_or(&core.domain);
+    let hdr = wire::header(me, header.from.as_deref(), Some(&random_hex(16)));
     s.write(hdr.as_bytes()).await.map_err(|_| None)?;
-    check_to(core, header.to.as_deref())?;
+    local?;
     let features = format!(
         "<stream:features><starttls xmlns='{}'><required/></starttls></stream:features>",
         ns::TLS
@@ -129,14 +139,22 @@ async fn starttls(core: &Core, s: &mut XmlStream<TcpStream>) -> Result<(), Optio
     }
 }
 
-fn check_to(core: &Core, to: Option<&str>) -> Result<(), Option<StreamError>> {
+/// The local domain a stream header's `to` names (the server's own when it
+/// names none); `host-unknown` for a domain Kith does not serve.
+fn check_to(core: &Core, to: Option<&str>) -> Result<String, Option<StreamError>> {
     match to {
-        Some(to) if !to.eq_ignore_ascii_case(&core.domain) => Err(Some(StreamError::text(
-            "host-unknown",
-            format!("this server serves {}", core.domain),
-        ))),
-        _ => Ok(()),
+        None => Ok(core.domain.clone()),
+        Some(to) => super::served(core, to).ok_or_else(|| Some(unknown_host(core))),
     }
+}
+
+fn unknown_host(core: &Core) -> StreamError {
+    let mut served = core.domain.clone();
+    if core.config.muc.enabled {
+        served.push_str(" and ");
+        served.push_str(&crate::muc::domain(core));
+    }
+    StreamError::text("host-unknown", format!("this server serves {served}"))
 }
 
 /// An encrypted incoming stream.
@@ -145,8 +163,12 @@ struct Secure {
     state: Arc<S2sState>,
     peer: SocketAddr,
     certs: Vec<CertificateDer<'static>>,
-    /// Domains this stream authenticated (SASL EXTERNAL or dialback).
+    /// Remote domains this stream authenticated (SASL EXTERNAL or dialback).
     authenticated: HashSet<String>,
+    /// Which of our domains each of them authenticated for.
+    pairs: HashSet<Pair>,
+    /// The local domain the current stream header was addressed to.
+    local: String,
     /// The peer asked for a bidirectional stream (XEP-0288).
     bidi: bool,
     /// With bidi: Kith's stanzas for the peer's domain flow on this stream.
@@ -157,7 +179,7 @@ struct Secure {
 
 /// The outgoing side of a bidirectional incoming stream.
 struct BidiLink {
-    domain: String,
+    pair: Pair,
     id: u64,
     rx: mpsc::Receiver<Element>,
 }
@@ -185,7 +207,7 @@ impl Secure {
             self.state.incoming_release(d);
         }
         if let Some(mut link) = self.link.take() {
-            super::drop_link(&self.state, &link.domain, link.id);
+            super::drop_link(&self.state, &link.pair, link.id);
             link.rx.close();
             // Whatever was still queued goes out on a new link.
             while let Ok(el) = link.rx.try_recv() {
@@ -250,12 +272,15 @@ impl Secure {
                     header_pending = false;
                     let id = random_hex(16);
                     self.stream_id = id.clone();
-                    let hdr = wire::header(&self.core.domain, h.from.as_deref(), Some(&id));
+                    let local = check_to(&self.core, h.to.as_deref());
+                    let me = local.as_deref().unwrap_or(&self.core.domain);
+                    let hdr = wire::header(me, h.from.as_deref(), Some(&id));
                     if s.write(hdr.as_bytes()).await.is_err() {
                         return None;
                     }
-                    if let Err(e) = check_to(&self.core, h.to.as_deref()) {
-                        return e;
+                    match local {
+                        Ok(l) => self.local = l,
+                        Err(e) => return e,
                     }
                     if h.from.is_some() {
                         claimed = h.from.map(|f| f.to_ascii_lowercase());
@@ -340,29 +365,32 @@ impl Secure {
         }
     }
 
-    /// Accept `domain` as authenticated on this stream (policy and per-domain
-    /// limit permitting).
-    fn admit(&mut self, domain: &str, how: &str) -> Result<(), &'static str> {
-        if self.authenticated.contains(domain) {
+    /// Accept `domain` as authenticated on this stream for our domain
+    /// `local` (policy and per-domain limit permitting).
+    fn admit(&mut self, domain: &str, local: &str, how: &str) -> Result<(), &'static str> {
+        let pair = Pair {
+            local: local.to_string(),
+            remote: domain.to_string(),
+        };
+        if self.pairs.contains(&pair) {
             return Ok(());
         }
         policy::check(&self.core.config.s2s, domain)?;
-        if !self
-            .state
-            .incoming_acquire(domain, self.core.config.s2s.connections_per_domain.max(1))
-        {
-            return Err("too many connections from this domain");
+        if !self.authenticated.contains(domain) {
+            if !self
+                .state
+                .incoming_acquire(domain, self.core.config.s2s.connections_per_domain.max(1))
+            {
+                return Err("too many connections from this domain");
+            }
+            self.authenticated.insert(domain.to_string());
         }
-        tracing::info!(target: LOG, peer = %self.peer, %domain, method = how, bidi = self.bidi, "incoming stream authenticated");
-        self.authenticated.insert(domain.to_string());
+        tracing::info!(target: LOG, peer = %self.peer, %domain, method = how, bidi = self.bidi, %local, "incoming stream authenticated");
+        self.pairs.insert(pair.clone());
         if self.bidi && self.link.is_none() {
             let id = self.core.next_id();
-            if let Some(rx) = super::adopt_link(&self.state, &self.core, domain, id) {
-                self.link = Some(BidiLink {
-                    domain: domain.to_string(),
-                    id,
-                    rx,
-                });
+            if let Some(rx) = super::adopt_link(&self.state, &self.core, &pair, id) {
+                self.link = Some(BidiLink { pair, id, rx });
             }
         }
         Ok(())
@@ -420,7 +448,8 @@ impl Secure {
                 .map_err(|_| None)?;
             return Ok(Step::Continue);
         }
-        if let Err(why) = self.admit(domain, "SASL EXTERNAL") {
+        let local = self.local.clone();
+        if let Err(why) = self.admit(domain, &local, "SASL EXTERNAL") {
             tracing::warn!(target: LOG, peer = %self.peer, %domain, reason = why, "incoming federation refused");
             s.write(failure("not-authorized").as_bytes())
                 .await
@@ -433,9 +462,10 @@ impl Secure {
         Ok(Step::Restart)
     }
 
-    /// `<db:result/>`: the peer asks to be accepted as `from`. Kith accepts
-    /// when the certificate is valid for `from` (the dialback key then needs
-    /// no callback); anything else is refused with a dialback error.
+    /// `<db:result/>`: the peer asks to be accepted as `from`, for our domain
+    /// `to` (either of the two Kith serves). Kith accepts when the
+    /// certificate is valid for `from` (the dialback key then needs no
+    /// callback); anything else is refused with a dialback error.
     async fn db_result<T: Transport>(
         &mut self,
         s: &mut XmlStream<T>,
@@ -463,9 +493,11 @@ impl Secure {
             }
             r
         };
-        let out = if !to.eq_ignore_ascii_case(&self.core.domain) {
-            reply("error", Some(("cancel", "item-not-found")))
-        } else if let Err(why) = self.cert_ok(&from) {
+        let Some(local) = super::served(&self.core, to) else {
+            let out = reply("error", Some(("cancel", "item-not-found")));
+            return s.write(out.as_bytes()).await.map_err(|_| None);
+        };
+        let out = if let Err(why) = self.cert_ok(&from) {
             if policy::insecure(&self.core.config.s2s, &from) {
                 // The admin listed this domain: classic dialback, asking the
                 // domain's own (DNS-found) server whether it issued this key.
@@ -475,6 +507,7 @@ impl Secure {
                     super::outgoing::verify_key(
                         &self.core,
                         &self.state,
+                        &local,
                         &from,
                         &self.stream_id,
                         el.text().trim(),
@@ -484,7 +517,8 @@ impl Secure {
                 .unwrap_or(Err("the authoritative server did not answer in time".into()));
                 match verified {
                     Ok(()) => {
-                        match self.admit(&from, "dialback (INSECURE: no valid certificate)") {
+                        match self.admit(&from, &local, "dialback (INSECURE: no valid certificate)")
+                        {
                             Ok(()) => {
                                 s.set_limits(limits(&self.core, self.core.config.s2s.stanza_size));
                                 reply("valid", None)
@@ -505,7 +539,7 @@ impl Secure {
                 reply("error", Some(("auth", "not-authorized")))
             }
         } else {
-            match self.admit(&from, "dialback (certificate)") {
+            match self.admit(&from, &local, "dialback (certificate)") {
                 Ok(()) => {
                     // Authenticated: from now on stanzas up to the s2s limit.
                     s.set_limits(limits(&self.core, self.core.config.s2s.stanza_size));
@@ -520,7 +554,8 @@ impl Secure {
         s.write(out.as_bytes()).await.map_err(|_| None)
     }
 
-    /// `<db:verify/>`: is this the key Kith gave on a stream it opened?
+    /// `<db:verify/>`: is this the key Kith gave on a stream it opened, from
+    /// our domain `to` (either of the two Kith serves) to the asker?
     async fn db_verify<T: Transport>(
         &mut self,
         s: &mut XmlStream<T>,
@@ -533,22 +568,17 @@ impl Secure {
                 "dialback verify needs from, to and id",
             )));
         };
-        let valid = to.eq_ignore_ascii_case(&self.core.domain)
-            && self
-                .state
-                .opened_to(id)
-                .is_some_and(|d| d.eq_ignore_ascii_case(from))
-            && dialback::matches(
-                &dialback::key(
-                    &self.state.secret,
-                    &from.to_ascii_lowercase(),
-                    &self.core.domain,
-                    id,
-                ),
-                &el.text(),
-            );
+        let local = super::served(&self.core, to);
+        let valid = self.state.opened_to(id).is_some_and(|p| {
+            local.as_deref() == Some(p.local.as_str())
+                && p.remote.eq_ignore_ascii_case(from)
+                && dialback::matches(
+                    &dialback::key(&self.state.secret, &p.remote, &p.local, id),
+                    &el.text(),
+                )
+        });
         if !valid {
-            tracing::warn!(target: LOG, peer = %self.peer, asker = from, stream = id, "dialback verify refused: not a stream this server opened, or a wrong key");
+            tracing::warn!(target: LOG, peer = %self.peer, asker = from, stream = id, local = to, "dialback verify refused: not a stream this server opened, or a wrong key");
         }
         let out = format!(
             "<db:verify xmlns:db='{NS_DIALBACK}' from='{}' to='{}' id='{}' type='{}'/>",
@@ -560,7 +590,8 @@ impl Secure {
         s.write(out.as_bytes()).await.map_err(|_| None)
     }
 
-    /// A stanza: only from an authenticated domain, only to this server.
+    /// A stanza: only from a domain this stream authenticated, only to a
+    /// local domain it authenticated that domain for.
     async fn stanza(&mut self, el: Element) -> Result<(), Option<StreamError>> {
         if self.authenticated.is_empty() {
             return Err(Some(StreamError::text(
@@ -569,7 +600,10 @@ impl Secure {
             )));
         }
         let from = el.attr("from").and_then(|f| Jid::new(f).ok());
-        let Some(from) = from.filter(|f| self.authenticated.contains(f.domain().as_str())) else {
+        let Some(from) = from.filter(|f| {
+            self.authenticated
+                .contains(&f.domain().as_str().to_ascii_lowercase())
+        }) else {
             return Err(Some(StreamError::text(
                 "invalid-from",
                 format!(
@@ -579,13 +613,25 @@ impl Secure {
             )));
         };
         let to = el.attr("to").and_then(|t| Jid::new(t).ok());
-        let Some(to) = to.filter(|t| t.domain().as_str() == self.core.domain) else {
-            return Err(Some(StreamError::text(
-                "host-unknown",
-                format!("this server serves {}", self.core.domain),
-            )));
+        let Some((to, local)) =
+            to.and_then(|t| super::served(&self.core, t.domain().as_str()).map(|l| (t, l)))
+        else {
+            return Err(Some(unknown_host(&self.core)));
         };
-        Box::pin(super::inbound::handle(
+        let pair = Pair {
+            local,
+            remote: from.domain().as_str().to_ascii_lowercase(),
+        };
+        if !self.pairs.contains(&pair) {
+            return Err(Some(StreamError::text(
+                "invalid-from",
+                format!(
+                    "{} did not authenticate for {} on this stream",
+                    pair.remote, pair.local
+                ),
+            )));
+        }
+        Box::pin(super::inbound::dispatch(
             &self.core,
             wire::to_client(el),
             from,

@@ -2,15 +2,18 @@
 //! XEP-0368), always over TLS and always authenticated.
 //!
 //! This module owns the state shared by every s2s connection ([`S2sState`]:
-//! TLS material, the dialback secret, the outgoing links by domain, the stream
-//! ids of streams Kith opened) and the one entry point the rest of the server
-//! uses, [`route_out`]. The pieces live in their own files: `policy.rs` (who
-//! may federate), `resolve.rs` (SRV and A/AAAA), `tls.rs` (certificates),
-//! `dialback.rs` (XEP-0185 keys), `incoming.rs` and `outgoing.rs` (the two
-//! stream directions), `inbound.rs` (delivering what arrives to local users)
-//! and `wire.rs` (stream headers, namespaces, errors).
+//! TLS material, the dialback secret, the outgoing links by (local domain,
+//! remote domain), the stream ids of streams Kith opened), which local
+//! domains federate (the server's own, and the group chat service's), and
+//! the one entry point the rest of the server uses, [`route_out`]. The pieces
+//! live in their own files: `policy.rs` (who may federate), `resolve.rs`
+//! (SRV and A/AAAA), `tls.rs` (certificates), `dialback.rs` (XEP-0185 keys),
+//! `incoming.rs` and `outgoing.rs` (the two stream directions), `inbound.rs`
+//! (delivering what arrives to local users), `groups.rs` (what arrives for
+//! the group chat service) and `wire.rs` (stream headers, namespaces, errors).
 
 mod dialback;
+mod groups;
 mod inbound;
 pub mod incoming;
 mod outgoing;
@@ -40,9 +43,21 @@ impl Transport for tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     }
 }
 
-/// Remote domains with an outgoing link (connected or connecting) at a time;
-/// stanzas for one more domain are refused with `resource-constraint`.
+/// Outgoing links (connected or connecting) at a time, one per (local
+/// domain, remote domain); stanzas needing one more are refused with
+/// `resource-constraint`.
 pub const MAX_LINKS: usize = 1000;
+
+/// Which local domain speaks to which remote domain on a link: Kith's own
+/// domain for its users, the group chat service's for its rooms (each is
+/// authenticated separately, with its own stream).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Pair {
+    /// Ours: the server's domain or the group chat service's.
+    pub local: String,
+    /// The other server's.
+    pub remote: String,
+}
 
 /// One outgoing link: the queue of stanzas waiting for (or flowing into) the
 /// connection to a remote domain.
@@ -57,10 +72,11 @@ pub struct S2sState {
     /// XEP-0185 secret: random per process (a restart only means keys
     /// issued before it no longer verify, and peers redo dialback).
     secret: Vec<u8>,
-    links: Mutex<HashMap<String, Link>>,
-    /// Stream ids the peers gave to streams *we* opened, with the peer's
-    /// domain: the only streams whose dialback keys Kith will vouch for.
-    opened: Mutex<HashMap<String, String>>,
+    links: Mutex<HashMap<Pair, Link>>,
+    /// Stream ids the peers gave to streams *we* opened, with the domains the
+    /// stream was opened between: the only streams whose dialback keys Kith
+    /// will vouch for.
+    opened: Mutex<HashMap<String, Pair>>,
     /// Authenticated incoming streams per remote domain.
     incoming: Mutex<HashMap<String, usize>>,
     /// The server, for link tasks started from code that holds only `&Core`.
@@ -79,9 +95,9 @@ impl S2sState {
         }
     }
 
-    fn remember_opened(&self, id: &str, domain: &str) {
+    fn remember_opened(&self, id: &str, pair: &Pair) {
         let mut m = self.opened.lock().unwrap_or_else(|e| e.into_inner());
-        m.insert(id.to_string(), domain.to_string());
+        m.insert(id.to_string(), pair.clone());
     }
 
     fn forget_opened(&self, id: &str) {
@@ -89,7 +105,7 @@ impl S2sState {
         m.remove(id);
     }
 
-    fn opened_to(&self, id: &str) -> Option<String> {
+    fn opened_to(&self, id: &str) -> Option<Pair> {
         let m = self.opened.lock().unwrap_or_else(|e| e.into_inner());
         m.get(id).cloned()
     }
@@ -117,9 +133,31 @@ impl S2sState {
     }
 }
 
-/// Send a stanza from a local entity to a remote domain: queued on the link to
-/// that domain (opened on demand). Refusals and failures come back to the
-/// sender as stanza errors.
+/// The local domain `domain` names, as Kith spells it, if Kith federates for
+/// it: the server's own domain, or the group chat service's.
+pub(crate) fn served(core: &Core, domain: &str) -> Option<String> {
+    if domain.eq_ignore_ascii_case(&core.domain) {
+        Some(core.domain.clone())
+    } else if crate::muc::is_service(core, domain) {
+        Some(crate::muc::domain(core).to_ascii_lowercase())
+    } else {
+        None
+    }
+}
+
+/// The local domain a stanza leaves from: the group chat service's for what
+/// its rooms send, the server's own for everything else.
+fn origin(core: &Core, stanza: &Element) -> String {
+    stanza
+        .attr("from")
+        .and_then(|f| Jid::new(f).ok())
+        .and_then(|f| served(core, f.domain().as_str()))
+        .unwrap_or_else(|| core.domain.clone())
+}
+
+/// Send a stanza from a local entity to a remote domain: queued on the link
+/// from its local domain to that domain (opened on demand). Refusals and
+/// failures come back to the sender as stanza errors.
 pub fn route_out(core: &Core, stanza: Element) {
     let Some(domain) = stanza
         .attr("to")
@@ -140,6 +178,11 @@ pub fn route_out(core: &Core, stanza: Element) {
         }
         return;
     }
+    // The group chat service is in this process, never reached by federation.
+    if crate::muc::is_service(core, &domain) {
+        groups::local(core, stanza);
+        return;
+    }
     let Some(state) = core.s2s.get() else {
         bounce_local(
             core,
@@ -158,8 +201,12 @@ pub fn route_out(core: &Core, stanza: Element) {
         );
         return;
     }
+    let pair = Pair {
+        local: origin(core, &stanza),
+        remote: domain.to_ascii_lowercase(),
+    };
     let mut links = state.links.lock().unwrap_or_else(|e| e.into_inner());
-    let stanza = match links.get(&domain) {
+    let stanza = match links.get(&pair) {
         Some(link) => match link.tx.try_send(stanza) {
             Ok(()) => return,
             Err(mpsc::error::TrySendError::Full(s)) => {
@@ -192,38 +239,38 @@ pub fn route_out(core: &Core, stanza: Element) {
     let id = core.next_id();
     // A fresh channel has room for one.
     let _ = tx.try_send(stanza);
-    links.insert(domain.clone(), Link { id, tx });
+    links.insert(pair.clone(), Link { id, tx });
     drop(links);
     match state.core.upgrade() {
         Some(core) => {
-            tokio::spawn(outgoing::run(core, domain, id, rx));
+            tokio::spawn(outgoing::run(core, pair, id, rx));
         }
-        None => drop_link(state, &domain, id),
+        None => drop_link(state, &pair, id),
     }
 }
 
-/// XEP-0288: make an authenticated bidirectional incoming stream from
-/// `domain` the link Kith writes to, unless a link to it already exists.
+/// XEP-0288: make an authenticated bidirectional incoming stream for `pair`
+/// the link Kith writes to, unless a link for it already exists.
 fn adopt_link(
     state: &S2sState,
     core: &Core,
-    domain: &str,
+    pair: &Pair,
     id: u64,
 ) -> Option<mpsc::Receiver<Element>> {
     let mut links = state.links.lock().unwrap_or_else(|e| e.into_inner());
-    if links.get(domain).is_some_and(|l| !l.tx.is_closed()) {
+    if links.get(pair).is_some_and(|l| !l.tx.is_closed()) {
         return None;
     }
     let (tx, rx) = mpsc::channel(core.config.s2s.queue.max(1));
-    links.insert(domain.to_string(), Link { id, tx });
+    links.insert(pair.clone(), Link { id, tx });
     Some(rx)
 }
 
-/// Forget the link `id` to `domain` (if it is still the current one).
-fn drop_link(state: &S2sState, domain: &str, id: u64) {
+/// Forget the link `id` for `pair` (if it is still the current one).
+fn drop_link(state: &S2sState, pair: &Pair, id: u64) {
     let mut links = state.links.lock().unwrap_or_else(|e| e.into_inner());
-    if links.get(domain).is_some_and(|l| l.id == id) {
-        links.remove(domain);
+    if links.get(pair).is_some_and(|l| l.id == id) {
+        links.remove(pair);
     }
 }
 
@@ -233,7 +280,16 @@ pub fn bounce_local(core: &Core, stanza: &Element, err: StanzaError) {
         if reply.attr("from").is_none() {
             crate::xml::attr_set(&mut reply, "from", core.domain.clone());
         }
-        inbound::deliver_local(core, reply);
+        let to_service = reply
+            .attr("to")
+            .and_then(|t| Jid::new(t).ok())
+            .is_some_and(|t| crate::muc::is_service(core, t.domain().as_str()));
+        if to_service {
+            // A room's stanza to an occupant on another server failed.
+            groups::local(core, reply);
+        } else {
+            inbound::deliver_local(core, reply);
+        }
     }
 }
 
@@ -243,7 +299,8 @@ pub fn route_out_from(core: &Core, stanza: Element) {
 }
 
 /// Whether `domain` is not this server's own (another server's, reached
-/// through [`route_out`], or a local component's, which `route_out` hands to it).
+/// through [`route_out`], or a local component's or the group chat
+/// service's, which `route_out` hands to them).
 pub fn is_remote(core: &Core, domain: &str) -> bool {
     !domain.eq_ignore_ascii_case(&core.domain)
 }

@@ -1,4 +1,7 @@
-//! Outgoing server-to-server streams: one task per remote domain. It finds
+//! Outgoing server-to-server streams: one task per (local domain, remote
+//! domain) — the local domain is Kith's own, or the group chat service's for
+//! what its rooms send, and the stream speaks as that domain (stream header,
+//! SASL EXTERNAL, dialback key). The task finds
 //! the peer (`resolve.rs`), connects, requires TLS (STARTTLS offered by the
 //! peer, or Direct TLS), verifies the certificate for the domain, presents our
 //! own, authenticates with SASL EXTERNAL or else dialback, and then writes the
@@ -20,7 +23,7 @@ use tokio_rustls::TlsConnector;
 
 use super::resolve::{self, Target};
 use super::wire::{self, NS_BIDI, NS_BIDI_FEATURE, NS_DIALBACK};
-use super::{bounce_local, dialback, drop_link, policy, S2sState};
+use super::{bounce_local, dialback, drop_link, policy, Pair, S2sState};
 use crate::core::Core;
 use crate::stanza::StanzaError;
 use crate::stream::{StreamError, Transport, XmlStream};
@@ -52,15 +55,16 @@ fn not_found(why: impl Into<String>) -> Failed {
     }
 }
 
-/// Run the link `id` to `domain` until it fails, idles out or the server stops.
-pub async fn run(core: Arc<Core>, domain: String, id: u64, mut rx: mpsc::Receiver<Element>) {
+/// Run the link `id` for `pair` until it fails, idles out or the server stops.
+pub async fn run(core: Arc<Core>, pair: Pair, id: u64, mut rx: mpsc::Receiver<Element>) {
     let _alive = core.alive.clone();
     let Some(state) = core.s2s.get().cloned() else {
         return;
     };
+    let domain = pair.remote.clone();
     let connected = match timeout(
         core.config.s2s.connect_timeout,
-        connect(&core, &state, &domain),
+        connect(&core, &state, &pair),
     )
     .await
     {
@@ -77,8 +81,8 @@ pub async fn run(core: Arc<Core>, domain: String, id: u64, mut rx: mpsc::Receive
     } = match connected {
         Ok(c) => c,
         Err(f) => {
-            tracing::warn!(target: LOG, %domain, reason = %f.why, "outgoing federation failed");
-            drop_link(&state, &domain, id);
+            tracing::warn!(target: LOG, %domain, reason = %f.why, local = %pair.local, "outgoing federation failed");
+            drop_link(&state, &pair, id);
             rx.close();
             while let Ok(el) = rx.try_recv() {
                 bounce_local(
@@ -90,9 +94,9 @@ pub async fn run(core: Arc<Core>, domain: String, id: u64, mut rx: mpsc::Receive
             return;
         }
     };
-    tracing::info!(target: LOG, %domain, "outgoing stream ready");
-    let leftover = pump(&core, &domain, stream, &mut rx, bidi).await;
-    drop_link(&state, &domain, id);
+    tracing::info!(target: LOG, %domain, local = %pair.local, "outgoing stream ready");
+    let leftover = pump(&core, &pair, stream, &mut rx, bidi).await;
+    drop_link(&state, &pair, id);
     if let Some(sid) = &stream_id {
         state.forget_opened(sid);
     }
@@ -111,11 +115,12 @@ pub async fn run(core: Arc<Core>, domain: String, id: u64, mut rx: mpsc::Receive
 /// was taken from the queue but could not be written.
 async fn pump(
     core: &Arc<Core>,
-    domain: &str,
+    pair: &Pair,
     mut s: Secure,
     rx: &mut mpsc::Receiver<Element>,
     bidi: bool,
 ) -> Option<Element> {
+    let domain = pair.remote.as_str();
     let idle = core.config.s2s.idle_timeout;
     let mut last = Instant::now();
     let mut shutdown = core.shutdown.clone();
@@ -157,7 +162,7 @@ async fn pump(
                         Frame::Stanza(e) if bidi && e.ns() == ns::SERVER => {
                             // XEP-0288: the peer's stanzas on our stream, from
                             // the domain whose certificate we verified only.
-                            if let Err(err) = Box::pin(from_peer(core, domain, e)).await {
+                            if let Err(err) = Box::pin(from_peer(core, pair, e)).await {
                                 wire::fail(&mut s, &err).await;
                                 return None;
                             }
@@ -178,7 +183,8 @@ async fn pump(
 }
 
 /// Resolve, connect and authenticate; the stream and the id the peer gave it.
-async fn connect(core: &Arc<Core>, state: &S2sState, domain: &str) -> Result<Connected, Failed> {
+async fn connect(core: &Arc<Core>, state: &S2sState, pair: &Pair) -> Result<Connected, Failed> {
+    let domain = pair.remote.as_str();
     if let Err(why) = policy::check(&core.config.s2s, domain) {
         return Err(Failed {
             condition: "not-allowed",
@@ -191,7 +197,7 @@ async fn connect(core: &Arc<Core>, state: &S2sState, domain: &str) -> Result<Con
     }
     let mut last = not_found(format!("no server of {domain} could be reached"));
     for t in targets {
-        match attempt(core, state, domain, &t).await {
+        match attempt(core, state, pair, &t).await {
             Ok(r) => return Ok(r),
             Err(f) => {
                 tracing::info!(target: LOG, %domain, addr = %t.addr, reason = %f.why, "connection attempt failed");
@@ -233,12 +239,14 @@ async fn next<T: Transport>(s: &mut XmlStream<T>, what: &str) -> Result<Element,
     }
 }
 
+/// Open a stream from `local` to `domain`; the id the peer gave it and its
+/// features.
 async fn open<T: Transport>(
-    core: &Core,
     s: &mut XmlStream<T>,
+    local: &str,
     domain: &str,
 ) -> Result<(Option<String>, Element), Failed> {
-    let hdr = wire::header(&core.domain, Some(domain), None);
+    let hdr = wire::header(local, Some(domain), None);
     s.write(hdr.as_bytes())
         .await
         .map_err(|e| not_found(e.to_string()))?;
@@ -261,9 +269,10 @@ async fn open<T: Transport>(
 async fn attempt(
     core: &Arc<Core>,
     state: &S2sState,
-    domain: &str,
+    pair: &Pair,
     t: &Target,
 ) -> Result<Connected, Failed> {
+    let (local, domain) = (pair.local.as_str(), pair.remote.as_str());
     let tcp = TcpStream::connect(t.addr)
         .await
         .map_err(|e| not_found(format!("cannot connect to {}: {e}", t.addr)))?;
@@ -272,7 +281,7 @@ async fn attempt(
         tcp
     } else {
         let mut s = XmlStream::new(tcp, limits(core));
-        let (_, features) = open(core, &mut s, domain).await?;
+        let (_, features) = open(&mut s, local, domain).await?;
         if features.get_child("starttls", ns::TLS).is_none() {
             tracing::warn!(target: LOG, %domain, "REFUSED: the peer offers no TLS; Kith never federates in plaintext");
             s.close().await;
@@ -307,7 +316,7 @@ async fn attempt(
             not_found(format!("TLS with {domain} failed: {e}"))
         })?;
     let mut s = XmlStream::new(tls, limits(core));
-    let (id, features) = open(core, &mut s, domain).await?;
+    let (id, features) = open(&mut s, local, domain).await?;
     let bidi = features.get_child("bidi", NS_BIDI_FEATURE).is_some();
     if bidi {
         s.write(format!("<bidi xmlns='{NS_BIDI}'/>").as_bytes())
@@ -323,7 +332,7 @@ async fn attempt(
         let auth = format!(
             "<auth xmlns='{}' mechanism='EXTERNAL'>{}</auth>",
             ns::SASL,
-            B64.encode(core.domain.as_bytes())
+            B64.encode(local.as_bytes())
         );
         s.write(auth.as_bytes())
             .await
@@ -331,8 +340,8 @@ async fn attempt(
         let answer = next(&mut s, "the SASL answer").await?;
         if answer.name() == "success" {
             s.restart(limits(core));
-            let (id, _) = open(core, &mut s, domain).await?;
-            tracing::info!(target: LOG, %domain, direct_tls = t.direct_tls, method = "SASL EXTERNAL", "outgoing stream authenticated");
+            let (id, _) = open(&mut s, local, domain).await?;
+            tracing::info!(target: LOG, %domain, direct_tls = t.direct_tls, method = "SASL EXTERNAL", %local, "outgoing stream authenticated");
             return Ok(Connected {
                 stream: s,
                 id,
@@ -347,11 +356,11 @@ async fn attempt(
             "the peer gave the stream no id; dialback impossible",
         ));
     };
-    let key = dialback::key(&state.secret, domain, &core.domain, &sid);
-    state.remember_opened(&sid, domain);
+    let key = dialback::key(&state.secret, domain, local, &sid);
+    state.remember_opened(&sid, pair);
     let result = format!(
         "<db:result xmlns:db='{NS_DIALBACK}' from='{}' to='{}'>{key}</db:result>",
-        escape(&core.domain),
+        escape(local),
         escape(domain)
     );
     let outcome = async {
@@ -377,7 +386,7 @@ async fn attempt(
     .await;
     match outcome {
         Ok(()) => {
-            tracing::info!(target: LOG, %domain, direct_tls = t.direct_tls, method = "dialback", "outgoing stream authenticated");
+            tracing::info!(target: LOG, %domain, direct_tls = t.direct_tls, method = "dialback", %local, "outgoing stream authenticated");
             Ok(Connected {
                 stream: s,
                 id: Some(sid),
@@ -402,8 +411,10 @@ async fn attempt(
 }
 
 /// A stanza the peer sent on our bidirectional stream: only from its own
-/// domain, only to ours; otherwise the stream closes with a stream error.
-async fn from_peer(core: &Arc<Core>, domain: &str, e: Element) -> Result<(), StreamError> {
+/// domain, only to the local domain the stream speaks for; otherwise the
+/// stream closes with a stream error.
+async fn from_peer(core: &Arc<Core>, pair: &Pair, e: Element) -> Result<(), StreamError> {
+    let (local, domain) = (pair.local.as_str(), pair.remote.as_str());
     let from = e.attr("from").and_then(|f| jid::Jid::new(f).ok());
     let Some(from) = from.filter(|f| f.domain().as_str().eq_ignore_ascii_case(domain)) else {
         return Err(StreamError::text(
@@ -412,22 +423,23 @@ async fn from_peer(core: &Arc<Core>, domain: &str, e: Element) -> Result<(), Str
         ));
     };
     let to = e.attr("to").and_then(|t| jid::Jid::new(t).ok());
-    let Some(to) = to.filter(|t| t.domain().as_str() == core.domain) else {
+    let Some(to) = to.filter(|t| t.domain().as_str().eq_ignore_ascii_case(local)) else {
         return Err(StreamError::text(
             "host-unknown",
-            format!("this server serves {}", core.domain),
+            format!("this stream serves {local}"),
         ));
     };
-    super::inbound::handle(core, wire::to_client(e), from, to).await;
+    super::inbound::dispatch(core, wire::to_client(e), from, to).await;
     Ok(())
 }
 
 /// Dialback verification (XEP-0220 §2.1.2), for an `insecure_domains` peer
 /// only: ask `domain`'s authoritative server, found through DNS, whether it
-/// issued `key` for the stream `id` it opened to us.
+/// issued `key` for the stream `id` it opened to our domain `local`.
 pub async fn verify_key(
     core: &Arc<Core>,
     state: &S2sState,
+    local: &str,
     domain: &str,
     id: &str,
     key: &str,
@@ -443,7 +455,7 @@ pub async fn verify_key(
         tcp
     } else {
         let mut s = XmlStream::new(tcp, limits(core));
-        let (_, features) = open(core, &mut s, domain).await.map_err(|f| f.why)?;
+        let (_, features) = open(&mut s, local, domain).await.map_err(|f| f.why)?;
         if features.get_child("starttls", ns::TLS).is_none() {
             return Err(format!("{domain} does not offer TLS"));
         }
@@ -460,10 +472,10 @@ pub async fn verify_key(
         .await
         .map_err(|e| format!("TLS with {domain} failed: {e}"))?;
     let mut s = XmlStream::new(tls, limits(core));
-    open(core, &mut s, domain).await.map_err(|f| f.why)?;
+    open(&mut s, local, domain).await.map_err(|f| f.why)?;
     let ask = format!(
         "<db:verify xmlns:db='{NS_DIALBACK}' from='{}' to='{}' id='{}'>{}</db:verify>",
-        escape(&core.domain),
+        escape(local),
         escape(domain),
         escape(id),
         escape(key)
