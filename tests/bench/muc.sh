@@ -13,7 +13,8 @@
 # Settings (environment): RUNS (3), SERVERS ("prosody ejabberd kith"), USERS (50, at
 # most 200: ejabberd's and Kith's default occupant limit), SENDERS (5), WINDOW (10),
 # DURATION (10), BENCH_MUC_ARCHIVE (1: every server archives the room; 0: Prosody and
-# ejabberd without archive, Kith unchanged), KITH_BENCH_DIR (scratch dir, kept: users are
+# ejabberd without archive, Kith unchanged), BENCH_MUC_STORAGE (default: each peer's
+# default storage; sql: their room archives in SQLite like Kith's), KITH_BENCH_DIR (scratch dir, kept: users are
 # created once), KITH_BIN (a kith binary to measure; default: build target/ci/kith).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,7 +26,7 @@ USERS=${USERS:-50}
 SENDERS=${SENDERS:-5}
 WINDOW=${WINDOW:-10}
 DURATION=${DURATION:-10}
-WORK=${KITH_BENCH_DIR:-/tmp/kith-bench-muc}
+WORK=${KITH_BENCH_DIR:-/tmp/kith-bench-muc-${BENCH_MUC_STORAGE:-default}}
 BENCH=${KITH_BENCH_BIN:-$ROOT/target/ci/kith-bench}
 RESULTS=$WORK/results-muc-$(date -u +%Y%m%dT%H%M%S).jsonl
 export BENCH_MUC=1
@@ -44,6 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 install_peers
+install_muc_sql
 if [ -n "${KITH_BIN:-}" ]; then
   KITH_BIN=$(realpath "$KITH_BIN")
   log "measuring the given $KITH_BIN; building kith-bench (profile ci)"

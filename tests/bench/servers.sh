@@ -16,6 +16,10 @@
 # service to join. Limit raised for it: Prosody's internal archive store keeps at most
 # 10 000 items per room by default and then truncates the room's archive
 # (storage_archive_item_limit, raised to 10 000 000 so that no run hits it).
+# BENCH_MUC_STORAGE=sql puts both peers' room archives in SQLite instead of their
+# default storage, as Kith's is (Prosody mod_storage_sql with lua-dbi-sqlite3, ejabberd
+# with erlang-p1-sqlite3, installed with apt-get when missing; what both projects
+# recommend for archives).
 #
 # Sourced by compare.sh and smoke.sh. Expects: WORK (scratch dir), BENCH (kith-bench
 # binary), KITH_BIN, DOMAIN, PASSWORD. Each start_* sets SERVER_PID (the process whose
@@ -31,6 +35,7 @@ EJABBERD_API_PORT=${EJABBERD_API_PORT:-18280}
 KITH_PORT=${KITH_PORT:-19222}
 BENCH_MUC=${BENCH_MUC:-0}
 BENCH_MUC_ARCHIVE=${BENCH_MUC_ARCHIVE:-1}
+BENCH_MUC_STORAGE=${BENCH_MUC_STORAGE:-default}
 
 # muc_service NAME: the MUC service of server NAME.
 muc_service() {
@@ -203,6 +208,10 @@ prosody_muc() {
   [ "$BENCH_MUC" = 1 ] || return 0
   if [ "$BENCH_MUC_ARCHIVE" = 1 ]; then
     printf 'storage_archive_item_limit = 10000000\n'
+    if [ "$BENCH_MUC_STORAGE" = sql ]; then
+      printf 'storage = { muc_log = "sql" }\n'
+      printf 'sql = { driver = "SQLite3", database = "prosody.sqlite" }\n'
+    fi
   fi
   printf 'Component "conference.%s" "muc"\n' "$DOMAIN"
   printf '  restrict_room_creation = false\n'
@@ -287,6 +296,7 @@ listen:
     access: c2s
 $(ejabberd_api_listener)
 auth_method: internal
+$(ejabberd_sql)
 auth_password_format: scram
 auth_scram_hash: sha
 s2s_access: none
@@ -333,6 +343,23 @@ ejabberd_muc() {
   if [ "$BENCH_MUC_ARCHIVE" = 1 ]; then
     printf '    default_room_options:\n      mam: true\n'
     printf '  mod_mam:\n    default: never\n'
+    [ "$BENCH_MUC_STORAGE" != sql ] || printf '    db_type: sql\n'
+  fi
+}
+
+# The SQL database of ejabberd (BENCH_MUC_STORAGE=sql): SQLite, only mod_mam uses it.
+ejabberd_sql() {
+  [ "$BENCH_MUC" = 1 ] && [ "$BENCH_MUC_STORAGE" = sql ] || return 0
+  printf 'sql_type: sqlite\nsql_database: "%s"\n' "$WORK/ejabberd/ejabberd.db"
+}
+
+# install_muc_sql: the SQLite drivers of both peers (BENCH_MUC_STORAGE=sql).
+install_muc_sql() {
+  [ "$BENCH_MUC_STORAGE" = sql ] || return 0
+  if ! ls /usr/lib/*/lua/5.4/dbd/sqlite3.so >/dev/null 2>&1 ||
+    ! ls -d /usr/lib/erlang/lib/p1_sqlite3-* >/dev/null 2>&1; then
+    log "installing lua-dbi-sqlite3 and erlang-p1-sqlite3 from Debian"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua-dbi-sqlite3 erlang-p1-sqlite3 >/dev/null
   fi
 }
 
