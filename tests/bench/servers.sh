@@ -206,18 +206,15 @@ EOF
 # default (internal, file) storage, kept forever.
 prosody_muc() {
   [ "$BENCH_MUC" = 1 ] || return 0
-  if [ "$BENCH_MUC_ARCHIVE" = 1 ]; then
-    printf 'storage_archive_item_limit = 10000000\n'
-    if [ "$BENCH_MUC_STORAGE" = sql ]; then
-      printf 'storage = { muc_log = "sql" }\n'
-      printf 'sql = { driver = "SQLite3", database = "prosody.sqlite" }\n'
-    fi
-  fi
+  # Options below the Component line are the component's own.
   printf 'Component "conference.%s" "muc"\n' "$DOMAIN"
   printf '  restrict_room_creation = false\n'
-  if [ "$BENCH_MUC_ARCHIVE" = 1 ]; then
-    printf '  modules_enabled = { "muc_mam" }\n  muc_log_all_rooms = true\n'
-    printf '  muc_log_expires_after = "never"\n'
+  [ "$BENCH_MUC_ARCHIVE" = 1 ] || return 0
+  printf '  modules_enabled = { "muc_mam" }\n  muc_log_all_rooms = true\n'
+  printf '  muc_log_expires_after = "never"\n  storage_archive_item_limit = 10000000\n'
+  if [ "$BENCH_MUC_STORAGE" = sql ]; then
+    printf '  storage = { muc_log = "sql" }\n'
+    printf '  sql = { driver = "SQLite3", database = "prosody.sqlite" }\n'
   fi
 }
 
