@@ -36,6 +36,21 @@ pub struct File {
     pub s2s: S2sFile,
     #[serde(default)]
     pub upload: UploadFile,
+    #[serde(default)]
+    pub muc: MucFile,
+}
+
+/// `[muc]`: group chats (XEP-0045).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MucFile {
+    pub enabled: Option<bool>,
+    pub domain: Option<String>,
+    pub max_occupants: Option<usize>,
+    pub max_rooms_per_user: Option<usize>,
+    pub max_history: Option<usize>,
+    pub join_rate: Option<u32>,
+    pub max_rooms: Option<usize>,
 }
 
 /// `[upload]`: HTTP File Upload (XEP-0363).
@@ -379,6 +394,7 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         }
         u.base_url = Some(v);
     }
+    muc(&mut config.muc, &config.domain, file.muc)?;
     if let Some(i) = file.auth.scram_iterations {
         if i < 4096 {
             return Err(format!(
@@ -400,6 +416,46 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
 }
 
 /// Validate `[s2s]` into the server's federation settings.
+/// `[muc]` keys over the defaults; every bound must be at least 1.
+fn muc(c: &mut kith_server::MucConfig, domain: &str, f: MucFile) -> Result<(), String> {
+    if let Some(v) = f.enabled {
+        c.enabled = v;
+    }
+    if let Some(d) = f.domain {
+        let d = d.trim().to_ascii_lowercase();
+        if d == domain || d.is_empty() || jid::BareJid::new(&d).is_err() || d.contains('@') {
+            return Err(format!(
+                "muc.domain: '{d}' is not a service domain (like groups.{domain})"
+            ));
+        }
+        c.domain = Some(d);
+    }
+    let positive = |name: &str, v: Option<usize>, slot: &mut usize| -> Result<(), String> {
+        match v {
+            Some(0) => Err(format!("muc.{name}: must be at least 1")),
+            Some(v) => {
+                *slot = v;
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    };
+    positive("max_occupants", f.max_occupants, &mut c.max_occupants)?;
+    positive(
+        "max_rooms_per_user",
+        f.max_rooms_per_user,
+        &mut c.max_rooms_per_user,
+    )?;
+    positive("max_history", f.max_history, &mut c.max_history)?;
+    positive("max_rooms", f.max_rooms, &mut c.max_rooms)?;
+    match f.join_rate {
+        Some(0) => return Err("muc.join_rate: must be at least 1".into()),
+        Some(v) => c.join_rate = v,
+        None => {}
+    }
+    Ok(())
+}
+
 fn s2s(c: &mut kith_server::S2s, f: S2sFile) -> Result<(), String> {
     if let Some(v) = f.enabled {
         c.enabled = v;

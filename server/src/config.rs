@@ -37,6 +37,42 @@ pub struct Config {
     pub ping: PingConfig,
     /// HTTP File Upload (XEP-0363).
     pub upload: UploadConfig,
+    /// Group chats (XEP-0045).
+    pub muc: MucConfig,
+}
+
+/// Group chats (XEP-0045): the service `groups.DOMAIN` and its bounds.
+#[derive(Debug, Clone)]
+pub struct MucConfig {
+    /// Group chats on or off.
+    pub enabled: bool,
+    /// The service's domain; `None` means `groups.DOMAIN`.
+    pub domain: Option<String>,
+    /// Occupants per room (owners and admins may still join a full room).
+    pub max_occupants: usize,
+    /// Rooms one account may own.
+    pub max_rooms_per_user: usize,
+    /// Messages a room keeps for history on join (the room's own setting
+    /// can only lower it).
+    pub max_history: usize,
+    /// Room joins per minute per account.
+    pub join_rate: u32,
+    /// Rooms on the service.
+    pub max_rooms: usize,
+}
+
+impl Default for MucConfig {
+    fn default() -> Self {
+        MucConfig {
+            enabled: true,
+            domain: None,
+            max_occupants: 200,
+            max_rooms_per_user: 20,
+            max_history: 100,
+            join_rate: 30,
+            max_rooms: 1000,
+        }
+    }
 }
 
 /// HTTP File Upload (XEP-0363): the service `upload.DOMAIN` and its bounds.
@@ -248,6 +284,7 @@ impl Config {
             push: PushConfig::default(),
             ping: PingConfig::default(),
             upload: UploadConfig::default(),
+            muc: MucConfig::default(),
             s2s: S2s::default(),
         }
     }

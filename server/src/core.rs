@@ -43,6 +43,8 @@ pub struct Core {
     pub push: crate::push::PushState,
     /// What clients' entity capabilities say they support (XEP-0115/0390).
     pub caps: crate::xep::caps::Caps,
+    /// Group chats (XEP-0045): the rooms, loaded on first use.
+    pub muc: crate::muc::Muc,
     next_id: AtomicU64,
 }
 
@@ -75,6 +77,7 @@ impl Core {
             components: Default::default(),
             iq_out: Default::default(),
             push: Default::default(),
+            muc: Default::default(),
             caps: Default::default(),
             next_id: AtomicU64::new(1),
         }

@@ -17,6 +17,7 @@ mod iq_out;
 mod limits;
 mod mam;
 mod message;
+mod muc;
 mod presence;
 mod pubsub;
 mod push;
@@ -39,7 +40,8 @@ pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
 pub use config::{
-    Archive, Config, Limits, Listen, PingConfig, PushConfig, S2s, Secret, TlsFiles, UploadConfig,
+    Archive, Config, Limits, Listen, MucConfig, PingConfig, PushConfig, S2s, Secret, TlsFiles,
+    UploadConfig,
 };
 pub use server::{BoundAddrs, Server, StartError};
 pub use storage::fast::TokenHolder;

@@ -44,7 +44,12 @@ fn to_self<'a>(cx: StanzaCtx<'a>, p: Element) -> BoxFuture<'a, ()> {
         if cx.to.is_none() {
             match p.attr("type") {
                 None => available_presence(cx.core, cx.session, p).await,
-                Some("unavailable") => unavailable_presence(cx.core, cx.session, Some(p)).await,
+                Some("unavailable") => {
+                    // The rooms it is in hear it leave (XEP-0045 §7.14).
+                    let status = p.get_child("status", ns::CLIENT).map(|s| s.text());
+                    crate::muc::leave_all(cx.core, &cx.session.jid, status).await;
+                    unavailable_presence(cx.core, cx.session, Some(p)).await
+                }
                 _ => {}
             }
         } else if matches!(p.attr("type"), None | Some("unavailable")) {

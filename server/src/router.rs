@@ -135,6 +135,10 @@ pub async fn route_from_client(
     if crate::upload::route_from_client(core, session, &stanza, to.as_ref()).await {
         return;
     }
+    // XEP-0045: group chats (groups.DOMAIN) are served in process.
+    if crate::muc::route_from_client(core, session, &stanza, to.as_ref()).await {
+        return;
+    }
     let addr = addr_of(to.as_ref(), &session.jid.to_bare(), &core.domain);
     if addr == Addr::Remote {
         // Federation (s2s/): presence goes through the presence module (it

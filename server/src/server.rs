@@ -35,6 +35,7 @@ pub fn modules() -> Vec<Module> {
         crate::component::MODULE,
         crate::push::MODULE,
         crate::upload::MODULE,
+        crate::muc::MODULE,
         crate::xep::fast::MODULE,
         crate::xep::caps::MODULE,
         crate::pubsub::MODULE,

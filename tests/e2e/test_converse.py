@@ -190,3 +190,42 @@ def test_converse_loads_history_from_mam(web_kith, test_page):
 
 def test_converse_over_bosh_chats(web_kith, test_page):
     run(converse_session(web_kith, test_page, "bosh", upload=False), timeout=180)
+
+
+def test_converse_in_a_group_chat(web_kith, test_page):
+    """Converse.js enters a members-only room it was made a member of, shows what was
+    said before it came (history on entering), and talks with a slixmpp occupant."""
+    async def scenario():
+        from test_muc import create, groupchat, say, set_aff
+        async with online(web_kith, "alice") as alice:
+            room = await create(alice, "family", "mum", {"muc#roomconfig_roomname": "Family"})
+            await set_aff(alice, room, f"bob@{DOMAIN}", "member")
+            await say(alice, room, "welcome to the family room")
+            assert (await groupchat(alice, room))["body"] == "welcome to the family room"
+            cfg = {
+                "page": page_url(test_page, jid=f"bob@{DOMAIN}", password=PASSWORD,
+                                 room=room, nick="bob"),
+                "httpsPort": web_kith.https_port, "domain": DOMAIN, "peer": room,
+                "room": room, "history": "welcome to the family room",
+                "send": "hello from Converse", "expect": "hi bob, from slixmpp",
+                "screenshot": str(ARTIFACTS / "converse-muc.png"),
+            }
+            ARTIFACTS.mkdir(exist_ok=True)
+            browser = await Browser.start(cfg)
+            try:
+                await browser.step("connected")
+                await browser.step("room-open")
+                await browser.step("history")
+                await browser.step("sent")
+                while True:
+                    m = await groupchat(alice, room)
+                    if m["from"].resource == "bob":
+                        break
+                assert m["body"] == "hello from Converse"
+                await say(alice, room, "hi bob, from slixmpp")
+                await browser.step("received")
+                await browser.step("screenshot")
+                await browser.finish()
+            finally:
+                browser.kill()
+    run(scenario(), timeout=120)

@@ -177,3 +177,32 @@ def test_bad_enable_requests_get_clear_errors(kith_extra):
                 else:
                     raise AssertionError(f"enable {attrs} was accepted")
     run(scenario())
+
+
+def test_a_group_chat_message_wakes_a_sleeping_phone(kith_extra):
+    """A room message (or a private message through the room) for an occupant whose only
+    device is inactive reaches the app server; the sender's own message does not."""
+    from test_muc import create, enter, groupchat, say, set_aff
+    kith = start(kith_extra)
+
+    async def scenario():
+        app = await AppServer(kith, APP, SECRET).start()
+        try:
+            async with online(kith, "alice", "phone") as alice, \
+                    online(kith, "bob") as bob:
+                room = await create(bob, "family", "dad")
+                await set_aff(bob, room, f"alice@{DOMAIN}", "member")
+                await enter(alice, room, "alice")
+                await enable_push(alice, APP, "phone-node")
+                alice.plugin["xep_0352"].send_inactive()
+                await alice.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+                await say(alice, room, "going to sleep")
+                await app.expect_no_notification(within=1.0)
+                await say(bob, room, "dinner is ready")
+                n = await app.next_notification()
+                assert n.fields["message-count"] == "1", n
+                while (await groupchat(alice, room))["body"] != "dinner is ready":
+                    pass
+        finally:
+            await app.close()
+    run(scenario())

@@ -3,7 +3,9 @@
 // the Python test (tests/e2e/test_converse.py) plays the peer and reads these lines.
 //
 // Input (JSON in argv[2]): { page, httpsPort, domain, peer, send, expect, upload?,
-//   history?, screenshot }.  Every wait is bounded by STEP_MS.
+//   history?, screenshot, room? }.  With `room`, the page enters that group chat on
+//   login (see converse.html) and the steps happen there instead of in a 1:1 chat.
+//   Every wait is bounded by STEP_MS.
 import { chromium } from 'playwright-core';
 import readline from 'node:readline';
 
@@ -45,11 +47,19 @@ try {
   await page.waitForFunction(() => window.kith && window.kith.connected, null, { timeout: STEP_MS });
   say('connected');
 
-  // The peer is in the roster: open the chat the way a person does, by clicking.
-  await page.getByText(cfg.peer, { exact: true }).first().click({ timeout: STEP_MS });
-  const textarea = page.locator('converse-chat textarea.chat-textarea').first();
-  await textarea.waitFor({ timeout: STEP_MS });
-  say('chat-open');
+  let textarea;
+  if (cfg.room) {
+    // The page enters the room by itself (auto_join_rooms).
+    textarea = page.locator('converse-muc textarea.chat-textarea').first();
+    await textarea.waitFor({ timeout: STEP_MS });
+    say('room-open');
+  } else {
+    // The peer is in the roster: open the chat the way a person does, by clicking.
+    await page.getByText(cfg.peer, { exact: true }).first().click({ timeout: STEP_MS });
+    textarea = page.locator('converse-chat textarea.chat-textarea').first();
+    await textarea.waitFor({ timeout: STEP_MS });
+    say('chat-open');
+  }
   if (cfg.history) {
     await page.getByText(cfg.history).first().waitFor({ timeout: STEP_MS });
     say('history', { text: cfg.history });

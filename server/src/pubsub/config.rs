@@ -157,10 +157,12 @@ impl NodeConfig {
                     self.max_items = match first {
                         "max" => bound,
                         n => match n.parse::<u32>() {
-                            Ok(n) if (1..=bound).contains(&n) => n,
+                            // Above the server's bound means "as many as allowed"
+                            // (Converse.js asks 9999 for its bookmarks).
+                            Ok(n) if n >= 1 => n.min(bound),
                             _ => {
                                 return Err(not_acceptable(format!(
-                                    "pubsub#max_items: '{n}' is not 1 to {bound} or 'max'"
+                                    "pubsub#max_items: '{n}' is not a number from 1 or 'max'"
                                 )))
                             }
                         },
@@ -309,10 +311,17 @@ mod tests {
         )
         .expect("valid");
         assert_eq!((c.access, c.max_items, c.persist), (Access::Open, 50, true));
+        let mut over = c.clone();
+        over.apply(&vec![f("pubsub#max_items", "9999")], 50)
+            .expect("over the bound is the bound");
+        assert_eq!(over.max_items, 50);
+        assert!(over
+            .check_precondition(&vec![f("pubsub#max_items", "9999")], 50)
+            .is_ok());
         let e = c
             .clone()
-            .apply(&vec![f("pubsub#max_items", "51")], 50)
-            .expect_err("over the bound");
+            .apply(&vec![f("pubsub#max_items", "0")], 50)
+            .expect_err("zero items");
         assert_eq!(e.condition, "not-acceptable");
         assert!(c
             .clone()

@@ -24,11 +24,15 @@ const PUSH_WORTHY_PAYLOADS: [(&str, &str); 5] = [
     ("propose", "urn:xmpp:jingle-message:0"),
 ];
 
-/// Whether a message should wake the recipient's phone: a chat or normal
-/// message with a non-empty body or an encrypted payload or a call proposal.
-/// Chat states, receipts, markers, errors, headlines and group chats do not.
+/// Whether a message should wake the recipient's phone: a chat, normal or
+/// group chat message (a room sends those only to its occupants) with a
+/// non-empty body or an encrypted payload or a call proposal. Chat states,
+/// receipts, markers, errors and headlines do not.
 pub fn push_worthy(msg: &Element) -> bool {
-    if !matches!(msg.attr("type").unwrap_or("normal"), "chat" | "normal") {
+    if !matches!(
+        msg.attr("type").unwrap_or("normal"),
+        "chat" | "normal" | "groupchat"
+    ) {
         return false;
     }
     let body = msg
@@ -111,7 +115,7 @@ mod tests {
         assert!(push_worthy(&msg("chat", body.clone())));
         assert!(push_worthy(&msg("normal", body.clone())));
         assert!(!push_worthy(&msg("headline", body.clone())));
-        assert!(!push_worthy(&msg("groupchat", body)));
+        assert!(push_worthy(&msg("groupchat", body)));
         assert!(!push_worthy(&msg(
             "chat",
             el("body", ns::CLIENT).text("  ").build()

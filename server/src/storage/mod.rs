@@ -10,6 +10,7 @@ pub mod accounts;
 pub mod archive;
 pub mod blocking;
 pub mod fast;
+pub mod muc;
 pub mod offline;
 pub mod private;
 pub mod pubsub;

@@ -2,6 +2,7 @@
 //! helpers on top of `minidom`, and serialisation.
 
 mod build;
+pub mod form;
 mod parser;
 
 pub use build::{attr_remove, attr_set, el, error_condition_ns, serialize, ElBuilder};
