@@ -103,7 +103,7 @@ pub async fn muc(ctx: &Ctx, args: &MucArgs) -> Result<Report> {
     let logged_in = Pair::now(ctx.server_pid)?;
 
     // The owner creates the room, then everybody else joins at once.
-    let join_start = Instant::now();
+    let setup_start = Instant::now();
     let others = sessions.split_off(1);
     let mut owner = sessions.pop().ok_or_else(|| anyhow!("no owner session"))?;
     let owner_nick = ctx.target.user(args.first_user);
@@ -123,6 +123,8 @@ pub async fn muc(ctx: &Ctx, args: &MucArgs) -> Result<Report> {
         })
         .collect();
     grant_membership(&mut owner, &room, &members, ctx.target.timeout).await?;
+    let setup_s = setup_start.elapsed().as_secs_f64();
+    let join_start = Instant::now();
     let mut sessions = join_all(ctx, args, &room, owner, others).await?;
     let join_s = join_start.elapsed().as_secs_f64();
     // Let the join presences finish their fan-out before measuring.
@@ -263,6 +265,7 @@ pub async fn muc(ctx: &Ctx, args: &MucArgs) -> Result<Report> {
             shared.with_stanza_id.load(Ordering::Relaxed) as f64,
         )
         .num("errors", errors.len() as f64)
+        .num("setup_s", setup_s)
         .num("join_s", join_s)
         .num("msgs_per_s", sent_in_window as f64 / secs)
         .num("deliveries_per_s", delivered_in_window as f64 / secs)
