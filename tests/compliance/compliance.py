@@ -743,8 +743,9 @@ async def p_invite(ctx: Ctx, row: Row):
 async def p_muc_mam(ctx: Ctx, row: Row):
     room = ctx.shared.get("muc_room")
     check(room, "no MUC room (XEP-0045 pending)")
-    info = await ctx.shared["a_phone"].plugin["xep_0030"].get_info(room.split("@")[1],
-                                                                    timeout=STEP)
+    # A room with an archive advertises it on the room itself (XEP-0313 §"Querying a MUC
+    # archive"), as clients check it.
+    info = await ctx.shared["a_phone"].plugin["xep_0030"].get_info(room, timeout=STEP)
     row.advertised = "urn:xmpp:mam:2" in info["disco_info"]["features"]
     a = ctx.shared["a_phone"]
     a.register_plugin("xep_0313")

@@ -348,3 +348,29 @@ def test_bounds(kith_factory):
             await enter(c, room, "carol", expect_error="resource-constraint")
             assert k.alive()
     run(scenario())
+
+
+def test_what_only_the_room_may_say_is_stripped(kith):
+    """A client cannot forge the room's stanza id, occupant id or muc#user item."""
+    async def scenario():
+        async with online(kith, "alice") as a, online(kith, "bob") as b:
+            room = await create(a, "forge", "mum", {"muc#roomconfig_membersonly": False})
+            await enter(b, room, "bob")
+            m = b.make_message(mto=room, mbody="trust me", mtype="groupchat")
+            x = m.xml.makeelement(f"{{{NS_USER}}}x", {})
+            x.append(x.makeelement(f"{{{NS_USER}}}item", {"jid": f"alice@{DOMAIN}/evil"}))
+            m.xml.append(x)
+            m.xml.append(m.xml.makeelement("{urn:xmpp:occupant-id:0}occupant-id",
+                                           {"id": "forged"}))
+            m.xml.append(m.xml.makeelement("{urn:xmpp:sid:0}stanza-id",
+                                           {"by": room, "id": "forged"}))
+            m.send()
+            got = await groupchat(a, room)
+            assert got["body"] == "trust me"
+            assert got.xml.find(f"{{{NS_USER}}}x") is None
+            ids = got.xml.findall("{urn:xmpp:occupant-id:0}occupant-id")
+            assert [i.get("id") for i in ids] != ["forged"] and len(ids) == 1
+            sids = [s.get("id") for s in got.xml.findall("{urn:xmpp:sid:0}stanza-id")
+                    if s.get("by") == room]
+            assert sids and "forged" not in sids
+    run(scenario())

@@ -284,10 +284,16 @@ def test_max_items_bounds_and_configuration(kith_factory):
                 await pubsub.publish(None, "urn:example:n0", payload=big, timeout=STEP)
             assert stanza_error(e.value) == ("not-acceptable", "payload-too-big")
 
+            # Zero items is refused; a number over the bound means the bound (Converse.js
+            # asks 9999 for its bookmarks), so it differs from n0's default: precondition.
+            with pytest.raises(IqError) as e:
+                await pubsub.publish(None, "urn:example:n0", payload=_el("urn:example:n0"),
+                                     options=publish_options(max_items="0"), timeout=STEP)
+            assert stanza_error(e.value)[0] == "not-acceptable"
             with pytest.raises(IqError) as e:
                 await pubsub.publish(None, "urn:example:n0", payload=_el("urn:example:n0"),
                                      options=publish_options(max_items="6"), timeout=STEP)
-            assert stanza_error(e.value)[0] == "not-acceptable"
+            assert stanza_error(e.value) == ("conflict", "precondition-not-met")
 
             # "max" means the server's bound (5); configure it, fill it, then lower it.
             from slixmpp.plugins.xep_0004.stanza import Form
@@ -302,6 +308,9 @@ def test_max_items_bounds_and_configuration(kith_factory):
                                      payload=_el("urn:example:n1"), timeout=STEP)
             items = await pubsub.get_items(None, "urn:example:n1", timeout=STEP)
             assert [i["id"] for i in items["pubsub"]["items"]] == [f"i{i}" for i in range(2, 7)]
+            # 9999 is the bound too: the same configuration, so publish-options agree.
+            await pubsub.publish(None, "urn:example:n1", id="i6", payload=_el("urn:example:n1"),
+                                 options=publish_options(max_items="9999"), timeout=STEP)
             form.get_fields()["pubsub#max_items"]["value"] = "2"
             await pubsub.set_node_config(None, "urn:example:n1", form, timeout=STEP)
             items = await pubsub.get_items(None, "urn:example:n1", timeout=STEP)

@@ -10,7 +10,7 @@
 //! metadata are in `query.rs`; retention and the pruner in `retention.rs`.
 
 mod prefs;
-mod query;
+pub(crate) mod query;
 pub(crate) mod retention;
 pub(crate) mod rules;
 

@@ -1,6 +1,9 @@
 //! Archive queries (XEP-0313 §4 with XEP-0059 Result Set Management): the
 //! form of supported fields, parsing a query, running it page by page, the
 //! `<result/>` messages and the closing `<fin/>`, and the `#extended` metadata.
+//! The same code answers for an account's own archive and for a group chat
+//! room's archive (`muc/mam.rs`): a [`Source`] says whose archive it is and
+//! whom the results come from.
 //!
 //! Bounds: a page holds at most [`MAX_PAGE`] messages (a larger `max` is
 //! capped, no `max` means [`DEFAULT_PAGE`]); an `ids` query names at most
@@ -165,24 +168,27 @@ fn parse(q: &Element) -> Result<Query, StanzaError> {
 
 /// `<iq type='get'><query xmlns='urn:xmpp:mam:2'/></iq>`: the supported fields.
 pub fn form(_cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
-    Box::pin(async move {
-        let field = |var: &str, ty: &str| el("field", NS_DATA).attr("var", var).attr("type", ty);
-        let x = el("x", NS_DATA)
-            .attr("type", "form")
-            .child(
-                field("FORM_TYPE", "hidden")
-                    .child(el("value", NS_DATA).text(NS).build())
-                    .build(),
-            )
-            .child(field("with", "jid-single").build())
-            .child(field("start", "text-single").build())
-            .child(field("end", "text-single").build())
-            .child(field("after-id", "text-single").build())
-            .child(field("before-id", "text-single").build())
-            .child(field("ids", "text-multi").build())
-            .build();
-        Ok(Some(el("query", NS).child(x).build()))
-    })
+    Box::pin(async move { Ok(Some(form_payload())) })
+}
+
+/// The query form: the fields a query may use.
+pub(crate) fn form_payload() -> Element {
+    let field = |var: &str, ty: &str| el("field", NS_DATA).attr("var", var).attr("type", ty);
+    let x = el("x", NS_DATA)
+        .attr("type", "form")
+        .child(
+            field("FORM_TYPE", "hidden")
+                .child(el("value", NS_DATA).text(NS).build())
+                .build(),
+        )
+        .child(field("with", "jid-single").build())
+        .child(field("start", "text-single").build())
+        .child(field("end", "text-single").build())
+        .child(field("after-id", "text-single").build())
+        .child(field("before-id", "text-single").build())
+        .child(field("ids", "text-multi").build())
+        .build();
+    el("query", NS).child(x).build()
 }
 
 /// `<iq type='get'><metadata xmlns='urn:xmpp:mam:2'/></iq>` (`#extended`):
@@ -190,142 +196,177 @@ pub fn form(_cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
 pub fn metadata(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
         let user = cx.session.jid.to_bare();
-        let bounds = cx
-            .core
-            .db
-            .archive_bounds(username(&user))
-            .await
-            .map_err(|_| StanzaError::internal())?;
-        let mut m = el("metadata", NS);
-        if let Some(((fid, fstamp), (lid, lstamp))) = bounds {
-            for (name, id, stamp) in [("start", fid, fstamp), ("end", lid, lstamp)] {
-                m = m.child(
-                    el(name, NS)
-                        .attr("id", public_id(id))
-                        .attr("timestamp", format_stamp(stamp))
-                        .build(),
-                );
-            }
-        }
-        Ok(Some(m.build()))
+        metadata_of(&cx.core.db, username(&user)).await
     })
+}
+
+/// The `#extended` metadata of the archive kept under `user`.
+pub(crate) async fn metadata_of(db: &crate::storage::Db, user: &str) -> IqResult {
+    let bounds = db
+        .archive_bounds(user)
+        .await
+        .map_err(|_| StanzaError::internal())?;
+    let mut m = el("metadata", NS);
+    if let Some(((fid, fstamp), (lid, lstamp))) = bounds {
+        for (name, id, stamp) in [("start", fid, fstamp), ("end", lid, lstamp)] {
+            m = m.child(
+                el(name, NS)
+                    .attr("id", public_id(id))
+                    .attr("timestamp", format_stamp(stamp))
+                    .build(),
+            );
+        }
+    }
+    Ok(Some(m.build()))
+}
+
+/// Whose archive a query reads, and to whom and how its results are sent.
+pub(crate) struct Source<'a> {
+    /// The archive's owner in storage: an account's username, or a room's
+    /// bare JID.
+    pub user: &'a str,
+    /// The `from` of the result messages: the account's or the room's bare JID.
+    pub from: &'a str,
+    /// Applied to each archived message before it is sent (a room hides
+    /// real JIDs from those who may not see them).
+    pub shape: &'a (dyn Fn(&mut Element) + Sync),
+    /// The full JID that asked (the `to` of the results).
+    pub reader: &'a str,
+    /// Sends one result message to the reader.
+    pub send: &'a (dyn Fn(Element) + Sync),
 }
 
 /// `<iq type='set'><query xmlns='urn:xmpp:mam:2'>…</query></iq>`: send the
 /// matching messages as `<result/>` messages, then answer with `<fin/>`.
 pub fn run(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
     Box::pin(async move {
-        let q = parse(cx.payload)?;
         let owner = cx.session.jid.to_bare();
-        let user = username(&owner).to_string();
-        let db = &cx.core.db;
-        let internal = |e: crate::storage::StorageError| {
-            tracing::error!(error = %e, "archive query failed");
-            StanzaError::internal()
+        let session = cx.session;
+        let src = Source {
+            user: username(&owner),
+            from: owner.as_str(),
+            shape: &|_| {},
+            reader: session.jid.as_str(),
+            send: &|m| session.send(m),
         };
-        let (page, complete, count) = if !q.ids.is_empty() {
-            let found = db.archive_by_ids(&user, &q.ids).await.map_err(internal)?;
-            if let Some(missing) = q.ids.iter().find(|i| !found.iter().any(|a| a.id == **i)) {
-                return Err(unknown_id(&public_id(*missing)));
-            }
-            let n = found.len() as i64;
-            let (found, cut) = fit(found, false);
-            (found, !cut, Some(n))
-        } else {
-            // Ids the client names must exist (XEP-0313 §4.1.3, XEP-0059 §2.5).
-            for id in [q.after_id, q.before_id, q.after, q.before.flatten()]
-                .into_iter()
-                .flatten()
-            {
-                if !db.archive_has(&user, id).await.map_err(internal)? {
-                    return Err(unknown_id(&public_id(id)));
-                }
-            }
-            let mut filter = ArchiveFilter {
-                with_bare: q.with.as_ref().map(|w| w.to_bare().to_string()),
-                with_resource: q
-                    .with
-                    .as_ref()
-                    .and_then(|w| w.resource().map(|r| r.as_str().to_string())),
-                after: q.after_id,
-                before: q.before_id,
-            };
-            let mut empty = false;
-            if let Some(start) = q.start {
-                match db
-                    .archive_id_at(&user, start, true)
-                    .await
-                    .map_err(internal)?
-                {
-                    Some(id) => filter.after = filter.after.max(Some(id - 1)),
-                    None => empty = true,
-                }
-            }
-            if let Some(end) = q.end {
-                match db
-                    .archive_id_at(&user, end, false)
-                    .await
-                    .map_err(internal)?
-                {
-                    Some(id) => {
-                        filter.before = Some(filter.before.map_or(id + 1, |b| b.min(id + 1)))
-                    }
-                    None => empty = true,
-                }
-            }
-            if empty {
-                (Vec::new(), true, Some(0))
-            } else {
-                let count = db
-                    .archive_count(&user, &filter, MAX_COUNT)
-                    .await
-                    .map_err(internal)?;
-                let mut paged = filter.clone();
-                let backward = q.before.is_some();
-                if let Some(a) = q.after {
-                    paged.after = paged.after.max(Some(a));
-                }
-                if let Some(Some(b)) = q.before {
-                    paged.before = Some(paged.before.map_or(b, |x| x.min(b)));
-                }
-                let (page, more) = db
-                    .archive_page(&user, &paged, q.max, backward)
-                    .await
-                    .map_err(internal)?;
-                let (page, cut) = fit(page, backward);
-                (page, !more && !cut, count)
-            }
-        };
-        let ordered: Vec<&Archived> = if q.flip {
-            page.iter().rev().collect()
-        } else {
-            page.iter().collect()
-        };
-        for a in &ordered {
-            match a.stanza.parse::<Element>() {
-                Ok(inner) => cx
-                    .session
-                    .send(result_message(&owner, cx.session, &q, a, inner)),
-                Err(e) => {
-                    tracing::error!(error = %e, id = a.id, "an archived message does not parse")
-                }
-            }
-        }
-        let mut set = el("set", NS_RSM);
-        if let (Some(first), Some(last)) = (ordered.first(), ordered.last()) {
-            set = set
-                .child(el("first", NS_RSM).text(public_id(first.id)).build())
-                .child(el("last", NS_RSM).text(public_id(last.id)).build());
-        }
-        if let Some(n) = count {
-            set = set.child(el("count", NS_RSM).text(n.to_string()).build());
-        }
-        let mut fin = el("fin", NS).attr_opt("queryid", q.queryid.clone());
-        if complete {
-            fin = fin.attr("complete", "true");
-        }
-        Ok(Some(fin.child(set.build()).build()))
+        answer(&cx.core.db, &src, cx.payload).await
     })
+}
+
+/// Run query `payload` over the archive of `src`, sending the results to
+/// its reader; the `<fin/>` to answer with.
+pub(crate) async fn answer(
+    db: &crate::storage::Db,
+    src: &Source<'_>,
+    payload: &Element,
+) -> IqResult {
+    let q = parse(payload)?;
+    let user = src.user.to_string();
+    let internal = |e: crate::storage::StorageError| {
+        tracing::error!(error = %e, "archive query failed");
+        StanzaError::internal()
+    };
+    let (page, complete, count) = if !q.ids.is_empty() {
+        let found = db.archive_by_ids(&user, &q.ids).await.map_err(internal)?;
+        if let Some(missing) = q.ids.iter().find(|i| !found.iter().any(|a| a.id == **i)) {
+            return Err(unknown_id(&public_id(*missing)));
+        }
+        let n = found.len() as i64;
+        let (found, cut) = fit(found, false);
+        (found, !cut, Some(n))
+    } else {
+        // Ids the client names must exist (XEP-0313 §4.1.3, XEP-0059 §2.5).
+        for id in [q.after_id, q.before_id, q.after, q.before.flatten()]
+            .into_iter()
+            .flatten()
+        {
+            if !db.archive_has(&user, id).await.map_err(internal)? {
+                return Err(unknown_id(&public_id(id)));
+            }
+        }
+        let mut filter = ArchiveFilter {
+            with_bare: q.with.as_ref().map(|w| w.to_bare().to_string()),
+            with_resource: q
+                .with
+                .as_ref()
+                .and_then(|w| w.resource().map(|r| r.as_str().to_string())),
+            after: q.after_id,
+            before: q.before_id,
+        };
+        let mut empty = false;
+        if let Some(start) = q.start {
+            match db
+                .archive_id_at(&user, start, true)
+                .await
+                .map_err(internal)?
+            {
+                Some(id) => filter.after = filter.after.max(Some(id - 1)),
+                None => empty = true,
+            }
+        }
+        if let Some(end) = q.end {
+            match db
+                .archive_id_at(&user, end, false)
+                .await
+                .map_err(internal)?
+            {
+                Some(id) => filter.before = Some(filter.before.map_or(id + 1, |b| b.min(id + 1))),
+                None => empty = true,
+            }
+        }
+        if empty {
+            (Vec::new(), true, Some(0))
+        } else {
+            let count = db
+                .archive_count(&user, &filter, MAX_COUNT)
+                .await
+                .map_err(internal)?;
+            let mut paged = filter.clone();
+            let backward = q.before.is_some();
+            if let Some(a) = q.after {
+                paged.after = paged.after.max(Some(a));
+            }
+            if let Some(Some(b)) = q.before {
+                paged.before = Some(paged.before.map_or(b, |x| x.min(b)));
+            }
+            let (page, more) = db
+                .archive_page(&user, &paged, q.max, backward)
+                .await
+                .map_err(internal)?;
+            let (page, cut) = fit(page, backward);
+            (page, !more && !cut, count)
+        }
+    };
+    let ordered: Vec<&Archived> = if q.flip {
+        page.iter().rev().collect()
+    } else {
+        page.iter().collect()
+    };
+    for a in &ordered {
+        match a.stanza.parse::<Element>() {
+            Ok(mut inner) => {
+                (src.shape)(&mut inner);
+                (src.send)(result_message(src.from, src.reader, &q, a, inner))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, id = a.id, "an archived message does not parse")
+            }
+        }
+    }
+    let mut set = el("set", NS_RSM);
+    if let (Some(first), Some(last)) = (ordered.first(), ordered.last()) {
+        set = set
+            .child(el("first", NS_RSM).text(public_id(first.id)).build())
+            .child(el("last", NS_RSM).text(public_id(last.id)).build());
+    }
+    if let Some(n) = count {
+        set = set.child(el("count", NS_RSM).text(n.to_string()).build());
+    }
+    let mut fin = el("fin", NS).attr_opt("queryid", q.queryid.clone());
+    if complete {
+        fin = fin.attr("complete", "true");
+    }
+    Ok(Some(fin.child(set.build()).build()))
 }
 
 /// Keep as much of a page (oldest first) as fits in [`MAX_PAGE_BYTES`], at
@@ -355,16 +396,10 @@ fn fit(mut page: Vec<Archived>, backward: bool) -> (Vec<Archived>, bool) {
     (page, cut)
 }
 
-fn result_message(
-    owner: &jid::BareJid,
-    session: &crate::session::SessionHandle,
-    q: &Query,
-    a: &Archived,
-    inner: Element,
-) -> Element {
+fn result_message(from: &str, to: &str, q: &Query, a: &Archived, inner: Element) -> Element {
     el("message", ns::CLIENT)
-        .attr("from", owner.as_str())
-        .attr("to", session.jid.as_str())
+        .attr("from", from)
+        .attr("to", to)
         .attr("id", crate::core::random_hex(8))
         .child(
             el("result", NS)

@@ -1,6 +1,8 @@
 //! History retention: messages older than an account's retention (its own
 //! setting, else the server's `archive.retention_days`; 0 keeps forever) are
-//! deleted by a background pruner every `archive.prune_interval_secs`.
+//! deleted by a background pruner every `archive.prune_interval_secs`. Group
+//! chat archives (kept under the room's bare JID) follow the server's
+//! `archive.retention_days`.
 //!
 //! Bounded work: the pruner deletes in batches of [`BATCH`] rows, at most
 //! [`MAX_BATCHES_PER_ROUND`] batches per account per round, and yields between
@@ -28,7 +30,9 @@ pub async fn prune_once(db: &Db, default_days: u32) -> Result<u64, StorageError>
         .collect();
     let now = super::rules::now_micros();
     let mut total = 0;
-    for user in db.account_list().await? {
+    let mut owners = db.account_list().await?;
+    owners.extend(db.archive_room_owners().await?);
+    for user in owners {
         let days = overrides
             .get(&user)
             .copied()
@@ -73,4 +77,52 @@ pub fn pruner(core: Arc<Core>) -> BoxFuture<'static, ()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::archive::NewArchived;
+
+    #[tokio::test]
+    async fn room_archives_follow_the_server_retention() {
+        let dir = std::env::temp_dir().join(format!(
+            "kith-retention-test-{}-{}",
+            std::process::id(),
+            crate::core::random_hex(6)
+        ));
+        let db = Db::open(
+            &dir,
+            &[
+                &crate::storage::accounts::MIGRATOR,
+                &crate::storage::archive::MIGRATOR,
+            ],
+        )
+        .await
+        .expect("open");
+        let now = crate::mam::rules::now_micros();
+        let row = |stamp| NewArchived {
+            username: "family@groups.example",
+            with_bare: "family@groups.example",
+            with_resource: "mum",
+            stamp,
+            stanza: "<message/>",
+        };
+        db.archive_store(&[row(now - 3 * MICROS_PER_DAY), row(now)])
+            .await
+            .expect("store");
+        assert_eq!(prune_once(&db, 0).await.expect("prune"), 0, "0 keeps all");
+        assert_eq!(prune_once(&db, 2).await.expect("prune"), 1);
+        let left = db
+            .archive_count(
+                "family@groups.example",
+                &crate::storage::archive::ArchiveFilter::default(),
+                10,
+            )
+            .await
+            .expect("count");
+        assert_eq!(left, Some(1));
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

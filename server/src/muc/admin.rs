@@ -203,7 +203,7 @@ fn set_role(core: &Core, r: &mut Room, nick: &str, role: Role, actor: &Element, 
 
 /// Give `jid` a new affiliation, and its occupants the role that follows;
 /// a ban (301) or a lost membership of a members-only room (321) removes them.
-fn set_affiliation(
+pub(super) fn set_affiliation(
     core: &Core,
     r: &mut Room,
     jid: &BareJid,

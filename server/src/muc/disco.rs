@@ -143,6 +143,15 @@ pub fn room_features(r: &Room) -> Vec<&'static str> {
     if r.locked {
         v.push("muc_unconfigured");
     }
+    // Invitations, voice requests, nick registration, self-ping, pictures.
+    v.extend([
+        super::invite::NS_CONFERENCE,
+        super::voice::NS_REQUEST,
+        super::register::NS_REGISTER,
+        super::ping::NS_SELF_PING,
+        super::avatar::NS_VCARD,
+    ]);
+    v.extend(super::archive::features(r));
     v
 }
 
@@ -202,6 +211,8 @@ fn room_info_query(r: &Room) -> Element {
             .build(),
         )
         .build();
+    let mut form = form;
+    super::avatar::roominfo_field(r, &mut form);
     out.child(form).build()
 }
 

@@ -55,6 +55,10 @@ pub async fn to_room(core: &Arc<Core>, from: &FullJid, node: &str, stanza: &Elem
         );
         return;
     }
+    // A retraction of one's own message (XEP-0424), in `moderate.rs`.
+    if stanza.has_child("retract", super::moderate::NS_RETRACT) {
+        return super::moderate::retract(core, &mut r, from, stanza, &nick, &bare).await;
+    }
     let subject = stanza.get_child("subject", ns::CLIENT);
     let has_body = stanza.get_child("body", ns::CLIENT).is_some();
     if let (Some(subject), false) = (subject, has_body) {
@@ -77,18 +81,22 @@ pub async fn to_room(core: &Arc<Core>, from: &FullJid, node: &str, stanza: &Elem
             }
         }
     }
-    let out = room_copy(core, &r, stanza, &nick, &bare);
+    let mut out = room_copy(core, &r, stanza, &nick, &bare);
+    // The stanza id (XEP-0359), archiving the message when the room keeps an archive.
+    super::archive::stamp(core, &r, Some(from), Some(&bare), &mut out).await;
     broadcast(core, &r, &out);
     wake_phones(core, &r.occupants, &out, &bare);
-    if has_body {
+    // History on entering keeps what the archive keeps (a body, an encrypted
+    // payload), so it is the same before and after a restart.
+    if super::archive::keeps(&out) {
         let cap = core.config.muc.max_history;
         history::record(&mut r, &out, cap);
     }
 }
 
 /// The message as the room sends it: from the occupant JID, with the
-/// room's occupant id, without a `to` and without ids the sender made up
-/// for the room.
+/// room's occupant id, without a `to` and without what only the room may
+/// say (its stanza ids, occupant ids, `muc#user` items and status codes).
 pub fn room_copy(
     core: &Core,
     r: &Room,
@@ -107,7 +115,9 @@ pub fn room_copy(
     let room = r.jid.as_str();
     for c in stanza.children() {
         let forged_sid = c.is("stanza-id", NS_SID) && c.attr("by") == Some(room);
-        if forged_sid || c.is("occupant-id", occupant_id::NS) {
+        // The room speaks muc#user (real JIDs, status codes), never the sender.
+        let forged_user = c.is("x", NS_USER);
+        if forged_sid || forged_user || c.is("occupant-id", occupant_id::NS) {
             continue;
         }
         out.append_child(c.clone());

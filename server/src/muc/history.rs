@@ -2,6 +2,8 @@
 //! its last messages (at most the room's `max_history`, itself capped by
 //! `[muc] max_history`) and sends them to a newcomer with `<delay/>`, as
 //! the newcomer's `<history maxchars maxstanzas seconds since/>` narrows.
+//! A room with an archive refills its history from it when it is loaded
+//! (after a restart), with the archived times.
 
 use jid::FullJid;
 use minidom::Element;
@@ -21,20 +23,51 @@ pub fn record(r: &mut Room, stanza: &Element, cap: usize) {
         r.history.clear();
         return;
     }
-    let mut buf = Vec::new();
-    crate::xml::serialize(stanza, &mut buf);
-    r.history.push_back(HistoryEntry {
-        stanza: stanza.clone(),
-        stamp: now_micros(),
-        chars: String::from_utf8_lossy(&buf).chars().count(),
-    });
+    r.history.push_back(entry(stanza.clone(), now_micros()));
     while r.history.len() > keep {
         r.history.pop_front();
     }
 }
 
-/// Fill a room's history after a restart (from its archive, when it has one).
-pub async fn restore(_core: &Core, _room: &mut Room) {}
+/// A history entry for a broadcast message sent at `stamp`.
+pub fn entry(stanza: Element, stamp: i64) -> HistoryEntry {
+    let mut buf = Vec::new();
+    crate::xml::serialize(&stanza, &mut buf);
+    HistoryEntry {
+        chars: String::from_utf8_lossy(&buf).chars().count(),
+        stanza,
+        stamp,
+    }
+}
+
+/// Fill a room's history after a restart from its archive (when it keeps
+/// one): its last messages, as they were broadcast, with their archived
+/// times. A storage failure is logged and leaves the history empty.
+pub async fn restore(core: &Core, room: &mut Room) {
+    let keep = room.config.max_history.min(core.config.muc.max_history);
+    if !room.config.archiving || keep == 0 {
+        return;
+    }
+    let all = crate::storage::archive::ArchiveFilter::default();
+    let owner = super::archive::owner(room).to_string();
+    let page = match core.db.archive_page(&owner, &all, keep, true).await {
+        Ok((page, _)) => page,
+        Err(e) => {
+            tracing::error!(error = %e, room = %room.jid, "could not read a room's history");
+            return;
+        }
+    };
+    room.history.clear();
+    for a in page {
+        let Ok(mut m) = a.stanza.parse::<Element>() else {
+            tracing::error!(id = a.id, room = %room.jid, "an archived room message does not parse");
+            continue;
+        };
+        super::archive::hide_real_jid(&mut m);
+        m.append_child(crate::mam::rules::stanza_id(room.jid.as_str(), a.id));
+        room.history.push_back(entry(m, a.stamp));
+    }
+}
 
 /// What a `<history/>` request asks for.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

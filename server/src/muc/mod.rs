@@ -8,18 +8,30 @@
 //! nick changes are `presence.rs`; room messages, the subject and private
 //! messages `groupchat.rs`; roles and affiliations `admin.rs`; the owner's
 //! form and destruction `owner.rs`; disco `disco.rs`; history on join
-//! `history.rs`; occupant ids (XEP-0421) `occupant_id.rs`.
+//! `history.rs`; occupant ids (XEP-0421) `occupant_id.rs`; invitations
+//! `invite.rs`; voice requests `voice.rs`; nick registration `register.rs`;
+//! IQs to occupants and self-ping `ping.rs`; room pictures `avatar.rs`; the
+//! room's archive and stanza ids `archive.rs`, queries of it `mam.rs`,
+//! moderation and retraction `moderate.rs`.
 
 mod admin;
+mod archive;
+mod avatar;
 mod config;
 mod disco;
 mod groupchat;
 pub(crate) mod history;
+mod invite;
+mod mam;
+mod moderate;
 mod occupant_id;
 mod owner;
+mod ping;
 mod presence;
+mod register;
 mod room;
 mod service;
+mod voice;
 
 use std::sync::Arc;
 
@@ -114,6 +126,10 @@ pub async fn route(core: &Arc<Core>, from: &FullJid, stanza: &Element, to: &Jid)
     // client bouncing a room message; nothing to do for the room itself.
     let ty = stanza.attr("type").unwrap_or("");
     if ty == "error" || (kind == Some(Kind::Iq) && ty == "result") {
+        if kind == Some(Kind::Iq) {
+            // An occupant answering an IQ the room forwarded (ping.rs).
+            core.iq_out.resolve_in_order(stanza).await;
+        }
         return;
     }
     let Some(node) = to.node().map(|n| n.as_str().to_string()) else {
@@ -131,14 +147,20 @@ pub async fn route(core: &Arc<Core>, from: &FullJid, stanza: &Element, to: &Jid)
                 reply_error(core, stanza, StanzaError::new("modify", "jid-malformed"));
             }
         }
+        // Invitations, declines and voice requests (invite.rs, voice.rs).
+        (Some(Kind::Message), None) if stanza.attr("type") != Some("groupchat") => {
+            if voice::is_request(stanza) {
+                voice::handle(core, from, &node, stanza).await
+            } else {
+                invite::handle(core, from, &node, stanza).await
+            }
+        }
         (Some(Kind::Message), None) => groupchat::to_room(core, from, &node, stanza).await,
         (Some(Kind::Message), Some(nick)) => {
             groupchat::private(core, from, &node, &nick, stanza).await
         }
         (Some(Kind::Iq), None) => room_iq(core, from, &node, stanza).await,
-        (Some(Kind::Iq), Some(_)) => {
-            reply_error(core, stanza, StanzaError::service_unavailable());
-        }
+        (Some(Kind::Iq), Some(nick)) => ping::to_occupant(core, from, &node, &nick, stanza).await,
         (None, _) => {}
     }
 }
@@ -164,10 +186,23 @@ async fn room_iq(core: &Arc<Core>, from: &FullJid, node: &str, iq: &Element) {
         return;
     };
     let result = match (set, payload.ns().as_str(), payload.name()) {
+        (false, NS_DISCO_INFO, "query")
+            if payload.attr("node") == Some(register::NODE_ROOMUSER) =>
+        {
+            register::reserved_nick(&room, from).await
+        }
         (false, NS_DISCO_INFO, "query") => disco::room_info(core, &room, from, payload).await,
         (false, NS_DISCO_ITEMS, "query") => Ok(Some(Element::bare("query", NS_DISCO_ITEMS))),
         (_, NS_ADMIN, "query") => admin::handle(core, &room, from, set, payload).await,
         (_, NS_OWNER, "query") => owner::handle(core, &room, from, set, payload).await,
+        (_, register::NS_REGISTER, "query") => {
+            register::handle(core, &room, from, set, payload).await
+        }
+        (_, avatar::NS_VCARD, "vCard") => avatar::handle(core, &room, from, set, payload).await,
+        (_, crate::mam::NS, _) => mam::handle(core, &room, from, set, payload).await,
+        (true, _, _) if moderate::is_request(payload) => {
+            moderate::iq(core, &room, from, payload).await
+        }
         _ => Err(StanzaError::service_unavailable()),
     };
     answer(core, from, iq, result);

@@ -163,6 +163,7 @@ async fn destroy(core: &Core, r: &mut Room, d: &Element) -> Result<(), StanzaErr
         tracing::error!(error = %e, room = %r.jid, "could not delete a destroyed room");
         return Err(StanzaError::internal());
     }
+    super::archive::forget(core, r).await;
     for o in std::mem::take(&mut r.occupants) {
         let mut p = Element::bare("presence", ns::CLIENT);
         attr_set(&mut p, "type", "unavailable");

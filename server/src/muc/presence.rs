@@ -397,6 +397,7 @@ pub async fn leave(core: &Arc<Core>, room: &RoomRef, from: &FullJid, status: Opt
     }
     if r.occupants.is_empty() && (!r.config.persistent || r.locked) {
         r.destroyed = true;
+        super::archive::forget(core, &r).await;
         let name = r.name.clone();
         drop(r);
         core.muc.remove(core, &name).await;

@@ -163,6 +163,10 @@ pub struct Room {
     pub creator: BareJid,
     /// Set once the room is destroyed; a stanza that waited for the lock sees it.
     pub destroyed: bool,
+    /// The SHA-1 of the room picture (XEP-0486), when one is set (`avatar.rs`).
+    pub avatar_hash: Option<String>,
+    /// Pending voice requests: nick → when asked (`voice.rs`).
+    pub voice_requests: BTreeMap<String, std::time::Instant>,
 }
 
 impl Room {
@@ -190,6 +194,8 @@ impl Room {
             created: crate::upload::now(),
             creator,
             destroyed: false,
+            avatar_hash: None,
+            voice_requests: BTreeMap::new(),
         }
     }
 
@@ -223,6 +229,8 @@ impl Room {
             created: stored.created,
             creator,
             destroyed: false,
+            avatar_hash: None,
+            voice_requests: BTreeMap::new(),
         })
     }
 

@@ -55,9 +55,11 @@ impl Muc {
                     };
                     if let Some(mut room) = Room::load(stored, affs, jid) {
                         super::history::restore(core, &mut room).await;
+                        super::avatar::restore(core, &mut room).await;
                         map.insert(name, Arc::new(RoomLock::new(room)));
                     }
                 }
+                super::archive::drop_orphans(core, |n| map.contains_key(n)).await;
                 tracing::info!(rooms = map.len(), "group chats loaded");
                 Ok(Mutex::new(map))
             })

@@ -636,6 +636,94 @@ impl Db {
     }
 }
 
+/// Group chat archives (MUC MAM): a room's archive is kept under its bare
+/// JID as `username`, which no local account name can be (it has an `@`).
+impl Db {
+    /// One archived message of `username`, if it is there.
+    pub async fn archive_get(
+        &self,
+        username: &str,
+        id: i64,
+    ) -> Result<Option<Archived>, StorageError> {
+        self.archive_settle().await;
+        Ok(
+            sqlx::query("SELECT id, stamp, stanza FROM archive WHERE username = $1 AND id = $2")
+                .bind(username)
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?
+                .as_ref()
+                .map(row),
+        )
+    }
+
+    /// Replace the stored stanza of one archived message (a retraction
+    /// leaves a tombstone in its place); false when it is not there.
+    pub async fn archive_replace(
+        &self,
+        username: &str,
+        id: i64,
+        stanza: &str,
+    ) -> Result<bool, StorageError> {
+        self.archive_settle().await;
+        let r = sqlx::query("UPDATE archive SET stanza = $3 WHERE username = $1 AND id = $2")
+            .bind(username)
+            .bind(id)
+            .bind(stanza)
+            .execute(self.pool())
+            .await?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    /// Delete the whole archive of `username` (a destroyed room), in
+    /// batches of `batch` rows so the database is never held long; returns
+    /// how many messages were deleted.
+    pub async fn archive_delete_owner(
+        &self,
+        username: &str,
+        batch: usize,
+    ) -> Result<u64, StorageError> {
+        self.archive_settle().await;
+        let mut total = 0;
+        loop {
+            let r = sqlx::query(
+                "DELETE FROM archive WHERE id IN \
+                 (SELECT id FROM archive WHERE username = $1 LIMIT $2)",
+            )
+            .bind(username)
+            .bind(batch as i64)
+            .execute(self.pool())
+            .await?;
+            total += r.rows_affected();
+            if (r.rows_affected() as usize) < batch {
+                return Ok(total);
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+
+    /// Every archive owner that is not a local account (group chat rooms:
+    /// their owner name holds an `@`). One index seek per owner, not a scan
+    /// of the archive.
+    pub async fn archive_room_owners(&self) -> Result<Vec<String>, StorageError> {
+        let rows = sqlx::query(
+            "WITH RECURSIVE owners(u) AS ( \
+               SELECT MIN(username) FROM archive \
+               UNION ALL \
+               SELECT (SELECT MIN(username) FROM archive WHERE username > owners.u) \
+               FROM owners WHERE owners.u IS NOT NULL \
+             ) SELECT u FROM owners WHERE u IS NOT NULL",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.get::<String, _>(0))
+            .filter(|u| u.contains('@'))
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -738,6 +826,53 @@ mod tests {
                 .map(|b| b.0 .0),
             Some(ids[10])
         );
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn room_archives_are_edited_listed_and_deleted() {
+        let (db, dir) = db().await;
+        let row = |user, text| NewArchived {
+            username: user,
+            with_bare: "r@groups.x",
+            with_resource: "mum",
+            stamp: 1,
+            stanza: text,
+        };
+        let ids = db
+            .archive_store(&[
+                row("r@groups.x", "a"),
+                row("bob", "b"),
+                row("r@groups.x", "c"),
+                row("s@groups.x", "d"),
+            ])
+            .await
+            .expect("store");
+        assert_eq!(
+            db.archive_room_owners().await.expect("owners"),
+            ["r@groups.x", "s@groups.x"]
+        );
+        assert!(db
+            .archive_replace("r@groups.x", ids[0], "tomb")
+            .await
+            .expect("replace"));
+        assert!(!db
+            .archive_replace("r@groups.x", ids[1], "x")
+            .await
+            .expect("not its own"));
+        let got = db.archive_get("r@groups.x", ids[0]).await.expect("get");
+        assert_eq!(got.map(|a| a.stanza).as_deref(), Some("tomb"));
+        assert!(db.archive_get("bob", ids[0]).await.expect("get").is_none());
+        assert_eq!(
+            db.archive_delete_owner("r@groups.x", 1).await.expect("del"),
+            2
+        );
+        assert_eq!(
+            db.archive_room_owners().await.expect("owners"),
+            ["s@groups.x"]
+        );
+        assert!(db.archive_get("bob", ids[1]).await.expect("get").is_some());
         db.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

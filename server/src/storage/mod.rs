@@ -11,6 +11,7 @@ pub mod archive;
 pub mod blocking;
 pub mod fast;
 pub mod muc;
+pub mod muc_avatar;
 pub mod offline;
 pub mod private;
 pub mod pubsub;
