@@ -9,7 +9,9 @@
 //! up in the server unboundedly. Each receiver measures the delivery latency from the
 //! send time written in the body and checks the order per sender. Anything sent but not
 //! delivered to every occupant after a drain period counts as lost. At the end the owner
-//! destroys the room (so persistent rooms do not accumulate between runs).
+//! destroys the room (so persistent rooms do not accumulate between runs). The report
+//! also says how many joiners the room told it archives (status 170) and how many
+//! deliveries carried a `<stanza-id/>`.
 
 use std::{
     sync::{
@@ -77,7 +79,8 @@ struct Shared {
     senders: Vec<Sender>,
     occupants: u32,
     deliveries: AtomicU64,
-    /// Deliveries carrying the room's XEP-0359 `<stanza-id/>` (the room archived them).
+    /// Deliveries carrying an XEP-0359 `<stanza-id/>` (Prosody and ejabberd add it only
+    /// when the room archived the message; Kith adds one to every room message).
     with_stanza_id: AtomicU64,
 }
 
@@ -109,7 +112,8 @@ pub async fn muc(ctx: &Ctx, args: &MucArgs) -> Result<Report> {
     let owner_nick = ctx.target.user(args.first_user);
     let created = join(&mut owner, &room, &owner_nick, ctx.target.timeout)
         .await
-        .with_context(|| format!("{owner_nick} creating {room}"))?;
+        .with_context(|| format!("{owner_nick} creating {room}"))?
+        .created;
     if created {
         instant_room(&mut owner, &room, ctx.target.timeout).await?;
     }
@@ -125,7 +129,7 @@ pub async fn muc(ctx: &Ctx, args: &MucArgs) -> Result<Report> {
     grant_membership(&mut owner, &room, &members, ctx.target.timeout).await?;
     let setup_s = setup_start.elapsed().as_secs_f64();
     let join_start = Instant::now();
-    let mut sessions = join_all(ctx, args, &room, owner, others).await?;
+    let (mut sessions, told_archived) = join_all(ctx, args, &room, owner, others).await?;
     let join_s = join_start.elapsed().as_secs_f64();
     // Let the join presences finish their fan-out before measuring.
     sleep(Duration::from_millis(500)).await;
@@ -260,6 +264,7 @@ pub async fn muc(ctx: &Ctx, args: &MucArgs) -> Result<Report> {
         .num("expected_deliveries", expected as f64)
         .num("lost", expected.saturating_sub(delivered) as f64)
         .num("out_of_order", seen.out_of_order as f64)
+        .num("joins_told_archived", told_archived as f64)
         .num(
             "with_stanza_id",
             shared.with_stanza_id.load(Ordering::Relaxed) as f64,
@@ -323,9 +328,17 @@ async fn next_stanza(s: &mut Session, deadline: Instant) -> Result<String> {
     }
 }
 
+/// What a join's self-presence said.
+#[derive(Debug, Clone, Copy)]
+struct Joined {
+    /// Status 201: this join created the room.
+    created: bool,
+    /// Status 170: the room says it archives its messages.
+    archived: bool,
+}
+
 /// Sends the join presence (no history) and waits for the self-presence (status 110).
-/// Returns whether the room was created by this join (status 201).
-async fn join(s: &mut Session, room: &str, nick: &str, limit: Duration) -> Result<bool> {
+async fn join(s: &mut Session, room: &str, nick: &str, limit: Duration) -> Result<Joined> {
     let deadline = Instant::now() + limit;
     let me = format!("{room}/{nick}");
     write_all(
@@ -346,7 +359,10 @@ async fn join(s: &mut Session, room: &str, nick: &str, limit: Duration) -> Resul
             "join refused: {st}"
         );
         if has_status(&st, "110") {
-            return Ok(has_status(&st, "201"));
+            return Ok(Joined {
+                created: has_status(&st, "201"),
+                archived: has_status(&st, "170"),
+            });
         }
     }
 }
@@ -417,33 +433,36 @@ async fn grant_membership(
     Ok(())
 }
 
-/// Every non-owner joins at once; returns all sessions, owner first, in user order.
+/// Every non-owner joins at once; returns all sessions, owner first, in user order,
+/// and how many joiners the room told it archives (status 170).
 async fn join_all(
     ctx: &Ctx,
     args: &MucArgs,
     room: &str,
     owner: Session,
     others: Vec<Session>,
-) -> Result<Vec<Session>> {
+) -> Result<(Vec<Session>, usize)> {
     let mut set = JoinSet::new();
     for (k, mut s) in others.into_iter().enumerate() {
         let i = k + 1;
         let nick = ctx.target.user(args.first_user + i);
         let (room, limit) = (room.to_string(), ctx.target.timeout);
         set.spawn(async move {
-            join(&mut s, &room, &nick, limit)
+            let joined = join(&mut s, &room, &nick, limit)
                 .await
                 .with_context(|| format!("{nick} joining {room}"))?;
-            Ok::<_, anyhow::Error>((i, s))
+            Ok::<_, anyhow::Error>((i, s, joined.archived))
         });
     }
     let mut sessions: Vec<Option<Session>> = (0..args.users).map(|_| None).collect();
     sessions[0] = Some(owner);
+    let mut told_archived = 0;
     let limit = ctx.target.timeout * 2;
     let result = timeout(limit, async {
         while let Some(joined) = set.join_next().await {
-            let (i, s) = joined.map_err(|e| anyhow!("join task: {e}"))??;
+            let (i, s, archived) = joined.map_err(|e| anyhow!("join task: {e}"))??;
             sessions[i] = Some(s);
+            told_archived += usize::from(archived);
         }
         Ok::<_, anyhow::Error>(())
     })
@@ -452,10 +471,11 @@ async fn join_all(
         Ok(r) => r?,
         Err(_) => bail!("joins did not finish in {limit:?}"),
     }
-    sessions
+    let sessions = sessions
         .into_iter()
         .map(|s| s.ok_or_else(|| anyhow!("a session is missing")))
-        .collect()
+        .collect::<Result<_>>()?;
+    Ok((sessions, told_archived))
 }
 
 /// Sends groupchat messages while there is room in the window and time left. Messages
