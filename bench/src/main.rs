@@ -123,12 +123,36 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         page: usize,
     },
+    /// USERS users join one room of the MUC SERVICE (the first creates it); SENDERS of
+    /// them send groupchat messages, WINDOW per sender not yet delivered to everyone.
+    Muc {
+        /// The MUC service: groups.DOMAIN (Kith), conference.DOMAIN (Prosody, ejabberd).
+        #[arg(long)]
+        service: String,
+        /// Local part of the room's JID.
+        #[arg(long, default_value = "bench")]
+        room: String,
+        #[arg(long, default_value_t = 50)]
+        users: usize,
+        #[arg(long, default_value_t = 5)]
+        senders: usize,
+        #[arg(long, default_value_t = 10)]
+        window: usize,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 1)]
+        first_user: usize,
+    },
     /// Short run of every scenario; exits non-zero on any error or lost message.
     Smoke {
         #[arg(long, default_value_t = 20)]
         users: usize,
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+        /// Also a short group-chat fan-out through this MUC service (e.g. groups.DOMAIN).
+        #[arg(long)]
+        muc_service: Option<String>,
     },
 }
 
@@ -209,8 +233,30 @@ async fn run(cli: Cli) -> Result<()> {
             };
             scenario::mam::paging(&ctx, args).await?
         }
-        Command::Smoke { users, seconds } => {
-            return scenario::smoke::smoke(&ctx, users, seconds).await
+        Command::Smoke {
+            users,
+            seconds,
+            muc_service,
+        } => return scenario::smoke::smoke(&ctx, users, seconds, muc_service).await,
+        Command::Muc {
+            service,
+            room,
+            users,
+            senders,
+            window,
+            duration,
+            first_user,
+        } => {
+            let args = scenario::muc::MucArgs {
+                users,
+                senders,
+                window,
+                duration: Duration::from_secs(duration),
+                service,
+                room,
+                first_user,
+            };
+            scenario::muc::muc(&ctx, &args).await?
         }
         Command::Idle => sessions::idle(&ctx)?,
         Command::Sessions {

@@ -9,6 +9,18 @@
 # PROSODY_EXTRA_MODULES (e.g. '; "smacks"') and EJABBERD_EXTRA_MODULES (YAML lines
 # under `modules:`) add features for benchmarks that need them (sm_resume_peers.sh).
 #
+# BENCH_MUC=1 adds group chat (muc.sh): Prosody's `muc` component and ejabberd's
+# mod_muc on conference.DOMAIN (Kith's is always on groups.DOMAIN), each archiving room
+# messages (Prosody mod_muc_mam, ejabberd mod_mam with `mam: true` for new rooms; Kith
+# archives rooms by default) unless BENCH_MUC_ARCHIVE=0. `muc_service NAME` prints the
+# service to join. Limit raised for it: Prosody's internal archive store keeps at most
+# 10 000 items per room by default and then truncates the room's archive
+# (storage_archive_item_limit, raised to 10 000 000 so that no run hits it).
+# BENCH_MUC_STORAGE=sql puts both peers' room archives in SQLite instead of their
+# default storage, as Kith's is (Prosody mod_storage_sql with lua-dbi-sqlite3, ejabberd
+# with erlang-p1-sqlite3, installed with apt-get when missing; what both projects
+# recommend for archives).
+#
 # Sourced by compare.sh and smoke.sh. Expects: WORK (scratch dir), BENCH (kith-bench
 # binary), KITH_BIN, DOMAIN, PASSWORD. Each start_* sets SERVER_PID (the process whose
 # memory and CPU are measured) and PORT.
@@ -21,6 +33,17 @@ PROSODY_PORT=${PROSODY_PORT:-17222}
 EJABBERD_PORT=${EJABBERD_PORT:-18222}
 EJABBERD_API_PORT=${EJABBERD_API_PORT:-18280}
 KITH_PORT=${KITH_PORT:-19222}
+BENCH_MUC=${BENCH_MUC:-0}
+BENCH_MUC_ARCHIVE=${BENCH_MUC_ARCHIVE:-1}
+BENCH_MUC_STORAGE=${BENCH_MUC_STORAGE:-default}
+
+# muc_service NAME: the MUC service of server NAME.
+muc_service() {
+  case $1 in
+  kith) echo "groups.$DOMAIN" ;;
+  *) echo "conference.$DOMAIN" ;;
+  esac
+}
 
 log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
@@ -172,8 +195,27 @@ modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "vcard"; "admi
 modules_disabled = { "s2s"; "s2s_auth_certs"; "limits" }
 ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
 VirtualHost "$DOMAIN"
+$(prosody_muc)
 EOF
   chown -R prosody:prosody "$dir"
+}
+
+# The MUC component (BENCH_MUC=1): Debian's mod_muc; rooms are created by whoever joins
+# first (restrict_room_creation off), history 20 messages, no rate limit (mod_muc has
+# none; mod_muc_limits is not installed); mod_muc_mam archives every room in the
+# default (internal, file) storage, kept forever.
+prosody_muc() {
+  [ "$BENCH_MUC" = 1 ] || return 0
+  # Options below the Component line are the component's own.
+  printf 'Component "conference.%s" "muc"\n' "$DOMAIN"
+  printf '  restrict_room_creation = false\n'
+  [ "$BENCH_MUC_ARCHIVE" = 1 ] || return 0
+  printf '  modules_enabled = { "muc_mam" }\n  muc_log_all_rooms = true\n'
+  printf '  muc_log_expires_after = "never"\n  storage_archive_item_limit = 10000000\n'
+  if [ "$BENCH_MUC_STORAGE" = sql ]; then
+    printf '  storage = { muc_log = "sql" }\n'
+    printf '  sql = { driver = "SQLite3", database = "prosody.sqlite" }\n'
+  fi
 }
 
 start_prosody() {
@@ -251,6 +293,7 @@ listen:
     access: c2s
 $(ejabberd_api_listener)
 auth_method: internal
+$(ejabberd_sql)
 auth_password_format: scram
 auth_scram_hash: sha
 s2s_access: none
@@ -281,9 +324,40 @@ modules:
   mod_offline: {}
   mod_ping: {}
   mod_vcard: {}
+$(ejabberd_muc)
 ${EJABBERD_EXTRA_MODULES:-}
 EOF
   chown -R ejabberd:ejabberd "$dir"
+}
+
+# mod_muc (BENCH_MUC=1) on conference.DOMAIN with its defaults: anyone local may
+# create rooms, max_users 200 per room, history_size 20, no room or message shaper,
+# min_message_interval 0; rooms archived by mod_mam (default Mnesia storage) unless
+# BENCH_MUC_ARCHIVE=0.
+ejabberd_muc() {
+  [ "$BENCH_MUC" = 1 ] || return 0
+  printf '  mod_muc:\n    host: "conference.%s"\n    access_create: all\n' "$DOMAIN"
+  if [ "$BENCH_MUC_ARCHIVE" = 1 ]; then
+    printf '    default_room_options:\n      mam: true\n'
+    printf '  mod_mam:\n    default: never\n'
+    [ "$BENCH_MUC_STORAGE" != sql ] || printf '    db_type: sql\n'
+  fi
+}
+
+# The SQL database of ejabberd (BENCH_MUC_STORAGE=sql): SQLite, only mod_mam uses it.
+ejabberd_sql() {
+  [ "$BENCH_MUC" = 1 ] && [ "$BENCH_MUC_STORAGE" = sql ] || return 0
+  printf 'sql_type: sqlite\nsql_database: "%s"\n' "$WORK/ejabberd/ejabberd.db"
+}
+
+# install_muc_sql: the SQLite drivers of both peers (BENCH_MUC_STORAGE=sql).
+install_muc_sql() {
+  [ "$BENCH_MUC_STORAGE" = sql ] || return 0
+  if ! ls /usr/lib/*/lua/5.4/dbd/sqlite3.so >/dev/null 2>&1 ||
+    ! ls -d /usr/lib/erlang/lib/p1_sqlite3-* >/dev/null 2>&1; then
+    log "installing lua-dbi-sqlite3 and erlang-p1-sqlite3 from Debian"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua-dbi-sqlite3 erlang-p1-sqlite3 >/dev/null
+  fi
 }
 
 # ejabberdctl run as root switches user with su, whose PAM session resets the

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Benchmark smoke run: about 30 s of kith-bench against Kith alone (sequential logins,
-# held sessions, 1:1 messages at windows 1 and 10). Fails on any error or lost message;
-# it checks that the tool and the server work, not how fast they are.
+# Benchmark smoke run: about 35 s of kith-bench against Kith alone (sequential logins,
+# held sessions, 1:1 messages at windows 1 and 10, then 2 s of group chat: 10 users in
+# one room of groups.DOMAIN, 2 senders). Fails on any error or lost message; it checks
+# that the tool and the server work, not how fast they are.
 #   tests/bench/smoke.sh          (uses $KITH_BIN, default target/ci/kith)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,7 +38,7 @@ if ! start_kith; then
 fi
 # One readable line per scenario on stderr; the JSON lines on stdout are not needed.
 if ! timeout 180 "$BENCH" --addr "127.0.0.1:$KITH_PORT" --cert "$WORK/tls/cert.pem" \
-  --server-pid "$SERVER_PID" --label kith --timeout 20 smoke --users 20 --seconds 30 \
+  --server-pid "$SERVER_PID" --label kith --timeout 20 smoke --users 20 --seconds 30 --muc-service "$(muc_service kith)" \
   >/dev/null; then
   log "smoke run failed; last lines of the server log:"
   tail -n 20 "$WORK/kith/kith.log" >&2 || true

@@ -27,7 +27,24 @@ ROWS = [
     ("messages lost, window {w} (sum of runs)", "throughput", {}, "lost", 1, False),
     ("generator CPU, window {w} (% of one core)", "throughput", {}, "client_cpu_pct", 1, False),
     ("generator CPU per login, N={n} (ms)", "sessions", {}, "client_cpu_ms_per_login", 1, False),
+    # muc.sh: one room, {n} occupants.
+    ("group chat: deliveries/s, {n} occupants", "muc", {}, "deliveries_per_s", 1, True),
+    ("group chat: messages sent/s, {n} occupants", "muc", {}, "msgs_per_s", 1, True),
+    ("group chat: deliveries per server CPU-s", "muc", {}, "deliveries_per_server_cpu_s", 1, True),
+    ("group chat: server CPU (% of one core)", "muc", {}, "server_cpu_pct", 1, False),
+    ("group chat: delivery p50 (ms)", "muc", {}, "lat_p50_ms", 1, False),
+    ("group chat: delivery p99 (ms)", "muc", {}, "lat_p99_ms", 1, False),
+    ("group chat: server RSS, logged in, before joining (MiB)", "muc", {}, "server_rss_logged_in_kib", 1 / 1024, False),
+    ("group chat: server RSS after the run (MiB)", "muc", {}, "server_rss_kib", 1 / 1024, False),
+    ("group chat: owner creates the room, grants the others membership (s)", "muc", {}, "setup_s", 1, False),
+    ("group chat: the others join at once, until the last is in (s)", "muc", {}, "join_s", 1, False),
+    ("group chat: deliveries lost (sum of runs)", "muc", {}, "lost", 1, False),
+    ("group chat: out of order (sum of runs)", "muc", {}, "out_of_order", 1, False),
+    ("group chat: generator CPU (% of one core)", "muc", {}, "client_cpu_pct", 1, False),
 ]
+
+# Summed over runs rather than a median; no ratio.
+SUMS = {"lost", "out_of_order"}
 
 
 def load(path):
@@ -37,15 +54,19 @@ def load(path):
             line = line.strip()
             if line.startswith("{"):
                 r = json.loads(line)
-                if r.get("scenario") == "throughput" and r.get("seconds"):
+                if r.get("scenario") in ("throughput", "muc") and r.get("seconds"):
                     r["client_cpu_pct"] = 100 * r["client_cpu_s"] / r["seconds"]
+                if r.get("scenario") == "muc" and r.get("seconds"):
+                    r["server_cpu_pct"] = 100 * r["server_cpu_s"] / r["seconds"]
                 reports.append(r)
     return reports
 
 
 def variants(reports, scenario):
     """The distinct sizes of a scenario: session counts or windows."""
-    key = {"sessions": "count", "throughput": "window"}.get(scenario)
+    if not any(r["scenario"] == scenario for r in reports):
+        return []
+    key = {"sessions": "count", "throughput": "window", "muc": "users"}.get(scenario)
     if key is None:
         return [(None, {})]
     values = sorted({r[key] for r in reports if r["scenario"] == scenario})
@@ -92,7 +113,7 @@ def main():
                 ]
                 if not vals:
                     cells[s] = None
-                elif field == "lost":
+                elif field in SUMS:
                     cells[s] = sum(vals)
                 else:
                     cells[s] = statistics.median(vals)
@@ -101,7 +122,7 @@ def main():
             if "kith" in servers:
                 for p in servers:
                     if p != "kith":
-                        no_ratio = field == "lost" or label.startswith("generator")
+                        no_ratio = field in SUMS or "generator" in label or field == "server_cpu_pct"
                         row.append("" if no_ratio else ratio(cells["kith"], cells[p], better))
             print("| " + " | ".join(row) + " |")
     runs = defaultdict(int)

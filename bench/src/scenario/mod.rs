@@ -1,6 +1,7 @@
 //! The scenarios the generator runs; each returns one [`Report`](crate::report::Report).
 
 pub mod mam;
+pub mod muc;
 pub mod sessions;
 pub mod smoke;
 pub mod throughput;

@@ -1,4 +1,5 @@
-//! `smoke`: a short run of every scenario that fails on any error or lost message.
+//! `smoke`: a short run of every scenario (group chat too when a MUC service is given)
+//! that fails on any error or lost message.
 //! It checks that the tool and the server work, not how fast.
 
 use std::time::Duration;
@@ -6,17 +7,25 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use super::{
+    muc,
     sessions::{self, SessionsArgs},
     throughput::{self, ThroughputArgs},
     Ctx,
 };
 use crate::report::Report;
 
-/// Runs the scenarios (about `seconds` in all); fails if any of them went wrong.
-pub async fn smoke(ctx: &Ctx, users: usize, seconds: u64) -> Result<()> {
+/// Runs the scenarios (about `seconds` in all, plus a few seconds of group chat when
+/// `muc_service` is given); fails if any of them went wrong.
+pub async fn smoke(
+    ctx: &Ctx,
+    users: usize,
+    seconds: u64,
+    muc_service: Option<String>,
+) -> Result<()> {
     let users = users.max(4) & !1;
     let sending = Duration::from_secs(seconds.saturating_sub(10).max(4));
     let mut reports: Vec<Report> = Vec::new();
+    let mut failures_early = Vec::new();
     reports.push(sessions::latency(ctx, 10, users, 1).await?);
     reports.push(
         sessions::sessions(
@@ -45,7 +54,23 @@ pub async fn smoke(ctx: &Ctx, users: usize, seconds: u64) -> Result<()> {
             .await?,
         );
     }
-    let mut failures = Vec::new();
+    if let Some(service) = muc_service {
+        let args = muc::MucArgs {
+            users: users.min(10),
+            senders: 2,
+            window: 5,
+            duration: Duration::from_secs(2),
+            service,
+            room: "smoke".into(),
+            first_user: 1,
+        };
+        let r = muc::muc(ctx, &args).await?;
+        if r.get("room_destroyed").is_some_and(|v| v == 0.0) {
+            failures_early.push(format!("room not destroyed in {}", r.json()));
+        }
+        reports.push(r);
+    }
+    let mut failures = failures_early;
     for r in &reports {
         r.emit();
         for key in ["errors", "lost", "out_of_order"] {
@@ -53,7 +78,8 @@ pub async fn smoke(ctx: &Ctx, users: usize, seconds: u64) -> Result<()> {
                 failures.push(format!("{key} > 0 in {}", r.json()));
             }
         }
-        if r.get("ok").is_some_and(|v| v == 0.0) || r.get("received").is_some_and(|v| v == 0.0) {
+        let none = |key| r.get(key).is_some_and(|v| v == 0.0);
+        if none("ok") || none("received") || none("deliveries") {
             failures.push(format!("nothing worked in {}", r.json()));
         }
     }

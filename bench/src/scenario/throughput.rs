@@ -70,7 +70,7 @@ pub async fn throughput(ctx: &Ctx, args: ThroughputArgs) -> Result<Report> {
         "users must be even and ≥ 2"
     );
     ensure!(args.window > 0, "window must be > 0");
-    let sessions = log_in_all(ctx, args).await?;
+    let sessions = log_in_all(ctx, args.first_user, args.users, "tp").await?;
     // Let initial presence and its echoes settle before measuring.
     sleep(Duration::from_millis(500)).await;
 
@@ -208,20 +208,26 @@ fn total(peers: &[Peer], field: impl Fn(&Peer) -> &AtomicU64) -> u64 {
     peers.iter().map(|p| field(p).load(Ordering::Relaxed)).sum()
 }
 
-/// Logs every user in, 32 at a time, and returns the sessions in user order.
-async fn log_in_all(ctx: &Ctx, args: ThroughputArgs) -> Result<Vec<Session>> {
+/// Logs users `first_user ..` (`users` of them) in with `resource`, 32 at a time, and
+/// returns the sessions in user order.
+pub(crate) async fn log_in_all(
+    ctx: &Ctx,
+    first_user: usize,
+    users: usize,
+    resource: &'static str,
+) -> Result<Vec<Session>> {
     let gate = Arc::new(Semaphore::new(32));
     let mut set = JoinSet::new();
-    for i in 0..args.users {
+    for i in 0..users {
         let (target, gate) = (ctx.target.clone(), gate.clone());
         set.spawn(async move {
             let _permit = gate.acquire_owned().await?;
-            let s = client::login(&target, args.first_user + i, "tp", true).await?;
+            let s = client::login(&target, first_user + i, resource, true).await?;
             Ok::<_, anyhow::Error>((i, s))
         });
     }
-    let mut sessions: Vec<Option<Session>> = (0..args.users).map(|_| None).collect();
-    let limit = ctx.target.timeout * (2 + (args.users / 32) as u32);
+    let mut sessions: Vec<Option<Session>> = (0..users).map(|_| None).collect();
+    let limit = ctx.target.timeout * (2 + (users / 32) as u32);
     let result = timeout(limit, async {
         while let Some(joined) = set.join_next().await {
             let (i, s) = joined.map_err(|e| anyhow!("login task: {e}"))??;
