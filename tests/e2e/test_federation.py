@@ -879,10 +879,10 @@ class DialbackPeer(threading.Thread):
     def __init__(self, fed, fkith, local: str = KITH, until: bytes = b"</message>",
                  reply: str | None = f"<message xmlns='{NS_SERVER}' type='chat' "
                  f"from='dora@{DIALBACK}/x' to='alice@{KITH}'><body>bidi reply</body>"
-                 "</message>"):
+                 "</message>", linger: bytes | None = None):
         super().__init__(daemon=True)
         self.fed, self.fkith = fed, fkith
-        self.local, self.until, self.reply = local, until, reply
+        self.local, self.until, self.reply, self.linger = local, until, reply, linger
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(fed.db_cert, fed.db_key)
         self.sock = socket.socket()
@@ -940,10 +940,14 @@ class DialbackPeer(threading.Thread):
             ok = self.verdicts["right key"] == "valid"
             conn.sendall(f"<db:result xmlns:db='{NS_DB}' from='{DIALBACK}' to='{self.local}' "
                          f"type='{'valid' if ok else 'invalid'}'/>".encode())
-            self._until(conn, self.until, end)
+            at = self._until(conn, self.until, end)
             if self.reply:
                 # XEP-0288: Kith asked for bidi, so the answer travels on the same stream.
                 conn.sendall(self.reply.encode())
+            if self.linger:
+                # Stay connected until Kith has sent this too: closing earlier races
+                # Kith's next writes against its reading of the reply.
+                self._until(conn, self.linger, at)
         except BaseException as e:  # reported by the test
             self.error = e
 
@@ -1485,7 +1489,10 @@ def test_dialback_for_the_group_chat_service(fed, fkith):
                                      **{"muc#roomconfig_membersonly": False})
             reply = (f"<message xmlns='{NS_SERVER}' type='groupchat' from='dora@{DIALBACK}/x' "
                      f"to='{room}'><body>over bidi</body></message>")
-            dbpeer = DialbackPeer(fed, fkith, local=GROUPS, until=b"</presence>", reply=reply)
+            # It reads the first presence of the entrance, answers, and stays until the
+            # subject (the entrance's last stanza) has come.
+            dbpeer = DialbackPeer(fed, fkith, local=GROUPS, until=b"</presence>", reply=reply,
+                                  linger=b"subject")
             try:
                 r, feats = await asyncio.to_thread(
                     raw_peer, fed, fkith, DIALBACK, (fed.db_cert, fed.db_key), GROUPS)
