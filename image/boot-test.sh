@@ -171,7 +171,7 @@ if [[ $mdns == pending ]]; then
   if mdns_out=$(ip netns exec "$ns_peer" python3 "$IMAGE_DIR/test/mdns_query.py" kith.local veth-peer 30 2>&1); then
     check "mdns" 0 "from netns $ns_peer: $(tr '\n' ' ' <<<"$mdns_out")"
   else
-    check "mdns" 1 "$(tr '\n' ' ' <<<"$mdns_out")"
+    check "mdns" 1 "$(tr '\n' ' ' <<<"$mdns_out")"; mdns=failed
   fi
 else
   skip "mdns" "$mdns_why"
@@ -185,6 +185,12 @@ done
 after=$(sed -n 's/\r$//; s/^.*KITH-BOOTTEST after-watchdog=//p' "$work/serial.log" | head -n 1)
 check "watchdog" "$([[ $after == "active nrestarts=0 same-pid=yes" ]]; echo $?)" \
   "45 s after start, WatchdogSec=$(sed -n 's/\r$//; s/^.*KITH-BOOTTEST watchdog-sec=//p' "$work/serial.log" | head -n 1): kith ${after:-did not report}"
+
+if [[ $mdns == failed ]]; then
+  log "boot-test: the box's avahi log and late addresses (mDNS failed):"
+  sed -n 's/\r$//; s/^.*KITH-BOOTTEST \(log avahi: \|addresses-late=\)/\1/p' "$work/serial.log" \
+    | sed 's/^/    | /' >&2
+fi
 
 mkdir -p "$KITH_IMAGE_OUT"
 printf 'boot_to_xmpp_s=%s\nreport_s=%s\nstartup=%s\n' "$t_xmpp" "$t_report" "$(get startup)" \

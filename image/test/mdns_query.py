@@ -72,6 +72,20 @@ def answers(msg):
     return out
 
 
+def record_names(msg):
+    """The names of every record in a reply (a renamed host shows up here)."""
+    _, _, qd, an, ns, ar = struct.unpack("!HHHHHH", msg[:12])
+    i, out = 12, []
+    for _ in range(qd):
+        i = skip_name(msg, i) + 4
+    for _ in range(an + ns + ar):
+        out.append(read_name(msg, i))
+        i = skip_name(msg, i)
+        rdlen = struct.unpack("!H", msg[i + 8 : i + 10])[0]
+        i += 10 + rdlen
+    return out
+
+
 socks = []
 s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s4.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
@@ -89,6 +103,7 @@ except OSError as e:
     print(f"(no IPv6 query: {e})")
 
 found = set()
+heard = []  # (source, names answered) of every packet, for the failure message
 deadline = time.monotonic() + timeout
 qid = 0x4B00
 while time.monotonic() < deadline and not found:
@@ -105,6 +120,8 @@ while time.monotonic() < deadline and not found:
         for s in r:
             msg, src = s.recvfrom(9000)
             try:
+                if len(heard) < 20:
+                    heard.append((src[0], sorted(set(record_names(msg)))))
                 for a in answers(msg):
                     if a not in found:
                         print(f"{name} -> {a} (answered by {src[0]})")
@@ -113,4 +130,5 @@ while time.monotonic() < deadline and not found:
                 pass
 if not found:
     print(f"{name}: no mDNS answer on {iface} within {timeout:.0f}s")
+    print(f"heard {len(heard)} packets: {heard}" if heard else "heard no packet at all")
 sys.exit(0 if found else 1)

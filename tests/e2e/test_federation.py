@@ -1564,3 +1564,46 @@ def test_a_room_answer_that_cannot_be_delivered_stays_inside(fed, fkith):
     log = fkith.log_text()
     assert re.search(failed, log)
     assert f"domain={GROUPS}" not in log
+
+
+def test_an_occupant_whose_server_says_it_is_gone_leaves_the_room(fed, fkith):
+    """When a remote user's server bounces what the room sent with "that session is gone"
+    (service-unavailable and the like), the user leaves the room with status 333 instead
+    of lingering as a ghost; an error that only says the link failed changes nothing."""
+    async def scenario():
+        async with on(fkith, f"alice@{KITH}") as alice:
+            room = await create_room(alice, f"ghost{secrets.token_hex(3)}", "mum",
+                                     **{"muc#roomconfig_membersonly": False})
+            r, _ = await asyncio.to_thread(
+                raw_peer, fed, fkith, RAW, (fed.raw_cert, fed.raw_key), GROUPS)
+            r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+            assert (await asyncio.to_thread(r.element)).tag == f"{{{NS_SASL}}}success"
+            r._new_parser()
+            r.send(s2s_header(RAW, GROUPS))
+            await asyncio.to_thread(r.features)
+            r.send(f"<presence xmlns='{NS_SERVER}' from='ray@{RAW}/x' "
+                   f"to='{room}/ray'><x xmlns='{NS_MUC}'/></presence>")
+            await alice.next_presence(lambda q: q["from"] == JID(f"{room}/ray"),
+                                      timeout=STEP * 2)
+            err = ("<message xmlns='{ns}' type='error' from='ray@{raw}/x' to='{room}'>"
+                   "<error type='{ty}'><{cond} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+                   "</error></message>")
+            # A link failure: ray stays.
+            r.send(err.format(ns=NS_SERVER, raw=RAW, room=room, ty="wait",
+                              cond="remote-server-timeout"))
+            alice.send_message(mto=room, mbody="still with us", mtype="groupchat")
+            await room_message(alice, room, "still with us")
+            occupants = await alice.plugin["xep_0045"].get_roles_list(
+                JID(room), "participant", timeout=STEP)
+            assert "ray" in occupants, occupants
+            # The session is gone: ray leaves with 333.
+            r.send(err.format(ns=NS_SERVER, raw=RAW, room=room, ty="cancel",
+                              cond="service-unavailable"))
+            gone = await alice.next_presence(
+                lambda q: q["from"] == JID(f"{room}/ray") and q["type"] == "unavailable",
+                timeout=STEP * 2)
+            x = gone.xml.find(f"{{{NS_MUC_USER}}}x")
+            assert "333" in {s.get("code") for s in x.findall(f"{{{NS_MUC_USER}}}status")}
+            r.sock.close()
+
+    run(scenario(), 60)

@@ -129,6 +129,19 @@ pub async fn route(core: &Arc<Core>, from: &FullJid, stanza: &Element, to: &Jid)
         if kind == Some(Kind::Iq) {
             // An occupant answering an IQ the room forwarded (ping.rs).
             core.iq_out.resolve_in_order(stanza).await;
+        } else if ty == "error"
+            && crate::s2s::is_remote(core, from.domain().as_str())
+            && session_gone(stanza)
+        {
+            // Another server saying its user's session is gone: the user
+            // leaves the room instead of lingering as a ghost (XEP-0045
+            // status 333). Link failures (remote-server-*) may pass, and a
+            // local client's own error changes nothing.
+            if let Some(n) = to.node() {
+                if let Some(room) = existing(core, n.as_str()).await {
+                    presence::unreachable(core, &room, from).await;
+                }
+            }
         }
         return;
     }
@@ -163,6 +176,23 @@ pub async fn route(core: &Arc<Core>, from: &FullJid, stanza: &Element, to: &Jid)
         (Some(Kind::Iq), Some(nick)) => ping::to_occupant(core, from, &node, &nick, stanza).await,
         (None, _) => {}
     }
+}
+
+/// Whether an error from another server says the addressed session no
+/// longer exists.
+fn session_gone(stanza: &Element) -> bool {
+    const GONE: &[&str] = &[
+        "recipient-unavailable",
+        "service-unavailable",
+        "item-not-found",
+        "gone",
+    ];
+    stanza
+        .get_child("error", crate::xml::ns::CLIENT)
+        .is_some_and(|e| {
+            e.children()
+                .any(|c| c.ns() == crate::xml::ns::STANZAS && GONE.contains(&c.name()))
+        })
 }
 
 /// Answer an IQ request with a result or an error.

@@ -369,6 +369,23 @@ fn nick_change_presence(core: &Core, r: &Room, occ: &Occupant, new: &str, own: b
 
 /// `from` left the room (or its session ended).
 pub async fn leave(core: &Arc<Core>, room: &RoomRef, from: &FullJid, status: Option<String>) {
+    leave_with(core, room, from, status, &[]).await
+}
+
+/// `from` cannot be reached (its server says the session is gone): it is
+/// taken out of the room with status 333 so it does not linger as a ghost.
+pub async fn unreachable(core: &Arc<Core>, room: &RoomRef, from: &FullJid) {
+    leave_with(core, room, from, None, &[333]).await
+}
+
+/// `from` leaves, everyone hearing `codes` with it.
+async fn leave_with(
+    core: &Arc<Core>,
+    room: &RoomRef,
+    from: &FullJid,
+    status: Option<String>,
+    codes: &[u16],
+) {
     let mut r = room.lock().await;
     let Some(idx) = r.occupants.iter().position(|o| o.has(from)) else {
         return;
@@ -384,14 +401,15 @@ pub async fn leave(core: &Arc<Core>, room: &RoomRef, from: &FullJid, status: Opt
         s.presence = payload;
     }
     occ.sessions.retain(|s| s.jid == *from);
-    let mut own = occupant_presence(core, &r, &occ, true, &[110]);
+    let own_codes: Vec<u16> = codes.iter().copied().chain([110]).collect();
+    let mut own = occupant_presence(core, &r, &occ, true, &own_codes);
     attr_set(&mut own, "type", "unavailable");
     send_to(core, from, own);
     r.occupants[idx].sessions.retain(|s| s.jid != *from);
     if r.occupants[idx].sessions.is_empty() {
         r.occupants.remove(idx);
         tracing::debug!(room = %r.jid, nick = %occ.nick, "left");
-        let mut p = occupant_presence(core, &r, &occ, true, &[]);
+        let mut p = occupant_presence(core, &r, &occ, true, codes);
         attr_set(&mut p, "type", "unavailable");
         send_all(core, &r, &p);
     }
