@@ -1494,18 +1494,9 @@ def test_dialback_for_the_group_chat_service(fed, fkith):
             dbpeer = DialbackPeer(fed, fkith, local=GROUPS, until=b"</presence>", reply=reply,
                                   linger=b"subject")
             try:
-                r, feats = await asyncio.to_thread(
-                    raw_peer, fed, fkith, DIALBACK, (fed.db_cert, fed.db_key), GROUPS)
+                r, feats = await enter_over_raw(fed, fkith, alice, room, DIALBACK,
+                                                (fed.db_cert, fed.db_key), "dora")
                 assert [m.text for m in feats.iter(f"{{{NS_SASL}}}mechanism")] == ["EXTERNAL"]
-                r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
-                assert (await asyncio.to_thread(r.element)).tag == f"{{{NS_SASL}}}success"
-                r._new_parser()
-                r.send(s2s_header(DIALBACK, GROUPS))
-                await asyncio.to_thread(r.features)
-                r.send(f"<presence xmlns='{NS_SERVER}' from='dora@{DIALBACK}/x' "
-                       f"to='{room}/dora'><x xmlns='{NS_MUC}'/></presence>")
-                await alice.next_presence(lambda q: q["from"] == JID(f"{room}/dora"),
-                                          timeout=STEP * 2)
                 await room_message(alice, room, "over bidi")
                 await asyncio.to_thread(dbpeer.join, STEP * 3)
                 assert dbpeer.error is None, f"{dbpeer.error!r}; {dbpeer.received[-500:]!r}"
@@ -1532,25 +1523,39 @@ def test_a_stream_for_one_kith_domain_carries_nothing_for_the_other(fed, fkith):
     assert stream_error(r) == "host-unknown"
 
 
+async def enter_over_raw(fed, fkith, alice, room, domain, creds, nick):
+    """nick@DOMAIN/x enters ROOM over a raw s2s stream authenticated (SASL EXTERNAL, with
+    CREDS) for the group chat service; alice sees it come. Returns the stream and the
+    features offered before authentication."""
+    r, feats = await asyncio.to_thread(raw_peer, fed, fkith, domain, creds, GROUPS)
+    r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
+    assert (await asyncio.to_thread(r.element)).tag == f"{{{NS_SASL}}}success"
+    r._new_parser()
+    r.send(s2s_header(domain, GROUPS))
+    await asyncio.to_thread(r.features)
+    r.send(f"<presence xmlns='{NS_SERVER}' from='{nick}@{domain}/x' "
+           f"to='{room}/{nick}'><x xmlns='{NS_MUC}'/></presence>")
+    await alice.next_presence(lambda q: q["from"] == JID(f"{room}/{nick}"), timeout=STEP * 2)
+    return r, feats
+
+
+async def raw_occupant(fed, fkith, alice, prefix):
+    """An open room of alice's with ray@raw.fedtest in it; returns the room and ray's
+    stream."""
+    room = await create_room(alice, f"{prefix}{secrets.token_hex(3)}", "mum",
+                             **{"muc#roomconfig_membersonly": False})
+    r, _ = await enter_over_raw(fed, fkith, alice, room, RAW, (fed.raw_cert, fed.raw_key),
+                                "ray")
+    return room, r
+
+
 def test_a_room_answer_that_cannot_be_delivered_stays_inside(fed, fkith):
     """raw.fedtest has no DNS record: a room's answers to its user cannot be delivered.
     The failure comes back to the room inside Kith — Kith never opens a federation
     stream to its own group chat service — and the room goes on working."""
     async def scenario():
         async with on(fkith, f"alice@{KITH}") as alice:
-            room = await create_room(alice, f"lost{secrets.token_hex(3)}", "mum",
-                                     **{"muc#roomconfig_membersonly": False})
-            r, _ = await asyncio.to_thread(
-                raw_peer, fed, fkith, RAW, (fed.raw_cert, fed.raw_key), GROUPS)
-            r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
-            assert (await asyncio.to_thread(r.element)).tag == f"{{{NS_SASL}}}success"
-            r._new_parser()
-            r.send(s2s_header(RAW, GROUPS))
-            await asyncio.to_thread(r.features)
-            r.send(f"<presence xmlns='{NS_SERVER}' from='ray@{RAW}/x' "
-                   f"to='{room}/ray'><x xmlns='{NS_MUC}'/></presence>")
-            await alice.next_presence(lambda q: q["from"] == JID(f"{room}/ray"),
-                                      timeout=STEP * 2)
+            room, r = await raw_occupant(fed, fkith, alice, "lost")
             # The room still answers its local occupant.
             alice.send_message(mto=room, mbody="still here", mtype="groupchat")
             await room_message(alice, room, "still here")
@@ -1572,19 +1577,7 @@ def test_an_occupant_whose_server_says_it_is_gone_leaves_the_room(fed, fkith):
     of lingering as a ghost; an error that only says the link failed changes nothing."""
     async def scenario():
         async with on(fkith, f"alice@{KITH}") as alice:
-            room = await create_room(alice, f"ghost{secrets.token_hex(3)}", "mum",
-                                     **{"muc#roomconfig_membersonly": False})
-            r, _ = await asyncio.to_thread(
-                raw_peer, fed, fkith, RAW, (fed.raw_cert, fed.raw_key), GROUPS)
-            r.send(f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>")
-            assert (await asyncio.to_thread(r.element)).tag == f"{{{NS_SASL}}}success"
-            r._new_parser()
-            r.send(s2s_header(RAW, GROUPS))
-            await asyncio.to_thread(r.features)
-            r.send(f"<presence xmlns='{NS_SERVER}' from='ray@{RAW}/x' "
-                   f"to='{room}/ray'><x xmlns='{NS_MUC}'/></presence>")
-            await alice.next_presence(lambda q: q["from"] == JID(f"{room}/ray"),
-                                      timeout=STEP * 2)
+            room, r = await raw_occupant(fed, fkith, alice, "ghost")
             err = ("<message xmlns='{ns}' type='error' from='ray@{raw}/x' to='{room}'>"
                    "<error type='{ty}'><{cond} xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
                    "</error></message>")
