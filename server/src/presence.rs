@@ -220,7 +220,8 @@ async fn available_presence(core: &Arc<Core>, session: &Arc<SessionHandle>, p: E
         }
     }
     for s in &others {
-        if let Some(last) = s.state().last() {
+        let last = s.state().last();
+        if let Some(last) = last {
             session.send(with_to(&last, session.jid.as_str()));
         }
     }
@@ -314,7 +315,11 @@ pub fn send_current_presence(core: &Core, owner: &BareJid, contact: &BareJid, av
         return;
     }
     for s in sessions {
-        if let Some(last) = s.state().last() {
+        // Not `if let … = s.state().last()`: the guard would stay held while
+        // the contact's sessions are locked, and two sessions doing this
+        // towards each other deadlock.
+        let last = s.state().last();
+        if let Some(last) = last {
             deliver::to_available(core, contact, &with_to(&last, contact.as_str()));
         }
     }

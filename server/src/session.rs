@@ -269,7 +269,8 @@ impl SessionHandle {
     /// Resolves when the session was kicked, with the reason.
     pub async fn kicked(&self) -> Kick {
         loop {
-            if let Some(k) = *self.kick.lock().unwrap_or_else(|e| e.into_inner()) {
+            let kick = *self.kick.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(k) = kick {
                 return k;
             }
             self.kicked.notified().await;

@@ -210,7 +210,8 @@ async fn reprobe(core: &Arc<Core>, me: &BareJid, jids: &[String]) {
         }
         if item.subscription.has_to() {
             for theirs in available(core, &contact) {
-                if let Some(p) = theirs.state().last() {
+                let last = theirs.state().last();
+                if let Some(p) = last {
                     crate::deliver::to_available(core, me, &p);
                 }
             }

@@ -206,7 +206,8 @@ pub async fn presence(core: &Arc<Core>, p: &Element, from: &Jid, owner: &BareJid
 
 /// The remote resource answered (or not) the disco#info question behind `c`.
 async fn learned(core: &Arc<Core>, full: &FullJid, c: &Claim, reply: Option<Element>) {
-    let waiting = match core.caps.remote.lock().querying.remove(full) {
+    let querying = core.caps.remote.lock().querying.remove(full);
+    let waiting = match querying {
         Some((key, waiting)) if key == c.key => waiting,
         _ => return, // gone offline, or changed its claim meanwhile
     };

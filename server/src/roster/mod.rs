@@ -114,12 +114,18 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
         }
         let user = username(&me).to_string();
         let db = &cx.core.db;
-        let mut item = db
-            .roster_item(&user, contact.as_str())
-            .await
-            .map_err(storage_err)?
-            .unwrap_or_else(|| Item::new(contact.as_str()));
+        let read = |contact: &BareJid| {
+            let contact = contact.as_str().to_string();
+            let user = user.clone();
+            async move {
+                db.roster_item(&user, &contact)
+                    .await
+                    .map_err(storage_err)
+                    .map(|i| i.unwrap_or_else(|| Item::new(&contact)))
+            }
+        };
         if item_el.attr("subscription") == Some("remove") {
+            let item = read(&contact).await?;
             if !item.in_roster && item.is_empty() {
                 return Err(StanzaError::item_not_found());
             }
@@ -127,13 +133,9 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             for t in [SubType::Unsubscribe, SubType::Unsubscribed] {
                 subscription(cx.core, cx.session, t, &contact, None).await;
             }
-            let mut gone = db
-                .roster_item(&user, contact.as_str())
-                .await
-                .map_err(storage_err)?
-                .unwrap_or_else(|| Item::new(contact.as_str()));
-            gone = Item {
-                contact: gone.contact,
+            let _roster = roster_lock(&me).lock().await;
+            let gone = Item {
+                contact: read(&contact).await?.contact,
                 ..Item::default()
             };
             let ver = db.roster_put(&user, &gone).await.map_err(storage_err)?;
@@ -152,6 +154,10 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
         if dedup.len() != groups.len() {
             return Err(StanzaError::bad_request().with_text("duplicate group"));
         }
+        // Under the account's roster lock: a subscription change at the same
+        // moment is neither lost nor overwritten with the old state.
+        let _roster = roster_lock(&me).lock().await;
+        let mut item = read(&contact).await?;
         item.name = item_el
             .attr("name")
             .filter(|n| !n.is_empty())

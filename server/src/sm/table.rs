@@ -97,7 +97,8 @@ impl Table {
 
     /// Forget a resumption id (a `<resume/>` waiting for it gives up at once).
     pub fn remove(&self, id: &str) {
-        if let Some(e) = self.lock().remove(id) {
+        let entry = self.lock().remove(id);
+        if let Some(e) = entry {
             e.hibernated.notify_one();
         }
     }
