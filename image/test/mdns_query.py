@@ -51,8 +51,8 @@ def read_name(msg, i):
         i += 1 + n
 
 
-def answers(msg):
-    out = []
+def records(msg):
+    """Every resource record of a reply, as (name, type, data)."""
     _, _, qd, an, ns, ar = struct.unpack("!HHHHHH", msg[:12])
     i = 12
     for _ in range(qd):
@@ -62,27 +62,18 @@ def answers(msg):
         i = skip_name(msg, i)
         rtype, _, _, rdlen = struct.unpack("!HHIH", msg[i : i + 10])
         i += 10
-        rdata = msg[i : i + rdlen]
+        yield rname, rtype, msg[i : i + rdlen]
         i += rdlen
+
+
+def answers(msg):
+    out = []
+    for rname, rtype, rdata in records(msg):
         if rname.lower().rstrip(".") == name.lower().rstrip("."):
-            if rtype == 1 and rdlen == 4:
+            if rtype == 1 and len(rdata) == 4:
                 out.append(socket.inet_ntop(socket.AF_INET, rdata))
-            elif rtype == 28 and rdlen == 16:
+            elif rtype == 28 and len(rdata) == 16:
                 out.append(socket.inet_ntop(socket.AF_INET6, rdata))
-    return out
-
-
-def record_names(msg):
-    """The names of every record in a reply (a renamed host shows up here)."""
-    _, _, qd, an, ns, ar = struct.unpack("!HHHHHH", msg[:12])
-    i, out = 12, []
-    for _ in range(qd):
-        i = skip_name(msg, i) + 4
-    for _ in range(an + ns + ar):
-        out.append(read_name(msg, i))
-        i = skip_name(msg, i)
-        rdlen = struct.unpack("!H", msg[i + 8 : i + 10])[0]
-        i += 10 + rdlen
     return out
 
 
@@ -121,7 +112,8 @@ while time.monotonic() < deadline and not found:
             msg, src = s.recvfrom(9000)
             try:
                 if len(heard) < 20:
-                    heard.append((src[0], sorted(set(record_names(msg)))))
+                    # The names of every record: a renamed host shows up here.
+                    heard.append((src[0], sorted({r[0] for r in records(msg)})))
                 for a in answers(msg):
                     if a not in found:
                         print(f"{name} -> {a} (answered by {src[0]})")

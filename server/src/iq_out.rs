@@ -215,8 +215,8 @@ fn same_address(a: &str, b: &str) -> bool {
     }
 }
 
-/// The error condition of an `<iq type='error'/>` and its type (`cancel`,
-/// `auth`, `wait`, …), if it is one.
+/// The error condition of a stanza of type `error` (an IQ, message or
+/// presence) and its type (`cancel`, `auth`, `wait`, …), if it is one.
 pub fn error_of(iq: &Element) -> Option<(String, String)> {
     if iq.attr("type") != Some("error") {
         return None;

@@ -129,10 +129,7 @@ pub async fn route(core: &Arc<Core>, from: &FullJid, stanza: &Element, to: &Jid)
         if kind == Some(Kind::Iq) {
             // An occupant answering an IQ the room forwarded (ping.rs).
             core.iq_out.resolve_in_order(stanza).await;
-        } else if ty == "error"
-            && crate::s2s::is_remote(core, from.domain().as_str())
-            && session_gone(stanza)
-        {
+        } else if crate::s2s::is_remote(core, from.domain().as_str()) && session_gone(stanza) {
             // Another server saying its user's session is gone: the user
             // leaves the room instead of lingering as a ghost (XEP-0045
             // status 333). Link failures (remote-server-*) may pass, and a
@@ -187,12 +184,7 @@ fn session_gone(stanza: &Element) -> bool {
         "item-not-found",
         "gone",
     ];
-    stanza
-        .get_child("error", crate::xml::ns::CLIENT)
-        .is_some_and(|e| {
-            e.children()
-                .any(|c| c.ns() == crate::xml::ns::STANZAS && GONE.contains(&c.name()))
-        })
+    crate::iq_out::error_of(stanza).is_some_and(|(condition, _)| GONE.contains(&&*condition))
 }
 
 /// Answer an IQ request with a result or an error.

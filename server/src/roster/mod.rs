@@ -114,18 +114,8 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
         }
         let user = username(&me).to_string();
         let db = &cx.core.db;
-        let read = |contact: &BareJid| {
-            let contact = contact.as_str().to_string();
-            let user = user.clone();
-            async move {
-                db.roster_item(&user, &contact)
-                    .await
-                    .map_err(storage_err)
-                    .map(|i| i.unwrap_or_else(|| Item::new(&contact)))
-            }
-        };
         if item_el.attr("subscription") == Some("remove") {
-            let item = read(&contact).await?;
+            let item = item_of(db, &user, &contact).await?;
             if !item.in_roster && item.is_empty() {
                 return Err(StanzaError::item_not_found());
             }
@@ -135,7 +125,7 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             }
             let _roster = roster_lock(&me).lock().await;
             let gone = Item {
-                contact: read(&contact).await?.contact,
+                contact: contact.to_string(),
                 ..Item::default()
             };
             let ver = db.roster_put(&user, &gone).await.map_err(storage_err)?;
@@ -157,7 +147,7 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
         // Under the account's roster lock: a subscription change at the same
         // moment is neither lost nor overwritten with the old state.
         let _roster = roster_lock(&me).lock().await;
-        let mut item = read(&contact).await?;
+        let mut item = item_of(db, &user, &contact).await?;
         item.name = item_el
             .attr("name")
             .filter(|n| !n.is_empty())
@@ -181,6 +171,19 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
         push(cx.core, &me, &item, ver, false);
         Ok(None)
     })
+}
+
+/// `user`'s item for `contact`, a fresh one when there is none.
+async fn item_of(
+    db: &crate::storage::Db,
+    user: &str,
+    contact: &BareJid,
+) -> Result<Item, StanzaError> {
+    Ok(db
+        .roster_item(user, contact.as_str())
+        .await
+        .map_err(storage_err)?
+        .unwrap_or_else(|| Item::new(contact.as_str())))
 }
 
 /// Push a changed item to every interested resource of `owner` (RFC 6121 §2.1.6).
