@@ -3,7 +3,9 @@
 #
 # - Debian packages the tests use (openssl, for the e2e tests' throw-away CA; prosody,
 #   ejabberd and dnsmasq for the federation tests), installed
-#   with apt-get only when missing (apt-get update only then, too).
+#   with apt-get only when missing (apt-get update only then, too), through
+#   scripts/lib/apt.sh, which also brings a preinstalled package of the same source at a
+#   version no configured suite offers to the suite's version.
 # - A virtualenv at <repo>/.venv with the exact pins of tests/requirements.txt.
 # - tests/web/node_modules: Converse.js and playwright-core, exact pins from
 #   tests/web/package-lock.json (`npm ci`); the browser is Debian's chromium, never a
@@ -16,6 +18,22 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 venv="$root/.venv"
 python="${PYTHON:-python3}"
+
+# Preconditions this script cannot install: say which one is missing, and stop.
+fail() { echo "setup.sh: $*" >&2; exit 1; }
+if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null 2>&1; then
+    fail "needs root (or sudo) to install Debian packages and to run the image and namespace tests"
+fi
+case ":$PATH:" in
+    *:/usr/sbin:*|*:/sbin:*) ;;
+    *) export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+       echo "setup.sh: /usr/sbin was not on PATH; added for this run" ;;
+esac
+command -v cargo >/dev/null 2>&1 || fail "no Rust toolchain: cargo is not on PATH"
+cargo fmt --version >/dev/null 2>&1 || fail "the Rust toolchain has no rustfmt (rustup component add rustfmt)"
+cargo clippy --version >/dev/null 2>&1 || fail "the Rust toolchain has no clippy (rustup component add clippy)"
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' ||
+    fail "needs Python 3.11 or newer ($python is $("$python" --version 2>&1))"
 
 # Debian packages: command -> package.
 # prosody, ejabberd and dnsmasq: the real federation peers and their DNS (test_federation.py);
@@ -31,11 +49,10 @@ if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3-venv)
 fi
 if ((${#missing[@]})); then
-    sudo=""
-    [[ $(id -u) -eq 0 ]] || sudo="sudo"
     echo "setup.sh: installing Debian packages: ${missing[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    # shellcheck source=../scripts/lib/apt.sh
+    source "$root/scripts/lib/apt.sh"
+    apt_ensure --with-recommends "${missing[@]}"
 fi
 
 # The venv is rebuilt only when requirements.txt changed since it was last filled.

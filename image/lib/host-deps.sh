@@ -2,6 +2,8 @@
 # Installs the build machine's tools for the image: Debian's aarch64 cross toolchain and
 # Rust, mmdebstrap + qemu-user for the arm64 root filesystem, the image tools, and
 # qemu-system-aarch64 for the boot test. Idempotent: does nothing when all are there.
+# A preinstalled package at a version no configured suite offers (e.g. a backports
+# qemu-utils) is brought to the suite's version: see scripts/lib/apt.sh.
 set -euo pipefail
 
 PKGS=(
@@ -15,26 +17,13 @@ PKGS=(
   qemu-system-arm qemu-utils iproute2 python3
 )
 
-missing=()
-have_arm64=0
-dpkg --print-foreign-architectures | grep -qx arm64 && have_arm64=1
-if [[ $have_arm64 == 1 ]]; then
-  for p in "${PKGS[@]}"; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || missing+=("$p")
-  done
-else
-  missing=("${PKGS[@]}")
+# shellcheck source=../../scripts/lib/apt.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/apt.sh"
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  dpkg --add-architecture arm64
+  _apt_updated=0
 fi
-
-if ((${#missing[@]})); then
-  echo "host-deps: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  [[ $have_arm64 == 1 ]] || dpkg --add-architecture arm64
-  timeout 600 apt-get update -q
-  timeout 1200 apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-  echo "host-deps: all present"
-fi
+apt_ensure "${PKGS[@]}"
 
 # mmdebstrap runs arm64 maintainer scripts through qemu-user: binfmt_misc must know
 # the aarch64 interpreter (containers often have neither the mount nor the entry).

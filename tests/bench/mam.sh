@@ -75,7 +75,9 @@ stop_pid "$pid"
 # ---------------------------------------------------------------- Prosody
 if command -v prosody >/dev/null && ! ls /usr/lib/*/lua/5.4/dbd/sqlite3.so >/dev/null 2>&1; then
   log "installing lua-dbi-sqlite3 (Prosody's SQL storage driver) from Debian"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua-dbi-sqlite3 >/dev/null || true
+  # shellcheck source=../../scripts/lib/apt.sh
+  source "$ROOT/scripts/lib/apt.sh"
+  apt_ensure lua-dbi-sqlite3 >/dev/null || true
 fi
 if ! command -v prosody >/dev/null || ! ls /usr/lib/*/lua/5.4/dbd/sqlite3.so >/dev/null 2>&1; then
   log "prosody or lua-dbi-sqlite3 missing: no Prosody column"

@@ -104,9 +104,10 @@ install_peers() {
     return 0
   fi
   log "installing prosody and ejabberd from Debian"
-  apt-get update -qq
   # The packages' own services stay off: policy-rc.d or no init; we never use them.
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody ejabberd >/dev/null
+  # shellcheck source=../../scripts/lib/apt.sh
+  source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/apt.sh"
+  apt_ensure --with-recommends prosody ejabberd >/dev/null
 }
 
 make_cert() {
@@ -356,7 +357,9 @@ install_muc_sql() {
   if ! ls /usr/lib/*/lua/5.4/dbd/sqlite3.so >/dev/null 2>&1 ||
     ! ls -d /usr/lib/erlang/lib/p1_sqlite3-* >/dev/null 2>&1; then
     log "installing lua-dbi-sqlite3 and erlang-p1-sqlite3 from Debian"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lua-dbi-sqlite3 erlang-p1-sqlite3 >/dev/null
+    # shellcheck source=../../scripts/lib/apt.sh
+    source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib/apt.sh"
+    apt_ensure lua-dbi-sqlite3 erlang-p1-sqlite3 >/dev/null
   fi
 }
 
