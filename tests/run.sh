@@ -6,6 +6,8 @@
 #   KITH_SKIP_IMAGE=1 ...   everything but the (slow) image build and qemu boot test
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian's administration tools (ip, nft, mkfs, sfdisk) live in /usr/sbin.
+case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" ;; esac
 started=$(date +%s)
 step() { printf '\n=== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 
