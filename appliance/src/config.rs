@@ -131,6 +131,7 @@ pub struct TlsFile {
 pub struct LimitsFile {
     pub stanza_size: Option<usize>,
     pub connections_per_ip: Option<usize>,
+    pub pre_auth_buffer_total: Option<usize>,
     pub auth_failures_per_minute: Option<u32>,
     pub auth_timeout_secs: Option<u64>,
     pub session_queue: Option<usize>,
@@ -252,6 +253,14 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     }
     if let Some(v) = lf.connections_per_ip {
         l.connections_per_ip = v;
+    }
+    if let Some(v) = lf.pre_auth_buffer_total {
+        if v != 0 && v < 64 * 1024 {
+            return Err(format!(
+                "limits.pre_auth_buffer_total: {v} is below 65536 bytes (0 means unlimited)"
+            ));
+        }
+        l.pre_auth_buffer_total = v;
     }
     if let Some(v) = lf.auth_failures_per_minute {
         l.auth_failures_per_minute = v;

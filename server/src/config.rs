@@ -208,6 +208,10 @@ pub struct Limits {
     pub stanza_size: usize,
     /// Largest stanza before authentication, in bytes.
     pub pre_auth_stanza_size: usize,
+    /// Bytes all unauthenticated connections together may make the server
+    /// buffer (partial stanzas and headers); a connection asking for more is
+    /// closed with `<resource-constraint/>`. 0 means unlimited.
+    pub pre_auth_buffer_total: usize,
     /// Deepest element nesting inside a stanza (the stanza itself is depth 1).
     pub max_depth: usize,
     /// Most attributes on one element.
@@ -249,6 +253,7 @@ impl Default for Limits {
         Limits {
             stanza_size: 256 * 1024,
             pre_auth_stanza_size: 8 * 1024,
+            pre_auth_buffer_total: 8 * 1024 * 1024,
             max_depth: 32,
             max_attributes: 64,
             connections_per_ip: 100,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
-use crate::limits::{AuthLimiter, ConnLimiter};
+use crate::limits::{AuthLimiter, ByteBudget, ConnLimiter};
 use crate::registry::{Registry, SessionEvent};
 use crate::router::Sessions;
 use crate::session::SessionHandle;
@@ -25,6 +25,8 @@ pub struct Core {
     pub tls: TlsContext,
     pub conn_limiter: Arc<ConnLimiter>,
     pub auth_limiter: AuthLimiter,
+    /// Bytes all unauthenticated peers together may make the server buffer.
+    pub pre_auth_budget: Arc<ByteBudget>,
     /// Key that derives fake SCRAM parameters for unknown accounts.
     pub scram_secret: Vec<u8>,
     /// XEP-0191 blocklists, loaded on first use (see `blocking/list.rs`).
@@ -63,6 +65,7 @@ impl Core {
             domain: config.domain.clone(),
             conn_limiter: ConnLimiter::new(config.limits.connections_per_ip),
             auth_limiter: AuthLimiter::new(config.limits.auth_failures_per_minute),
+            pre_auth_budget: ByteBudget::new(config.limits.pre_auth_buffer_total),
             config,
             db,
             registry,

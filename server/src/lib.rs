@@ -13,6 +13,7 @@ mod component;
 pub mod config;
 mod core;
 mod deliver;
+mod files;
 mod iq_out;
 mod limits;
 mod mam;
@@ -43,6 +44,7 @@ pub use config::{
     Archive, Config, Limits, Listen, MucConfig, PingConfig, PushConfig, S2s, Secret, TlsFiles,
     UploadConfig,
 };
+pub use limits::{addr_key, ConnLimiter, ConnPermit};
 pub use server::{BoundAddrs, Server, StartError};
 pub use storage::fast::TokenHolder;
 pub use stream::framed::{FramedError, FramedReceiver, FramedSender, NS_FRAMING};

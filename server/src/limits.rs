@@ -1,7 +1,13 @@
-//! Per-IP connection counting and failed-login rate limiting.
+//! What anonymous peers may cost: connections per address, the bytes buffered for
+//! unauthenticated streams across all of them, and login attempts.
+//!
+//! An "address" is an IPv4 address or an IPv6 /64 ([`addr_key`]): one household or
+//! one attacker gets a whole /64 from its provider, so counting single IPv6
+//! addresses would give an attacker 2^64 slots.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -10,7 +16,22 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Counts open connections per IP address.
+/// The key limits count under: IPv4 addresses as they are (IPv4-mapped IPv6
+/// addresses as IPv4), IPv6 addresses by their /64 prefix.
+pub fn addr_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
+/// Counts open connections per address ([`addr_key`]).
 #[derive(Debug, Default)]
 pub struct ConnLimiter {
     max: usize,
@@ -20,11 +41,11 @@ pub struct ConnLimiter {
 /// Held while a connection is open; releases its slot on drop.
 pub struct ConnPermit {
     limiter: Arc<ConnLimiter>,
-    ip: IpAddr,
+    key: IpAddr,
 }
 
 impl ConnLimiter {
-    /// A limiter allowing `max` connections per IP (0: unlimited).
+    /// A limiter allowing `max` connections per address (0: unlimited).
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(ConnLimiter {
             max,
@@ -32,17 +53,18 @@ impl ConnLimiter {
         })
     }
 
-    /// Take a slot for `ip`, or `None` when it already has `max` connections.
+    /// Take a slot for `ip`, or `None` when its address already has `max` connections.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnPermit> {
+        let key = addr_key(ip);
         let mut open = lock(&self.open);
-        let n = open.entry(ip).or_insert(0);
+        let n = open.entry(key).or_insert(0);
         if self.max != 0 && *n >= self.max {
             return None;
         }
         *n += 1;
         Some(ConnPermit {
             limiter: self.clone(),
-            ip,
+            key,
         })
     }
 }
@@ -50,29 +72,173 @@ impl ConnLimiter {
 impl Drop for ConnPermit {
     fn drop(&mut self) {
         let mut open = lock(&self.limiter.open);
-        if let Some(n) = open.get_mut(&self.ip) {
+        if let Some(n) = open.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.ip);
+                open.remove(&self.key);
             }
         }
     }
 }
 
-/// Failed logins per minute, per IP and per account.
+/// One budget of bytes shared by many holders: the memory that unauthenticated
+/// peers together may make the server buffer. Each stream holds a [`Charge`]
+/// for what it buffers now; when the sum would pass the budget, the stream
+/// asking for more is refused (and closed), whoever holds the rest.
+#[derive(Debug)]
+pub struct ByteBudget {
+    max: usize,
+    used: AtomicUsize,
+}
+
+impl ByteBudget {
+    /// A budget of `max` bytes (0: unlimited).
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(ByteBudget {
+            max,
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes charged right now.
+    #[cfg(test)]
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// A new charge of zero bytes against this budget.
+    pub fn charge(self: &Arc<Self>) -> Charge {
+        Charge {
+            budget: self.clone(),
+            held: 0,
+        }
+    }
+}
+
+/// One holder's share of a [`ByteBudget`]; given back on drop.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<ByteBudget>,
+    held: usize,
+}
+
+impl Charge {
+    /// Hold `bytes` from now on (more or less than before). `false` when growing
+    /// to `bytes` would pass the budget; the charge then keeps what it held.
+    pub fn set(&mut self, bytes: usize) -> bool {
+        if bytes <= self.held {
+            self.budget
+                .used
+                .fetch_sub(self.held - bytes, Ordering::Relaxed);
+            self.held = bytes;
+            return true;
+        }
+        let more = bytes - self.held;
+        let before = self.budget.used.fetch_add(more, Ordering::Relaxed);
+        if self.budget.max != 0 && before + more > self.budget.max {
+            self.budget.used.fetch_sub(more, Ordering::Relaxed);
+            return false;
+        }
+        self.held = bytes;
+        true
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.used.fetch_sub(self.held, Ordering::Relaxed);
+    }
+}
+
+/// Login attempts per minute, per address and per account.
+///
+/// An attempt counts when it *starts* ([`AuthLimiter::begin`]), so parallel
+/// connections cannot run more guesses than the limit before the first one
+/// fails; a successful login gives its count back. The per-account count
+/// applies only to addresses the account has not logged in from lately and to
+/// password logins: the owner's devices (a known address, or a FAST token,
+/// which no one can guess) still get in while someone elsewhere guesses the
+/// password. The per-address count applies to everyone.
 #[derive(Debug)]
 pub struct AuthLimiter {
     per_minute: u32,
     window: Duration,
-    by_ip: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    by_addr: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     by_account: Mutex<HashMap<String, (Instant, u32)>>,
+    /// Addresses each account logged in from lately (at most [`KNOWN_PER_ACCOUNT`]).
+    known: Mutex<HashMap<String, Vec<(IpAddr, Instant)>>>,
 }
 
 /// Entries kept before old windows are swept.
 const SWEEP_AT: usize = 10_000;
+/// Addresses remembered per account as "the owner's".
+const KNOWN_PER_ACCOUNT: usize = 8;
+/// How long a successful login makes its address known to the account.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Why an attempt may not start now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttled {
+    /// Too many attempts from this address.
+    Address,
+    /// Too many attempts on this account from addresses it does not know.
+    Account,
+}
+
+/// How an attempt proves itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proof {
+    /// A password (PLAIN, SCRAM): guessable, so the per-account limit applies.
+    Password,
+    /// A FAST token: not guessable, so only the per-address limit applies.
+    Token,
+}
+
+/// A login attempt in progress. It stays counted unless [`Attempt::succeeded`]
+/// is called: a failed, abandoned or cut-off attempt counts alike.
+#[must_use = "an attempt that is dropped counts as failed"]
+pub struct Attempt<'a> {
+    limiter: &'a AuthLimiter,
+    addr: IpAddr,
+    account: String,
+    counted_account: bool,
+}
+
+impl Attempt<'_> {
+    /// The login succeeded: give the count back and remember the address.
+    pub fn succeeded(self) {
+        let l = self.limiter;
+        if l.per_minute == 0 {
+            return;
+        }
+        refund(&l.by_addr, &self.addr);
+        if self.counted_account {
+            refund(&l.by_account, &self.account);
+        }
+        let mut known = lock(&l.known);
+        if known.len() >= SWEEP_AT {
+            known.retain(|_, v| {
+                v.retain(|(_, at)| at.elapsed() < KNOWN_FOR);
+                !v.is_empty()
+            });
+        }
+        let list = known.entry(self.account.clone()).or_default();
+        list.retain(|(a, _)| *a != self.addr);
+        if list.len() >= KNOWN_PER_ACCOUNT {
+            list.remove(0);
+        }
+        list.push((self.addr, Instant::now()));
+    }
+}
+
+fn refund<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, (Instant, u32)>>, key: &K) {
+    if let Some(e) = lock(map).get_mut(key) {
+        e.1 = e.1.saturating_sub(1);
+    }
+}
 
 impl AuthLimiter {
-    /// `per_minute` failures allowed (0: unlimited).
+    /// `per_minute` attempts allowed (0: unlimited).
     pub fn new(per_minute: u32) -> Self {
         Self::with_window(per_minute, Duration::from_secs(60))
     }
@@ -81,23 +247,26 @@ impl AuthLimiter {
         AuthLimiter {
             per_minute,
             window,
-            by_ip: Mutex::new(HashMap::new()),
+            by_addr: Mutex::new(HashMap::new()),
             by_account: Mutex::new(HashMap::new()),
+            known: Mutex::new(HashMap::new()),
         }
     }
 
-    fn over<K: std::hash::Hash + Eq>(
+    /// Whether `ip` logged in to `account` lately.
+    fn is_known(&self, account: &str, addr: IpAddr) -> bool {
+        lock(&self.known).get(account).is_some_and(|v| {
+            v.iter()
+                .any(|(a, at)| *a == addr && at.elapsed() < KNOWN_FOR)
+        })
+    }
+
+    /// Count one more attempt under `key` unless it is at the limit.
+    fn take<K: std::hash::Hash + Eq>(
         &self,
         map: &Mutex<HashMap<K, (Instant, u32)>>,
-        key: &K,
+        key: K,
     ) -> bool {
-        match lock(map).get(key) {
-            Some((start, n)) => start.elapsed() < self.window && *n >= self.per_minute,
-            None => false,
-        }
-    }
-
-    fn bump<K: std::hash::Hash + Eq>(&self, map: &Mutex<HashMap<K, (Instant, u32)>>, key: K) {
         let mut map = lock(map);
         if map.len() >= SWEEP_AT {
             let window = self.window;
@@ -107,22 +276,37 @@ impl AuthLimiter {
         if e.0.elapsed() >= self.window {
             *e = (Instant::now(), 0);
         }
-        e.1 += 1;
-    }
-
-    /// Whether another attempt from `ip` for `account` may be tried now.
-    pub fn allowed(&self, ip: IpAddr, account: &str) -> bool {
-        self.per_minute == 0
-            || !(self.over(&self.by_ip, &ip) || self.over(&self.by_account, &account.to_string()))
-    }
-
-    /// Record a failed attempt.
-    pub fn failed(&self, ip: IpAddr, account: &str) {
-        if self.per_minute == 0 {
-            return;
+        if e.1 >= self.per_minute {
+            return false;
         }
-        self.bump(&self.by_ip, ip);
-        self.bump(&self.by_account, account.to_string());
+        e.1 += 1;
+        true
+    }
+
+    /// Start an attempt from `ip` on `account`, counting it now.
+    pub fn begin(&self, ip: IpAddr, account: &str, proof: Proof) -> Result<Attempt<'_>, Throttled> {
+        let addr = addr_key(ip);
+        let mut attempt = Attempt {
+            limiter: self,
+            addr,
+            account: account.to_string(),
+            counted_account: false,
+        };
+        if self.per_minute == 0 {
+            return Ok(attempt);
+        }
+        let by_account = proof == Proof::Password && !self.is_known(account, addr);
+        if !self.take(&self.by_addr, addr) {
+            return Err(Throttled::Address);
+        }
+        if by_account {
+            if !self.take(&self.by_account, account.to_string()) {
+                refund(&self.by_addr, &addr);
+                return Err(Throttled::Account);
+            }
+            attempt.counted_account = true;
+        }
+        Ok(attempt)
     }
 }
 
@@ -143,18 +327,90 @@ mod tests {
     }
 
     #[test]
-    fn failures_lock_out_per_ip_and_per_account_then_expire() {
-        let l = AuthLimiter::with_window(2, Duration::from_millis(50));
+    fn an_ipv6_slash_64_is_one_address() {
+        let l = ConnLimiter::new(2);
+        let a: IpAddr = "2001:db8:1:2::1".parse().expect("v6");
+        let b: IpAddr = "2001:db8:1:2:ffff:1:2:3".parse().expect("v6");
+        let other: IpAddr = "2001:db8:1:3::1".parse().expect("v6");
+        let _p = (l.acquire(a).expect("one"), l.acquire(b).expect("two"));
+        assert!(l.acquire(a).is_none(), "the /64 is full");
+        assert!(l.acquire(other).is_some(), "the next /64 is not");
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().expect("v6");
+        assert_eq!(addr_key(mapped), IpAddr::from([192, 0, 2, 7]));
+    }
+
+    #[test]
+    fn attempts_count_when_they_start_so_parallel_ones_cannot_race() {
+        let l = AuthLimiter::with_window(3, Duration::from_secs(60));
         let ip: IpAddr = [127, 0, 0, 1].into();
-        let other: IpAddr = [127, 0, 0, 9].into();
-        assert!(l.allowed(ip, "alice"));
-        l.failed(ip, "alice");
-        l.failed(ip, "alice");
-        assert!(!l.allowed(ip, "bob"), "the IP is locked out");
-        assert!(!l.allowed(other, "alice"), "the account is locked out");
-        assert!(l.allowed(other, "bob"));
+        // Three attempts in flight at once (none has failed yet): the fourth waits.
+        let held: Vec<_> = (0..3)
+            .map(|_| {
+                l.begin(ip, "alice", Proof::Password)
+                    .expect("within the limit")
+            })
+            .collect();
+        assert_eq!(
+            l.begin(ip, "alice", Proof::Password).err(),
+            Some(Throttled::Address)
+        );
+        drop(held);
+        assert!(
+            l.begin(ip, "bob", Proof::Password).is_err(),
+            "failures stay counted"
+        );
+    }
+
+    #[test]
+    fn success_gives_the_count_back() {
+        let l = AuthLimiter::with_window(2, Duration::from_secs(60));
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        for _ in 0..10 {
+            l.begin(ip, "alice", Proof::Password)
+                .expect("never throttled")
+                .succeeded();
+        }
+    }
+
+    #[test]
+    fn guessing_from_elsewhere_does_not_lock_out_the_owner() {
+        let l = AuthLimiter::with_window(2, Duration::from_secs(60));
+        let home: IpAddr = [192, 0, 2, 1].into();
+        l.begin(home, "alice", Proof::Password)
+            .expect("ok")
+            .succeeded();
+        // An attacker spreads guesses over many addresses.
+        for i in 0..2u8 {
+            drop(
+                l.begin([198, 51, 100, i].into(), "alice", Proof::Password)
+                    .expect("counted"),
+            );
+        }
+        assert_eq!(
+            l.begin([198, 51, 100, 9].into(), "alice", Proof::Password)
+                .err(),
+            Some(Throttled::Account),
+            "the account is throttled for unknown addresses"
+        );
+        assert!(
+            l.begin(home, "alice", Proof::Password).is_ok(),
+            "the owner's address gets in"
+        );
+        assert!(
+            l.begin([203, 0, 113, 5].into(), "alice", Proof::Token)
+                .is_ok(),
+            "a device with a FAST token gets in from anywhere"
+        );
+    }
+
+    #[test]
+    fn windows_expire() {
+        let l = AuthLimiter::with_window(1, Duration::from_millis(50));
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        drop(l.begin(ip, "a", Proof::Password).expect("first"));
+        assert!(l.begin(ip, "a", Proof::Password).is_err());
         std::thread::sleep(Duration::from_millis(60));
-        assert!(l.allowed(ip, "alice"));
+        assert!(l.begin(ip, "a", Proof::Password).is_ok());
     }
 
     #[test]
@@ -162,11 +418,26 @@ mod tests {
         let l = AuthLimiter::new(0);
         let ip: IpAddr = [127, 0, 0, 1].into();
         for _ in 0..100 {
-            l.failed(ip, "a");
+            drop(l.begin(ip, "a", Proof::Password).expect("unlimited"));
         }
-        assert!(l.allowed(ip, "a"));
         let c = ConnLimiter::new(0);
         let permits: Vec<_> = (0..1000).filter_map(|_| c.acquire(ip)).collect();
         assert_eq!(permits.len(), 1000);
+    }
+
+    #[test]
+    fn a_byte_budget_is_shared_and_given_back() {
+        let b = ByteBudget::new(100);
+        let mut x = b.charge();
+        let mut y = b.charge();
+        assert!(x.set(60));
+        assert!(!y.set(50), "60 + 50 is over 100");
+        assert!(y.set(40));
+        assert_eq!(b.used(), 100);
+        assert!(x.set(10), "shrinking always works");
+        assert!(y.set(90));
+        drop(x);
+        drop(y);
+        assert_eq!(b.used(), 0);
     }
 }

@@ -140,6 +140,13 @@ pub async fn route_from_client(
         return;
     }
     let addr = addr_of(to.as_ref(), &session.jid.to_bare(), &core.domain);
+    // XEP-0191: blocking applies before any handler (archive, offline store),
+    // to remote contacts as well as local ones.
+    if let (Some(j), Addr::Bare | Addr::Full | Addr::Remote) = (&to, addr) {
+        if !crate::blocking::enforce::allow(core, session, kind, &stanza, j).await {
+            return;
+        }
+    }
     if addr == Addr::Remote {
         // Federation (s2s/): presence goes through the presence module (it
         // keeps rosters and directed presence); the rest goes out as is.
@@ -170,12 +177,6 @@ pub async fn route_from_client(
             }
         }
         return;
-    }
-    // XEP-0191: blocking applies before any handler (archive, offline store).
-    if let (Some(j), Addr::Bare | Addr::Full) = (&to, addr) {
-        if !crate::blocking::enforce::allow(core, session, kind, &stanza, j).await {
-            return;
-        }
     }
     if kind == Kind::Iq {
         return route_iq(core, session, stanza, to, addr).await;

@@ -153,27 +153,13 @@ fn generate_self_signed(
         path: p.display().to_string(),
         err: e.to_string(),
     };
-    std::fs::create_dir_all(dir).map_err(|e| write_err(dir, e))?;
-    write_private(key, signed.signing_key.serialize_pem().as_bytes())
+    crate::files::private_dir(dir).map_err(|e| write_err(dir, e))?;
+    crate::files::write_atomic(key, signed.signing_key.serialize_pem().as_bytes())
         .map_err(|e| write_err(key, e))?;
-    std::fs::write(cert, signed.cert.pem()).map_err(|e| write_err(cert, e))?;
+    crate::files::write_atomic(cert, signed.cert.pem().as_bytes())
+        .map_err(|e| write_err(cert, e))?;
     tracing::info!(cert = %cert.display(), "generated a self-signed certificate for {domain}");
     Ok(())
-}
-
-/// Write a file readable by its owner only.
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(data)?;
-    f.sync_all()
 }
 
 /// Channel-binding data of an established TLS connection (RFC 9266, RFC 5929).

@@ -37,6 +37,18 @@ impl WebHandle {
         self.core.config.limits.stanza_size
     }
 
+    /// Limits for one XML document that wraps stanzas (a BOSH `<body/>`):
+    /// the stream's depth and attribute limits plus one level for the
+    /// wrapper, and `bytes` in all. Use with [`crate::xml::parse_element`].
+    pub fn wrapper_limits(&self, bytes: usize) -> crate::xml::ParserLimits {
+        let l = &self.core.config.limits;
+        crate::xml::ParserLimits {
+            stanza_bytes: bytes,
+            depth: l.max_depth + 1,
+            attributes: l.max_attributes,
+        }
+    }
+
     /// The data directory (uploads live under it).
     pub fn data_dir(&self) -> &Path {
         &self.core.config.data_dir

@@ -7,7 +7,8 @@
 //! sends `<open/>`; `xmpp:restart='true'` sends it again after SASL;
 //! `type='terminate'` closes the stream.
 //!
-//! Bounds: at most [`MAX_SESSIONS`] sessions, [`MAX_PER_IP`] per address;
+//! Bounds: at most [`MAX_SESSIONS`] sessions, [`MAX_PER_IP`] per address (an
+//! IPv6 /64 counts as one);
 //! `wait` at most [`MAX_WAIT`]; `requests` = 2 and `hold` = 1 (a new request
 //! answers the one held before it); a repeated `rid` gets its answer again
 //! (the last two, up to [`MAX_RESEND`] bytes each); any other `rid` outside
@@ -171,26 +172,9 @@ pub async fn request(
         }
         Err(_) => return cors((StatusCode::REQUEST_TIMEOUT, "body too slow\n").into_response()),
     };
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return cors((StatusCode::BAD_REQUEST, "not UTF-8\n").into_response());
-    };
-    let Ok(el) = text.parse::<minidom::Element>() else {
+    let Ok((el, rid, children)) = parse_body(&bytes, state.xmpp.wrapper_limits(limit)) else {
         return terminate(Some("bad-request"), "");
     };
-    if !el.is("body", NS_HTTPBIND) {
-        return terminate(Some("bad-request"), "");
-    }
-    let Some(rid) = el.attr("rid").and_then(|r| r.parse::<u64>().ok()) else {
-        return terminate(Some("bad-request"), "");
-    };
-    let mut children = Vec::new();
-    for c in el.children() {
-        let mut out = Vec::new();
-        if c.write_to(&mut out).is_err() {
-            return terminate(Some("bad-request"), "");
-        }
-        children.push(String::from_utf8_lossy(&out).into_owned());
-    }
     match el.attr("sid") {
         None => create(state, peer, &el, rid, children).await,
         Some(sid) => {
@@ -200,6 +184,42 @@ pub async fn request(
             continue_session(state, s, &el, rid, children).await
         }
     }
+}
+
+/// Why a request body was refused (all answered `bad-request`).
+#[derive(Debug, PartialEq, Eq)]
+pub enum BodyError {
+    /// Not well-formed, restricted or over a limit (bytes, depth, attributes).
+    Xml(String),
+    /// Not `<body xmlns='http://jabber.org/protocol/httpbind'/>`.
+    NotBody,
+    /// No `rid`, or one that is not a number.
+    Rid,
+}
+
+/// Parse a request body through the server's bounded parser (never a tree
+/// deeper than the stream's limit): the `<body/>` element, its `rid` and its
+/// children serialised for the XMPP session.
+pub fn parse_body(
+    bytes: &[u8],
+    limits: kith_server::xml::ParserLimits,
+) -> Result<(minidom::Element, u64, Vec<String>), BodyError> {
+    let el = kith_server::xml::parse_element(bytes, limits)
+        .map_err(|e| BodyError::Xml(e.to_string()))?;
+    if !el.is("body", NS_HTTPBIND) {
+        return Err(BodyError::NotBody);
+    }
+    let rid = el
+        .attr("rid")
+        .and_then(|r| r.parse::<u64>().ok())
+        .ok_or(BodyError::Rid)?;
+    let mut children = Vec::new();
+    for c in el.children() {
+        let mut out = Vec::new();
+        kith_server::xml::serialize(c, &mut out);
+        children.push(String::from_utf8_lossy(&out).into_owned());
+    }
+    Ok((el, rid, children))
 }
 
 async fn create(
@@ -229,7 +249,7 @@ async fn create(
     let sid = random_sid();
     let s = Arc::new(Session {
         sid: sid.clone(),
-        ip: peer.ip(),
+        ip: kith_server::addr_key(peer.ip()),
         wait,
         to_xmpp: tokio::sync::Mutex::new(tx),
         out: Mutex::new(Outbox {
@@ -242,13 +262,13 @@ async fn create(
     });
     {
         let mut t = lock(&state.bosh.sessions);
-        let from_ip = t.per_ip.get(&peer.ip()).copied().unwrap_or(0);
+        let from_ip = t.per_ip.get(&s.ip).copied().unwrap_or(0);
         if t.by_sid.len() >= MAX_SESSIONS || from_ip >= MAX_PER_IP {
             tracing::warn!(%peer, "BOSH session refused: too many sessions");
             // Dropping the framed session ends it.
             return terminate(Some("policy-violation"), "");
         }
-        *t.per_ip.entry(peer.ip()).or_default() += 1;
+        *t.per_ip.entry(s.ip).or_default() += 1;
         t.by_sid.insert(sid.clone(), s.clone());
     }
     tokio::spawn(pump(rx, s.clone()));
@@ -421,4 +441,65 @@ fn random_sid() -> String {
         let _ = write!(s, "{b:02x}");
         s
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kith_server::xml::ParserLimits;
+
+    fn limits() -> ParserLimits {
+        ParserLimits {
+            stanza_bytes: 256 * 1024,
+            depth: 33,
+            attributes: 64,
+        }
+    }
+
+    #[test]
+    fn a_body_gives_its_rid_and_children() {
+        let (el, rid, children) = parse_body(
+            b"<body xmlns='http://jabber.org/protocol/httpbind' rid='7' sid='s'>\
+              <message xmlns='jabber:client' to='a@b'><body>hi</body></message><presence xmlns='jabber:client'/></body>",
+            limits(),
+        )
+        .expect("valid");
+        assert_eq!((el.attr("sid"), rid, children.len()), (Some("s"), 7, 2));
+        assert!(children[0].starts_with("<message"), "{}", children[0]);
+        assert!(children[0].contains("jabber:client"), "{}", children[0]);
+    }
+
+    #[test]
+    fn twenty_thousand_nested_elements_are_refused_not_a_crash() {
+        let depth = 20_000;
+        let doc = format!(
+            "<body xmlns='http://jabber.org/protocol/httpbind' rid='1'>{}{}</body>",
+            "<a>".repeat(depth),
+            "</a>".repeat(depth)
+        );
+        assert!(matches!(
+            parse_body(doc.as_bytes(), limits()),
+            Err(BodyError::Xml(_))
+        ));
+    }
+
+    #[test]
+    fn wrong_bodies_are_refused() {
+        assert_eq!(
+            parse_body(b"<body xmlns='urn:other' rid='1'/>", limits()),
+            Err(BodyError::NotBody)
+        );
+        assert_eq!(
+            parse_body(
+                b"<body xmlns='http://jabber.org/protocol/httpbind' rid='x'/>",
+                limits()
+            ),
+            Err(BodyError::Rid)
+        );
+        assert!(parse_body(
+            b"<body xmlns='http://jabber.org/protocol/httpbind' rid='1'>",
+            limits()
+        )
+        .is_err());
+    }
 }

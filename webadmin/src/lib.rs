@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kith_server::WebHandle;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Where and how the web pod listens.
@@ -48,6 +48,14 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Time to complete a TLS handshake.
     pub tls_timeout: Duration,
+    /// TLS handshakes in progress at once (both listeners); a new one beyond
+    /// this evicts the oldest.
+    pub max_handshakes: usize,
+    /// TLS handshakes in progress from one address (an IPv6 /64 is one).
+    pub handshakes_per_address: usize,
+    /// Open connections from one address (an IPv6 /64 is one). A household
+    /// behind one NAT shares it: browsers open up to six per origin each.
+    pub connections_per_address: usize,
     /// Time to read a request body and answer it (not WebSocket sessions).
     pub request_timeout: Duration,
     /// Largest request body, in bytes; larger gets `413`.
@@ -61,7 +69,10 @@ impl Default for HttpLimits {
         HttpLimits {
             header_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(10),
-            tls_timeout: Duration::from_secs(10),
+            tls_timeout: Duration::from_secs(5),
+            max_handshakes: 128,
+            handshakes_per_address: 16,
+            connections_per_address: 64,
             request_timeout: Duration::from_secs(30),
             body_bytes: 1024 * 1024,
             max_connections: 512,
@@ -106,7 +117,7 @@ impl Web {
         let limits = Arc::new(config.limits);
         let state = routes::AppState::new(xmpp.clone(), addrs.https.map(|a| a.port()));
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let conns = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let gate = listen::Gate::new(&limits);
         let mut tasks = Vec::new();
         if let Some(l) = https {
             tracing::info!(addr = ?addrs.https, "listening for HTTPS");
@@ -117,7 +128,7 @@ impl Web {
                 app,
                 Some(tls),
                 limits.clone(),
-                conns.clone(),
+                gate.clone(),
                 shutdown_rx.clone(),
             ));
         }
@@ -132,7 +143,7 @@ impl Web {
                 app,
                 None,
                 limits.clone(),
-                conns.clone(),
+                gate.clone(),
                 shutdown_rx.clone(),
             ));
         }

@@ -1,10 +1,16 @@
 //! The HTTP and HTTPS listeners: accept, TLS handshake under a deadline,
 //! HTTP/1.1 with a bounded request head and a header deadline (slowloris),
-//! upgrades for WebSocket, a cap on open connections, graceful shutdown.
+//! upgrades for WebSocket, caps on open connections (in all and per address,
+//! an IPv6 /64 counting as one), on TLS handshakes in progress per address,
+//! and a pool of handshakes in progress in all where a new handshake evicts
+//! the oldest (so peers that open handshakes and stall cannot keep a real
+//! browser out: its handshake takes milliseconds, theirs must be renewed
+//! faster than new clients arrive), graceful shutdown.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -14,10 +20,12 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
+
+use kith_server::{ConnLimiter, ConnPermit};
 
 use crate::{HttpLimits, WebError};
 
@@ -39,13 +47,70 @@ pub async fn bind(
     }
 }
 
+/// Who may hold a connection, shared by both listeners: the caps of
+/// [`HttpLimits`] on connections and on TLS handshakes in progress.
+pub struct Gate {
+    conns: Arc<Semaphore>,
+    conns_per_addr: Arc<ConnLimiter>,
+    handshakes: Mutex<Handshakes>,
+    handshakes_per_addr: Arc<ConnLimiter>,
+}
+
+/// TLS handshakes in progress, oldest first; dropping an entry's sender
+/// cancels that handshake.
+struct Handshakes {
+    max: usize,
+    next_id: u64,
+    live: VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+impl Gate {
+    pub fn new(limits: &HttpLimits) -> Arc<Self> {
+        Arc::new(Gate {
+            conns: Arc::new(Semaphore::new(limits.max_connections.max(1))),
+            conns_per_addr: ConnLimiter::new(limits.connections_per_address),
+            handshakes: Mutex::new(Handshakes {
+                max: limits.max_handshakes.max(1),
+                next_id: 0,
+                live: VecDeque::new(),
+            }),
+            handshakes_per_addr: ConnLimiter::new(limits.handshakes_per_address),
+        })
+    }
+
+    /// Register a handshake; the oldest one is cancelled when the pool is full.
+    /// The receiver resolves when this handshake is evicted.
+    fn handshake_begins(&self) -> (u64, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let mut h = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        let id = h.next_id;
+        h.next_id += 1;
+        if h.live.len() >= h.max {
+            // Dropping the sender wakes the oldest handshake, which gives up.
+            h.live.pop_front();
+        }
+        h.live.push_back((id, tx));
+        (id, rx)
+    }
+
+    fn handshake_ends(&self, id: u64) {
+        let mut h = self.handshakes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = h.live.iter().position(|(x, _)| *x == id) {
+            h.live.remove(i);
+        }
+    }
+}
+
+/// Held for a connection's life.
+type ConnSlot = (OwnedSemaphorePermit, ConnPermit);
+
 /// Accept connections on `listener` until shutdown.
 pub fn spawn(
     listener: TcpListener,
     app: Router,
     tls: Option<TlsAcceptor>,
     limits: Arc<HttpLimits>,
-    conns: Arc<Semaphore>,
+    gate: Arc<Gate>,
     mut shutdown: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -53,11 +118,15 @@ pub fn spawn(
             tokio::select! {
                 r = listener.accept() => match r {
                     Ok((tcp, peer)) => {
-                        let Ok(permit) = conns.clone().try_acquire_owned() else {
+                        let Some(addr_permit) = gate.conns_per_addr.acquire(peer.ip()) else {
+                            tracing::debug!(%peer, "too many HTTP connections from this address; closing a new one");
+                            continue;
+                        };
+                        let Ok(permit) = gate.conns.clone().try_acquire_owned() else {
                             tracing::warn!(%peer, "too many HTTP connections; closing a new one");
                             continue;
                         };
-                        tokio::spawn(serve(tcp, peer, app.clone(), tls.clone(), limits.clone(), permit, shutdown.clone()));
+                        tokio::spawn(serve(tcp, peer, app.clone(), tls.clone(), limits.clone(), gate.clone(), (permit, addr_permit), shutdown.clone()));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -70,20 +139,39 @@ pub fn spawn(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     app: Router,
     tls: Option<TlsAcceptor>,
     limits: Arc<HttpLimits>,
-    _permit: OwnedSemaphorePermit,
+    gate: Arc<Gate>,
+    _slot: ConnSlot,
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
     match tls {
         None => http(tcp, peer, app, &limits, shutdown).await,
         Some(acceptor) => {
-            match tokio::time::timeout(limits.tls_timeout, acceptor.accept(tcp)).await {
+            // Handshakes in progress are capped apart from connections: a
+            // flood of half-open handshakes cannot hold every slot.
+            let Some(by_addr) = gate.handshakes_per_addr.acquire(peer.ip()) else {
+                tracing::debug!(%peer, "too many TLS handshakes from this address");
+                return;
+            };
+            let (id, evicted) = gate.handshake_begins();
+            let done = tokio::select! {
+                r = tokio::time::timeout(limits.tls_timeout, acceptor.accept(tcp)) => Some(r),
+                _ = evicted => None,
+            };
+            gate.handshake_ends(id);
+            drop(by_addr);
+            let Some(done) = done else {
+                tracing::debug!(%peer, "TLS handshake evicted by newer ones");
+                return;
+            };
+            match done {
                 Ok(Ok(stream)) => http(stream, peer, app, &limits, shutdown).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),

@@ -19,10 +19,11 @@ use super::list::matches;
 
 const NS_ERRORS: &str = "urn:xmpp:blocking:errors";
 
-/// Whether the stanza `session` sends to the local `to` may go on. If not, the
-/// sender was answered: `<not-acceptable/>` with `<blocked/>` when the sender
-/// blocked `to`; `<service-unavailable/>` when `to` blocked the sender (which
-/// must not learn that it is blocked). Presence is dropped silently.
+/// Whether the stanza `session` sends to `to` (local or remote) may go on. If
+/// not, the sender was answered: `<not-acceptable/>` with `<blocked/>` when the
+/// sender blocked `to`; `<service-unavailable/>` when a local `to` blocked the
+/// sender (which must not learn that it is blocked). Presence is dropped
+/// silently. A remote `to` has no blocklist here: only the sender's own applies.
 pub async fn allow(
     core: &Arc<Core>,
     session: &Arc<SessionHandle>,
@@ -61,6 +62,9 @@ pub async fn allow(
         }
         return false;
     }
+    if to_bare.domain().as_str() != core.domain {
+        return true;
+    }
     let theirs = match lists.get(&core.db, username(&to_bare)).await {
         Ok(l) => l,
         Err(e) => {
@@ -81,7 +85,10 @@ pub async fn allow(
 /// blocked one another (as far as the loaded lists say).
 pub fn blocked_between(core: &Core, from: &Jid, to: &BareJid) -> bool {
     let lists = &core.blocklists;
-    let by_recipient = lists.peek(username(to)).is_some_and(|l| matches(&l, from));
+    // Only a local account has a blocklist here; a remote `to` with the same
+    // user name as a local account must not borrow that account's list.
+    let by_recipient = to.domain().as_str() == core.domain
+        && lists.peek(username(to)).is_some_and(|l| matches(&l, from));
     let by_sender = from.node().is_some()
         && from.domain().as_str() == core.domain
         && lists

@@ -41,7 +41,8 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
             depth: l.max_depth,
             attributes: l.max_attributes,
         },
-    );
+    )
+    .charge_to(&core.pre_auth_budget);
     let deadline = tokio::time::Instant::now() + l.auth_timeout;
     let domain = match timeout_at(deadline, handshake(&core, &mut stream)).await {
         Ok(Ok(d)) => d,

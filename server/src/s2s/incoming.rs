@@ -58,7 +58,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
     };
     let deadline = Instant::now() + core.config.limits.auth_timeout;
     let pre = limits(&core, core.config.limits.pre_auth_stanza_size);
-    let mut plain = XmlStream::new(tcp, pre);
+    let mut plain = XmlStream::new(tcp, pre).charge_to(&core.pre_auth_budget);
     if !direct_tls {
         match timeout_at(deadline, starttls(&core, &mut plain)).await {
             Ok(Ok(())) => {}
@@ -90,7 +90,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         .peer_certificates()
         .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
         .unwrap_or_default();
-    let stream = XmlStream::new(tls, pre);
+    let stream = XmlStream::new(tls, pre).charge_to(&core.pre_auth_budget);
     Secure {
         core: core.clone(),
         state,

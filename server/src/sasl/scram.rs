@@ -140,11 +140,14 @@ impl ScramServer {
     }
 
     /// Build the server-first-message. `keys` is `None` for an unknown account;
-    /// `secret` then derives stable fake keys. `server_nonce` must be random.
+    /// `secret` then derives stable fake keys with `iterations` (the count new
+    /// accounts get, so an unknown account looks like a real one).
+    /// `server_nonce` must be random.
     pub fn challenge(
         &mut self,
         keys: Option<ScramKeys>,
         secret: &[u8],
+        iterations: u32,
         server_nonce: &str,
     ) -> Vec<u8> {
         let known = keys.is_some();
@@ -152,7 +155,7 @@ impl ScramServer {
             let salt = self.hash.hmac(secret, self.username.as_bytes())[..16].to_vec();
             ScramKeys {
                 salt,
-                iterations: 4096,
+                iterations,
                 stored_key: self.hash.hmac(secret, b"stored"),
                 server_key: self.hash.hmac(secret, b"server"),
             }
@@ -278,7 +281,7 @@ mod tests {
         let mut s = ScramServer::start(hash, false, false, &none, client_first.as_bytes())
             .expect("first parses");
         assert_eq!(s.username(), "user");
-        let first = s.challenge(Some(keys), b"secret", server_nonce);
+        let first = s.challenge(Some(keys), b"secret", 4096, server_nonce);
         let nonce = client_final.split(',').nth(1).expect("r=").to_string();
         assert_eq!(
             String::from_utf8(first).expect("utf8"),
@@ -355,7 +358,8 @@ mod tests {
         let first = "p=tls-exporter,,n=alice,r=abc";
         let mut s = ScramServer::start(Hash::Sha256, true, true, &bindings(), first.as_bytes())
             .expect("ok");
-        let sf = String::from_utf8(s.challenge(Some(keys.clone()), b"k", "xyz")).expect("utf8");
+        let sf =
+            String::from_utf8(s.challenge(Some(keys.clone()), b"k", 4096, "xyz")).expect("utf8");
         let mut cb = b"p=tls-exporter,,".to_vec();
         cb.extend([7; 32]);
         assert!(s
@@ -365,7 +369,7 @@ mod tests {
         // Same exchange, but the client saw different keying material (a MITM).
         let mut s = ScramServer::start(Hash::Sha256, true, true, &bindings(), first.as_bytes())
             .expect("ok");
-        let sf = String::from_utf8(s.challenge(Some(keys), b"k", "xyz")).expect("utf8");
+        let sf = String::from_utf8(s.challenge(Some(keys), b"k", 4096, "xyz")).expect("utf8");
         let mut cb = b"p=tls-exporter,,".to_vec();
         cb.extend([8; 32]);
         let e = s.finish(client_final(Hash::Sha256, "pw", "n=alice,r=abc", &sf, &cb).as_bytes());
@@ -378,7 +382,7 @@ mod tests {
         let first = "p=tls-server-end-point,,n=alice,r=abc";
         let mut s =
             ScramServer::start(Hash::Sha1, true, true, &bindings(), first.as_bytes()).expect("ok");
-        let sf = String::from_utf8(s.challenge(Some(keys), b"k", "xyz")).expect("utf8");
+        let sf = String::from_utf8(s.challenge(Some(keys), b"k", 4096, "xyz")).expect("utf8");
         let mut cb = b"p=tls-server-end-point,,".to_vec();
         cb.extend([9; 32]);
         assert!(s
@@ -388,14 +392,15 @@ mod tests {
 
     #[test]
     fn wrong_password_and_unknown_user_fail_alike() {
-        let keys = ScramKeys::derive(Hash::Sha256, "right", b"saltsaltsaltsalt", 4096);
+        // Not the common 4096: the fake challenge must follow the configured count.
+        let keys = ScramKeys::derive(Hash::Sha256, "right", b"saltsaltsaltsalt", 5000);
         let none = ChannelBindings::default();
         for (keys, pw) in [(Some(keys), "wrong"), (None, "anything")] {
             let mut s = ScramServer::start(Hash::Sha256, false, false, &none, b"n,,n=bob,r=abc")
                 .expect("ok");
-            let sf = String::from_utf8(s.challenge(keys, b"k", "xyz")).expect("utf8");
+            let sf = String::from_utf8(s.challenge(keys, b"k", 5000, "xyz")).expect("utf8");
             assert!(
-                sf.contains(",i=4096"),
+                sf.contains(",i=5000"),
                 "unknown accounts look like real ones: {sf}"
             );
             let fin = client_final(Hash::Sha256, pw, "n=bob,r=abc", &sf, b"n,,");

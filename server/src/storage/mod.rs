@@ -64,11 +64,15 @@ impl Db {
         data_dir: &Path,
         migrators: &[&'static Migrator],
     ) -> Result<Self, StorageError> {
-        std::fs::create_dir_all(data_dir).map_err(|err| StorageError::DataDir {
+        let data_dir_err = |err| StorageError::DataDir {
             path: data_dir.display().to_string(),
             err,
-        })?;
+        };
+        crate::files::private_dir(data_dir).map_err(data_dir_err)?;
         let path = data_dir.join("kith.db");
+        // Created private before SQLite opens it: SQLite gives the -wal and
+        // -shm files the database file's mode.
+        crate::files::create_private(&path).map_err(data_dir_err)?;
         let opts = SqliteConnectOptions::from_str("sqlite://")
             .map_err(StorageError::Db)?
             .filename(&path)

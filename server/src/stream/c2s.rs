@@ -18,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::{error_for, StreamError, StreamFail, Transport, XmlStream};
 use crate::core::{random_hex, Core};
+use crate::limits::{Proof, Throttled};
 use crate::registry::SessionEffect;
 use crate::sasl::{parse_plain, Failure, Mechanism, ScramServer};
 use crate::tls::ChannelBindings;
@@ -86,7 +87,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
     let deadline = Instant::now() + core.config.limits.auth_timeout;
     let mut shutdown = core.shutdown.clone();
 
-    let stream = XmlStream::new(tcp, limits_pre_auth(&core));
+    let stream = XmlStream::new(tcp, limits_pre_auth(&core)).charge_to(&core.pre_auth_budget);
     let tls = if direct_tls {
         accept_tls(&core, stream, deadline, true).await
     } else {
@@ -148,7 +149,7 @@ pub(crate) async fn serve_secured<T: Transport + 'static>(
     peer: SocketAddr,
 ) {
     let alive = core.alive.clone();
-    let mut stream = XmlStream::new(io, limits_pre_auth(&core));
+    let mut stream = XmlStream::new(io, limits_pre_auth(&core)).charge_to(&core.pre_auth_budget);
     let Some(permit) = core.conn_limiter.acquire(peer.ip()) else {
         let e = StreamError::text("policy-violation", "too many connections from your address");
         return finish(&core, &mut stream, Stop::Error(e)).await;
@@ -232,7 +233,9 @@ async fn accept_tls(
     let acceptor = TlsAcceptor::from(cfg);
     let XmlStream { io, .. } = stream;
     match timeout_at(deadline, Box::pin(acceptor.accept(io))).await {
-        Ok(Ok(tls)) => Some(XmlStream::new(tls, limits_pre_auth(core))),
+        Ok(Ok(tls)) => {
+            Some(XmlStream::new(tls, limits_pre_auth(core)).charge_to(&core.pre_auth_budget))
+        }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "TLS handshake failed");
             None
@@ -549,9 +552,10 @@ pub(super) async fn exchange<T: Transport>(
             let Some(username) = normalize_user(&user, &core.domain) else {
                 return Ok(Err((Failure::NotAuthorized, "invalid username")));
             };
-            if !core.auth_limiter.allowed(ip, &username) {
-                return Ok(Err((Failure::TemporaryAuthFailure, "rate limited")));
-            }
+            let attempt = match core.auth_limiter.begin(ip, &username, Proof::Password) {
+                Ok(a) => a,
+                Err(t) => return Ok(Err(throttled(t))),
+            };
             if let Some(z) = authzid {
                 if !authzid_ok(&z, &username, &core.domain) {
                     return Ok(Err((Failure::InvalidAuthzid, "authzid differs")));
@@ -578,9 +582,10 @@ pub(super) async fn exchange<T: Transport>(
                 }
             };
             if ok {
+                attempt.succeeded();
                 Ok(Ok((username, None)))
             } else {
-                core.auth_limiter.failed(ip, &username);
+                drop(attempt);
                 Ok(Err((
                     Failure::NotAuthorized,
                     "wrong password or unknown account",
@@ -588,18 +593,24 @@ pub(super) async fn exchange<T: Transport>(
             }
         }
         Some(hash) => {
-            let mut scram = match ScramServer::start(hash, mech.is_plus(), true, bindings, &initial)
-            {
-                Ok(s) => s,
-                Err(e) => return Ok(Err((e.0, e.1))),
-            };
+            // `y` (client supports binding, thinks the server does not) is a
+            // downgrade only where -PLUS was offered: never over WebSocket/BOSH.
+            let plus_offered = bindings.exporter.is_some() || bindings.server_end_point.is_some();
+            let mut scram =
+                match ScramServer::start(hash, mech.is_plus(), plus_offered, bindings, &initial) {
+                    Ok(s) => s,
+                    Err(e) => return Ok(Err((e.0, e.1))),
+                };
             let username = normalize_user(scram.username(), &core.domain);
             let key = username
                 .clone()
                 .unwrap_or_else(|| scram.username().to_string());
-            if !core.auth_limiter.allowed(ip, &key) {
-                return Ok(Err((Failure::TemporaryAuthFailure, "rate limited")));
-            }
+            // Counted now, before the challenge: a failure is only known at
+            // client-final, and parallel exchanges must not each get a guess.
+            let attempt = match core.auth_limiter.begin(ip, &key, Proof::Password) {
+                Ok(a) => a,
+                Err(t) => return Ok(Err(throttled(t))),
+            };
             let keys = match &username {
                 Some(u) => core
                     .db
@@ -612,7 +623,12 @@ pub(super) async fn exchange<T: Transport>(
                     .map(|c| c.keys(hash).clone()),
                 None => None,
             };
-            let challenge = scram.challenge(keys, &core.scram_secret, &random_hex(18));
+            let challenge = scram.challenge(
+                keys,
+                &core.scram_secret,
+                core.config.scram_iterations,
+                &random_hex(18),
+            );
             stream
                 .send(&el("challenge", sasl_ns).text(B64.encode(challenge)).build())
                 .await?;
@@ -627,15 +643,27 @@ pub(super) async fn exchange<T: Transport>(
                             return Ok(Err((Failure::InvalidAuthzid, "authzid differs")));
                         }
                     }
+                    attempt.succeeded();
                     Ok(Ok((u, Some(server_final))))
                 }
-                (Err(e), _) => {
-                    core.auth_limiter.failed(ip, &key);
-                    Ok(Err((e.0, e.1)))
-                }
+                (Err(e), _) => Ok(Err((e.0, e.1))),
                 (Ok(_), None) => Ok(Err((Failure::NotAuthorized, "invalid username"))),
             }
         }
+    }
+}
+
+/// The SASL failure for a throttled attempt (RFC 6120 §6.5.12).
+pub(crate) fn throttled(t: Throttled) -> (Failure, &'static str) {
+    match t {
+        Throttled::Address => (
+            Failure::TemporaryAuthFailure,
+            "too many login attempts from your address; wait a minute",
+        ),
+        Throttled::Account => (
+            Failure::TemporaryAuthFailure,
+            "too many login attempts on this account; wait a minute or use a device that logged in before",
+        ),
     }
 }
 

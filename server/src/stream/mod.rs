@@ -14,7 +14,11 @@ mod session_loop;
 
 use std::collections::VecDeque;
 
+use std::sync::Arc;
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::limits::{ByteBudget, Charge};
 
 use crate::xml::{escape, ns, Frame, ParseError, ParserLimits, StreamParser};
 
@@ -97,6 +101,9 @@ pub struct XmlStream<T> {
     /// The last read filled the whole chunk but stopped early (enough frames
     /// parsed): TLS may hold decrypted bytes the socket no longer signals.
     more: bool,
+    /// Until the peer authenticates: its share of the bytes all unauthenticated
+    /// peers together may make the server buffer.
+    charge: Option<Charge>,
 }
 
 impl<T: Transport> XmlStream<T> {
@@ -108,7 +115,15 @@ impl<T: Transport> XmlStream<T> {
             buf: Vec::new(),
             header_sent: false,
             more: false,
+            charge: None,
         }
+    }
+
+    /// Count what this (unauthenticated) peer makes the server buffer against
+    /// `budget`, until [`XmlStream::set_limits`] says it authenticated.
+    pub fn charge_to(mut self, budget: &Arc<ByteBudget>) -> Self {
+        self.charge = Some(budget.charge());
+        self
     }
 
     /// Expect a new stream header from the peer (after TLS or SASL).
@@ -126,9 +141,11 @@ impl<T: Transport> XmlStream<T> {
         self.parser.shrink();
     }
 
-    /// Change the parser limits in place.
+    /// Change the parser limits in place: called once the peer authenticated,
+    /// which also ends its charge against the unauthenticated budget.
     pub fn set_limits(&mut self, limits: ParserLimits) {
         self.parser.set_limits(limits);
+        self.charge = None;
     }
 
     /// The next frame, reading as needed.
@@ -154,6 +171,12 @@ impl<T: Transport> XmlStream<T> {
             let r = self.parser.feed(&chunk[..n], &mut out);
             self.frames.extend(out);
             r?;
+            if let Some(c) = &mut self.charge {
+                // What the peer left half-sent, plus the frames not yet taken.
+                if !c.set(self.parser.pending_bytes() + n) {
+                    return Err(StreamFail::Parse(ParseError::Busy));
+                }
+            }
             if n < chunk.len() || self.frames.len() > 64 {
                 self.more = n == chunk.len();
                 return Ok(());

@@ -126,12 +126,11 @@ impl Uploads {
     /// of the same slot is in progress).
     pub async fn create_tmp(&self, grant: &PutGrant) -> Result<tokio::fs::File, PutRefused> {
         let dir = self.dir().join("tmp");
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|_| PutRefused::Storage)?;
+        crate::files::private_dir(&dir).map_err(|_| PutRefused::Storage)?;
         tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(crate::files::FILE_MODE)
             .open(self.tmp_path(grant))
             .await
             .map_err(|e| match e.kind() {
@@ -159,7 +158,7 @@ impl Uploads {
         let tmp = self.tmp_path(grant);
         let path = files.join(&grant.slot.id);
         let moved = async {
-            tokio::fs::create_dir_all(&files).await?;
+            crate::files::private_dir(&files)?;
             tokio::fs::rename(&tmp, &path).await?;
             tokio::fs::File::open(&files).await?.sync_all().await
         }

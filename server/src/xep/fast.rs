@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use minidom::Element;
 
 use crate::core::Core;
+use crate::limits::Proof;
 use crate::registry::{Module, Registry};
 use crate::sasl::{ht, Failure};
 use crate::storage::fast::{NewToken, Slot};
@@ -106,9 +107,12 @@ pub async fn login(
     let Some(username) = crate::stream::c2s::normalize_user(&user, &core.domain) else {
         return Ok(Err((Failure::NotAuthorized, "invalid username")));
     };
-    if !core.auth_limiter.allowed(ip, &username) {
-        return Ok(Err((Failure::TemporaryAuthFailure, "rate limited")));
-    }
+    // A token cannot be guessed: only the per-address count applies, so a
+    // password-guessing attack on the account never keeps its devices out.
+    let attempt = match core.auth_limiter.begin(ip, &username, Proof::Token) {
+        Ok(a) => a,
+        Err(t) => return Ok(Err(crate::stream::c2s::throttled(t))),
+    };
     let count = match fast.and_then(|f| f.attr("count")) {
         None => None,
         Some(c) => match c.parse::<u32>() {
@@ -130,10 +134,8 @@ pub async fn login(
             matched = Some(t);
         }
     }
-    let fail = |f: Failure, why: &'static str| {
-        core.auth_limiter.failed(ip, &username);
-        Ok(Err((f, why)))
-    };
+    // A failure keeps the attempt counted (it is dropped with the closure's caller).
+    let fail = |f: Failure, why: &'static str| Ok(Err((f, why)));
     let Some(token) = matched else {
         return fail(Failure::NotAuthorized, "unknown, revoked or wrong token");
     };
@@ -162,6 +164,7 @@ pub async fn login(
     if invalidate {
         core.db.fast_invalidate(&username, agent.id).await?;
     }
+    attempt.succeeded();
     let rotate_after = ROTATE_AFTER_SECS.min(lifetime(core) / 2);
     let rotate =
         !invalidate && token.slot == Slot::Current && now - token.issued_at >= rotate_after;

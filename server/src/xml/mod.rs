@@ -7,7 +7,7 @@ mod parser;
 
 pub use build::{attr_remove, attr_set, el, error_condition_ns, serialize, ElBuilder};
 pub use minidom::Element;
-pub use parser::{Frame, ParseError, ParserLimits, StreamHeader, StreamParser};
+pub use parser::{parse_element, Frame, ParseError, ParserLimits, StreamHeader, StreamParser};
 
 /// The namespaces the core speaks.
 pub mod ns {

@@ -22,6 +22,10 @@ use super::ns;
 /// Bytes handed to the parser in one step; bounds overshoot past a limit.
 const STEP: usize = 2048;
 
+/// Largest stream header (`<?xml …?><stream:stream …>`): a real one is a few
+/// hundred bytes; everything before it completes is counted against this.
+pub const HEADER_BYTES: usize = 4096;
+
 /// The limits a parser enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct ParserLimits {
@@ -65,6 +69,9 @@ pub enum ParseError {
     PolicyViolation(String),
     #[error("stream element has the wrong name or namespace")]
     InvalidNamespace,
+    /// The memory shared by all unauthenticated peers is used up.
+    #[error("the server is busy with other unauthenticated connections; try again later")]
+    Busy,
 }
 
 impl ParseError {
@@ -76,6 +83,7 @@ impl ParseError {
             ParseError::UnsupportedEncoding => "unsupported-encoding",
             ParseError::PolicyViolation(_) => "policy-violation",
             ParseError::InvalidNamespace => "invalid-namespace",
+            ParseError::Busy => "resource-constraint",
         }
     }
 }
@@ -176,8 +184,9 @@ impl StreamParser {
                 }
             }
             // A partially received start tag (huge attribute list, say) has not
-            // produced an event yet but still counts against the stanza.
-            if self.opened && self.stanza_bytes > self.limits.stanza_bytes {
+            // produced an event yet but still counts: against the stanza, or,
+            // before `<stream:stream …>` is complete, against the header.
+            if self.stanza_bytes > self.limit() {
                 return Err(self.too_large());
             }
         }
@@ -187,7 +196,27 @@ impl StreamParser {
         Ok(())
     }
 
+    /// Bytes the element being received may take: a stanza, or the header.
+    fn limit(&self) -> usize {
+        if self.opened {
+            self.limits.stanza_bytes
+        } else {
+            HEADER_BYTES.min(self.limits.stanza_bytes)
+        }
+    }
+
+    /// Bytes held for the element being received (the partial stanza or header).
+    pub fn pending_bytes(&self) -> usize {
+        self.stanza_bytes
+    }
+
     fn too_large(&self) -> ParseError {
+        if !self.opened {
+            return ParseError::PolicyViolation(format!(
+                "stream header larger than {} bytes",
+                self.limit()
+            ));
+        }
         ParseError::PolicyViolation(format!(
             "stanza larger than {} bytes",
             self.limits.stanza_bytes
@@ -255,6 +284,41 @@ impl StreamParser {
             },
         }
         Ok(())
+    }
+}
+
+/// Parse one whole element from untrusted bytes (a BOSH `<body/>`, say) with
+/// the same parser and limits as a stream: `limits.stanza_bytes` bounds the
+/// element, `depth` its nesting (the element itself is depth 1), `attributes`
+/// each element's attributes. An XML declaration may come first; after the
+/// element only whitespace may follow. Never builds a tree deeper than `depth`,
+/// so serialising or dropping the result cannot exhaust the stack.
+pub fn parse_element(data: &[u8], limits: ParserLimits) -> Result<Element, ParseError> {
+    const WRAP: &[u8] = b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>";
+    let mut p = StreamParser::new(limits);
+    let mut out = Vec::new();
+    let mut rest = data;
+    let trimmed = data.trim_ascii_start();
+    if trimmed.starts_with(b"<?xml") {
+        let end = trimmed
+            .windows(2)
+            .position(|w| w == b"?>")
+            .filter(|&e| e < HEADER_BYTES)
+            .ok_or_else(|| ParseError::NotWellFormed("unterminated XML declaration".into()))?;
+        p.feed(&trimmed[..end + 2], &mut out)?;
+        rest = &trimmed[end + 2..];
+    }
+    p.feed(WRAP, &mut out)?;
+    out.clear();
+    p.feed(rest, &mut out)?;
+    let mut frames = out.into_iter();
+    match (frames.next(), frames.next()) {
+        (Some(Frame::Stanza(el)), None) if p.pending_bytes() == 0 => Ok(el),
+        (Some(Frame::Stanza(_)), Some(_)) => {
+            Err(ParseError::NotWellFormed("more than one element".into()))
+        }
+        (Some(Frame::Close), _) => Err(ParseError::NotWellFormed("unexpected end tag".into())),
+        _ => Err(ParseError::NotWellFormed("incomplete element".into())),
     }
 }
 
@@ -376,6 +440,63 @@ mod tests {
             p.feed(&tag, &mut out).unwrap_err().condition(),
             "policy-violation"
         );
+    }
+
+    #[test]
+    fn an_endless_stream_header_is_refused_before_it_completes() {
+        let mut p = StreamParser::new(limits());
+        let mut out = Vec::new();
+        p.feed(
+            b"<stream:stream xmlns:stream='http://etherx.jabber.org/streams'",
+            &mut out,
+        )
+        .expect("a header may start");
+        let attrs: Vec<u8> = (0..1000)
+            .flat_map(|i| format!(" a{i}='x'").into_bytes())
+            .collect();
+        let err = p.feed(&attrs, &mut out).unwrap_err();
+        assert_eq!(err.condition(), "policy-violation");
+        assert!(
+            p.pending_bytes() <= HEADER_BYTES + STEP,
+            "{}",
+            p.pending_bytes()
+        );
+    }
+
+    #[test]
+    fn one_element_parses_with_the_stream_limits() {
+        let body =
+            b"<?xml version='1.0'?><body xmlns='http://jabber.org/protocol/httpbind' rid='1'>\
+            <message xmlns='jabber:client' to='a@b'><body>hi</body></message></body>";
+        let el = parse_element(body, limits()).expect("valid");
+        assert!(el.is("body", "http://jabber.org/protocol/httpbind"));
+        assert_eq!(el.attr("rid"), Some("1"));
+        assert_eq!(el.children().count(), 1);
+        for bad in [
+            &b"<body xmlns='x'>"[..],
+            b"<body xmlns='x'/><body xmlns='x'/>",
+            b"<body xmlns='x'/>junk",
+            b"",
+            b"</body>",
+        ] {
+            assert!(parse_element(bad, limits()).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn one_element_deeper_than_the_limit_is_refused_without_recursion() {
+        // 20 000 levels: a recursive parser, serialiser or drop overflows the stack.
+        let depth = 20_000;
+        let mut doc = String::from("<body xmlns='x'>");
+        doc.push_str(&"<a>".repeat(depth));
+        doc.push_str(&"</a>".repeat(depth));
+        doc.push_str("</body>");
+        let big = ParserLimits {
+            stanza_bytes: 1 << 20,
+            ..limits()
+        };
+        let err = parse_element(doc.as_bytes(), big).unwrap_err();
+        assert_eq!(err.condition(), "policy-violation");
     }
 
     #[test]
