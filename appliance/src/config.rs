@@ -105,6 +105,10 @@ pub struct S2sFile {
     pub queue: Option<usize>,
     pub stanza_size: Option<usize>,
     pub connections_per_domain: Option<usize>,
+    pub stanzas_per_second: Option<u32>,
+    pub stanza_burst: Option<u32>,
+    pub subscriptions_per_minute: Option<u32>,
+    pub subscription_burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -521,6 +525,44 @@ fn s2s(c: &mut kith_server::S2s, f: S2sFile) -> Result<(), String> {
         }
         c.connections_per_domain = v;
     }
+    // Rates: 0 turns a limit off; a burst is at least 1.
+    let bounded =
+        |key: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>, slot: &mut u32| match v {
+            Some(v) if !range.contains(&v) => Err(format!(
+                "s2s.{key}: {v} is outside {}..={}",
+                range.start(),
+                range.end()
+            )),
+            Some(v) => {
+                *slot = v;
+                Ok(())
+            }
+            None => Ok(()),
+        };
+    bounded(
+        "stanzas_per_second",
+        f.stanzas_per_second,
+        0..=1_000_000,
+        &mut c.stanzas_per_second,
+    )?;
+    bounded(
+        "stanza_burst",
+        f.stanza_burst,
+        1..=1_000_000,
+        &mut c.stanza_burst,
+    )?;
+    bounded(
+        "subscriptions_per_minute",
+        f.subscriptions_per_minute,
+        0..=100_000,
+        &mut c.subscriptions_per_minute,
+    )?;
+    bounded(
+        "subscription_burst",
+        f.subscription_burst,
+        1..=100_000,
+        &mut c.subscription_burst,
+    )?;
     Ok(())
 }
 
