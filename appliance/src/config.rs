@@ -139,6 +139,7 @@ pub struct LimitsFile {
     pub auth_timeout_secs: Option<u64>,
     pub session_queue: Option<usize>,
     pub offline_max: Option<usize>,
+    pub pending_subscriptions: Option<usize>,
     pub sm_resume_timeout_secs: Option<u64>,
     pub sm_max_unacked: Option<usize>,
     pub sm_ack_request_every: Option<usize>,
@@ -274,6 +275,14 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     }
     if let Some(v) = lf.offline_max {
         l.offline_max = v;
+    }
+    if let Some(v) = lf.pending_subscriptions {
+        if !(1..=10_000).contains(&v) {
+            return Err(format!(
+                "limits.pending_subscriptions: {v} is outside 1..=10000"
+            ));
+        }
+        l.pending_subscriptions = v;
     }
     if let Some(v) = lf.sm_resume_timeout_secs {
         if v > 24 * 3600 {
@@ -703,6 +712,43 @@ mod tests {
         assert!(e.starts_with("s2s.hosts"), "{e}");
         let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s]\ndeny = ['a@b']\n").unwrap_err();
         assert!(e.starts_with("s2s.deny"), "{e}");
+        assert_eq!((c.s2s.stanzas_per_second, c.s2s.stanza_burst), (50, 500));
+        assert_eq!(
+            (c.s2s.subscriptions_per_minute, c.s2s.subscription_burst),
+            (2, 20)
+        );
+        assert_eq!(c.limits.pending_subscriptions, 50);
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\n[limits]\npending_subscriptions = 10\n[s2s]\n\
+             stanzas_per_second = 0\nstanza_burst = 7\nsubscriptions_per_minute = 6\n\
+             subscription_burst = 3\n",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.pending_subscriptions, 10);
+        assert_eq!(
+            (
+                c.s2s.stanzas_per_second,
+                c.s2s.stanza_burst,
+                c.s2s.subscriptions_per_minute,
+                c.s2s.subscription_burst
+            ),
+            (0, 7, 6, 3)
+        );
+        for (bad, key) in [
+            ("[s2s]\nstanza_burst = 0\n", "s2s.stanza_burst"),
+            ("[s2s]\nsubscription_burst = 0\n", "s2s.subscription_burst"),
+            (
+                "[s2s]\nsubscriptions_per_minute = 100001\n",
+                "s2s.subscriptions_per_minute",
+            ),
+            (
+                "[limits]\npending_subscriptions = 0\n",
+                "limits.pending_subscriptions",
+            ),
+        ] {
+            let e = parse(&format!("[listen]\nc2s = '127.0.0.1:1'\n{bad}")).unwrap_err();
+            assert!(e.starts_with(key), "{e}");
+        }
     }
 
     #[test]

@@ -222,6 +222,9 @@ pub struct Limits {
     pub session_queue: usize,
     /// Offline messages kept per account.
     pub offline_max: usize,
+    /// Subscription requests waiting for one account's answer (from other
+    /// servers and from accounts on this one); one more refuses the oldest.
+    pub pending_subscriptions: usize,
     /// XEP-0198: how long a session whose connection dropped waits for its
     /// client to resume before it ends (its unacked messages stay offline).
     pub sm_resume_timeout: Duration,
@@ -256,6 +259,7 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(30),
             session_queue: 1000,
             offline_max: 1000,
+            pending_subscriptions: 50,
             sm_resume_timeout: Duration::from_secs(300),
             sm_max_unacked: 1000,
             sm_ack_request_every: 5,
