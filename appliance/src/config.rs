@@ -105,6 +105,10 @@ pub struct S2sFile {
     pub queue: Option<usize>,
     pub stanza_size: Option<usize>,
     pub connections_per_domain: Option<usize>,
+    pub stanzas_per_second: Option<u32>,
+    pub stanza_burst: Option<u32>,
+    pub subscriptions_per_minute: Option<u32>,
+    pub subscription_burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -136,6 +140,7 @@ pub struct LimitsFile {
     pub auth_timeout_secs: Option<u64>,
     pub session_queue: Option<usize>,
     pub offline_max: Option<usize>,
+    pub pending_subscriptions: Option<usize>,
     pub sm_resume_timeout_secs: Option<u64>,
     pub sm_max_unacked: Option<usize>,
     pub sm_ack_request_every: Option<usize>,
@@ -279,6 +284,14 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     }
     if let Some(v) = lf.offline_max {
         l.offline_max = v;
+    }
+    if let Some(v) = lf.pending_subscriptions {
+        if !(1..=10_000).contains(&v) {
+            return Err(format!(
+                "limits.pending_subscriptions: {v} is outside 1..=10000"
+            ));
+        }
+        l.pending_subscriptions = v;
     }
     if let Some(v) = lf.sm_resume_timeout_secs {
         if v > 24 * 3600 {
@@ -530,6 +543,44 @@ fn s2s(c: &mut kith_server::S2s, f: S2sFile) -> Result<(), String> {
         }
         c.connections_per_domain = v;
     }
+    // Rates: 0 turns a limit off; a burst is at least 1.
+    let bounded =
+        |key: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>, slot: &mut u32| match v {
+            Some(v) if !range.contains(&v) => Err(format!(
+                "s2s.{key}: {v} is outside {}..={}",
+                range.start(),
+                range.end()
+            )),
+            Some(v) => {
+                *slot = v;
+                Ok(())
+            }
+            None => Ok(()),
+        };
+    bounded(
+        "stanzas_per_second",
+        f.stanzas_per_second,
+        0..=1_000_000,
+        &mut c.stanzas_per_second,
+    )?;
+    bounded(
+        "stanza_burst",
+        f.stanza_burst,
+        1..=1_000_000,
+        &mut c.stanza_burst,
+    )?;
+    bounded(
+        "subscriptions_per_minute",
+        f.subscriptions_per_minute,
+        0..=100_000,
+        &mut c.subscriptions_per_minute,
+    )?;
+    bounded(
+        "subscription_burst",
+        f.subscription_burst,
+        1..=100_000,
+        &mut c.subscription_burst,
+    )?;
     Ok(())
 }
 
@@ -670,6 +721,43 @@ mod tests {
         assert!(e.starts_with("s2s.hosts"), "{e}");
         let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s]\ndeny = ['a@b']\n").unwrap_err();
         assert!(e.starts_with("s2s.deny"), "{e}");
+        assert_eq!((c.s2s.stanzas_per_second, c.s2s.stanza_burst), (50, 500));
+        assert_eq!(
+            (c.s2s.subscriptions_per_minute, c.s2s.subscription_burst),
+            (2, 20)
+        );
+        assert_eq!(c.limits.pending_subscriptions, 50);
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\n[limits]\npending_subscriptions = 10\n[s2s]\n\
+             stanzas_per_second = 0\nstanza_burst = 7\nsubscriptions_per_minute = 6\n\
+             subscription_burst = 3\n",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.pending_subscriptions, 10);
+        assert_eq!(
+            (
+                c.s2s.stanzas_per_second,
+                c.s2s.stanza_burst,
+                c.s2s.subscriptions_per_minute,
+                c.s2s.subscription_burst
+            ),
+            (0, 7, 6, 3)
+        );
+        for (bad, key) in [
+            ("[s2s]\nstanza_burst = 0\n", "s2s.stanza_burst"),
+            ("[s2s]\nsubscription_burst = 0\n", "s2s.subscription_burst"),
+            (
+                "[s2s]\nsubscriptions_per_minute = 100001\n",
+                "s2s.subscriptions_per_minute",
+            ),
+            (
+                "[limits]\npending_subscriptions = 0\n",
+                "limits.pending_subscriptions",
+            ),
+        ] {
+            let e = parse(&format!("[listen]\nc2s = '127.0.0.1:1'\n{bad}")).unwrap_err();
+            assert!(e.starts_with(key), "{e}");
+        }
     }
 
     #[test]

@@ -226,6 +226,9 @@ pub struct Limits {
     pub session_queue: usize,
     /// Offline messages kept per account.
     pub offline_max: usize,
+    /// Subscription requests waiting for one account's answer (from other
+    /// servers and from accounts on this one); one more refuses the oldest.
+    pub pending_subscriptions: usize,
     /// XEP-0198: how long a session whose connection dropped waits for its
     /// client to resume before it ends (its unacked messages stay offline).
     pub sm_resume_timeout: Duration,
@@ -261,6 +264,7 @@ impl Default for Limits {
             auth_timeout: Duration::from_secs(30),
             session_queue: 1000,
             offline_max: 1000,
+            pending_subscriptions: 50,
             sm_resume_timeout: Duration::from_secs(300),
             sm_max_unacked: 1000,
             sm_ack_request_every: 5,
@@ -322,6 +326,18 @@ pub struct S2s {
     pub stanza_size: usize,
     /// Incoming connections authenticated for one remote domain at a time.
     pub connections_per_domain: usize,
+    /// Stanzas per second one remote domain may send, all its incoming
+    /// streams together (a stanza counts once per started 8 KiB); a domain
+    /// sending faster is read more slowly. 0: no limit.
+    pub stanzas_per_second: u32,
+    /// Stanzas one remote domain may send at once before `stanzas_per_second` applies.
+    pub stanza_burst: u32,
+    /// Subscription requests (`subscribe`) per minute one remote domain may
+    /// send; more are refused with `<policy-violation/>`. 0: no limit.
+    pub subscriptions_per_minute: u32,
+    /// Subscription requests one remote domain may send at once before
+    /// `subscriptions_per_minute` applies.
+    pub subscription_burst: u32,
 }
 
 impl Default for S2s {
@@ -338,6 +354,10 @@ impl Default for S2s {
             queue: 1000,
             stanza_size: 512 * 1024,
             connections_per_domain: 4,
+            stanzas_per_second: 50,
+            stanza_burst: 500,
+            subscriptions_per_minute: 2,
+            subscription_burst: 20,
         }
     }
 }

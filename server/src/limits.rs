@@ -1,5 +1,6 @@
 //! What anonymous peers may cost: connections per address, the bytes buffered for
-//! unauthenticated streams across all of them, and login attempts.
+//! unauthenticated streams across all of them, login attempts, and the token
+//! bucket other rate limits are made of.
 //!
 //! An "address" is an IPv4 address or an IPv6 /64 ([`addr_key`]): one household or
 //! one attacker gets a whole /64 from its provider, so counting single IPv6
@@ -310,6 +311,72 @@ impl AuthLimiter {
     }
 }
 
+/// A token bucket: holds at most `capacity` tokens and gains `per_sec` a
+/// second. The caller passes the time, so tests never sleep.
+#[derive(Debug, Clone)]
+pub struct TokenBucket {
+    capacity: f64,
+    per_sec: f64,
+    /// May be negative: a cost taken on credit (see [`TokenBucket::take_or_wait`]).
+    tokens: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket.
+    pub fn new(capacity: u32, per_sec: f64, now: Instant) -> Self {
+        TokenBucket {
+            capacity: f64::from(capacity.max(1)),
+            per_sec: per_sec.max(0.0),
+            tokens: f64::from(capacity.max(1)),
+            at: now,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        if now > self.at {
+            let gained = now.duration_since(self.at).as_secs_f64() * self.per_sec;
+            self.tokens = (self.tokens + gained).min(self.capacity);
+            self.at = now;
+        }
+    }
+
+    /// Take `cost` tokens if the bucket holds that many; otherwise take
+    /// nothing and return false.
+    pub fn try_take(&mut self, cost: f64, now: Instant) -> bool {
+        self.refill(now);
+        if self.tokens >= cost {
+            self.tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Take `cost` tokens even when the bucket holds fewer (it goes into
+    /// debt); returns how long until the debt is paid back: how long the
+    /// sender should wait before its next request. Zero when not in debt.
+    pub fn take_or_wait(&mut self, cost: f64, now: Instant) -> Duration {
+        self.refill(now);
+        self.tokens -= cost;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else if self.per_sec > 0.0 {
+            Duration::from_secs_f64(-self.tokens / self.per_sec)
+        } else {
+            // Never refilled: a bucket of 0 per second is never built (0
+            // means "no limit" in the configuration), but stay bounded.
+            Duration::from_secs(60)
+        }
+    }
+
+    /// Full again: forgetting this bucket and making a new one changes nothing.
+    pub fn is_full(&mut self, now: Instant) -> bool {
+        self.refill(now);
+        self.tokens >= self.capacity
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,5 +506,42 @@ mod tests {
         drop(x);
         drop(y);
         assert_eq!(b.used(), 0);
+    }
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_its_rate() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(3, 1.0, t0);
+        assert!(b.try_take(1.0, t0) && b.try_take(1.0, t0) && b.try_take(1.0, t0));
+        assert!(!b.try_take(1.0, t0), "the burst is spent");
+        assert!(!b.try_take(1.0, t0 + Duration::from_millis(900)));
+        assert!(
+            b.try_take(1.0, t0 + Duration::from_millis(1000)),
+            "one a second"
+        );
+        assert!(!b.is_full(t0 + Duration::from_secs(2)));
+        // Refilling stops at the capacity.
+        assert!(b.is_full(t0 + Duration::from_secs(100)));
+        let later = t0 + Duration::from_secs(100);
+        assert!(b.try_take(3.0, later) && !b.try_take(1.0, later));
+    }
+
+    #[test]
+    fn taking_on_credit_says_how_long_to_wait() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(10, 5.0, t0);
+        assert_eq!(b.take_or_wait(4.0, t0), Duration::ZERO);
+        // 6 left; 16 more puts it 10 in debt: 2 s at 5 a second.
+        let w = b.take_or_wait(16.0, t0);
+        assert!((w.as_secs_f64() - 2.0).abs() < 1e-9, "{w:?}");
+        // A time going backwards (another thread's earlier now) refills nothing.
+        let earlier = t0.checked_sub(Duration::from_millis(1)).unwrap_or(t0);
+        assert!(!b.try_take(1.0, earlier));
+        assert!(!b.try_take(1.0, t0 + Duration::from_millis(1999)));
+        assert!(b.try_take(0.0, t0 + Duration::from_secs(2)));
+        assert_eq!(
+            b.take_or_wait(1.0, t0 + Duration::from_millis(2500)),
+            Duration::ZERO
+        );
     }
 }

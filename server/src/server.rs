@@ -128,6 +128,7 @@ impl Server {
             let _ = core.s2s.set(Arc::new(crate::s2s::S2sState::new(
                 t,
                 Arc::downgrade(&core),
+                &core.config.s2s,
             )));
         }
         // Module background tasks (pruners); each returns on shutdown.

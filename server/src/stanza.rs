@@ -109,6 +109,26 @@ pub fn error_reply(stanza: &Element, err: &StanzaError) -> Option<Element> {
     Some(reply)
 }
 
+/// [`error_reply`] without the original payload: the stanza's name, `id`,
+/// swapped addresses and the error. For refusing what another server sent:
+/// echoing a payload of up to 512 KiB would queue it back at full size.
+pub fn bare_error_reply(stanza: &Element, err: &StanzaError) -> Option<Element> {
+    if stanza.attr("type") == Some("error") {
+        return None;
+    }
+    if Kind::of(stanza) == Some(Kind::Iq) && stanza.attr("type") == Some("result") {
+        return None;
+    }
+    let mut reply = Element::bare(stanza.name(), stanza.ns());
+    swap_addresses(&mut reply, stanza);
+    if let Some(id) = stanza.attr("id") {
+        attr_set(&mut reply, "id", id);
+    }
+    attr_set(&mut reply, "type", "error");
+    reply.append_child(err.to_element());
+    Some(reply)
+}
+
 fn swap_addresses(reply: &mut Element, orig: &Element) {
     attr_remove(reply, "to");
     attr_remove(reply, "from");
@@ -157,5 +177,41 @@ mod tests {
         assert!(error_reply(&r, &StanzaError::service_unavailable()).is_none());
         let result = el("iq", ns::CLIENT).attr("type", "result").build();
         assert!(error_reply(&result, &StanzaError::bad_request()).is_none());
+    }
+
+    #[test]
+    fn a_bare_error_reply_leaves_the_payload_out() {
+        let p = el("presence", ns::CLIENT)
+            .attr("from", "spam@far.example")
+            .attr("to", "alice@x")
+            .attr("type", "subscribe")
+            .attr("id", "s1")
+            .child(el("status", ns::CLIENT).text("x".repeat(400_000)).build())
+            .build();
+        let err = StanzaError::new("wait", "policy-violation").with_text("slow down");
+        let r = bare_error_reply(&p, &err).expect("reply");
+        assert_eq!(
+            (
+                r.name(),
+                r.attr("to"),
+                r.attr("from"),
+                r.attr("id"),
+                r.attr("type")
+            ),
+            (
+                "presence",
+                Some("spam@far.example"),
+                Some("alice@x"),
+                Some("s1"),
+                Some("error")
+            )
+        );
+        assert!(r.get_child("status", ns::CLIENT).is_none());
+        let e = r.get_child("error", ns::CLIENT).expect("error child");
+        assert!(e.has_child("policy-violation", ns::STANZAS));
+        assert!(
+            bare_error_reply(&r, &err).is_none(),
+            "errors are never answered"
+        );
     }
 }

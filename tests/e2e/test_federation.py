@@ -1600,3 +1600,417 @@ def test_an_occupant_whose_server_says_it_is_gone_leaves_the_room(fed, fkith):
             r.sock.close()
 
     run(scenario(), 60)
+
+
+# ------------------------------------------------------------------ other servers are guests
+
+SWARM = "swarm.fedtest"  # a hostile server's domains: x000.swarm.fedtest … (one wildcard cert)
+NS_PING = "urn:xmpp:ping"
+PENDING_CAP = 50  # [limits] pending_subscriptions, the default
+
+
+class SwarmPeer:
+    """One domain of a hostile server: an asyncio s2s stream to Kith (STARTTLS, SASL
+    EXTERNAL with the swarm's wildcard certificate, bidi so that Kith's answers come back
+    on the same stream), counting what comes back. Asyncio rather than RawXmpp: reading
+    and writing one TLS socket from two threads is not safe."""
+
+    def __init__(self, fed, k: FedKith, domain: str, cert: tuple[Path, Path]):
+        self.fed, self.k, self.domain, self.cert = fed, k, domain, cert
+        self.errors: dict[str, int] = {}  # stanza error condition → count (any stanza)
+        self.error_texts: set[str] = set()
+        self.unsubscribed = 0
+        self.stream_error: str | None = None
+        self.closed = False
+        self._waiting: dict[str, asyncio.Future] = {}
+        self._pending: list[ET.Element] = []
+        self._reader_task = None
+
+    def _new_parser(self):
+        self._parser = ET.XMLPullParser(events=("start", "end"))
+        self._depth = 0
+
+    async def _element(self, timeout: float = STEP) -> ET.Element:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not self._pending:
+            left = deadline - asyncio.get_running_loop().time()
+            data = await asyncio.wait_for(self.reader.read(65536), max(left, 0.01))
+            if not data:
+                raise StreamClosed(f"{self.domain}: closed")
+            self._parser.feed(data)
+            for event, el in self._parser.read_events():
+                if event == "start":
+                    self._depth += 1
+                else:
+                    self._depth -= 1
+                    if self._depth == 1:
+                        self._pending.append(el)
+        return self._pending.pop(0)
+
+    async def _expect(self, tag: str) -> ET.Element:
+        el = await self._element()
+        assert el.tag == tag, f"{self.domain}: expected {tag}, got {ET.tostring(el)[:300]!r}"
+        return el
+
+    async def _open(self):
+        self._new_parser()
+        self.writer.write(s2s_header(self.domain).encode())
+        return await self._expect(f"{{{NS_STREAM}}}features")
+
+    async def connect(self):
+        self.reader, self.writer = await asyncio.wait_for(
+            asyncio.open_connection(self.fed.net.ip[KITH], self.k.s2s_port, limit=1 << 20),
+            STEP)
+        await self._open()
+        self.writer.write(f"<starttls xmlns='{NS_TLS}'/>".encode())
+        await self._expect(f"{{{NS_TLS}}}proceed")
+        ctx = ssl.create_default_context(cafile=str(self.fed.ca.ca_cert))
+        ctx.load_cert_chain(*self.cert)
+        await asyncio.wait_for(self.writer.start_tls(ctx, server_hostname=KITH), STEP)
+        await self._open()
+        self.writer.write(b"<bidi xmlns='urn:xmpp:bidi'/>"
+                          + f"<auth xmlns='{NS_SASL}' mechanism='EXTERNAL'>=</auth>".encode())
+        await self._expect(f"{{{NS_SASL}}}success")
+        await self._open()
+        self._reader_task = asyncio.create_task(self._read_all())
+        return self
+
+    async def _read_all(self):
+        try:
+            while True:
+                el = await self._element(timeout=3600)
+                kind = el.tag.split("}")[-1]
+                if el.tag == f"{{{NS_STREAM}}}error":
+                    self.stream_error = el[0].tag.split("}")[1]
+                elif el.get("type") == "error":
+                    err = el.find(f"{{{NS_SERVER}}}error")
+                    err = [] if err is None else err
+                    cond = next((c.tag.split("}")[1] for c in err
+                                 if not c.tag.endswith("}text")), "?")
+                    self.errors[cond] = self.errors.get(cond, 0) + 1
+                    text = next((c.text for c in err if c.tag.endswith("}text")), None)
+                    if text:
+                        self.error_texts.add(text)
+                elif kind == "presence" and el.get("type") == "unsubscribed":
+                    self.unsubscribed += 1
+                elif kind == "iq" and el.get("id") in self._waiting:
+                    fut = self._waiting.pop(el.get("id"))
+                    if not fut.done():
+                        fut.set_result(el)
+        except (StreamClosed, ConnectionError, ssl.SSLError, asyncio.TimeoutError):
+            pass
+        finally:
+            self.closed = True
+            for fut in self._waiting.values():
+                if not fut.done():
+                    fut.set_exception(StreamClosed(f"{self.domain}: closed"))
+
+    async def send(self, data: str):
+        self.writer.write(data.encode())
+        await asyncio.wait_for(self.writer.drain(), STEP * 3)
+
+    async def ping(self, timeout: float = STEP * 6) -> ET.Element:
+        """An XMPP ping to Kith over this stream: once answered, Kith has handled
+        everything sent before it."""
+        pid = f"ping{secrets.token_hex(4)}"
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting[pid] = fut
+        await self.send(f"<iq type='get' id='{pid}' from='{self.domain}' to='{KITH}'>"
+                        f"<ping xmlns='{NS_PING}'/></iq>")
+        return await asyncio.wait_for(fut, timeout)
+
+    async def close(self):
+        with contextlib.suppress(Exception):
+            self.writer.write(b"</stream:stream>")
+            await asyncio.wait_for(self.writer.drain(), 1)
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        if self._reader_task:
+            self._reader_task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._reader_task
+
+
+def subscribe(frm: str, to: str, n: int, ballast: int = 0) -> str:
+    """A subscription request with a nickname and a status; `ballast` bytes of junk make
+    it huge (in the status text for even n, in an unknown element for odd n)."""
+    status, junk = f"hi, I am {n}", ""
+    if ballast and n % 2 == 0:
+        status = "s" * ballast
+    elif ballast:
+        junk = f"<x xmlns='urn:example:ballast'>{'b' * ballast}</x>"
+    return (f"<presence type='subscribe' id='s{n}' from='{frm}' to='{to}'>"
+            f"<nick xmlns='http://jabber.org/protocol/nick'>Swarm {n}</nick>"
+            f"<status>{status}</status>{junk}</presence>")
+
+
+def pending_rows(k: FedKith, user: str) -> tuple[int, int, int]:
+    """(pending requests, all roster rows, longest stored request) of `user`, read from
+    the database in the data dir."""
+    import sqlite3
+    con = sqlite3.connect(f"file:{k.data_dir / 'kith.db'}?mode=ro", uri=True, timeout=STEP)
+    try:
+        pending, longest = con.execute(
+            "SELECT COUNT(*), COALESCE(MAX(LENGTH(pending_in)), 0) FROM roster_items "
+            "WHERE username = ? AND pending_in IS NOT NULL", (user,)).fetchone()
+        rows = con.execute("SELECT COUNT(*) FROM roster_items WHERE username = ?",
+                           (user,)).fetchone()[0]
+    finally:
+        con.close()
+    return pending, rows, longest
+
+
+def stored_requests(k: FedKith, user: str, domain: str) -> list[str]:
+    """The stored requests to `user` from JIDs at `domain`."""
+    import sqlite3
+    con = sqlite3.connect(f"file:{k.data_dir / 'kith.db'}?mode=ro", uri=True, timeout=STEP)
+    try:
+        return [r[0] for r in con.execute(
+            "SELECT pending_in FROM roster_items WHERE username = ? AND contact LIKE ? "
+            "AND pending_in IS NOT NULL", (user, f"%@{domain}"))]
+    finally:
+        con.close()
+
+
+def db_bytes(k: FedKith) -> int:
+    return sum(p.stat().st_size for p in k.data_dir.glob("kith.db*"))
+
+
+def test_a_server_flooding_contact_requests_fills_neither_disk_nor_memory(fed, tmp_path):
+    """The attack: a hostile server (100 domains under one wildcard certificate) sends
+    10 000 contact requests from distinct JIDs to alice, 1 in 20 of them ~400 KiB, while
+    alice — logged in before it started — chats with bob. Each domain gets its burst of 20
+    requests accepted and the rest refused with a policy-violation error; alice keeps at
+    most 50 waiting requests (each pushed out one is answered `unsubscribed`), each of
+    them a few hundred bytes; Kith stays up, small, and alice's chat flows throughout."""
+    (tmp_path / "guest").mkdir()
+    k = FedKith(tmp_path / "guest", fed.ca, fed.net, fed.dns.resolv, primary=False)
+    alice_jid, bob_jid = k.add_user("alice"), k.add_user("bob")
+    k.start()
+    cert = fed.ca.leaf(SWARM, f"*.{SWARM}")
+    domains, per_domain, huge = 100, 100, 400 * 1024
+    figures: dict = {}
+
+    async def flood():
+        peers: list[SwarmPeer] = []
+        gate = asyncio.Semaphore(10)  # the hostile server's connections busy at once
+
+        async def one(d: int):
+            async with gate:
+                p = await SwarmPeer(fed, k, f"x{d:03}.{SWARM}", cert).connect()
+                peers.append(p)
+                for n in range(per_domain):
+                    ballast = huge if n % 20 == 0 else 0
+                    await p.send(subscribe(f"u{n}@{p.domain}", alice_jid, n, ballast))
+                await p.ping()
+
+        start = time.monotonic()
+        try:
+            await asyncio.gather(*(one(d) for d in range(domains)))
+            figures["flood_secs"] = time.monotonic() - start
+            # The last two requests, both huge, are the newest: they are kept.
+            last = await SwarmPeer(fed, k, f"late.{SWARM}", cert).connect()
+            peers.append(last)
+            for n in (0, 1):
+                await last.send(subscribe(f"u{n}@{last.domain}", alice_jid, n, huge))
+            await last.ping()
+            # Requests pushed out late are answered on streams still open.
+            accepted = 2 + sum(per_domain - sum(p.errors.values()) for p in peers[:-1])
+            deadline = time.monotonic() + STEP * 3
+            while time.monotonic() < deadline:
+                told = sum(p.unsubscribed for p in peers)
+                if told >= accepted - PENDING_CAP:
+                    break
+                await asyncio.sleep(0.2)
+            figures["accepted"] = accepted
+            refused: dict[str, int] = {}
+            for p in peers:
+                for c, n in p.errors.items():
+                    refused[c] = refused.get(c, 0) + n
+            figures["refused"] = refused
+            figures["texts"] = sorted(set().union(*(p.error_texts for p in peers)))[:1]
+            figures["unsubscribed"] = sum(p.unsubscribed for p in peers)
+            figures["stream_errors"] = [p.stream_error for p in peers if p.stream_error]
+            figures["closed"] = sum(p.closed for p in peers)
+        finally:
+            for p in peers:
+                await p.close()
+
+    async def scenario():
+        async with on(k, alice_jid) as alice, on(k, bob_jid) as bob:
+            flooder = threading.Thread(target=lambda: asyncio.run(flood()), daemon=True)
+            flooder.start()
+            rounds, slowest = 0, 0.0
+            while flooder.is_alive() or rounds < 3:
+                t0 = time.monotonic()
+                body = f"still there? {rounds}"
+                alice.send_message(mto=bob_jid, mbody=body, mtype="chat")
+                await expect_body(bob, body, alice_jid)
+                body = f"yes, {rounds}"
+                bob.send_message(mto=alice_jid, mbody=body, mtype="chat")
+                await expect_body(alice, body, bob_jid)
+                slowest = max(slowest, time.monotonic() - t0)
+                rounds += 1
+                await asyncio.sleep(0.2)
+            await asyncio.to_thread(flooder.join, STEP)
+            figures["chat_rounds"], figures["chat_slowest_secs"] = rounds, slowest
+            roster = await alice.get_roster(timeout=STEP)
+            figures["alice_roster"] = len(roster["roster"]["items"])
+
+    try:
+        run(scenario(), 600)
+        assert k.alive(), "kith died:\n" + k.log_tail()
+        pending, rows, longest = pending_rows(k, "alice")
+        late = stored_requests(k, "alice", f"late.{SWARM}")
+        figures.update(pending=pending, rows=rows, longest_request=longest,
+                       db_bytes=db_bytes(k), peak_rss_kib=k.peak_rss_kib())
+        print(f"FLOOD FIGURES {figures}")
+        assert figures.get("flood_secs") is not None, f"the flood did not finish: {figures}"
+        assert figures["stream_errors"] == [], figures
+        # Refused, and told why.
+        refused = figures["refused"].get("policy-violation", 0)
+        assert refused >= domains * (per_domain - 25), figures
+        assert any("too many subscription requests" in t for t in figures["texts"]), figures
+        # Stored: at most the cap, each a few hundred bytes, nothing in alice's roster.
+        assert pending == PENDING_CAP and rows == PENDING_CAP, figures
+        assert longest < 1024, figures
+        # The huge ones kept their nickname and a cut status, and nothing else.
+        assert len(late) == 2, late
+        for text in late:
+            stored = ET.fromstring(text)
+            assert stored.findtext("{http://jabber.org/protocol/nick}nick").startswith("Swarm")
+            assert len(stored) <= 2, text
+        assert any(len(ET.fromstring(t).findtext("{jabber:client}status") or "") == 512
+                   for t in late), late
+        assert figures["alice_roster"] == 0, figures
+        # Every accepted request pushed out of the 50 was answered `unsubscribed`.
+        assert figures["unsubscribed"] == figures["accepted"] - PENDING_CAP, figures
+        assert figures["db_bytes"] < 8 * 1024 * 1024, figures
+        k.assert_memory_bounded()
+        assert figures["chat_rounds"] >= 3 and figures["chat_slowest_secs"] < STEP, figures
+    finally:
+        k.stop()
+
+
+def test_a_server_that_keeps_sending_requests_is_cut_off(fed, tmp_path):
+    """One domain goes on sending contact requests after they are refused: past 100
+    refusals in a minute its stream is closed with <policy-violation/>, and a new stream
+    of it is closed again at its next refused request. Another domain is not affected."""
+    (tmp_path / "cutoff").mkdir()
+    k = FedKith(tmp_path / "cutoff", fed.ca, fed.net, fed.dns.resolv, primary=False)
+    alice_jid, bob_jid = k.add_user("alice"), k.add_user("bob")
+    k.start()
+    cert = fed.ca.leaf(SWARM, f"*.{SWARM}")
+
+    async def one_by_one(p: SwarmPeer, first: int, most: int):
+        """Send requests one at a time, each once the previous one was answered (or the
+        stream closed: sending on after that would make TCP reset the connection and
+        lose the stream error), until the stream is closed."""
+        for n in range(first, first + most):
+            seen = sum(p.errors.values())
+            await p.send(subscribe(f"u{n}@{p.domain}", alice_jid, n))
+            deadline = time.monotonic() + STEP
+            while not p.closed and sum(p.errors.values()) == seen:
+                assert time.monotonic() < deadline, f"no answer to request {n}"
+                await asyncio.sleep(0.01)
+            if p.closed:
+                return
+        raise AssertionError(f"{p.domain}: still open after {most} requests; {p.errors}")
+
+    async def scenario():
+        spam = await SwarmPeer(fed, k, f"solo.{SWARM}", cert).connect()
+        # The burst of 20 and 100 refusals at full speed, then one at a time.
+        for n in range(120):
+            await spam.send(subscribe(f"u{n}@{spam.domain}", alice_jid, n))
+        await spam.ping()
+        assert spam.errors == {"policy-violation": 100}, spam.errors
+        await one_by_one(spam, 120, 20)
+        assert spam.stream_error == "policy-violation", spam.stream_error
+        await spam.close()
+
+        again = await SwarmPeer(fed, k, f"solo.{SWARM}", cert).connect()
+        await one_by_one(again, 200, 5)
+        assert again.stream_error == "policy-violation", again.stream_error
+        await again.close()
+
+        friend = await SwarmPeer(fed, k, f"friend.{SWARM}", cert).connect()
+        await friend.send(subscribe(f"ann@{friend.domain}", bob_jid, 1))
+        await friend.ping()
+        assert friend.errors == {} and not friend.closed
+        await friend.close()
+
+    try:
+        run(scenario(), 120)
+        assert k.alive()
+        assert pending_rows(k, "alice")[0] == 20, "the burst of 20 was accepted"
+        assert len(stored_requests(k, "bob", f"friend.{SWARM}")) == 1
+        log = k.log_text()
+        assert "subscription requests over the rate limit: refusing them" in log
+        assert re.search(f"far too many subscription requests: stream closed .*domain=solo.{SWARM}",
+                         log)
+    finally:
+        k.stop()
+
+
+def test_a_server_sending_too_fast_is_read_more_slowly_and_loses_nothing(fed, tmp_path):
+    """`stanzas_per_second = 20` with a burst of 20: 80 pings sent at once are all
+    answered, the last one no sooner than the rate allows (60 × 1/20 s)."""
+    (tmp_path / "slow").mkdir()
+    k = FedKith(tmp_path / "slow", fed.ca, fed.net, fed.dns.resolv, primary=False,
+                stanzas_per_second=20, stanza_burst=20)
+    k.start()
+    cert = fed.ca.leaf(SWARM, f"*.{SWARM}")
+
+    async def scenario():
+        p = await SwarmPeer(fed, k, f"busy.{SWARM}", cert).connect()
+        start = time.monotonic()
+        answers = await asyncio.gather(*(p.ping(timeout=STEP * 3) for _ in range(80)))
+        took = time.monotonic() - start
+        await p.close()
+        assert all(a.get("type") == "result" for a in answers)
+        return took
+
+    try:
+        took = run(scenario(), 120)
+        assert 2.5 <= took < 10, f"80 pings took {took:.2f} s"
+        assert k.alive()
+    finally:
+        k.stop()
+
+
+def test_a_throttled_server_sending_huge_stanzas_does_not_pile_them_up(fed, tmp_path):
+    """One domain's four streams each pipeline 70 stanzas of 400 KiB (to no one: each is
+    refused). Beyond its burst the domain is read slowly; what Kith has read but not yet
+    handled stays small — it parses a few hundred KiB ahead per stream, not 64 stanzas."""
+    (tmp_path / "heavy").mkdir()
+    k = FedKith(tmp_path / "heavy", fed.ca, fed.net, fed.dns.resolv, primary=False)
+    k.start()
+    cert = fed.ca.leaf(SWARM, f"*.{SWARM}")
+    big = "h" * (400 * 1024)
+
+    async def pour(p: SwarmPeer, sent: list):
+        for n in range(70):
+            await p.send(f"<message type='chat' id='m{n}' from='hulk@{p.domain}/x' "
+                         f"to='nobody@{KITH}'><body>{big}</body></message>")
+            sent.append(n)
+
+    async def scenario():
+        peers = [await SwarmPeer(fed, k, f"heavy.{SWARM}", cert).connect() for _ in range(4)]
+        sent: list = []
+        tasks = [asyncio.create_task(pour(p, sent)) for p in peers]
+        await asyncio.sleep(8)
+        refused = sum(sum(p.errors.values()) for p in peers)
+        peak = k.peak_rss_kib()
+        for t in tasks:
+            t.cancel()
+        for p in peers:
+            await p.close()
+        return len(sent), refused, peak
+
+    try:
+        sent, refused, peak = run(scenario(), 120)
+        print(f"HEAVY FIGURES sent={sent} refused={refused} peak_rss_kib={peak}")
+        assert refused < sent, "the domain was not slowed down"
+        k.assert_memory_bounded()
+    finally:
+        k.stop()

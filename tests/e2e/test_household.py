@@ -1,6 +1,7 @@
 """A household's day: rosters, presence, messages, offline delivery, phones and laptops."""
 
 import asyncio
+import contextlib
 
 from conftest import DOMAIN, STEP, RawXmpp, exchange, online, run
 
@@ -481,4 +482,51 @@ def test_two_people_subscribing_to_each_other_at_once_both_end_up_with_both(kith
     async def scenario():
         for r in range(4):
             await asyncio.gather(*(one_pair(a, b) for a, b in pairs[r * 8:(r + 1) * 8]))
+    run(scenario())
+
+
+def test_requests_waiting_for_alice_are_capped_and_the_oldest_is_told(kith_factory):
+    """Requests from people on the same box wait like any other, trimmed and capped
+    (`pending_subscriptions = 2` here): while alice is away bob, carol and dave ask to
+    see her; dave's request pushes bob's, the oldest, out, and bob is told as if alice
+    had said no. When alice comes back she finds two requests, carol's and dave's, with
+    dave's nickname and his long status cut short."""
+    k = kith_factory(limits={"pending_subscriptions": 2})
+    for user in ("alice", "bob", "carol", "dave"):
+        k.add_user(user)
+    k.start()
+    nick_ns = "http://jabber.org/protocol/nick"
+
+    async def scenario():
+        async with online(k, "bob") as bob:
+            bob.send_presence_subscription(pto=ALICE, ptype="subscribe")
+            await bob.next_roster_push(is_push_for(ALICE, "none", "subscribe"))
+            async with online(k, "carol") as carol:
+                carol.send_presence_subscription(pto=ALICE, ptype="subscribe")
+                await carol.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+            async with online(k, "dave") as dave:
+                p = dave.make_presence(pto=ALICE, ptype="subscribe",
+                                       pstatus="let me in " + "please " * 20_000)
+                nick = p.xml.makeelement(f"{{{nick_ns}}}nick", {})
+                nick.text = "Dave"
+                p.xml.append(nick)
+                p.send()
+                await dave.plugin["xep_0199"].ping(DOMAIN, timeout=STEP)
+            no = await bob.next_presence(lambda p: p["type"] == "unsubscribed")
+            assert no["from"].bare == ALICE
+            push = await bob.next_roster_push(lambda iq: ALICE in roster_items(iq))
+            assert roster_item(push, ALICE)["ask"] in ("", None, False), push
+        async with online(k, "alice") as alice:
+            got = {}
+            while len(got) < 2:
+                p = await alice.next_presence(lambda p: p["type"] == "subscribe")
+                got[p["from"].bare] = p
+            assert set(got) == {f"carol@{DOMAIN}", f"dave@{DOMAIN}"}, list(got)
+            d = got[f"dave@{DOMAIN}"]
+            assert d.xml.findtext(f"{{{nick_ns}}}nick") == "Dave"
+            assert d["status"].startswith("let me in") and len(d["status"]) <= 512
+            with contextlib.suppress(asyncio.TimeoutError):
+                extra = await alice.next_presence(lambda p: p["type"] == "subscribe",
+                                                  timeout=1.0)
+                raise AssertionError(f"a third request: {extra}")
     run(scenario())

@@ -1,8 +1,20 @@
 //! Rosters (RFC 6121 §2) with versioning (XEP-0237) and subscription handling
-//! (§3) for local accounts. The state machine lives in [`state`]; this module
-//! stores items, pushes changes to interested resources and moves subscription
-//! stanzas between the two local accounts.
+//! (§3) for local accounts. The state machine lives in [`state`], what an
+//! inbound subscription stanza keeps in [`request`]; this module stores items,
+//! pushes changes to interested resources and moves subscription stanzas
+//! between the two local accounts.
+//!
+//! Bounds: a roster holds at most [`MAX_ITEMS`] contacts (roster sets, and
+//! subscription requests or approvals that would add one), and an account has
+//! at most `[limits] pending_subscriptions` requests waiting for its answer,
+//! from any server including this one. One more refuses the oldest: it is
+//! removed and its requester gets `unsubscribed`, the answer a user's "no"
+//! sends. (Refusing the newest instead would let one burst of requests shut
+//! the door on everyone else until the user cleaned up; this way a flood has
+//! to go on to keep a real request out, and whoever is pushed out is told and
+//! may ask again.)
 
+pub mod request;
 pub mod state;
 
 use std::sync::Arc;
@@ -15,7 +27,7 @@ use crate::deliver::{self, username};
 use crate::registry::{BoxFuture, IqCtx, IqResult, Module, Registry};
 use crate::router::Addr;
 use crate::session::SessionHandle;
-use crate::stanza::StanzaError;
+use crate::stanza::{error_reply, StanzaError};
 use crate::xml::{el, ns, serialize};
 use state::{inbound, outbound, Item, SubType};
 
@@ -154,23 +166,22 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
             .map(str::to_string);
         item.groups = groups;
         if !item.in_roster {
-            let size = db
-                .roster_items(&user)
-                .await
-                .map_err(storage_err)?
-                .iter()
-                .filter(|i| i.in_roster)
-                .count();
-            if size >= MAX_ITEMS {
-                return Err(StanzaError::not_allowed()
-                    .with_text(format!("a roster holds at most {MAX_ITEMS} contacts")));
-            }
+            roster_has_room(db, &user).await?;
         }
         item.in_roster = true;
         let ver = db.roster_put(&user, &item).await.map_err(storage_err)?;
         push(cx.core, &me, &item, ver, false);
         Ok(None)
     })
+}
+
+/// `Ok` while `user`'s roster has room for one more contact.
+async fn roster_has_room(db: &crate::storage::Db, user: &str) -> Result<(), StanzaError> {
+    if db.roster_size(user).await.map_err(storage_err)? >= MAX_ITEMS {
+        return Err(StanzaError::not_allowed()
+            .with_text(format!("a roster holds at most {MAX_ITEMS} contacts")));
+    }
+    Ok(())
 }
 
 /// `user`'s item for `contact`, a fresh one when there is none.
@@ -269,6 +280,16 @@ pub async fn subscription(
         let Some(mut item) = load(core, &me, contact).await else {
             return;
         };
+        let adds = !item.in_roster && matches!(t, SubType::Subscribe | SubType::Subscribed);
+        if adds {
+            // A request or an approval puts the contact in the roster.
+            if let Err(e) = roster_has_room(&core.db, username(&me)).await {
+                if let Some(reply) = original.and_then(|o| error_reply(o, &e)) {
+                    session.send(reply);
+                }
+                return;
+            }
+        }
         let o = outbound(&mut item, t);
         if o.changed {
             save(core, &me, &item).await;
@@ -298,7 +319,8 @@ pub async fn subscription(
 }
 
 /// The contact's side: apply an inbound subscription stanza from `from`
-/// (a local account, or a remote one through federation).
+/// (a local account, or a remote one through federation). What the stanza
+/// carried is trimmed ([`request`]) before it is stored or delivered.
 pub(crate) async fn deliver_inbound(
     core: &Arc<Core>,
     from: &BareJid,
@@ -306,20 +328,43 @@ pub(crate) async fn deliver_inbound(
     t: SubType,
     original: Option<&Element>,
 ) {
-    let stanza = sub_presence(from, contact, t, original);
+    let stanza = request::presence(from, contact, t, original);
     let mut text = Vec::new();
     serialize(&stanza, &mut text);
-    let i = {
+    let (i, refused) = {
         let _roster = roster_lock(contact).lock().await;
         let Some(mut citem) = load(core, contact, from).await else {
             return;
         };
+        let waiting = citem.pending_in.is_some();
         let i = inbound(&mut citem, t, &String::from_utf8_lossy(&text));
         if i.changed {
             save(core, contact, &citem).await;
         }
-        i
+        let refused = if !waiting && citem.pending_in.is_some() {
+            drop_oldest_requests(core, contact).await
+        } else {
+            Vec::new()
+        };
+        (i, refused)
     };
+    for requester in &refused {
+        // The answer a user's "no" sends (RFC 6121 §3.2), now that the
+        // request is gone; for an account here, its side is updated too.
+        if crate::s2s::is_remote(core, requester.domain().as_str()) {
+            let no = sub_presence(contact, requester, SubType::Unsubscribed, None);
+            crate::s2s::route_out(core, no);
+        } else {
+            Box::pin(deliver_inbound(
+                core,
+                contact,
+                requester,
+                SubType::Unsubscribed,
+                None,
+            ))
+            .await;
+        }
+    }
     if i.deliver {
         deliver::to_available(core, contact, &stanza);
     }
@@ -356,12 +401,51 @@ pub(crate) async fn deliver_inbound(
     }
 }
 
-/// Pending inbound subscription requests of `owner`, to show a new session.
+/// With `owner`'s roster lock held, after a new request began waiting:
+/// forget the requests beyond the newest `[limits] pending_subscriptions`
+/// and return who made them (oldest first), to be told.
+async fn drop_oldest_requests(core: &Core, owner: &BareJid) -> Vec<BareJid> {
+    let cap = core.config.limits.pending_subscriptions.max(1);
+    let user = username(owner);
+    let beyond = match core.db.pending_beyond(user, cap).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "counting pending subscription requests failed");
+            return Vec::new();
+        }
+    };
+    let mut refused = Vec::new();
+    for contact in beyond {
+        let Ok(jid) = BareJid::new(&contact) else {
+            continue;
+        };
+        let Some(mut item) = load(core, owner, &jid).await else {
+            continue;
+        };
+        item.pending_in = None;
+        save(core, owner, &item).await;
+        tracing::debug!(account = %owner, requester = %jid, cap, "oldest pending subscription request refused");
+        refused.push(jid);
+    }
+    refused
+}
+
+/// Pending inbound subscription requests of `owner`, to show a new session
+/// (trimmed again: rows stored before requests were trimmed may be large).
 pub async fn pending_requests(core: &Core, owner: &BareJid) -> Vec<Element> {
     match core.db.roster_items(username(owner)).await {
         Ok(items) => items
             .iter()
-            .filter_map(|i| i.pending_in.as_ref()?.parse::<Element>().ok())
+            .filter_map(|i| {
+                let stored = i.pending_in.as_ref()?.parse::<Element>().ok()?;
+                let from = BareJid::new(&i.contact).ok()?;
+                Some(request::presence(
+                    &from,
+                    owner,
+                    SubType::Subscribe,
+                    Some(&stored),
+                ))
+            })
             .collect(),
         Err(e) => {
             tracing::error!(error = %e, "loading pending subscription requests failed");

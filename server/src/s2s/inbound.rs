@@ -13,7 +13,7 @@ use crate::registry::IqCtx;
 use crate::roster::state::SubType;
 use crate::router::Addr;
 use crate::session::SessionHandle;
-use crate::stanza::{error_reply, iq_result, Kind, StanzaError};
+use crate::stanza::{bare_error_reply, iq_result, Kind, StanzaError};
 use crate::xml::attr_set;
 
 /// Deliver a stanza (in `jabber:client`) addressed to a local JID: a full JID
@@ -34,9 +34,10 @@ pub fn deliver_local(core: &Core, stanza: Element) {
     }
 }
 
-/// Send an error for a remote stanza back to its sender.
-fn refuse(core: &Arc<Core>, stanza: &Element, err: StanzaError) {
-    if let Some(reply) = error_reply(stanza, &err) {
+/// Send an error for a remote stanza back to its sender, without the
+/// stanza's payload (up to 512 KiB that would wait in the link's queue).
+pub(super) fn refuse(core: &Arc<Core>, stanza: &Element, err: StanzaError) {
+    if let Some(reply) = bare_error_reply(stanza, &err) {
         super::route_out(core, reply);
     }
 }

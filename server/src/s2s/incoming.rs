@@ -29,9 +29,11 @@ use tokio::sync::mpsc;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 
+use super::rate::Verdict;
 use super::wire::{self, NS_BIDI, NS_BIDI_FEATURE, NS_DIALBACK, NS_DIALBACK_FEATURE};
 use super::{dialback, policy, Pair, S2sState};
 use crate::core::{random_hex, Core};
+use crate::stanza::StanzaError;
 use crate::stream::{error_for, StreamError, StreamFail, Transport, XmlStream};
 use crate::xml::{escape, ns, Frame, ParserLimits};
 
@@ -102,6 +104,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         bidi: false,
         link: None,
         stream_id: String::new(),
+        resume_at: None,
     }
     .run(stream, deadline)
     .await;
@@ -175,6 +178,9 @@ struct Secure {
     link: Option<BidiLink>,
     /// The id Kith gave the current stream (dialback keys are bound to it).
     stream_id: String,
+    /// The remote domain sent faster than its rate (`rate.rs`): nothing more
+    /// is read from this stream before then.
+    resume_at: Option<Instant>,
 }
 
 /// The outgoing side of a bidirectional incoming stream.
@@ -250,7 +256,12 @@ impl Secure {
                     }
                     continue;
                 }
-                r = timeout(wait, s.next()) => match r {
+                r = async {
+                    if let Some(t) = self.resume_at {
+                        tokio::time::sleep_until(t).await;
+                    }
+                    timeout(wait, s.next()).await
+                } => match r {
                     Ok(Ok(f)) => f,
                     Ok(Err(StreamFail::Eof)) => return None,
                     Ok(Err(f)) => return error_for(&f),
@@ -631,13 +642,37 @@ impl Secure {
                 ),
             )));
         }
-        Box::pin(super::inbound::dispatch(
-            &self.core,
-            wire::to_client(el),
-            from,
-            to,
-        ))
-        .await;
+        let remote = pair.remote;
+        let rates = &self.state.rates;
+        let wait = rates.stanza(&remote, crate::xml::approx_len(&el));
+        self.resume_at = (!wait.is_zero()).then(|| Instant::now() + wait);
+        let el = wire::to_client(el);
+        if el.name() == "presence" && el.attr("type") == Some("subscribe") {
+            match rates.subscription(&remote) {
+                Verdict::Accept => {}
+                Verdict::Refuse { first } => {
+                    if first {
+                        tracing::warn!(target: LOG, peer = %self.peer, domain = %remote, "subscription requests over the rate limit: refusing them");
+                    }
+                    super::inbound::refuse(
+                        &self.core,
+                        &el,
+                        StanzaError::new("wait", "policy-violation").with_text(format!(
+                            "too many subscription requests from {remote}; try again later"
+                        )),
+                    );
+                    return Ok(());
+                }
+                Verdict::Close => {
+                    tracing::warn!(target: LOG, peer = %self.peer, domain = %remote, "far too many subscription requests: stream closed");
+                    return Err(Some(StreamError::text(
+                        "policy-violation",
+                        format!("{remote} sent far too many subscription requests"),
+                    )));
+                }
+            }
+        }
+        Box::pin(super::inbound::dispatch(&self.core, el, from, to)).await;
         Ok(())
     }
 }

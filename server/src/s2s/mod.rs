@@ -10,7 +10,8 @@
 //! (SRV and A/AAAA), `tls.rs` (certificates), `dialback.rs` (XEP-0185 keys),
 //! `incoming.rs` and `outgoing.rs` (the two stream directions), `inbound.rs`
 //! (delivering what arrives to local users), `groups.rs` (what arrives for
-//! the group chat service) and `wire.rs` (stream headers, namespaces, errors).
+//! the group chat service), `rate.rs` (what one remote domain may send per
+//! second and per minute) and `wire.rs` (stream headers, namespaces, errors).
 
 mod dialback;
 mod groups;
@@ -18,6 +19,7 @@ mod inbound;
 pub mod incoming;
 mod outgoing;
 pub mod policy;
+mod rate;
 mod resolve;
 pub mod tls;
 mod wire;
@@ -79,13 +81,16 @@ pub struct S2sState {
     opened: Mutex<HashMap<String, Pair>>,
     /// Authenticated incoming streams per remote domain.
     incoming: Mutex<HashMap<String, usize>>,
+    /// What each remote domain may send (`rate.rs`).
+    rates: rate::Rates,
     /// The server, for link tasks started from code that holds only `&Core`.
     core: Weak<Core>,
 }
 
 impl S2sState {
-    pub fn new(tls: S2sTls, core: Weak<Core>) -> Self {
+    pub fn new(tls: S2sTls, core: Weak<Core>, config: &crate::config::S2s) -> Self {
         S2sState {
+            rates: rate::Rates::new(config),
             core,
             tls,
             secret: crate::core::random_hex(32).into_bytes(),

@@ -80,12 +80,17 @@ impl Db {
                 .execute(&mut *tx)
                 .await?;
         } else {
+            // `pending_since`: the version at which a pending request began
+            // waiting, kept while it waits (a repeated request is no younger).
             sqlx::query(
                 "INSERT INTO roster_items (username, contact, name, subscription, ask, approved, pending_in,
-                    in_roster, groups, version)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    in_roster, groups, version, pending_since)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                    CASE WHEN $7 IS NULL THEN NULL ELSE $10 END)
                  ON CONFLICT (username, contact) DO UPDATE SET name = $3, subscription = $4, ask = $5,
-                    approved = $6, pending_in = $7, in_roster = $8, groups = $9, version = $10",
+                    approved = $6, pending_in = $7, in_roster = $8, groups = $9, version = $10,
+                    pending_since = CASE WHEN $7 IS NULL THEN NULL
+                        ELSE COALESCE(roster_items.pending_since, $10) END",
             )
             .bind(username)
             .bind(&item.contact)
@@ -102,5 +107,96 @@ impl Db {
         }
         tx.commit().await?;
         Ok(version as u64)
+    }
+
+    /// Contacts in `username`'s roster proper (not state-only entries).
+    pub async fn roster_size(&self, username: &str) -> Result<usize, StorageError> {
+        let n: i64 =
+            sqlx::query("SELECT COUNT(*) FROM roster_items WHERE username = $1 AND in_roster != 0")
+                .bind(username)
+                .fetch_one(self.pool())
+                .await?
+                .get(0);
+        Ok(n.max(0) as usize)
+    }
+
+    /// Contacts whose inbound subscription requests to `username` wait
+    /// beyond the `keep` most recent ones, oldest first.
+    pub async fn pending_beyond(
+        &self,
+        username: &str,
+        keep: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT contact FROM roster_items WHERE username = $1 AND pending_in IS NOT NULL
+             ORDER BY pending_since DESC, contact DESC LIMIT -1 OFFSET $2",
+        )
+        .bind(username)
+        .bind(i64::try_from(keep).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().rev().map(|r| r.get("contact")).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(contact: &str) -> Item {
+        Item {
+            pending_in: Some(format!("<presence from='{contact}' type='subscribe'/>")),
+            ..Item::new(contact)
+        }
+    }
+
+    #[tokio::test]
+    async fn pending_requests_are_ordered_by_when_they_began_waiting() {
+        let dir = std::env::temp_dir().join(format!("kith-roster-{}", crate::core::random_hex(6)));
+        let db = Db::open(&dir, &[&super::super::accounts::MIGRATOR, &MIGRATOR])
+            .await
+            .expect("open");
+        for c in ["c@x", "a@x", "b@x"] {
+            db.roster_put("alice", &pending(c)).await.expect("put");
+        }
+        // A repeated request, or another change to the item, keeps its age.
+        let mut again = pending("c@x");
+        again.name = Some("Cee".into());
+        db.roster_put("alice", &again).await.expect("put");
+        db.roster_put("bob", &pending("z@x")).await.expect("put");
+        let mut friend = Item::new("f@x");
+        friend.in_roster = true;
+        db.roster_put("alice", &friend).await.expect("put");
+
+        assert_eq!(
+            db.pending_beyond("alice", 3).await.expect("q"),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            db.pending_beyond("alice", 1).await.expect("q"),
+            ["c@x", "a@x"]
+        );
+        assert_eq!(
+            db.pending_beyond("alice", 0).await.expect("q"),
+            ["c@x", "a@x", "b@x"]
+        );
+        assert_eq!(db.roster_size("alice").await.expect("size"), 1);
+
+        // Answered, then asked again: young again.
+        let mut answered = pending("c@x");
+        answered.pending_in = None;
+        answered.in_roster = true;
+        db.roster_put("alice", &answered).await.expect("put");
+        let asked_again = Item {
+            in_roster: true,
+            ..pending("c@x")
+        };
+        db.roster_put("alice", &asked_again).await.expect("put");
+        assert_eq!(
+            db.pending_beyond("alice", 1).await.expect("q"),
+            ["a@x", "b@x"]
+        );
+        assert_eq!(db.roster_size("alice").await.expect("size"), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

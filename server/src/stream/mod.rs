@@ -25,6 +25,12 @@ use crate::xml::{escape, ns, Frame, ParseError, ParserLimits, StreamParser};
 /// Bytes read from the transport at a time.
 const READ_CHUNK: usize = 4096;
 
+/// Bytes one [`XmlStream::read_some`] takes in before it hands over what it
+/// parsed: a peer pipelining large stanzas has a few hundred KiB of them
+/// parsed ahead, not 64 (which would be 32 MiB at the s2s stanza limit, held
+/// while a rate limit makes the stream wait).
+const READ_BURST: usize = 256 * 1024;
+
 /// Why a stream ended abnormally.
 #[derive(Debug, thiserror::Error)]
 pub enum StreamFail {
@@ -159,14 +165,17 @@ impl<T: Transport> XmlStream<T> {
     }
 
     /// Read from the transport and parse what arrived. Reads again while a
-    /// read fills the whole buffer, so nothing stays buffered inside TLS.
+    /// read fills the whole buffer, up to [`READ_BURST`] bytes; stopping
+    /// early sets `more`, so nothing stays buffered inside TLS unnoticed.
     pub async fn read_some(&mut self) -> Result<(), StreamFail> {
         let mut chunk = vec![0u8; READ_CHUNK];
+        let mut total = 0;
         loop {
             let n = self.io.read(&mut chunk).await?;
             if n == 0 {
                 return Err(StreamFail::Eof);
             }
+            total += n;
             let mut out = Vec::new();
             let r = self.parser.feed(&chunk[..n], &mut out);
             self.frames.extend(out);
@@ -177,7 +186,7 @@ impl<T: Transport> XmlStream<T> {
                     return Err(StreamFail::Parse(ParseError::Busy));
                 }
             }
-            if n < chunk.len() || self.frames.len() > 64 {
+            if n < chunk.len() || self.frames.len() > 64 || total >= READ_BURST {
                 self.more = n == chunk.len();
                 return Ok(());
             }

@@ -77,3 +77,19 @@ pub fn serialize(el: &Element, out: &mut Vec<u8>) {
         tracing::error!(error = %e, "could not serialise an element");
     }
 }
+
+/// About how many bytes `el` takes on the wire (names, attributes, text),
+/// counted without serialising it: a stanza's weight for rate limits.
+pub fn approx_len(el: &Element) -> usize {
+    let mut n = 2 * el.name().len() + 5;
+    for ((_, name), value) in el.attrs().iter() {
+        n += name.as_str().len() + value.len() + 4;
+    }
+    for node in el.nodes() {
+        n += match node {
+            minidom::Node::Element(child) => approx_len(child),
+            minidom::Node::Text(text) => text.len(),
+        };
+    }
+    n
+}

@@ -5,7 +5,7 @@ mod build;
 pub mod form;
 mod parser;
 
-pub use build::{attr_remove, attr_set, el, error_condition_ns, serialize, ElBuilder};
+pub use build::{approx_len, attr_remove, attr_set, el, error_condition_ns, serialize, ElBuilder};
 pub use minidom::Element;
 pub use parser::{parse_element, Frame, ParseError, ParserLimits, StreamHeader, StreamParser};
 
