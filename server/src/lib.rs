@@ -13,6 +13,8 @@ mod component;
 pub mod config;
 mod core;
 mod deliver;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod iq_out;
 mod limits;
 mod mam;
