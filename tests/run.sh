@@ -25,6 +25,9 @@ export KITH_BIN="$PWD/target/ci/kith"
 step "unit and Rust interop tests"
 cargo test --workspace --profile ci
 
+step "fuzz targets (libFuzzer, 20 s each)"
+bash fuzz/run.sh 20
+
 step "end-to-end tests (slixmpp, raw sockets)"
 .venv/bin/python -m pytest tests/e2e
 

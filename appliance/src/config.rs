@@ -397,8 +397,10 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         u.quota = v;
     }
     if let Some(v) = uf.retention_days {
-        if v == 0 {
-            return Err("upload.retention_days: must be at least 1".into());
+        if !(1..=MAX_DAYS).contains(&v) {
+            return Err(format!(
+                "upload.retention_days: {v} is outside 1..={MAX_DAYS}"
+            ));
         }
         u.retention = Duration::from_secs(v * 86400);
     }
@@ -434,7 +436,40 @@ pub fn parse(text: &str) -> Result<kith_server::Config, String> {
         }
         config.fast_token_lifetime = std::time::Duration::from_secs(u64::from(d) * 86_400);
     }
+    durations_in_range(&config)?;
     Ok(config)
+}
+
+/// The longest time any setting may name, in days (a century).
+const MAX_DAYS: u64 = 36_500;
+
+/// Every time setting is at most [`MAX_DAYS`]: the server adds them to the
+/// clock (`Instant::now() + auth_timeout`, an expiry in Unix seconds), which
+/// panics or wraps around for values near `u64::MAX` seconds.
+fn durations_in_range(c: &kith_server::Config) -> Result<(), String> {
+    let max = Duration::from_secs(MAX_DAYS * 86_400);
+    for (key, d) in [
+        ("limits.auth_timeout_secs", c.limits.auth_timeout),
+        ("limits.sm_resume_timeout_secs", c.limits.sm_resume_timeout),
+        (
+            "limits.sm_ack_request_interval_secs",
+            c.limits.sm_ack_request_interval,
+        ),
+        ("archive.prune_interval_secs", c.archive.prune_interval),
+        ("push.min_interval_secs", c.push.min_interval),
+        ("ping.idle_secs", c.ping.idle),
+        ("ping.timeout_secs", c.ping.timeout),
+        ("upload.retention_days", c.upload.retention),
+        ("upload.slot_lifetime_secs", c.upload.slot_lifetime),
+        ("s2s.idle_timeout_secs", c.s2s.idle_timeout),
+        ("s2s.connect_timeout_secs", c.s2s.connect_timeout),
+        ("auth.fast_token_days", c.fast_token_lifetime),
+    ] {
+        if d > max {
+            return Err(format!("{key}: more than {MAX_DAYS} days"));
+        }
+    }
+    Ok(())
 }
 
 /// Validate `[s2s]` into the server's federation settings.
@@ -608,6 +643,36 @@ mod tests {
         assert!(e.starts_with("upload.base_url"), "{e}");
         let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nmax_file_size = 0\n").unwrap_err();
         assert!(e.starts_with("upload.max_file_size"), "{e}");
+    }
+
+    /// Found by the `config` fuzz target: `retention_days * 86400` overflowed
+    /// (a panic in debug builds, a wrapped retention in release builds).
+    #[test]
+    fn huge_times_are_refused_not_overflowed() {
+        let e =
+            parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nretention_days = 18446744073709551\n")
+                .unwrap_err();
+        assert!(e.starts_with("upload.retention_days"), "{e}");
+        for (section, key) in [
+            ("limits", "auth_timeout_secs"),
+            ("limits", "sm_ack_request_interval_secs"),
+            ("archive", "prune_interval_secs"),
+            ("push", "min_interval_secs"),
+            ("ping", "idle_secs"),
+            ("ping", "timeout_secs"),
+            ("upload", "slot_lifetime_secs"),
+            ("s2s", "idle_timeout_secs"),
+            ("s2s", "connect_timeout_secs"),
+        ] {
+            let text = format!(
+                "[listen]\nc2s = '127.0.0.1:1'\n[{section}]\n{key} = {}\n",
+                i64::MAX
+            );
+            let e = parse(&text).unwrap_err();
+            assert!(e.starts_with(&format!("{section}.{key}")), "{e}");
+            let text = format!("[listen]\nc2s = '127.0.0.1:1'\n[{section}]\n{key} = 86400\n");
+            assert!(parse(&text).is_ok(), "{text}");
+        }
     }
 
     #[test]

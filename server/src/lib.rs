@@ -14,6 +14,8 @@ pub mod config;
 mod core;
 mod deliver;
 mod files;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod iq_out;
 mod limits;
 mod mam;

@@ -8,7 +8,7 @@
 //! only through [`kith_server::WebHandle`]; the XMPP session logic stays in
 //! `kith-server`.
 
-mod bosh;
+pub mod bosh;
 mod headers;
 mod listen;
 mod redirect;
@@ -16,6 +16,13 @@ mod routes;
 mod upload;
 mod websocket;
 mod wellknown;
+
+/// Entry points for the fuzz targets in `fuzz/` only (cargo feature `fuzzing`):
+/// the parsers of an upload PUT's query and headers and of a GET's `Range`.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing {
+    pub use crate::upload::{check_put_headers, parse_range, put_query, HeaderMismatch};
+}
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,9 +18,8 @@ use std::io::SeekFrom;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use kith_server::{PutQuery, PutRefused};
@@ -60,57 +59,20 @@ pub async fn preflight() -> Response {
 pub async fn put(
     State(state): State<AppState>,
     Path((id, filename)): Path<(String, String)>,
-    params: Result<Query<PutParams>, QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Ok(Query(p)) = params else {
+    let Some(q) = put_query(&uri) else {
         return status(StatusCode::FORBIDDEN, "not a valid upload slot");
     };
     let uploads = state.xmpp.uploads();
-    let q = PutQuery {
-        size: p.size,
-        content_type: p.content_type,
-        owner: p.owner,
-        expires: p.expires,
-        sig: p.sig,
-    };
     let grant = match uploads.authorize_put(&id, &filename, q).await {
         Ok(g) => g,
         Err(e) => return refused(e),
     };
-    let length = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match length {
-        Some(n) if n == grant.size() => {}
-        Some(n) if n > grant.size() => {
-            return status(StatusCode::PAYLOAD_TOO_LARGE, "larger than the slot")
-        }
-        _ => {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "Content-Length must be the slot's size",
-            )
-        }
-    }
-    if let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    {
-        let ct = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if grant.content_type() != "application/octet-stream" && ct != grant.content_type() {
-            return status(
-                StatusCode::BAD_REQUEST,
-                "Content-Type differs from the slot's",
-            );
-        }
+    if let Err(e) = check_put_headers(&headers, grant.size(), grant.content_type()) {
+        return status(e.status(), e.text());
     }
     let mut file = match uploads.create_tmp(&grant).await {
         Ok(f) => f,
@@ -160,6 +122,81 @@ pub async fn put(
         Ok(()) => status(StatusCode::CREATED, "stored"),
         Err(e) => refused(e),
     }
+}
+
+/// The slot a PUT URL's query claims (`size`, `type`, `owner`, `expires`,
+/// `sig`); `None` if one is missing or malformed. Also used by the fuzz targets.
+pub fn put_query(uri: &Uri) -> Option<PutQuery> {
+    let Query(p) = Query::<PutParams>::try_from_uri(uri).ok()?;
+    Some(PutQuery {
+        size: p.size,
+        content_type: p.content_type,
+        owner: p.owner,
+        expires: p.expires,
+        sig: p.sig,
+    })
+}
+
+/// Why a PUT's headers do not fit its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMismatch {
+    /// `Content-Length` is larger than the slot.
+    TooLarge,
+    /// `Content-Length` is missing, malformed or smaller than the slot.
+    Length,
+    /// `Content-Type` differs from the slot's.
+    ContentType,
+}
+
+impl HeaderMismatch {
+    fn status(self) -> StatusCode {
+        match self {
+            HeaderMismatch::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HeaderMismatch::Length | HeaderMismatch::ContentType => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            HeaderMismatch::TooLarge => "larger than the slot",
+            HeaderMismatch::Length => "Content-Length must be the slot's size",
+            HeaderMismatch::ContentType => "Content-Type differs from the slot's",
+        }
+    }
+}
+
+/// Check a PUT's `Content-Length` (exactly the slot's `size`) and
+/// `Content-Type` (the slot's, parameters ignored, unless the slot is
+/// `application/octet-stream`; absent is fine). Also used by the fuzz targets.
+pub fn check_put_headers(
+    headers: &HeaderMap,
+    size: u64,
+    content_type: &str,
+) -> Result<(), HeaderMismatch> {
+    let length = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(n) if n == size => {}
+        Some(n) if n > size => return Err(HeaderMismatch::TooLarge),
+        _ => return Err(HeaderMismatch::Length),
+    }
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
+        let ct = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if content_type != "application/octet-stream" && ct != content_type {
+            return Err(HeaderMismatch::ContentType);
+        }
+    }
+    Ok(())
 }
 
 fn refused(e: PutRefused) -> Response {
@@ -238,7 +275,8 @@ pub async fn get(
 
 /// One byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`) as inclusive
 /// bounds within `size`; `None` if unsatisfiable or not a single range.
-fn parse_range(spec: &str, size: u64) -> Option<(u64, u64)> {
+/// Also used by the fuzz targets.
+pub fn parse_range(spec: &str, size: u64) -> Option<(u64, u64)> {
     let r = spec.trim().strip_prefix("bytes=")?;
     if r.contains(',') || size == 0 {
         return None;

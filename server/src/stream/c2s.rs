@@ -683,7 +683,7 @@ async fn response<T: Transport>(
 }
 
 /// SASL payload decoding: empty = no data, `=` = empty data (RFC 6120 §6.4.2).
-pub(super) fn decode(text: &str) -> Result<Option<Vec<u8>>, (Failure, &'static str)> {
+pub(crate) fn decode(text: &str) -> Result<Option<Vec<u8>>, (Failure, &'static str)> {
     let t = text.trim();
     match t {
         "" => Ok(None),
@@ -702,7 +702,7 @@ pub fn normalize_user(user: &str, domain: &str) -> Option<String> {
     (node == user.to_lowercase() || node == user).then_some(node)
 }
 
-fn authzid_ok(authzid: &str, username: &str, domain: &str) -> bool {
+pub(crate) fn authzid_ok(authzid: &str, username: &str, domain: &str) -> bool {
     BareJid::new(authzid).ok().is_some_and(|j| {
         j.node().map(|n| n.as_str()) == Some(username) && j.domain().as_str() == domain
     })

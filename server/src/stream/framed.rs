@@ -116,7 +116,7 @@ impl FramedReceiver {
 /// A client message as stream bytes: `<open/>` becomes a stream header,
 /// `<close/>` the stream footer, anything else passes through unchanged (the
 /// stream parser checks it like any TCP input).
-fn translate_in(message: &str) -> String {
+pub(crate) fn translate_in(message: &str) -> String {
     let m = message.trim();
     if let Some(rest) = m.strip_prefix("<open") {
         if rest.starts_with(|c: char| c.is_whitespace() || c == '/' || c == '>') {
@@ -176,14 +176,14 @@ fn unescape(s: &str) -> String {
         .replace("&amp;", "&")
 }
 
-enum Split {
+pub(crate) enum Split {
     Message(String),
     Skip,
     Incomplete,
 }
 
 /// Take the next top-level item from what the engine wrote.
-fn split_next(buf: &mut Vec<u8>) -> Split {
+pub(crate) fn split_next(buf: &mut Vec<u8>) -> Split {
     let start = buf
         .iter()
         .position(|b| !b.is_ascii_whitespace())

@@ -12,6 +12,12 @@ pub(crate) mod idle_ping;
 mod sasl2;
 mod session_loop;
 
+#[cfg(feature = "fuzzing")]
+pub(crate) use {
+    bind2::resource as bind2_resource,
+    sasl2::{initial_response, token_request, user_agent},
+};
+
 use std::collections::VecDeque;
 
 use std::sync::Arc;

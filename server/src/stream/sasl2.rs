@@ -79,10 +79,10 @@ pub enum Outcome {
 }
 
 /// The SASL2 `<user-agent/>`.
-struct UserAgent {
-    id: Option<String>,
-    software: String,
-    device: String,
+pub(crate) struct UserAgent {
+    pub(crate) id: Option<String>,
+    pub(crate) software: String,
+    pub(crate) device: String,
 }
 
 impl UserAgent {
@@ -95,9 +95,9 @@ impl UserAgent {
     }
 }
 
-type Refusal = (Failure, &'static str);
+pub(crate) type Refusal = (Failure, &'static str);
 
-fn user_agent(auth: &Element) -> Result<Option<UserAgent>, Refusal> {
+pub(crate) fn user_agent(auth: &Element) -> Result<Option<UserAgent>, Refusal> {
     let Some(ua) = auth.get_child("user-agent", NS) else {
         return Ok(None);
     };
@@ -119,7 +119,7 @@ fn user_agent(auth: &Element) -> Result<Option<UserAgent>, Refusal> {
 }
 
 /// `<initial-response/>`: absent = none; present but empty = empty data.
-fn initial_response(auth: &Element) -> Result<Option<Vec<u8>>, Refusal> {
+pub(crate) fn initial_response(auth: &Element) -> Result<Option<Vec<u8>>, Refusal> {
     match auth.get_child("initial-response", NS) {
         None => Ok(None),
         Some(e) => match decode(&e.text()) {
@@ -130,7 +130,7 @@ fn initial_response(auth: &Element) -> Result<Option<Vec<u8>>, Refusal> {
 }
 
 /// The FAST token request, checked before authenticating.
-fn token_request<'a>(
+pub(crate) fn token_request<'a>(
     auth: &'a Element,
     agent: Option<&UserAgent>,
     bindings: &ChannelBindings,

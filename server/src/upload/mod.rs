@@ -8,8 +8,8 @@
 //! for a bad file name or size), and the listing in the server's disco#items.
 //! `slot.rs` signs slot URLs; `store.rs` is the file store the web pod uses.
 
-mod slot;
-mod store;
+pub(crate) mod slot;
+pub(crate) mod store;
 
 use std::sync::Arc;
 
