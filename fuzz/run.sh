@@ -34,8 +34,12 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module \
 -Cllvm-args=-sanitizer-coverage-trace-compares \
 -Cdebug-assertions -Coverflow-checks"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
+# The instrumented build lives outside the clone when it can (like the image's cache),
+# so a fresh clone on the same machine (CI) rebuilds only what changed.
 if [ -n "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR="$CARGO_TARGET_DIR/fuzz"
+elif mkdir -p /var/cache/kith-fuzz 2>/dev/null && [ -w /var/cache/kith-fuzz ]; then
+  export CARGO_TARGET_DIR=/var/cache/kith-fuzz/target
 else
   export CARGO_TARGET_DIR="$here/target"
 fi
