@@ -9,7 +9,8 @@
 # Settings (environment): RUNS (3), SESSIONS ("1000 10000"), SERVERS ("prosody ejabberd
 # kith"), USERS (200, throughput), DURATION (10 s per throughput window), LOGINS (200
 # sequential logins), KITH_BENCH_DIR (scratch dir, kept: users are created once),
-# KITH_BIN (a kith binary to measure; default: build target/ci/kith).
+# KITH_BIN (a kith binary to measure; default: build target/ci/kith), KITH_LABEL (its
+# name in the results; default kith), KITH_BENCH_RESULTS (append to this file).
 # Installs prosody and ejabberd from Debian if missing.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,7 +24,7 @@ DURATION=${DURATION:-10}
 LOGINS=${LOGINS:-200}
 WORK=${KITH_BENCH_DIR:-/tmp/kith-bench}
 BENCH=${KITH_BENCH_BIN:-$ROOT/target/ci/kith-bench}
-RESULTS=$WORK/results-$(date -u +%Y%m%dT%H%M%S).jsonl
+RESULTS=${KITH_BENCH_RESULTS:-$WORK/results-$(date -u +%Y%m%dT%H%M%S).jsonl}
 mkdir -p "$WORK"
 
 # shellcheck source=tests/bench/servers.sh
@@ -68,6 +69,8 @@ machine() {
 # bench LABEL ARGS...: one scenario against the running server, result appended.
 bench() {
   local label=$1
+  # KITH_LABEL names the kith binary in the results (before_after.sh: kith-before).
+  [ "$label" = kith ] && label=${KITH_LABEL:-kith}
   shift
   timeout 900 "$BENCH" --addr "127.0.0.1:$PORT" --cert "$WORK/tls/cert.pem" \
     --server-pid "$SERVER_PID" --label "$label" "$@" >>"$RESULTS" ||

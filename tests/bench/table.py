@@ -9,7 +9,8 @@ import statistics
 import sys
 from collections import defaultdict
 
-SERVERS = ["prosody", "ejabberd", "kith"]
+# "kith-before": the binary before a change (before_after.sh), compared with "kith".
+SERVERS = ["prosody", "ejabberd", "kith-before", "kith"]
 
 # (label, scenario, selector on the report, field, scale, higher_is_better)
 ROWS = [
