@@ -40,9 +40,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from conftest import (DOMAIN, NS_FRAMING, NS_SASL, NS_STREAM, PASSWORD, RSS_LIMIT_KIB, STEP,
-                      RawXmpp, Scram, WsXmpp, exchange, online,
-                      plain_context_unverified, proc_status_kib, run, scram_login,
+from conftest import (DOMAIN, NS_FRAMING, NS_SASL, NS_STREAM, NS_TLS, PASSWORD, RSS_LIMIT_KIB,
+                      STEP, RawXmpp, Scram, StreamClosed, WebKith, WsXmpp, exchange, free_port,
+                      online, plain_context_unverified, proc_status_kib, run, scram_login,
                       stream_error_condition)
 
 ALICE = f"alice@{DOMAIN}"
@@ -1002,3 +1002,335 @@ def test_blocking_a_remote_jid_refuses_messages_to_it_locally(kith_extra):
         async with online(k, "bob"):
             pass
     run(scenario())
+
+
+# --------------------------------------------------------------------------- 9. every entry point
+#
+# Deep nesting and huge attribute lists on every way in. Already covered elsewhere, not
+# repeated here: 10 000 levels on c2s before TLS and after auth and 10 000 attributes (under
+# the size limit) after auth (test_hostile); BOSH 20 000 deep and WebSocket 20 000 deep after
+# login / 1000 deep before it (section 1 above); endless attribute lists on the *stream
+# header* of c2s, Direct TLS and the component port (section 2 above).
+
+NS_HTTPBIND_BODY = (f"<body xmlns='{NS_HTTPBIND}' rid='1' to='{DOMAIN}' wait='5' hold='1' "
+                    "ver='1.6'")
+S2S_OPEN = (f"<?xml version='1.0'?><stream:stream xmlns='jabber:server' "
+            f"xmlns:stream='{NS_STREAM}' xmlns:db='jabber:server:dialback' "
+            f"from='remote.example' to='{DOMAIN}' version='1.0'>")
+COMPONENT_SECRET = "s3cret"
+
+HOSTILE_DEPTH = 20_000  # limit: max_depth = 32
+HOSTILE_ATTRS = 100_000  # limit: max_attributes = 64 (and the stanza size)
+HOSTILE_VALUE = 1024 * 1024  # one attribute value of 1 MiB (rxml's token limit: 8 KiB)
+# WebSocket messages and BOSH bodies over stanza_size + 4 KiB (260 KiB) are refused by the
+# web pod before any XML is parsed; these variants fit, so the XML limits are what refuses.
+FIT_ATTRS = 20_000  # ~190 KB
+FIT_VALUE = 200_000
+WEB_MESSAGE_LIMIT = 256 * 1024 + 4096
+
+
+class EveryPortKith(WebKith):
+    """kith with every listener on: c2s, Direct TLS, s2s (federation on, the default), the
+    component port (push.localhost) and the web pod (WebSocket, BOSH)."""
+
+    def pick_ports(self):
+        super().pick_ports()
+        self.component_port = free_port()
+        self.s2s_port = free_port()
+        text = self.config.read_text().replace(
+            "[listen]\n", f'[listen]\ncomponent = "127.0.0.1:{self.component_port}"\n'
+                          f's2s = "127.0.0.1:{self.s2s_port}"\n', 1)
+        text += f'\n[components]\n"push.{DOMAIN}" = "{COMPONENT_SECRET}"\n'
+        self.config.write_text(text)
+
+    def start(self, extra_env: dict | None = None) -> "EveryPortKith":
+        super().start(extra_env)
+        deadline = time.monotonic() + STEP
+        while not (self._port_open(self.component_port) and self._port_open(self.s2s_port)):
+            assert self.alive(), "kith exited:\n" + self.log_tail()
+            assert time.monotonic() < deadline, \
+                "kith did not open its s2s and component ports:\n" + self.log_tail()
+            time.sleep(0.05)
+        return self
+
+
+@pytest.fixture
+def every_port_kith(tmp_path, test_ca):
+    d = tmp_path / "every-port"
+    d.mkdir()
+    k = EveryPortKith(d, test_ca)
+    try:
+        for user in ("alice", "bob", "carol"):
+            k.add_user(user)
+        yield k.start()
+    finally:
+        k.stop()
+        print(f"--- {k.dir.name} log (tail) ---\n{k.log_tail()}")
+
+
+def hostile_attrs(n: int) -> str:
+    return " ".join(f"a{i}='x'" for i in range(n))
+
+
+def hostile_stanza(attack: str, xmlns: str = "") -> bytes:
+    """One hostile stanza: `deep` (20 000 levels), `attrs` (100 000 attributes on the
+    stanza), `value` (one 1 MiB attribute value), `attrs-fit` / `value-fit` (20 000
+    attributes, a 200 KB value: under the web pod's message limit)."""
+    ns = f" xmlns='{xmlns}'" if xmlns else ""
+    head = f"<message{ns} to='{ALICE}' type='chat'"
+    if attack == "deep":
+        return (head + ">" + "<a>" * HOSTILE_DEPTH + "</a>" * HOSTILE_DEPTH
+                + "</message>").encode()
+    if attack in ("attrs", "attrs-fit"):
+        n = HOSTILE_ATTRS if attack == "attrs" else FIT_ATTRS
+        return (head + " " + hostile_attrs(n) + "><body>hi</body></message>").encode()
+    if attack in ("value", "value-fit"):
+        n = HOSTILE_VALUE if attack == "value" else FIT_VALUE
+        return (head + " a='" + "x" * n + "'><body>hi</body></message>").encode()
+    raise AssertionError(attack)
+
+
+def hostile_bosh_body(attack: str) -> bytes:
+    """A BOSH session-creation body with the attributes on `<body/>` itself."""
+    if attack in ("attrs", "attrs-fit"):
+        n = HOSTILE_ATTRS if attack == "attrs" else FIT_ATTRS
+        return (NS_HTTPBIND_BODY + " " + hostile_attrs(n) + "/>").encode()
+    if attack in ("value", "value-fit"):
+        n = HOSTILE_VALUE if attack == "value" else FIT_VALUE
+        return (NS_HTTPBIND_BODY + " a='" + "x" * n + "'/>").encode()
+    raise AssertionError(attack)
+
+
+def scram_auth(attack: str) -> bytes:
+    """`<auth mechanism='SCRAM-SHA-256'>` whose payload is a client-first message with
+    100 000 extra attributes `,a=b` / a 1 MiB username, or (`-fit`) as many as fit in the
+    8 KiB pre-auth stanza limit, so that the SCRAM parser itself sees them."""
+    nonce = "fyko+d2lbbFgONRv9qkxdawL"
+    if attack == "scram-attrs":
+        first = f"n,,n=carol,r={nonce}" + ",a=b" * HOSTILE_ATTRS
+    elif attack == "scram-attrs-fit":
+        first = f"n,,n=carol,r={nonce}" + ",a=b" * 1400
+    elif attack == "scram-username":
+        first = "n,,n=" + "u" * HOSTILE_VALUE + f",r={nonce}"
+    elif attack == "scram-username-fit":
+        first = "n,,n=" + "u" * 5000 + f",r={nonce}"
+    else:
+        raise AssertionError(attack)
+    el = (f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-256'>"
+          f"{base64.b64encode(first.encode()).decode()}</auth>").encode()
+    if attack.endswith("-fit"):
+        assert len(el) < 8 * 1024 - 64, len(el)
+    return el
+
+
+def send_hostile(raw: RawXmpp, payload: bytes, block: int = 16 * 1024) -> tuple[int, float]:
+    """Write `payload` in blocks, reading what the server says as it says it (before a
+    reset could drop it), until all is sent or the server closed; then read until it
+    closes (bounded by STEP). Returns the bytes written and the seconds to the close."""
+    t0 = time.monotonic()
+    sent = 0
+    with contextlib.suppress(OSError, ssl.SSLError):
+        while sent < len(payload) and not raw.closed:
+            raw.sock.settimeout(STEP)
+            raw.sock.sendall(payload[sent:sent + block])
+            sent += min(block, len(payload) - sent)
+            drain_ready(raw)
+    read_stream_until_closed(raw, STEP)
+    raw.close()
+    return sent, time.monotonic() - t0
+
+
+def wait_for_bytes(raw: RawXmpp, marker: bytes, timeout: float = STEP):
+    deadline = time.monotonic() + timeout
+    while marker not in raw.raw and not raw.closed:
+        left = deadline - time.monotonic()
+        assert left > 0, f"no {marker!r} from the server: {raw.raw[-300:]!r}"
+        with contextlib.suppress(TimeoutError):
+            raw.recv_some(left)
+
+
+def tcp_attack(k: EveryPortKith, ctx: ssl.SSLContext, entry: str, attack: str) -> dict:
+    """Reach `entry` on a raw socket from 127.0.0.77, send the hostile element there."""
+    src = "127.0.0.77"
+    if entry == "c2s-plain":
+        raw = RawXmpp(k.c2s_port, source=src)
+        raw.open_stream()
+        raw.features()
+    elif entry in ("c2s-starttls", "sasl"):
+        raw = RawXmpp(k.c2s_port, source=src)
+        raw.starttls(ctx)
+        raw.open_stream()
+        raw.features()
+    elif entry == "c2s-auth":
+        raw = RawXmpp(k.c2s_port, source=src)
+        raw.login(ctx, "carol", "attacker")
+        raw.raw = b""
+    elif entry == "direct-tls":
+        raw = RawXmpp(k.c2s_tls_port, source=src, direct_tls=ctx)
+        raw.open_stream()
+        raw.features()
+    elif entry == "s2s":
+        raw = RawXmpp(k.s2s_port, source=src)
+        raw.send(S2S_OPEN)
+        feats = raw.features()
+        assert feats.find(f"{{{NS_TLS}}}starttls") is not None, ET.tostring(feats)
+    elif entry == "component":
+        raw = RawXmpp(k.component_port, source=src)
+        raw.send(COMPONENT_OPEN + ">")
+        wait_for_bytes(raw, b"<stream:stream")  # the server's header: before the handshake
+    else:
+        raise AssertionError(entry)
+    payload = scram_auth(attack) if entry == "sasl" else hostile_stanza(attack)
+    if entry == "sasl" and attack.endswith("-fit"):
+        raw.send(payload)
+        try:
+            el = raw.element(STEP)
+            answer = el.tag.split("}")[1]
+            if el.tag == f"{{{NS_SASL}}}failure":
+                answer += " " + ",".join(sasl_conditions(el))
+        except StreamClosed:
+            answer = f"stream closed ({stream_error_condition(raw.raw)})"
+        except TimeoutError:
+            answer = "no answer"
+        raw.close()
+        return {"sent": len(payload), "size": len(payload), "answer": answer,
+                "cond": stream_error_condition(raw.raw), "closed": raw.closed,
+                "tail": raw.raw[-300:]}
+    sent, secs = send_hostile(raw, payload)
+    return {"sent": sent, "size": len(payload), "secs": secs, "closed": raw.closed,
+            "cond": stream_error_condition(raw.raw),
+            "footer": raw.raw.rstrip().endswith(b"</stream:stream>"), "tail": raw.raw[-300:]}
+
+
+async def ws_attack(k: EveryPortKith, entry: str, attack: str) -> dict:
+    """One WebSocket message with the hostile element, before or after login."""
+    ws = await WsXmpp.connect(k)
+    try:
+        if entry == "ws-auth":
+            await ws.login("carol", resource="attacker")
+        else:
+            await ws.open()
+        payload = hostile_stanza(attack, xmlns="jabber:client").decode()
+        t0 = time.monotonic()
+        got: list[str] = []
+        with contextlib.suppress(Exception):  # a close ends the sending and the iteration
+            await asyncio.wait_for(ws.send(payload), STEP)
+        deadline = time.monotonic() + STEP
+        with contextlib.suppress(Exception):
+            while time.monotonic() < deadline:
+                m = await asyncio.wait_for(ws.ws.recv(), deadline - time.monotonic())
+                got.append(m if isinstance(m, str) else m.decode(errors="replace"))
+        text = "".join(got)
+        return {"size": len(payload), "secs": time.monotonic() - t0,
+                "cond": stream_error_condition(text.encode()),
+                "framing_close": f"<close xmlns='{NS_FRAMING}'" in text
+                or f'<close xmlns="{NS_FRAMING}"' in text,
+                "ws_close": (ws.ws.close_code, ws.ws.close_reason),
+                "tail": text[-300:]}
+    finally:
+        await ws.close()
+
+
+def bosh_attack(k: EveryPortKith, attack: str) -> dict:
+    doc = hostile_bosh_body(attack)
+    head = (f"POST /http-bind HTTP/1.1\r\nHost: {DOMAIN}\r\n"
+            f"Content-Type: text/xml; charset=utf-8\r\nContent-Length: {len(doc)}\r\n"
+            "Connection: close\r\n\r\n").encode()
+    t0 = time.monotonic()
+    resp = k.https_raw(head + doc, timeout=STEP)
+    head_end = resp.find(b"\r\n\r\n")
+    status = int(resp.split(b" ", 2)[1]) if resp.startswith(b"HTTP/1.1 ") else 0
+    body = resp[head_end + 4:] if head_end >= 0 else b""
+    out = {"size": len(doc), "secs": time.monotonic() - t0, "status": status,
+           "tail": body[:300]}
+    if status == 200:
+        with contextlib.suppress(ET.ParseError):
+            el = ET.fromstring(body.decode())
+            out["terminate"] = (el.tag == f"{{{NS_HTTPBIND}}}body" and
+                                el.get("type") == "terminate")
+            out["condition"] = el.get("condition")
+    return out
+
+
+EVERY_ENTRY_CASES = [
+    *[("c2s-plain", a) for a in ("attrs", "value")],
+    *[("c2s-starttls", a) for a in ("deep", "attrs", "value")],
+    *[("c2s-auth", a) for a in ("attrs", "value")],
+    *[("direct-tls", a) for a in ("deep", "attrs", "value")],
+    *[("s2s", a) for a in ("deep", "attrs", "value")],
+    *[("component", a) for a in ("deep", "attrs", "value")],
+    *[(ws, a) for ws in ("ws-pre", "ws-auth")
+      for a in ("attrs", "value", "attrs-fit", "value-fit")],
+    *[("bosh", a) for a in ("attrs", "value", "attrs-fit", "value-fit")],
+    *[("sasl", a) for a in ("scram-attrs", "scram-username", "scram-attrs-fit",
+                            "scram-username-fit")],
+]
+
+
+@pytest.mark.parametrize("entry,attack", EVERY_ENTRY_CASES,
+                         ids=[f"{e}-{a}" for e, a in EVERY_ENTRY_CASES])
+def test_deep_nesting_and_huge_attributes_on_every_entry_point(every_port_kith, test_ca,
+                                                               entry, attack):
+    """Each entry point gets one hostile element: 20 000 levels deep (limit 32), 100 000
+    attributes (limit 64; also over every size limit), or one attribute value of 1 MiB.
+    c2s on 5222 inside the stream before TLS, after STARTTLS before auth, and in a
+    logged-in session (which ends); Direct TLS; s2s before TLS (after a `jabber:server`
+    header); the component port before the handshake; WebSocket before and after login;
+    BOSH (attributes on `<body/>`); SASL SCRAM client-first messages with 100 000
+    `,a=b` or a 1 MiB username.
+
+    The answer: `policy-violation` and the stream closed; BOSH `<body type='terminate'
+    condition='bad-request'/>` (a body over the 260 KiB body limit may be `413`
+    instead); a WebSocket message over the 260 KiB message limit, a stream error or a
+    WebSocket close 1009 (message too big) — never a silent drop; SASL payloads that fit
+    in the 8 KiB pre-auth limit, a prompt answer (challenge, failure or stream error).
+    Meanwhile alice and bob stay logged in, afterwards a new login works, and kith's
+    peak RSS (VmHWM) grew by less than GROWTH_KIB (8 MiB) and stays under 64 MiB."""
+    k = every_port_kith
+    ctx = test_ca.client_context()
+
+    async def scenario():
+        async with household(k, chat=False, label=f"{entry} {attack}"):
+            before = k.peak_rss_kib()
+            with RssSampler(k.pid) as rss:
+                if entry.startswith("ws-"):
+                    res = await ws_attack(k, entry, attack)
+                elif entry == "bosh":
+                    res = await asyncio.to_thread(bosh_attack, k, attack)
+                else:
+                    res = await asyncio.to_thread(tcp_attack, k, ctx, entry, attack)
+            assert k.alive(), f"kith died on {entry} {attack}:\n" + k.log_tail()
+            after = k.peak_rss_kib()
+            shown = {key: v for key, v in res.items() if key != "tail"}
+            print(f"FIGURE {entry} {attack}: {shown}; VmHWM {before} -> {after} KiB "
+                  f"(+{after - before} KiB), VmRSS max during {rss.max_kib} KiB; "
+                  f"tail {res['tail'][-200:]!r}")
+            check_every_entry_result(entry, attack, res)
+    run(scenario(), timeout=90)
+
+
+def check_every_entry_result(entry: str, attack: str, res: dict):
+    if entry == "bosh":
+        if res["size"] > WEB_MESSAGE_LIMIT and res["status"] == 413:
+            return  # refused by size before parsing: a clear HTTP answer
+        assert res["status"] == 200, res
+        assert res.get("terminate") and res.get("condition") == "bad-request", res
+        return
+    if entry.startswith("ws-"):
+        if res["size"] > WEB_MESSAGE_LIMIT and res["cond"] is None:
+            assert res["ws_close"][0] == 1009, \
+                f"a {res['size']} byte WebSocket message was dropped without a stream " \
+                f"error or a WebSocket close 1009 (message too big): {res}"
+            return
+        assert res["cond"] == "policy-violation", res
+        assert res["framing_close"], f"no <close/> after the stream error: {res}"
+        return
+    if entry == "sasl" and attack.endswith("-fit"):
+        assert res["answer"] != "no answer", f"SASL hung on {attack}: {res}"
+        if res["answer"].startswith("stream closed"):
+            assert res["cond"] is not None, res
+        return
+    assert res["closed"], f"the connection stayed open after {res['sent']} bytes: {res}"
+    assert res["cond"] == "policy-violation", \
+        f"{entry} {attack}: stream error {res['cond']!r}, wanted policy-violation: {res}"
+    assert res["footer"], f"the stream was not closed after the error: {res}"
