@@ -18,6 +18,10 @@ and bob — logged in before it started — kept chatting while it ran.
 8. SCRAM `y,,` is accepted where -PLUS is not offered (WebSocket) and refused where it is;
    a remote JID never borrows the blocklist of the local account with the same name, and
    blocking a remote JID refuses messages to it locally.
+9. Deep nesting (20 000 levels), 100 000 attributes and a 1 MiB attribute value on every
+   entry point — c2s before TLS, after STARTTLS and after auth, Direct TLS, s2s before and
+   after STARTTLS, the component port, WebSocket before and after login, BOSH, SCRAM
+   payloads: `policy-violation` (BOSH `bad-request`), the server up and bounded.
 
 Run with `pytest -s` to see the measured figures (RSS, counts, times).
 """
@@ -1174,6 +1178,17 @@ def tcp_attack(k: EveryPortKith, ctx: ssl.SSLContext, entry: str, attack: str) -
         raw.send(S2S_OPEN)
         feats = raw.features()
         assert feats.find(f"{{{NS_TLS}}}starttls") is not None, ET.tostring(feats)
+    elif entry == "s2s-tls":  # after STARTTLS, before SASL EXTERNAL or dialback
+        raw = RawXmpp(k.s2s_port, source=src)
+        raw.send(S2S_OPEN)
+        raw.features()
+        raw.send(f"<starttls xmlns='{NS_TLS}'/>")
+        raw.expect(f"{{{NS_TLS}}}proceed")
+        raw.sock = ctx.wrap_socket(raw.sock, server_hostname=DOMAIN)
+        raw.raw = b""
+        raw._new_parser()
+        raw.send(S2S_OPEN)
+        raw.features()
     elif entry == "component":
         raw = RawXmpp(k.component_port, source=src)
         raw.send(COMPONENT_OPEN + ">")
@@ -1257,7 +1272,7 @@ EVERY_ENTRY_CASES = [
     *[("c2s-starttls", a) for a in ("deep", "attrs", "value")],
     *[("c2s-auth", a) for a in ("attrs", "value")],
     *[("direct-tls", a) for a in ("deep", "attrs", "value")],
-    *[("s2s", a) for a in ("deep", "attrs", "value")],
+    *[(s2s, a) for s2s in ("s2s", "s2s-tls") for a in ("deep", "attrs", "value")],
     *[("component", a) for a in ("deep", "attrs", "value")],
     *[(ws, a) for ws in ("ws-pre", "ws-auth")
       for a in ("attrs", "value", "attrs-fit", "value-fit")],
@@ -1275,9 +1290,9 @@ def test_deep_nesting_and_huge_attributes_on_every_entry_point(every_port_kith, 
     attributes (limit 64; also over every size limit), or one attribute value of 1 MiB.
     c2s on 5222 inside the stream before TLS, after STARTTLS before auth, and in a
     logged-in session (which ends); Direct TLS; s2s before TLS (after a `jabber:server`
-    header); the component port before the handshake; WebSocket before and after login;
-    BOSH (attributes on `<body/>`); SASL SCRAM client-first messages with 100 000
-    `,a=b` or a 1 MiB username.
+    header) and after STARTTLS (before SASL EXTERNAL or dialback); the component port
+    before the handshake; WebSocket before and after login; BOSH (attributes on
+    `<body/>`); SASL SCRAM client-first messages with 100 000 `,a=b` or a 1 MiB username.
 
     The answer: `policy-violation` and the stream closed; BOSH `<body type='terminate'
     condition='bad-request'/>` (a body over the 260 KiB body limit may be `413`

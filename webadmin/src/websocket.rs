@@ -23,6 +23,7 @@ const PING_EVERY: Duration = Duration::from_secs(60);
 /// RFC 6455 close codes.
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_UNSUPPORTED: u16 = 1003;
+const CLOSE_TOO_BIG: u16 = 1009;
 
 /// `GET /xmpp-websocket`: the upgrade. A client that does not ask for the
 /// `xmpp` subprotocol gets `400` (RFC 7395 §3.1).
@@ -71,8 +72,27 @@ async fn relay(socket: WebSocket, state: AppState, peer: SocketAddr) {
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Ok(Message::Close(_))) | None => break,
                 Some(Err(e)) => {
-                    // Includes messages over the size limit.
                     tracing::debug!(%peer, error = %e, "WebSocket read failed");
+                    // A message over the size limit gets what an oversize
+                    // stanza gets on TCP: a stream error, then the close
+                    // (RFC 7395 §3.6), and close code 1009.
+                    let text = e.to_string();
+                    if text.contains("Space limit exceeded") || text.contains("too long") {
+                        let error = format!(
+                            "<stream:error xmlns:stream='http://etherx.jabber.org/streams'>\
+                             <policy-violation xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+                             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>message larger than {} bytes</text>\
+                             </stream:error>",
+                            state.xmpp.stanza_size() + 4096
+                        );
+                        let _ = sink.send(Message::Text(error.into())).await;
+                        let _ = sink
+                            .send(Message::Text(
+                                "<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>".into(),
+                            ))
+                            .await;
+                        close = Some((CLOSE_TOO_BIG, "message too big"));
+                    }
                     break;
                 }
             },

@@ -22,6 +22,10 @@ use super::ns;
 /// Bytes handed to the parser in one step; bounds overshoot past a limit.
 const STEP: usize = 2048;
 
+/// Longest name, attribute value or text token (a longer text is split into
+/// several tokens; a longer name or value is refused).
+const TOKEN_BYTES: usize = 8 * 1024;
+
 /// Largest stream header (`<?xml …?><stream:stream …>`): a real one is a few
 /// hundred bytes; everything before it completes is counted against this.
 pub const HEADER_BYTES: usize = 4096;
@@ -91,6 +95,11 @@ impl ParseError {
 impl From<rxml::Error> for ParseError {
     fn from(e: rxml::Error) -> Self {
         match e {
+            // A name, attribute value or text token over the parser's token
+            // limit is a size limit (RFC 6120 §4.9.3.14), not restricted XML.
+            rxml::Error::RestrictedXml(what) if what.contains("long") => {
+                ParseError::PolicyViolation(format!("XML token longer than {TOKEN_BYTES} bytes"))
+            }
             rxml::Error::RestrictedXml(what) => ParseError::RestrictedXml(what.to_string()),
             rxml::Error::UndeclaredEntity => {
                 ParseError::RestrictedXml("entity references are not allowed".into())
@@ -324,7 +333,7 @@ pub fn parse_element(data: &[u8], limits: ParserLimits) -> Result<Element, Parse
 
 fn new_rxml() -> Parser {
     Parser::with_options(rxml::Options {
-        max_token_length: 8 * 1024,
+        max_token_length: TOKEN_BYTES,
         ..Default::default()
     })
 }
@@ -497,6 +506,22 @@ mod tests {
         };
         let err = parse_element(doc.as_bytes(), big).unwrap_err();
         assert_eq!(err.condition(), "policy-violation");
+    }
+
+    #[test]
+    fn an_attribute_value_over_the_token_limit_is_a_policy_violation() {
+        let mut p = StreamParser::new(ParserLimits {
+            stanza_bytes: 1 << 20,
+            ..limits()
+        });
+        feed_all(&mut p, OPEN).expect("header");
+        let mut msg = b"<message to='".to_vec();
+        msg.extend(std::iter::repeat_n(b'x', 3 * TOKEN_BYTES));
+        msg.extend(b"'/>");
+        assert_eq!(
+            feed_all(&mut p, &msg).unwrap_err().condition(),
+            "policy-violation"
+        );
     }
 
     #[test]
