@@ -7,6 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 _t0=$(date +%s); export _t0
+# One build at a time per machine: the cache in /var/cache/kith-image is shared by every
+# clone (a developer's run and CI may overlap).
+mkdir -p /var/cache
+exec 9>/var/cache/kith-image.lock
+if ! flock -n 9; then
+  echo "== image: another image build holds /var/cache/kith-image.lock; waiting"
+  flock 9
+fi
 echo "== image: build"
 timeout 2700 bash ./build.sh
 echo "== image: boot test (qemu virt board: network, XMPP, mDNS, watchdog)"
