@@ -152,7 +152,7 @@ fn scram(
     };
     let username = normalize_user(server.username(), DOMAIN);
     let keys = known.then(|| account(hash).0.clone());
-    let server_first = server.challenge(keys, b"server secret", SERVER_NONCE);
+    let server_first = server.challenge(keys, b"server secret", 4096, SERVER_NONCE);
     let Ok(server_first) = String::from_utf8(server_first) else {
         panic!("server-first is not UTF-8");
     };
