@@ -46,7 +46,9 @@ fi
 built=$(date +%s)
 bins=()
 for t in "${targets[@]}"; do bins+=(--bin "$t"); done
-cargo build --locked --release --target "$triple" "${bins[@]}"
+# Not --locked: a dependency added to kith-server or kith-web must not break
+# this build; commit fuzz/Cargo.lock when the build changed it.
+cargo build --release --target "$triple" "${bins[@]}"
 echo "fuzz targets built in $(( $(date +%s) - built ))s"
 bin_dir="$CARGO_TARGET_DIR/$triple/release"
 
@@ -62,6 +64,7 @@ for t in "${targets[@]}"; do
   dict=()
   [ -f "$here/dict/$t.dict" ] && dict=(-dict="$here/dict/$t.dict")
   status=0
+  start=$(date +%s)
   # -timeout: one input may take at most 10 s (an endless loop is a crash);
   # -rss_limit_mb: a memory blow-up is a crash too.
   "$bin_dir/$t" "$work" "${dict[@]}" \
@@ -69,6 +72,7 @@ for t in "${targets[@]}"; do
     -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$artifacts/" -print_final_stats=1 \
     >"$log" 2>&1 || status=$?
+  elapsed=$(( $(date +%s) - start ))
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
   speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
   rss=$(sed -n 's/^stat::peak_rss_mb: *//p' "$log" | tail -1)
@@ -80,7 +84,7 @@ for t in "${targets[@]}"; do
     failed+=("$t")
   fi
   printf '%-10s %s s, %s runs, %s exec/s, %s, peak %s MB: %s\n' \
-    "$t" "$seconds" "${runs:-?}" "${speed:-?}" "${cov:-cov: ?}" "${rss:-?}" "$result"
+    "$t" "$elapsed" "${runs:-?}" "${speed:-?}" "${cov:-cov: ?}" "${rss:-?}" "$result"
   if [ "$status" -ne 0 ]; then
     echo "---- $t: last lines of $log"
     tail -n 60 "$log"

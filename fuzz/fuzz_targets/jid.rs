@@ -5,8 +5,8 @@
 //!
 //! Input: the address text.
 //!
-//! Properties: normalisation is idempotent (a normalised JID or account name
-//! parses back into itself), so two spellings of one account never end up as
+//! Properties: account-name normalisation is idempotent (a normalised name
+//! normalises to itself), so two spellings of one account never end up as
 //! two accounts; Bind2 always binds some resource.
 
 #![no_main]
@@ -25,33 +25,21 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
 
-    // A normalised JID parses back into itself, if it parses at all: jid 0.12
-    // can refuse (IDNA) the normalised form of a domain it accepted, see
-    // docs/fuzzing.md; that is not asserted here.
+    // The jid crate's own normalisation is not idempotent (docs/fuzzing.md):
+    // a normalised JID may parse into another JID, or not at all. Only
+    // crashes are looked for there.
     if let Ok(j) = Jid::new(text) {
-        if let Ok(again) = Jid::new(j.as_str()) {
-            assert_eq!(again, j, "{text:?} normalised to {:?}", j.as_str());
-        }
-        let bare = j.to_bare();
-        if let Ok(again) = BareJid::new(bare.as_str()) {
-            assert_eq!(again, bare);
-        }
+        let _ = Jid::new(j.as_str());
+        let _ = BareJid::new(j.to_bare().as_str());
         let addr = addr_of(Some(&j), &alice, DOMAIN);
         if j.domain().as_str() != DOMAIN {
             assert_eq!(addr, Addr::Remote);
         }
     }
-    if let Ok(b) = BareJid::new(text) {
-        if let Ok(again) = BareJid::new(b.as_str()) {
-            assert_eq!(again, b);
-        }
-    }
-    if let Ok(f) = FullJid::new(text) {
-        if let Ok(again) = FullJid::new(f.as_str()) {
-            assert_eq!(again, f);
-        }
-    }
+    let _ = BareJid::new(text);
+    let _ = FullJid::new(text);
 
+    // Kith's account names are: a name that logs in is stored as itself.
     if let Some(user) = normalize_user(text, DOMAIN) {
         assert_eq!(
             normalize_user(&user, DOMAIN).as_deref(),

@@ -456,6 +456,27 @@ mod tests {
         }
     }
 
+    /// Found by the `bosh` fuzz target (with the old minidom parse): a child
+    /// that binds a prefix its own child binds again to another namespace
+    /// (valid XML) made minidom's writer panic. The bounded parser keeps no
+    /// declared prefixes, so the writer picks its own.
+    #[test]
+    fn a_prefix_bound_again_further_down_is_fine() {
+        let (_, _, children) = parse_body(
+            b"<body rid='8' xmlns='http://jabber.org/protocol/httpbind'>\
+              <body xmlns:xmpp='t'><iq xmlns:xmpp='e' xmpp:a='1'>x<y/></iq></body></body>",
+            limits(),
+        )
+        .expect("valid body");
+        let [child] = &children[..] else {
+            panic!("one child: {children:?}")
+        };
+        let back: minidom::Element = child.parse().expect("the child parses back");
+        let iq = back.get_child("iq", NS_HTTPBIND).expect("iq kept");
+        assert_eq!(iq.attr_ns("e", "a"), Some("1"));
+        assert_eq!(iq.text(), "x");
+        assert!(iq.get_child("y", NS_HTTPBIND).is_some());
+    }
     #[test]
     fn a_body_gives_its_rid_and_children() {
         let (el, rid, children) = parse_body(
