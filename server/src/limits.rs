@@ -164,11 +164,28 @@ impl Drop for Charge {
 pub struct AuthLimiter {
     per_minute: u32,
     window: Duration,
-    by_addr: Mutex<HashMap<IpAddr, (Instant, u32)>>,
-    by_account: Mutex<HashMap<String, (Instant, u32)>>,
+    by_addr: Mutex<HashMap<IpAddr, Counter>>,
+    by_account: Mutex<HashMap<String, Counter>>,
     /// Addresses each account logged in from lately (at most [`KNOWN_PER_ACCOUNT`]).
     known: Mutex<HashMap<String, Vec<(IpAddr, Instant)>>>,
 }
+
+/// Attempts under one key (an address or an account) in the current window.
+#[derive(Debug)]
+struct Counter {
+    start: Instant,
+    /// Attempts counted: failed, abandoned or still in flight.
+    counted: u32,
+    /// Of those, the ones still in flight (not yet failed or succeeded).
+    in_flight: u32,
+}
+
+/// How long an attempt over the limit waits for attempts in flight to settle
+/// before it is refused: a household's devices logging in at once (after a
+/// power cut, behind one NAT) succeed and give their counts back, so the ones
+/// waiting get in; an attacker's parallel guesses fail, so the waiting ones
+/// are refused.
+const WAIT_FOR_IN_FLIGHT: Duration = Duration::from_secs(10);
 
 /// Entries kept before old windows are swept.
 const SWEEP_AT: usize = 10_000;
@@ -202,14 +219,27 @@ pub struct Attempt<'a> {
     limiter: &'a AuthLimiter,
     addr: IpAddr,
     account: String,
+    counted_addr: bool,
     counted_account: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        let l = self.limiter;
+        if self.counted_addr {
+            settle(&l.by_addr, &self.addr);
+        }
+        if self.counted_account {
+            settle(&l.by_account, &self.account);
+        }
+    }
 }
 
 impl Attempt<'_> {
     /// The login succeeded: give the count back and remember the address.
     pub fn succeeded(self) {
         let l = self.limiter;
-        if l.per_minute == 0 {
+        if !self.counted_addr {
             return;
         }
         refund(&l.by_addr, &self.addr);
@@ -232,9 +262,17 @@ impl Attempt<'_> {
     }
 }
 
-fn refund<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, (Instant, u32)>>, key: &K) {
+/// A success: the attempt no longer counts.
+fn refund<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Counter>>, key: &K) {
     if let Some(e) = lock(map).get_mut(key) {
-        e.1 = e.1.saturating_sub(1);
+        e.counted = e.counted.saturating_sub(1);
+    }
+}
+
+/// The attempt is over (it succeeded or failed): no longer in flight.
+fn settle<K: std::hash::Hash + Eq>(map: &Mutex<HashMap<K, Counter>>, key: &K) {
+    if let Some(e) = lock(map).get_mut(key) {
+        e.in_flight = e.in_flight.saturating_sub(1);
     }
 }
 
@@ -262,48 +300,86 @@ impl AuthLimiter {
         })
     }
 
-    /// Count one more attempt under `key` unless it is at the limit.
+    /// Count one more attempt under `key` unless it is at the limit; at the
+    /// limit, say how many of the counted ones are still in flight.
     fn take<K: std::hash::Hash + Eq>(
         &self,
-        map: &Mutex<HashMap<K, (Instant, u32)>>,
+        map: &Mutex<HashMap<K, Counter>>,
         key: K,
-    ) -> bool {
+    ) -> Result<(), u32> {
         let mut map = lock(map);
         if map.len() >= SWEEP_AT {
             let window = self.window;
-            map.retain(|_, (start, _)| start.elapsed() < window);
+            map.retain(|_, c| c.start.elapsed() < window || c.in_flight > 0);
         }
-        let e = map.entry(key).or_insert((Instant::now(), 0));
-        if e.0.elapsed() >= self.window {
-            *e = (Instant::now(), 0);
+        let e = map.entry(key).or_insert(Counter {
+            start: Instant::now(),
+            counted: 0,
+            in_flight: 0,
+        });
+        if e.start.elapsed() >= self.window {
+            // A new window: what is still in flight counts in it.
+            e.start = Instant::now();
+            e.counted = e.in_flight;
         }
-        if e.1 >= self.per_minute {
-            return false;
+        if e.counted >= self.per_minute {
+            return Err(e.in_flight);
         }
-        e.1 += 1;
-        true
+        e.counted += 1;
+        e.in_flight += 1;
+        Ok(())
     }
 
-    /// Start an attempt from `ip` on `account`, counting it now.
-    pub fn begin(&self, ip: IpAddr, account: &str, proof: Proof) -> Result<Attempt<'_>, Throttled> {
+    /// Start an attempt from `ip` on `account`, counting it now. Over the
+    /// limit, it waits (at most [`WAIT_FOR_IN_FLIGHT`]) while attempts of
+    /// the same address or account are still in flight, and is refused once
+    /// none is.
+    pub async fn begin(
+        &self,
+        ip: IpAddr,
+        account: &str,
+        proof: Proof,
+    ) -> Result<Attempt<'_>, Throttled> {
+        let deadline = Instant::now() + WAIT_FOR_IN_FLIGHT;
+        loop {
+            match self.try_begin(ip, account, proof) {
+                Ok(a) => return Ok(a),
+                Err((_, in_flight)) if in_flight > 0 && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err((t, _)) => return Err(t),
+            }
+        }
+    }
+
+    /// [`AuthLimiter::begin`] without waiting: over the limit, the reason and
+    /// how many attempts under that limit are still in flight.
+    fn try_begin(
+        &self,
+        ip: IpAddr,
+        account: &str,
+        proof: Proof,
+    ) -> Result<Attempt<'_>, (Throttled, u32)> {
         let addr = addr_key(ip);
         let mut attempt = Attempt {
             limiter: self,
             addr,
             account: account.to_string(),
+            counted_addr: false,
             counted_account: false,
         };
         if self.per_minute == 0 {
             return Ok(attempt);
         }
         let by_account = proof == Proof::Password && !self.is_known(account, addr);
-        if !self.take(&self.by_addr, addr) {
-            return Err(Throttled::Address);
-        }
+        self.take(&self.by_addr, addr)
+            .map_err(|n| (Throttled::Address, n))?;
+        attempt.counted_addr = true;
         if by_account {
-            if !self.take(&self.by_account, account.to_string()) {
+            if let Err(n) = self.take(&self.by_account, account.to_string()) {
+                // Not counted after all: give the address's count back.
                 refund(&self.by_addr, &addr);
-                return Err(Throttled::Account);
+                return Err((Throttled::Account, n));
             }
             attempt.counted_account = true;
         }
@@ -413,19 +489,62 @@ mod tests {
         // Three attempts in flight at once (none has failed yet): the fourth waits.
         let held: Vec<_> = (0..3)
             .map(|_| {
-                l.begin(ip, "alice", Proof::Password)
+                l.try_begin(ip, "alice", Proof::Password)
                     .expect("within the limit")
             })
             .collect();
         assert_eq!(
-            l.begin(ip, "alice", Proof::Password).err(),
-            Some(Throttled::Address)
+            l.try_begin(ip, "alice", Proof::Password).err(),
+            Some((Throttled::Address, 3)),
+            "refused, with three in flight to wait for"
         );
         drop(held);
         assert!(
-            l.begin(ip, "bob", Proof::Password).is_err(),
+            l.try_begin(ip, "bob", Proof::Password).is_err(),
             "failures stay counted"
         );
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_real_logins_from_one_address_waits_its_turn() {
+        // Sixteen devices behind one NAT log in at once (limit 5): those over
+        // the limit wait for the ones in flight, which succeed.
+        let l = Arc::new(AuthLimiter::with_window(5, Duration::from_secs(60)));
+        let ip: IpAddr = [192, 0, 2, 1].into();
+        let logins = (0..16).map(|i| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                let a = l
+                    .begin(ip, &format!("user{i}"), Proof::Password)
+                    .await
+                    .map_err(|t| format!("user{i}: {t:?}"))?;
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                a.succeeded();
+                Ok::<_, String>(())
+            })
+        });
+        for j in logins.collect::<Vec<_>>() {
+            assert_eq!(j.await.expect("joined"), Ok(()));
+        }
+        // Parallel wrong guesses: five are tried, the rest refused once those fail.
+        let guesses = (0..20).map(|_| {
+            let l = l.clone();
+            tokio::spawn(async move {
+                match l.begin(ip, "alice", Proof::Password).await {
+                    Ok(a) => {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                        drop(a);
+                        true
+                    }
+                    Err(_) => false,
+                }
+            })
+        });
+        let mut tried = 0;
+        for j in guesses.collect::<Vec<_>>() {
+            tried += usize::from(j.await.expect("joined"));
+        }
+        assert_eq!(tried, 5);
     }
 
     #[test]
@@ -433,7 +552,7 @@ mod tests {
         let l = AuthLimiter::with_window(2, Duration::from_secs(60));
         let ip: IpAddr = [127, 0, 0, 1].into();
         for _ in 0..10 {
-            l.begin(ip, "alice", Proof::Password)
+            l.try_begin(ip, "alice", Proof::Password)
                 .expect("never throttled")
                 .succeeded();
         }
@@ -443,28 +562,28 @@ mod tests {
     fn guessing_from_elsewhere_does_not_lock_out_the_owner() {
         let l = AuthLimiter::with_window(2, Duration::from_secs(60));
         let home: IpAddr = [192, 0, 2, 1].into();
-        l.begin(home, "alice", Proof::Password)
+        l.try_begin(home, "alice", Proof::Password)
             .expect("ok")
             .succeeded();
         // An attacker spreads guesses over many addresses.
         for i in 0..2u8 {
             drop(
-                l.begin([198, 51, 100, i].into(), "alice", Proof::Password)
+                l.try_begin([198, 51, 100, i].into(), "alice", Proof::Password)
                     .expect("counted"),
             );
         }
         assert_eq!(
-            l.begin([198, 51, 100, 9].into(), "alice", Proof::Password)
+            l.try_begin([198, 51, 100, 9].into(), "alice", Proof::Password)
                 .err(),
-            Some(Throttled::Account),
+            Some((Throttled::Account, 0)),
             "the account is throttled for unknown addresses"
         );
         assert!(
-            l.begin(home, "alice", Proof::Password).is_ok(),
+            l.try_begin(home, "alice", Proof::Password).is_ok(),
             "the owner's address gets in"
         );
         assert!(
-            l.begin([203, 0, 113, 5].into(), "alice", Proof::Token)
+            l.try_begin([203, 0, 113, 5].into(), "alice", Proof::Token)
                 .is_ok(),
             "a device with a FAST token gets in from anywhere"
         );
@@ -474,10 +593,10 @@ mod tests {
     fn windows_expire() {
         let l = AuthLimiter::with_window(1, Duration::from_millis(50));
         let ip: IpAddr = [127, 0, 0, 1].into();
-        drop(l.begin(ip, "a", Proof::Password).expect("first"));
-        assert!(l.begin(ip, "a", Proof::Password).is_err());
+        drop(l.try_begin(ip, "a", Proof::Password).expect("first"));
+        assert!(l.try_begin(ip, "a", Proof::Password).is_err());
         std::thread::sleep(Duration::from_millis(60));
-        assert!(l.begin(ip, "a", Proof::Password).is_ok());
+        assert!(l.try_begin(ip, "a", Proof::Password).is_ok());
     }
 
     #[test]
@@ -485,7 +604,7 @@ mod tests {
         let l = AuthLimiter::new(0);
         let ip: IpAddr = [127, 0, 0, 1].into();
         for _ in 0..100 {
-            drop(l.begin(ip, "a", Proof::Password).expect("unlimited"));
+            drop(l.try_begin(ip, "a", Proof::Password).expect("unlimited"));
         }
         let c = ConnLimiter::new(0);
         let permits: Vec<_> = (0..1000).filter_map(|_| c.acquire(ip)).collect();

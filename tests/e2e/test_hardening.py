@@ -29,6 +29,7 @@ Run with `pytest -s` to see the measured figures (RSS, counts, times).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import base64
 import contextlib
 import os
@@ -443,10 +444,11 @@ def test_half_sent_stanzas_of_unauthenticated_peers_share_one_budget(kith_factor
 
 def test_parallel_scram_guesses_are_counted_when_they_start(kith, test_ca):
     """30 connections from one address each send a SCRAM-SHA-1 client-first for carol
-    before any sends its client-final. Attempts count when they start, so only 5 (the
-    default auth_failures_per_minute) get a challenge (a guess evaluated); the other 25
-    get `<temporary-auth-failure/>` at once. The unfixed server counted failures only at
-    the end, so all 30 got a challenge."""
+    before any sends its client-final; each then answers its challenge as soon as it
+    gets one. Attempts count when they start, so only 5 (the default
+    auth_failures_per_minute) get a challenge (a guess evaluated); the other 25 wait
+    while those are in flight and get `<temporary-auth-failure/>` once they failed. The
+    unfixed server counted failures only at the end, so all 30 got a challenge."""
     ctx = test_ca.client_context()
     src = "127.0.0.30"
 
@@ -463,18 +465,20 @@ def test_parallel_scram_guesses_are_counted_when_they_start(kith, test_ca):
             for r, s in zip(conns, scrams):  # every client-first before any client-final
                 r.send(f"<auth xmlns='{NS_SASL}' mechanism='SCRAM-SHA-1'>"
                        f"{base64.b64encode(s.first()).decode()}</auth>")
-            first = [r.element() for r in conns]
-            outcomes = []
-            for r, s, el in zip(conns, scrams, first):
+
+            def one(pair):
+                r, s = pair
+                el = r.element()
                 if el.tag != f"{{{NS_SASL}}}challenge":
-                    outcomes.append(("refused", sasl_conditions(el)))
-                    continue
+                    return ("refused", sasl_conditions(el))
                 reply = s.final(base64.b64decode(el.text or ""))
                 r.send(f"<response xmlns='{NS_SASL}'>{base64.b64encode(reply).decode()}"
                        "</response>")
-                fin = r.element()
-                outcomes.append(("evaluated", sasl_conditions(fin)))
-            return outcomes
+                return ("evaluated", sasl_conditions(r.element()))
+
+            # Each connection answers its own challenge as soon as it comes.
+            with concurrent.futures.ThreadPoolExecutor(max_workers=len(conns)) as pool:
+                return list(pool.map(one, zip(conns, scrams)))
         finally:
             for r in conns:
                 r.close()

@@ -552,7 +552,11 @@ pub(super) async fn exchange<T: Transport>(
             let Some(username) = normalize_user(&user, &core.domain) else {
                 return Ok(Err((Failure::NotAuthorized, "invalid username")));
             };
-            let attempt = match core.auth_limiter.begin(ip, &username, Proof::Password) {
+            let attempt = match core
+                .auth_limiter
+                .begin(ip, &username, Proof::Password)
+                .await
+            {
                 Ok(a) => a,
                 Err(t) => return Ok(Err(throttled(t))),
             };
@@ -607,7 +611,7 @@ pub(super) async fn exchange<T: Transport>(
                 .unwrap_or_else(|| scram.username().to_string());
             // Counted now, before the challenge: a failure is only known at
             // client-final, and parallel exchanges must not each get a guess.
-            let attempt = match core.auth_limiter.begin(ip, &key, Proof::Password) {
+            let attempt = match core.auth_limiter.begin(ip, &key, Proof::Password).await {
                 Ok(a) => a,
                 Err(t) => return Ok(Err(throttled(t))),
             };

@@ -109,7 +109,7 @@ pub async fn login(
     };
     // A token cannot be guessed: only the per-address count applies, so a
     // password-guessing attack on the account never keeps its devices out.
-    let attempt = match core.auth_limiter.begin(ip, &username, Proof::Token) {
+    let attempt = match core.auth_limiter.begin(ip, &username, Proof::Token).await {
         Ok(a) => a,
         Err(t) => return Ok(Err(crate::stream::c2s::throttled(t))),
     };
