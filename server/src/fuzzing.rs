@@ -112,20 +112,11 @@ pub fn bind2_jid(bare: &BareJid, tag: Option<&str>, agent_id: Option<&str>) -> O
 /// slot signature under `secret` (the checks `Uploads::authorize_put` makes
 /// before it looks at the clock and the database).
 pub fn upload_slot_ok(secret: &[u8], id: &str, filename: &str, q: &PutQuery) -> bool {
-    crate::upload::store::valid_id(id)
-        && Slot {
-            id: id.to_string(),
-            filename: filename.to_string(),
-            size: q.size,
-            content_type: q.content_type.clone(),
-            owner: q.owner.clone(),
-            expires: q.expires,
-        }
-        .verify(secret, &q.sig)
+    crate::upload::store::valid_id(id) && slot_of(id, filename, q).verify(secret, &q.sig)
 }
 
-/// The signed PUT URL the server hands out for a slot.
-pub fn upload_put_url(base: &str, secret: &[u8], id: &str, filename: &str, q: &PutQuery) -> String {
+/// The slot a PUT's path and query describe.
+fn slot_of(id: &str, filename: &str, q: &PutQuery) -> Slot {
     Slot {
         id: id.to_string(),
         filename: filename.to_string(),
@@ -134,5 +125,9 @@ pub fn upload_put_url(base: &str, secret: &[u8], id: &str, filename: &str, q: &P
         owner: q.owner.clone(),
         expires: q.expires,
     }
-    .put_url(base, secret)
+}
+
+/// The signed PUT URL the server hands out for a slot.
+pub fn upload_put_url(base: &str, secret: &[u8], id: &str, filename: &str, q: &PutQuery) -> String {
+    slot_of(id, filename, q).put_url(base, secret)
 }

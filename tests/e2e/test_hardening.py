@@ -1089,24 +1089,22 @@ def hostile_stanza(attack: str, xmlns: str = "") -> bytes:
     if attack == "deep":
         return (head + ">" + "<a>" * HOSTILE_DEPTH + "</a>" * HOSTILE_DEPTH
                 + "</message>").encode()
+    return (head + hostile_attr_part(attack) + "><body>hi</body></message>").encode()
+
+
+def hostile_attr_part(attack: str) -> str:
+    """The attributes an `attrs`/`value` attack (or its `-fit` variant) puts on one
+    element, with a leading space."""
     if attack in ("attrs", "attrs-fit"):
-        n = HOSTILE_ATTRS if attack == "attrs" else FIT_ATTRS
-        return (head + " " + hostile_attrs(n) + "><body>hi</body></message>").encode()
+        return " " + hostile_attrs(HOSTILE_ATTRS if attack == "attrs" else FIT_ATTRS)
     if attack in ("value", "value-fit"):
-        n = HOSTILE_VALUE if attack == "value" else FIT_VALUE
-        return (head + " a='" + "x" * n + "'><body>hi</body></message>").encode()
+        return " a='" + "x" * (HOSTILE_VALUE if attack == "value" else FIT_VALUE) + "'"
     raise AssertionError(attack)
 
 
 def hostile_bosh_body(attack: str) -> bytes:
     """A BOSH session-creation body with the attributes on `<body/>` itself."""
-    if attack in ("attrs", "attrs-fit"):
-        n = HOSTILE_ATTRS if attack == "attrs" else FIT_ATTRS
-        return (NS_HTTPBIND_BODY + " " + hostile_attrs(n) + "/>").encode()
-    if attack in ("value", "value-fit"):
-        n = HOSTILE_VALUE if attack == "value" else FIT_VALUE
-        return (NS_HTTPBIND_BODY + " a='" + "x" * n + "'/>").encode()
-    raise AssertionError(attack)
+    return (NS_HTTPBIND_BODY + hostile_attr_part(attack) + "/>").encode()
 
 
 def scram_auth(attack: str) -> bytes:
