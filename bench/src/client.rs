@@ -47,6 +47,8 @@ impl Target {
 pub struct Session {
     pub stream: TlsStream<TcpStream>,
     pub splitter: Splitter,
+    /// The full JID the server bound.
+    pub jid: String,
 }
 
 impl Session {
@@ -209,10 +211,10 @@ async fn login_inner(
         xml::attr(&bound, "type") == Some("result"),
         "bind failed: {bound}"
     );
-    ensure!(
-        xml::child_text(&bound, "jid").is_some(),
-        "bind result without jid: {bound}"
-    );
+    let Some(jid) = xml::child_text(&bound, "jid") else {
+        bail!("bind result without jid: {bound}");
+    };
+    let jid = jid.to_string();
 
     if needs_session(&features) {
         send(
@@ -233,6 +235,7 @@ async fn login_inner(
     Ok(Session {
         stream: tls,
         splitter: sp,
+        jid,
     })
 }
 

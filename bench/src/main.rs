@@ -22,7 +22,7 @@ use rustls::pki_types::ServerName;
 
 use scenario::{
     sessions::{self, SessionsArgs},
-    throughput::{self, ThroughputArgs},
+    throughput::{self, ThroughputArgs, To},
     Ctx,
 };
 
@@ -89,6 +89,10 @@ enum Command {
         duration: u64,
         #[arg(long, default_value_t = 1)]
         first_user: usize,
+        /// Address messages to the partner's bare JID (`bare`) or to the full JID its
+        /// session bound (`full`).
+        #[arg(long, value_enum, default_value_t = To::Bare)]
+        to: To,
     },
     /// COUNT logins one after another, over USERS users.
     Latency {
@@ -280,12 +284,14 @@ async fn run(cli: Cli) -> Result<()> {
             window,
             duration,
             first_user,
+            to,
         } => {
             let args = ThroughputArgs {
                 users,
                 window,
                 duration: Duration::from_secs(duration),
                 first_user,
+                to,
             };
             throughput::throughput(&ctx, args).await?
         }

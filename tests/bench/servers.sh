@@ -9,6 +9,11 @@
 # PROSODY_EXTRA_MODULES (e.g. '; "smacks"') and EJABBERD_EXTRA_MODULES (YAML lines
 # under `modules:`) add features for benchmarks that need them (sm_resume_peers.sh).
 #
+# Each peer also runs with its message archive on, as Kith always does: the servers
+# `prosody-mam` (mod_mam, every message archived, kept forever, in Prosody's default
+# storage) and `ejabberd-mam` (mod_mam with `default: always`, in ejabberd's default
+# Mnesia storage). They share their base server's users and data directory.
+#
 # BENCH_MUC=1 adds group chat (muc.sh): Prosody's `muc` component and ejabberd's
 # mod_muc on conference.DOMAIN (Kith's is always on groups.DOMAIN), each archiving room
 # messages (Prosody mod_muc_mam, ejabberd mod_mam with `mam: true` for new rooms; Kith
@@ -192,13 +197,23 @@ authentication = "internal_hashed"
 default_iteration_count = 4096
 storage = "internal"
 log = { { levels = { min = "warn" }, to = "file", filename = "$dir/prosody.log" } }
-modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "vcard"; "admin_shell"; "posix"${PROSODY_EXTRA_MODULES:-} }
+modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "vcard"; "admin_shell"; "posix"${PROSODY_EXTRA_MODULES:-}$(prosody_mam_module) }
+$(prosody_mam_options)
 modules_disabled = { "s2s"; "s2s_auth_certs"; "limits" }
 ssl = { certificate = "$dir/cert.pem"; key = "$dir/key.pem" }
 VirtualHost "$DOMAIN"
 $(prosody_muc)
 EOF
   chown -R prosody:prosody "$dir"
+}
+
+# prosody-mam: mod_mam archives every 1:1 message (default_archive_policy), forever,
+# with no per-user item limit (the internal store's default of 10 000 would truncate).
+prosody_mam_module() { [ "${PROSODY_MAM:-0}" = 1 ] && printf '; "mam"'; true; }
+prosody_mam_options() {
+  [ "${PROSODY_MAM:-0}" = 1 ] || return 0
+  printf 'default_archive_policy = true\narchive_expires_after = "never"\n'
+  printf 'storage_archive_item_limit = 10000000\n'
 }
 
 # The MUC component (BENCH_MUC=1): Debian's mod_muc; rooms are created by whoever joins
@@ -233,6 +248,10 @@ stop_prosody() {
   wait "$SERVER_PID" 2>/dev/null || true
   SERVER_PID=
 }
+
+start_prosody-mam() { PROSODY_MAM=1 start_prosody; }
+stop_prosody-mam() { stop_prosody; }
+provision_prosody-mam() { provision_prosody "$@"; }
 
 # provision_prosody COUNT: creates users through the running server's admin shell,
 # one `prosodyctl shell` session for all of them.
@@ -326,6 +345,7 @@ modules:
   mod_ping: {}
   mod_vcard: {}
 $(ejabberd_muc)
+$(ejabberd_mam)
 ${EJABBERD_EXTRA_MODULES:-}
 EOF
   chown -R ejabberd:ejabberd "$dir"
@@ -343,6 +363,13 @@ ejabberd_muc() {
     printf '  mod_mam:\n    default: never\n'
     [ "$BENCH_MUC_STORAGE" != sql ] || printf '    db_type: sql\n'
   fi
+}
+
+# ejabberd-mam: mod_mam archives every 1:1 message (default: always) in Mnesia.
+ejabberd_mam() {
+  [ "${EJABBERD_MAM:-0}" = 1 ] || return 0
+  [ "$BENCH_MUC" != 1 ] || { log "ejabberd-mam and BENCH_MUC=1 both configure mod_mam"; return 1; }
+  printf '  mod_mam:\n    default: always\n'
 }
 
 # The SQL database of ejabberd (BENCH_MUC_STORAGE=sql): SQLite, only mod_mam uses it.
@@ -391,6 +418,10 @@ stop_ejabberd() {
   SERVER_PID=''
   EJ_WRAPPER=''
 }
+
+start_ejabberd-mam() { EJABBERD_MAM=1 start_ejabberd; }
+stop_ejabberd-mam() { stop_ejabberd; }
+provision_ejabberd-mam() { provision_ejabberd "$@"; }
 
 # provision_ejabberd COUNT: registers users through ejabberd's admin API (the HTTP form
 # of `ejabberdctl register`; one ejabberdctl process per user takes about a second).

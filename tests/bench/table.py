@@ -10,12 +10,14 @@ import sys
 from collections import defaultdict
 
 # "kith-before": the binary before a change (before_after.sh), compared with "kith".
-SERVERS = ["prosody", "ejabberd", "kith-before", "kith"]
+# "prosody-mam", "ejabberd-mam": the peers with their message archive on (servers.sh).
+SERVERS = ["prosody", "prosody-mam", "ejabberd", "ejabberd-mam", "kith-before", "kith"]
 
 # (label, scenario, selector on the report, field, scale, higher_is_better)
 ROWS = [
     ("idle RSS (MiB)", "idle", {}, "server_rss_kib", 1 / 1024, False),
-    ("RSS per held session, N={n} (KiB)", "sessions", {}, "server_kib_per_session", 1, False),
+    ("RSS per held session, N={n}, rustls clients (KiB)", "sessions", {}, "server_kib_per_session", 1, False),
+    ("RSS per held session, N={n}, OpenSSL clients (KiB)", "sessions_openssl", {}, "server_kib_per_session", 1, False),
     ("server CPU per login, N={n}, 32 at a time (ms)", "sessions", {}, "server_cpu_ms_per_login", 1, False),
     ("logins/s, N={n}, 32 at a time", "sessions", {}, "login_per_s", 1, True),
     ("sequential login p50 (ms)", "latency", {}, "login_p50_ms", 1, False),
@@ -67,7 +69,14 @@ def variants(reports, scenario):
     """The distinct sizes of a scenario: session counts or windows."""
     if not any(r["scenario"] == scenario for r in reports):
         return []
-    key = {"sessions": "count", "throughput": "window", "muc": "users"}.get(scenario)
+    if scenario == "throughput":
+        # Reports from before the addressing option have no "to": bare JIDs.
+        for r in reports:
+            if r["scenario"] == scenario:
+                r.setdefault("to", "bare")
+        pairs = sorted({(r["window"], r["to"]) for r in reports if r["scenario"] == scenario})
+        return [(f"{int(w)}, {to} JID", {"window": w, "to": to}) for w, to in pairs]
+    key = {"sessions": "count", "sessions_openssl": "count", "muc": "users"}.get(scenario)
     if key is None:
         return [(None, {})]
     values = sorted({r[key] for r in reports if r["scenario"] == scenario})
@@ -94,6 +103,11 @@ def ratio(kith, peer, higher_is_better):
 
 def main():
     reports = load(sys.argv[1])
+    commits = sorted({r["kith"] for r in reports if r["scenario"] == "machine" and r.get("kith")})
+    if commits:
+        peers = sorted({r["peers"] for r in reports if r["scenario"] == "machine" and r.get("peers")})
+        print(f"Kith measured at commit {', '.join(commits)}; {'; '.join(peers) or 'peers: -'}")
+        print()
     servers = [s for s in SERVERS if any(r.get("server") == s for r in reports)]
     head = ["figure (median of runs)"] + servers
     if "kith" in servers:

@@ -236,6 +236,7 @@ pub async fn muc(ctx: &Ctx, args: &MucArgs) -> Result<Report> {
             let mut owner = Session {
                 stream: rd.unsplit(wr),
                 splitter,
+                jid: String::new(),
             };
             let ok = destroy(&mut owner, &room, ctx.target.timeout).await;
             owner.close().await;

@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use super::{
     muc,
     sessions::{self, SessionsArgs},
-    throughput::{self, ThroughputArgs},
+    throughput::{self, ThroughputArgs, To},
     Ctx,
 };
 use crate::report::Report;
@@ -40,7 +40,11 @@ pub async fn smoke(
         )
         .await?,
     );
-    for (window, duration) in [(1, sending / 4), (10, sending - sending / 4)] {
+    // Both addressing patterns: bare JIDs at window 1, full JIDs at window 10.
+    for (window, duration, to) in [
+        (1, sending / 4, To::Bare),
+        (10, sending - sending / 4, To::Full),
+    ] {
         reports.push(
             throughput::throughput(
                 ctx,
@@ -49,6 +53,7 @@ pub async fn smoke(
                     window,
                     duration,
                     first_user: 1,
+                    to,
                 },
             )
             .await?,

@@ -46,6 +46,25 @@ pub struct ThroughputArgs {
     pub window: usize,
     pub duration: Duration,
     pub first_user: usize,
+    pub to: To,
+}
+
+/// How a sender addresses its partner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum To {
+    /// `user@domain`: the server picks the session(s) (RFC 6121 §8.5.2).
+    Bare,
+    /// `user@domain/resource`, the partner's bound JID.
+    Full,
+}
+
+impl To {
+    fn name(self) -> &'static str {
+        match self {
+            To::Bare => "bare",
+            To::Full => "full",
+        }
+    }
 }
 
 /// Counters shared by the tasks of one user.
@@ -89,12 +108,16 @@ pub async fn throughput(ctx: &Ctx, args: ThroughputArgs) -> Result<Report> {
     let mut writers = JoinSet::new();
     let mut readers = JoinSet::new();
     let mut errors = Vec::new();
+    let full: Vec<String> = sessions.iter().map(|s| s.jid.clone()).collect();
     for (i, session) in sessions.into_iter().enumerate() {
         let partner = i ^ 1;
-        let to = bare(
-            &ctx.target.user(args.first_user + partner),
-            &ctx.target.domain,
-        );
+        let to = match args.to {
+            To::Bare => bare(
+                &ctx.target.user(args.first_user + partner),
+                &ctx.target.domain,
+            ),
+            To::Full => full[partner].clone(),
+        };
         let (rd, wr) = tokio::io::split(session.stream);
         let (peers_w, stop_w) = (peers.clone(), stop.clone());
         writers.spawn(async move { write_loop(wr, i, &to, &peers_w, &stop_w, epoch).await });
@@ -168,6 +191,7 @@ pub async fn throughput(ctx: &Ctx, args: ThroughputArgs) -> Result<Report> {
     let mut r = Report::new("throughput", &ctx.label);
     r.num("users", args.users as f64)
         .num("window", args.window as f64)
+        .text("to", args.to.name())
         .num("seconds", secs)
         .num("sent", sent as f64)
         .num("received", received as f64)

@@ -82,7 +82,7 @@ impl Db {
     /// Delete an account and everything stored for it.
     pub async fn account_delete(&self, username: &str) -> Result<(), StorageError> {
         // Archive rows still on their way to disk would outlive the delete.
-        self.archive_settle().await;
+        self.archive_settle_for(username).await;
         let mut tx = self.begin_write().await?;
         let r = sqlx::query("DELETE FROM accounts WHERE username = $1")
             .bind(username)

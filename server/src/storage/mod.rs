@@ -49,6 +49,8 @@ pub enum StorageError {
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: SqlitePool,
+    /// How connections are opened (the archive writer opens its own).
+    opts: SqliteConnectOptions,
     /// The archive's group-commit writer and preferences cache (`archive.rs`).
     archive: std::sync::Arc<archive::State>,
 }
@@ -84,10 +86,11 @@ impl Db {
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
-            .connect_with(opts)
+            .connect_with(opts.clone())
             .await?;
         let db = Db {
             pool,
+            opts,
             archive: Default::default(),
         };
         // Each area embeds its own migrations (`sqlx::migrate!`); they are merged
