@@ -1,6 +1,7 @@
 //! The `kith` command: run the server, manage accounts.
 
 mod config;
+mod settings;
 mod systemd;
 
 use std::io::BufRead;
@@ -14,9 +15,15 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (TOML). Without one, a built-in default for localhost is used.
+    /// The admin's configuration file (TOML). It wins over every other layer,
+    /// and the keys it sets are locked (the box cannot change them).
     #[arg(long, short, env = "KITH_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Shipped defaults (TOML; the image's /usr/share/kith/defaults.toml), below
+    /// the settings the box writes. Without this and without --config, a
+    /// built-in default for localhost is used.
+    #[arg(long, env = "KITH_DEFAULTS", global = true)]
+    defaults: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +38,20 @@ enum Command {
     /// Manage message history (the archive).
     #[command(subcommand)]
     History(HistoryCommand),
+    /// Read and change the settings the box keeps in its data directory.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+}
+
+#[derive(Subcommand)]
+enum SettingsCommand {
+    /// Show a setting's value and where it is set (`limits.offline_max`).
+    Get { key: String },
+    /// Change a setting (`domain family.example`, `limits.offline_max 500`);
+    /// refused when the configuration file sets it.
+    Set { key: String, value: String },
+    /// Remove a setting the box wrote: the defaults apply again.
+    Unset { key: String },
 }
 
 #[derive(Subcommand)]
@@ -66,8 +87,18 @@ enum HistoryCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let config = match config::load(cli.config.as_deref()) {
-        Ok(c) => c,
+    let sources = config::Sources {
+        defaults: cli.defaults.clone(),
+        admin: cli.config.clone(),
+    };
+    let (layers, config) = match config::load(&sources) {
+        Ok((layers, config, None)) => (layers, config),
+        Ok((layers, config, Some(e))) => {
+            tracing::warn!(
+                "ignoring the box's settings until fixed (kith settings unset KEY): {e}"
+            );
+            (layers, config)
+        }
         Err(e) => {
             eprintln!("kith: {e}");
             return ExitCode::from(2);
@@ -85,9 +116,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve(config).await,
+            Command::Serve => serve(sources, layers, config).await,
             Command::User(cmd) => user(config, cmd).await,
             Command::History(cmd) => history(config, cmd).await,
+            Command::Settings(cmd) => settings_cli(layers, cmd).await,
         }
     });
     match result {
@@ -108,33 +140,167 @@ fn init_logging() {
         .init();
 }
 
-async fn serve(config: kith_server::Config) -> Result<(), String> {
-    let domain = config.domain.clone();
-    let web_config = kith_web::WebConfig {
-        http: config.listen.http,
-        https: config.listen.https,
-        ..Default::default()
-    };
-    let server = kith_server::Server::start(config)
-        .await
-        .map_err(|e| e.to_string())?;
-    // The web pod (HTTP, HTTPS, WebSocket) runs on the XMPP server's handle.
-    let web = kith_web::Web::start(server.web(), web_config)
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::info!(http = ?web.addrs().http, https = ?web.addrs().https, "web pod ready");
-    tracing::info!(%domain, c2s = ?server.addrs().c2s, c2s_tls = ?server.addrs().c2s_tls, "kith ready");
-    systemd::ready();
-    let watchdog = systemd::spawn_watchdog();
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    systemd::stopping();
-    if let Some(w) = watchdog {
-        w.abort();
+/// How often `kith serve` looks at the box's settings file for changes.
+const SETTINGS_POLL: Duration = Duration::from_secs(1);
+
+async fn serve(
+    sources: config::Sources,
+    mut layers: config::Layers,
+    mut config: kith_server::Config,
+) -> Result<(), String> {
+    let mut first = true;
+    loop {
+        let domain = config.domain.clone();
+        let web_config = kith_web::WebConfig {
+            http: config.listen.http,
+            https: config.listen.https,
+            ..Default::default()
+        };
+        let server = kith_server::Server::start(config)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The web pod (HTTP, HTTPS, WebSocket) runs on the XMPP server's handle.
+        let web = kith_web::Web::start(server.web(), web_config)
+            .await
+            .map_err(|e| e.to_string())?;
+        tracing::info!(http = ?web.addrs().http, https = ?web.addrs().https, "web pod ready");
+        tracing::info!(%domain, c2s = ?server.addrs().c2s, c2s_tls = ?server.addrs().c2s_tls, "kith ready");
+        let watchdog = if first {
+            systemd::ready();
+            systemd::spawn_watchdog()
+        } else {
+            None
+        };
+        first = false;
+        let next = run_until_change(&server, &sources, &mut layers).await;
+        match &next {
+            Next::Stop => {
+                tracing::info!("shutting down");
+                systemd::stopping();
+            }
+            Next::Restart(..) => {
+                tracing::info!("settings changed: starting the XMPP service again")
+            }
+        }
+        if let Some(w) = watchdog {
+            w.abort();
+        }
+        web.shutdown().await;
+        server.shutdown(Duration::from_secs(10)).await;
+        match next {
+            Next::Stop => return Ok(()),
+            Next::Restart(new) => (layers, config) = *new,
+        }
     }
-    web.shutdown().await;
-    server.shutdown(Duration::from_secs(10)).await;
-    Ok(())
+}
+
+/// What ends one run of the service.
+enum Next {
+    /// SIGTERM or Ctrl-C.
+    Stop,
+    /// Settings changed that the running service cannot take (the domain).
+    Restart(Box<(config::Layers, kith_server::Config)>),
+}
+
+/// Serve until a signal, applying changes of the box's settings file as they
+/// come: limits at once, a new domain by starting the service again, the rest
+/// at the next start (logged).
+async fn run_until_change(
+    server: &kith_server::Server,
+    sources: &config::Sources,
+    layers: &mut config::Layers,
+) -> Next {
+    let stamp = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+    };
+    let mut seen = stamp(layers.settings_path());
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    let mut tick = tokio::time::interval(SETTINGS_POLL);
+    loop {
+        tokio::select! {
+            _ = &mut signal => return Next::Stop,
+            _ = tick.tick() => {}
+        }
+        let now = stamp(layers.settings_path());
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let (new_layers, new_config) =
+            match config::Layers::load(sources).and_then(|l| l.config().map(|c| (l, c))) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!("the changed settings are not valid, keeping the old ones: {e}");
+                    continue;
+                }
+            };
+        let changed = config::changed_keys(&layers.merged(), &new_layers.merged());
+        let effects: Vec<_> = changed.iter().map(|k| (k, settings::effect(k))).collect();
+        if effects
+            .iter()
+            .any(|(_, e)| *e == settings::Effect::Reconnect)
+        {
+            return Next::Restart(Box::new((new_layers, new_config)));
+        }
+        for (key, effect) in &effects {
+            match effect {
+                settings::Effect::NeedsRestart => {
+                    tracing::warn!(%key, "setting changed; it takes effect when kith starts again")
+                }
+                _ => tracing::info!(%key, "setting changed; in force now"),
+            }
+        }
+        if effects.iter().any(|(_, e)| *e == settings::Effect::Live) {
+            server.set_limits(new_config.limits.clone());
+        }
+        *layers = new_layers;
+    }
+}
+
+async fn settings_cli(mut layers: config::Layers, cmd: SettingsCommand) -> Result<(), String> {
+    let done = |key: &str, effect: settings::Effect, layers: &config::Layers| {
+        println!(
+            "{key}: saved in {} ({effect})",
+            layers.settings_path().display()
+        );
+    };
+    match cmd {
+        SettingsCommand::Get { key } => {
+            match (layers.get(&key), layers.where_set(&key)) {
+                (Some(v), Some(origin)) => {
+                    let locked = if settings::locked(&layers, &key).is_some() {
+                        ", locked"
+                    } else {
+                        ""
+                    };
+                    println!("{key} = {v}\t# set in {origin}{locked}");
+                }
+                _ => {
+                    println!("{key}: not set; the built-in default applies (docs/configuration.md)")
+                }
+            }
+            Ok(())
+        }
+        SettingsCommand::Set { key, value } => {
+            let effect = if key == "domain" {
+                settings::change_domain(&mut layers, &value).await
+            } else {
+                settings::set(&mut layers, &key, settings::parse_value(&value))
+            }
+            .map_err(|e| e.to_string())?;
+            done(&key, effect, &layers);
+            Ok(())
+        }
+        SettingsCommand::Unset { key } => {
+            let effect = settings::unset(&mut layers, &key).map_err(|e| e.to_string())?;
+            done(&key, effect, &layers);
+            Ok(())
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -47,6 +47,17 @@ pub fn create_private(path: &Path) -> std::io::Result<File> {
 /// Replace `path` with `data` atomically and durably: a private temporary file
 /// in the same folder, fsync, rename over `path`, fsync the folder.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, data, || {})
+}
+
+/// [`write_atomic`], calling `before_rename` once the temporary file is
+/// durable and not yet renamed: the window a power cut may hit (tests stop
+/// the process there and check that the old content is still whole).
+pub fn write_atomic_with(
+    path: &Path,
+    data: &[u8],
+    before_rename: impl FnOnce(),
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -67,6 +78,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        before_rename();
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();

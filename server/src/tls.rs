@@ -57,9 +57,23 @@ impl TlsContext {
                 let dir = config.data_dir.join("tls");
                 let cert = dir.join("cert.pem");
                 let key = dir.join("key.pem");
-                if !cert.exists() || !key.exists() {
-                    let names = certificate_names(config);
+                // `names` records what the certificate was made for: when the
+                // domain or the group chat service's name changes, a new one
+                // is made. (A certificate from before `names` existed is kept.)
+                let names = certificate_names(config);
+                let wanted = names.join("\n") + "\n";
+                let names_file = dir.join("names");
+                let stale = std::fs::read_to_string(&names_file).is_ok_and(|n| n != wanted);
+                if stale || !cert.exists() || !key.exists() {
                     generate_self_signed(&config.domain, &names, &dir, &cert, &key)?;
+                }
+                if stale || !names_file.exists() {
+                    crate::files::write_atomic(&names_file, wanted.as_bytes()).map_err(|e| {
+                        TlsError::Write {
+                            path: names_file.display().to_string(),
+                            err: e.to_string(),
+                        }
+                    })?;
                 }
                 (cert, key)
             }
