@@ -81,6 +81,7 @@ pub struct Sources {
 pub struct Layers {
     layers: Vec<Layer>,
     settings_path: PathBuf,
+    ignored: Option<String>,
 }
 
 /// Read and check one layer's text: TOML, and the keys' names and types.
@@ -139,25 +140,34 @@ impl Layers {
             .next_back()
             .unwrap_or("./kith-data");
         let settings_path = Path::new(data_dir).join(SETTINGS_FILE);
+        // What the box wrote never keeps it from starting: a settings file it
+        // cannot read or use is left out, and the reason kept for the log.
+        let mut ignored = None;
         match std::fs::read_to_string(&settings_path) {
-            Ok(text) => {
-                let layer = read_layer(&text, Origin::Box(settings_path.clone()))?;
-                if layer.table.contains_key("data_dir") {
-                    return Err(format!(
+            Ok(text) => match read_layer(&text, Origin::Box(settings_path.clone())) {
+                Ok(layer) if layer.table.contains_key("data_dir") => {
+                    ignored = Some(format!(
                         "{}: data_dir: only a configuration file can set it",
                         settings_path.display()
                     ));
                 }
-                layers.push(layer);
-            }
+                Ok(layer) => layers.push(layer),
+                Err(e) => ignored = Some(e),
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("cannot read {}: {e}", settings_path.display())),
+            Err(e) => ignored = Some(format!("cannot read {}: {e}", settings_path.display())),
         }
         layers.extend(admin);
         Ok(Layers {
             layers,
             settings_path,
+            ignored,
         })
+    }
+
+    /// Why the box's settings file was left out, if it was.
+    pub fn ignored(&self) -> Option<&str> {
+        self.ignored.as_deref()
     }
 
     /// Layers made from texts (tests).
@@ -166,6 +176,7 @@ impl Layers {
         Layers {
             layers,
             settings_path,
+            ignored: None,
         }
     }
 
@@ -323,7 +334,10 @@ pub fn changed_keys(old: &toml::Table, new: &toml::Table) -> Vec<String> {
 pub fn load(sources: &Sources) -> Result<(Layers, kith_server::Config, Option<String>), String> {
     let mut layers = Layers::load(sources)?;
     match layers.config() {
-        Ok(config) => Ok((layers, config, None)),
+        Ok(config) => {
+            let ignored = layers.ignored().map(str::to_string);
+            Ok((layers, config, ignored))
+        }
         Err(e) if matches!(layers.where_set_error(&e), Some(Origin::Box(_))) => {
             layers.set_box_table(toml::Table::new());
             let config = layers.config()?;

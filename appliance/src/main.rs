@@ -148,50 +148,79 @@ async fn serve(
     mut layers: config::Layers,
     mut config: kith_server::Config,
 ) -> Result<(), String> {
-    let mut first = true;
+    let mut ready = false;
+    let mut watchdog = None;
+    // The settings in force before a change, to go back to if the service
+    // cannot start with the new ones.
+    let mut previous: Option<(config::Layers, kith_server::Config)> = None;
     loop {
-        let domain = config.domain.clone();
-        let web_config = kith_web::WebConfig {
-            http: config.listen.http,
-            https: config.listen.https,
-            ..Default::default()
+        let (server, web) = match start_service(config.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                match previous.take() {
+                    Some((l, c)) => {
+                        tracing::error!("cannot start with the changed settings, back to the previous ones: {e}");
+                        (layers, config) = (l, c);
+                        continue;
+                    }
+                    None => return Err(e),
+                }
+            }
         };
-        let server = kith_server::Server::start(config)
-            .await
-            .map_err(|e| e.to_string())?;
-        // The web pod (HTTP, HTTPS, WebSocket) runs on the XMPP server's handle.
-        let web = kith_web::Web::start(server.web(), web_config)
-            .await
-            .map_err(|e| e.to_string())?;
-        tracing::info!(http = ?web.addrs().http, https = ?web.addrs().https, "web pod ready");
-        tracing::info!(%domain, c2s = ?server.addrs().c2s, c2s_tls = ?server.addrs().c2s_tls, "kith ready");
-        let watchdog = if first {
+        if !ready {
+            ready = true;
             systemd::ready();
-            systemd::spawn_watchdog()
-        } else {
-            None
-        };
-        first = false;
+            watchdog = systemd::spawn_watchdog();
+        }
         let next = run_until_change(&server, &sources, &mut layers).await;
         match &next {
             Next::Stop => {
                 tracing::info!("shutting down");
                 systemd::stopping();
+                if let Some(w) = watchdog.take() {
+                    w.abort();
+                }
             }
             Next::Restart(..) => {
                 tracing::info!("settings changed: starting the XMPP service again")
             }
         }
-        if let Some(w) = watchdog {
-            w.abort();
-        }
         web.shutdown().await;
         server.shutdown(Duration::from_secs(10)).await;
         match next {
             Next::Stop => return Ok(()),
-            Next::Restart(new) => (layers, config) = *new,
+            Next::Restart(new) => {
+                previous = Some((layers, config));
+                (layers, config) = *new;
+            }
         }
     }
+}
+
+/// Start the XMPP server and the web pod on it.
+async fn start_service(
+    config: kith_server::Config,
+) -> Result<(kith_server::Server, kith_web::Web), String> {
+    let domain = config.domain.clone();
+    let web_config = kith_web::WebConfig {
+        http: config.listen.http,
+        https: config.listen.https,
+        ..Default::default()
+    };
+    let server = kith_server::Server::start(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The web pod (HTTP, HTTPS, WebSocket) runs on the XMPP server's handle.
+    let web = match kith_web::Web::start(server.web(), web_config).await {
+        Ok(w) => w,
+        Err(e) => {
+            server.shutdown(Duration::from_secs(10)).await;
+            return Err(e.to_string());
+        }
+    };
+    tracing::info!(http = ?web.addrs().http, https = ?web.addrs().https, "web pod ready");
+    tracing::info!(%domain, c2s = ?server.addrs().c2s, c2s_tls = ?server.addrs().c2s_tls, "kith ready");
+    Ok((server, web))
 }
 
 /// What ends one run of the service.
@@ -230,14 +259,13 @@ async fn run_until_change(
             continue;
         }
         seen = now;
-        let (new_layers, new_config) =
-            match config::Layers::load(sources).and_then(|l| l.config().map(|c| (l, c))) {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::warn!("the changed settings are not valid, keeping the old ones: {e}");
-                    continue;
-                }
-            };
+        let (new_layers, new_config) = match config::load(sources) {
+            Ok((l, c, None)) => (l, c),
+            Ok((_, _, Some(e))) | Err(e) => {
+                tracing::warn!("the changed settings are not valid, keeping the old ones: {e}");
+                continue;
+            }
+        };
         let changed = config::changed_keys(&layers.merged(), &new_layers.merged());
         let effects: Vec<_> = changed.iter().map(|k| (k, settings::effect(k))).collect();
         if effects

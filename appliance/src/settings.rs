@@ -248,14 +248,32 @@ fn write(layers: &mut Layers, table: toml::Table) -> Result<(), SetError> {
         "# Settings this box wrote (setup wizard, admin pages, `kith settings set`).\n\
          # Kith rewrites this file whole; a key in the configuration file wins over it.\n\n{text}"
     );
-    kith_server::files::write_atomic_with(&path, data.as_bytes(), || {
+    kith_server::files::write_atomic_with(&path, data.as_bytes(), |tmp| {
+        same_owner_as_folder(tmp)?;
         if std::env::var_os(CRASH_BEFORE_RENAME).is_some() {
             std::process::abort();
         }
+        Ok(())
     })
     .map_err(|e| SetError::Write(format!("cannot write {}: {e}", path.display())))?;
     *layers = candidate;
     Ok(())
+}
+
+/// Give `file` the owner of its folder (the data directory): `kith settings
+/// set` run as root on the box must not leave a file the service (user
+/// `kith`) cannot read. Nothing to do when they already match.
+fn same_owner_as_folder(file: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    let (d, f) = (std::fs::metadata(dir)?, std::fs::metadata(file)?);
+    if (d.uid(), d.gid()) == (f.uid(), f.gid()) {
+        return Ok(());
+    }
+    std::os::unix::fs::chown(file, Some(d.uid()), Some(d.gid()))
 }
 
 /// Read a value as typed on a command line: TOML (`5`, `true`, `"x"`,

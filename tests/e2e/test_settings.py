@@ -47,6 +47,20 @@ def test_a_setting_survives_a_restart_and_a_power_cut(kith_factory):
     assert not tmp.exists()
 
 
+def test_broken_box_settings_never_keep_the_box_from_starting(kith_factory):
+    k = kith_factory()
+    k.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = k.data_dir / "settings.toml"
+    for text in ["[limits]\nsession_queue = 0\n", "limits = 5\n", "not toml at all ["]:
+        settings.write_text(text)
+        k.start()
+        assert "ignoring the box's settings" in k.log_tail(), k.log_tail()
+        k.stop()
+    # The next change replaces the file with a valid one.
+    k.cli("settings", "set", "limits.session_queue", "10")
+    assert "session_queue = 10" in settings.read_text()
+
+
 def test_a_limit_changes_without_a_restart(kith_factory):
     k = kith_factory()
     k.start()
