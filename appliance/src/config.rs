@@ -16,7 +16,72 @@
 
 use std::path::{Path, PathBuf};
 
-pub use kith_server::config_file::File;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// One layer's keys, each read and checked by the crate that owns it: the
+/// XMPP server's (`domain`, `[listen]`, `[limits]` …) and the web pod's `[web]`.
+#[derive(Debug, Default)]
+pub struct File {
+    pub server: kith_server::config_file::File,
+    pub web: kith_web::config::WebFile,
+}
+
+/// Every part's validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: kith_server::Config,
+    pub web: kith_web::HttpLimits,
+}
+
+impl File {
+    /// Validate every section over its crate's defaults.
+    pub fn into_config(self) -> Result<Config, String> {
+        Ok(Config {
+            server: self.server.into_config()?,
+            web: self.web.into_limits()?,
+        })
+    }
+}
+
+/// Every top-level key, for the message about an unknown one.
+fn all_keys() -> &'static [&'static str] {
+    static ALL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut keys = kith_server::config_file::File::KEYS.to_vec();
+        keys.push(kith_web::config::SECTION);
+        keys
+    })
+}
+
+/// Each top-level key goes to the crate that owns it; a key nobody owns is
+/// an error naming it.
+impl<'de> Deserialize<'de> for File {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = File;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of settings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<File, A::Error> {
+                let mut file = File::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if file.server.read_key(&key, &mut map)? {
+                        continue;
+                    }
+                    if key == kith_web::config::SECTION {
+                        file.web = map.next_value()?;
+                        continue;
+                    }
+                    return Err(serde::de::Error::unknown_field(&key, all_keys()));
+                }
+                Ok(file)
+            }
+        }
+        d.deserialize_map(Keys)
+    }
+}
 
 /// The embedded shipped defaults: runs on a laptop without root and without a file.
 pub const DEFAULT: &str = r#"
@@ -216,7 +281,7 @@ impl Layers {
     }
 
     /// The validated configuration. An error names the file that set the key.
-    pub fn config(&self) -> Result<kith_server::Config, String> {
+    pub fn config(&self) -> Result<Config, String> {
         let merged = self.merged();
         let file: File = toml::Value::Table(merged).try_into().map_err(toml_error)?;
         file.into_config().map_err(|e| {
@@ -331,7 +396,7 @@ pub fn changed_keys(old: &toml::Table, new: &toml::Table) -> Vec<String> {
 /// never keep it from starting (an update may have narrowed a bound): when
 /// they are what is wrong, they are left out and the error comes back as the
 /// third value, to be logged loudly.
-pub fn load(sources: &Sources) -> Result<(Layers, kith_server::Config, Option<String>), String> {
+pub fn load(sources: &Sources) -> Result<(Layers, Config, Option<String>), String> {
     let mut layers = Layers::load(sources)?;
     match layers.config() {
         Ok(config) => {
@@ -352,7 +417,7 @@ pub fn load(sources: &Sources) -> Result<(Layers, kith_server::Config, Option<St
 #[cfg_attr(not(test), allow(dead_code))]
 pub fn parse(text: &str) -> Result<kith_server::Config, String> {
     let file: File = toml::from_str(text).map_err(toml_error)?;
-    file.into_config()
+    file.into_config().map(|c| c.server)
 }
 
 #[cfg(test)]
@@ -608,7 +673,7 @@ mod tests {
             Origin::Admin("/etc/kith/kith.toml".into()),
         );
         let l = Layers::from_layers(vec![shipped, boxed, admin], "/x".into());
-        let c = l.config().expect("valid");
+        let c = l.config().expect("valid").server;
         assert_eq!(c.domain, "family.example");
         assert_eq!(c.limits.offline_max, 7);
         assert_eq!(c.limits.session_queue, 11);
@@ -630,7 +695,7 @@ mod tests {
         let mut l = l;
         l.layers.pop();
         l.layers.push(admin);
-        let c = l.config().expect("valid");
+        let c = l.config().expect("valid").server;
         assert!(c.listen.http.is_none() && c.listen.c2s.is_none());
         assert!(l.locked_by("listen.http").is_some());
     }
@@ -659,5 +724,34 @@ mod tests {
         );
         let e = l.config().unwrap_err();
         assert!(e.starts_with("s.toml: limits.session_queue"), "{e}");
+    }
+
+    #[test]
+    fn each_crate_reads_its_own_section() {
+        let admin = || Origin::Admin("a.toml".into());
+        let l = Layers::from_layers(
+            vec![layer(
+                "[listen]\nc2s = '127.0.0.1:1'\n[web]\nheader_bytes = 9000\n",
+                admin(),
+            )],
+            "s.toml".into(),
+        );
+        assert_eq!(l.config().expect("valid").web.header_bytes, 9000);
+        let e = read_layer("[web]\nheader_bites = 1\n", admin()).unwrap_err();
+        assert!(e.contains("header_bites") && e.contains("line 2"), "{e}");
+        let e = read_layer("domain = 'a.example'\nwbe = 1\n", admin()).unwrap_err();
+        assert!(
+            e.contains("wbe") && e.contains("`web`") && e.contains("`muc`"),
+            "{e}"
+        );
+        let l = Layers::from_layers(
+            vec![layer(
+                "[listen]\nc2s = '127.0.0.1:1'\n[web]\nheader_bytes = 1\n",
+                admin(),
+            )],
+            "s.toml".into(),
+        );
+        let e = l.config().unwrap_err();
+        assert!(e.starts_with("a.toml: web.header_bytes"), "{e}");
     }
 }

@@ -117,8 +117,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve => serve(sources, layers, config).await,
-            Command::User(cmd) => user(config, cmd).await,
-            Command::History(cmd) => history(config, cmd).await,
+            Command::User(cmd) => user(config.server, cmd).await,
+            Command::History(cmd) => history(config.server, cmd).await,
             Command::Settings(cmd) => settings_cli(layers, cmd).await,
         }
     });
@@ -146,13 +146,13 @@ const SETTINGS_POLL: Duration = Duration::from_secs(1);
 async fn serve(
     sources: config::Sources,
     mut layers: config::Layers,
-    mut config: kith_server::Config,
+    mut config: config::Config,
 ) -> Result<(), String> {
     let mut ready = false;
     let mut watchdog = None;
     // The settings in force before a change, to go back to if the service
     // cannot start with the new ones.
-    let mut previous: Option<(config::Layers, kith_server::Config)> = None;
+    let mut previous: Option<(config::Layers, config::Config)> = None;
     loop {
         let (server, web) = match start_service(config.clone()).await {
             Ok(s) => s,
@@ -199,15 +199,15 @@ async fn serve(
 
 /// Start the XMPP server and the web pod on it.
 async fn start_service(
-    config: kith_server::Config,
+    config: config::Config,
 ) -> Result<(kith_server::Server, kith_web::Web), String> {
-    let domain = config.domain.clone();
+    let domain = config.server.domain.clone();
     let web_config = kith_web::WebConfig {
-        http: config.listen.http,
-        https: config.listen.https,
-        ..Default::default()
+        http: config.server.listen.http,
+        https: config.server.listen.https,
+        limits: config.web,
     };
-    let server = kith_server::Server::start(config)
+    let server = kith_server::Server::start(config.server)
         .await
         .map_err(|e| e.to_string())?;
     // The web pod (HTTP, HTTPS, WebSocket) runs on the XMPP server's handle.
@@ -228,7 +228,7 @@ enum Next {
     /// SIGTERM or Ctrl-C.
     Stop,
     /// Settings changed that the running service cannot take (the domain).
-    Restart(Box<(config::Layers, kith_server::Config)>),
+    Restart(Box<(config::Layers, config::Config)>),
 }
 
 /// Serve until a signal, applying changes of the box's settings file as they
@@ -283,7 +283,7 @@ async fn run_until_change(
             }
         }
         if effects.iter().any(|(_, e)| *e == settings::Effect::Live) {
-            server.set_limits(new_config.limits.clone());
+            server.set_limits(new_config.server.limits.clone());
         }
         *layers = new_layers;
     }

@@ -117,7 +117,7 @@ pub fn unset(layers: &mut Layers, key: &str) -> Result<Effect, SetError> {
 /// certificate is made again for the new names when the server starts.
 pub async fn change_domain(layers: &mut Layers, domain: &str) -> Result<Effect, SetError> {
     let domain = domain.trim().to_ascii_lowercase();
-    let current = layers.config().map_err(SetError::Invalid)?;
+    let current = layers.config().map_err(SetError::Invalid)?.server;
     let old = current.domain.clone();
     let mut table = with_key(layers, "domain", Some(Value::String(domain.clone())))?;
     if old == domain {
@@ -315,7 +315,7 @@ mod tests {
             set(&mut l, "limits.offline_max", Value::Integer(5)),
             Ok(Effect::Live)
         );
-        assert_eq!(l.config().expect("valid").limits.offline_max, 5);
+        assert_eq!(l.config().expect("valid").server.limits.offline_max, 5);
         let text = std::fs::read_to_string(d.join("settings.toml")).expect("written");
         assert!(text.contains("offline_max = 5"), "{text}");
         let e = set(&mut l, "limits.session_queue", Value::Integer(0)).unwrap_err();
@@ -335,7 +335,7 @@ mod tests {
             "the earlier setting stays: {text}"
         );
         assert_eq!(unset(&mut l, "limits.offline_max"), Ok(Effect::Live));
-        assert_eq!(l.config().expect("valid").limits.offline_max, 1000);
+        assert_eq!(l.config().expect("valid").server.limits.offline_max, 1000);
         assert!(set(&mut l, "data_dir", Value::String("/tmp".into())).is_err());
         let _ = std::fs::remove_dir_all(&d);
     }

@@ -10,38 +10,100 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 use crate::config::Config;
 
 /// The server's keys: the top level of a configuration file (or of one layer
-/// of it, see the appliance's `config.rs`), every key optional.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// of it), every key optional. The file is shared with other crates' sections
+/// (the web pod's `[web]`): the appliance hands each top-level key to
+/// [`File::read_key`] first, so an error inside a section still names the
+/// key and the line.
+#[derive(Debug, Default)]
 pub struct File {
     pub domain: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub listen: Option<ListenFile>,
     pub tls: Option<TlsFile>,
-    #[serde(default)]
     pub limits: LimitsFile,
-    #[serde(default)]
     pub auth: AuthFile,
-    #[serde(default)]
     pub archive: ArchiveFile,
     /// External components (XEP-0114): domain → shared secret.
-    #[serde(default)]
     pub components: BTreeMap<String, String>,
-    #[serde(default)]
     pub push: PushFile,
-    #[serde(default)]
     pub ping: PingFile,
-    #[serde(default)]
     pub s2s: S2sFile,
-    #[serde(default)]
     pub upload: UploadFile,
-    #[serde(default)]
     pub muc: MucFile,
+}
+
+impl File {
+    /// The top-level keys the server owns.
+    pub const KEYS: &'static [&'static str] = &[
+        "domain",
+        "data_dir",
+        "listen",
+        "tls",
+        "limits",
+        "auth",
+        "archive",
+        "components",
+        "push",
+        "ping",
+        "s2s",
+        "upload",
+        "muc",
+    ];
+
+    /// Read the value of the top-level `key` from `map` when the key is the
+    /// server's (`Ok(true)`); `Ok(false)` leaves it for another crate.
+    pub fn read_key<'de, A: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut A,
+    ) -> Result<bool, A::Error> {
+        match key {
+            "domain" => self.domain = Some(map.next_value()?),
+            "data_dir" => self.data_dir = Some(map.next_value()?),
+            "listen" => self.listen = Some(map.next_value()?),
+            "tls" => self.tls = Some(map.next_value()?),
+            "limits" => self.limits = map.next_value()?,
+            "auth" => self.auth = map.next_value()?,
+            "archive" => self.archive = map.next_value()?,
+            "components" => self.components = map.next_value()?,
+            "push" => self.push = map.next_value()?,
+            "ping" => self.ping = map.next_value()?,
+            "s2s" => self.s2s = map.next_value()?,
+            "upload" => self.upload = map.next_value()?,
+            "muc" => self.muc = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+/// The server's keys alone (a file without other crates' sections).
+impl<'de> Deserialize<'de> for File {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = File;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of settings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<File, A::Error> {
+                let mut file = File::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if !file.read_key(&key, &mut map)? {
+                        return Err(serde::de::Error::unknown_field(&key, File::KEYS));
+                    }
+                }
+                Ok(file)
+            }
+        }
+        d.deserialize_map(Keys)
+    }
 }
 
 /// `[muc]`: group chats (XEP-0045).
