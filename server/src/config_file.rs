@@ -662,3 +662,232 @@ pub fn applies_live(key: &str) -> bool {
     key.strip_prefix("limits.")
         .is_some_and(|k| k != "auth_failures_per_minute")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server's keys alone, as a file gives them (errors as the `kith`
+    /// command shows them, after the file's name).
+    fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str::<File>(text)
+            .map_err(|e| e.to_string())?
+            .into_config()
+    }
+
+    #[test]
+    fn upload_keys_are_read_and_checked() {
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\n[upload]\nmax_file_size = 5000\nquota = 9000\n\
+             retention_days = 2\nslot_lifetime_secs = 60\nbase_url = 'https://chat.example:8443'\n",
+        )
+        .expect("valid");
+        assert_eq!(c.upload.max_file_size, 5000);
+        assert_eq!(c.upload.quota, 9000);
+        assert_eq!(c.upload.retention, Duration::from_secs(2 * 86400));
+        assert_eq!(c.upload.slot_lifetime, Duration::from_secs(60));
+        assert_eq!(
+            c.upload.base_url.as_deref(),
+            Some("https://chat.example:8443")
+        );
+        let e =
+            parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nbase_url = 'http://x'\n").unwrap_err();
+        assert!(e.starts_with("upload.base_url"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nmax_file_size = 0\n").unwrap_err();
+        assert!(e.starts_with("upload.max_file_size"), "{e}");
+    }
+
+    /// Found by the `config` fuzz target: `retention_days * 86400` overflowed
+    /// (a panic in debug builds, a wrapped retention in release builds).
+    #[test]
+    fn huge_times_are_refused_not_overflowed() {
+        let e =
+            parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nretention_days = 18446744073709551\n")
+                .unwrap_err();
+        assert!(e.starts_with("upload.retention_days"), "{e}");
+        for (section, key) in [
+            ("limits", "auth_timeout_secs"),
+            ("limits", "sm_ack_request_interval_secs"),
+            ("archive", "prune_interval_secs"),
+            ("push", "min_interval_secs"),
+            ("ping", "idle_secs"),
+            ("ping", "timeout_secs"),
+            ("upload", "slot_lifetime_secs"),
+            ("s2s", "idle_timeout_secs"),
+            ("s2s", "connect_timeout_secs"),
+        ] {
+            let text = format!(
+                "[listen]\nc2s = '127.0.0.1:1'\n[{section}]\n{key} = {}\n",
+                i64::MAX
+            );
+            let e = parse(&text).unwrap_err();
+            assert!(e.starts_with(&format!("{section}.{key}")), "{e}");
+            let text = format!("[listen]\nc2s = '127.0.0.1:1'\n[{section}]\n{key} = 86400\n");
+            assert!(parse(&text).is_ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn stream_management_keys() {
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_resume_timeout_secs = 60\nsm_max_unacked = 50\nsm_ack_request_every = 2\nsm_ack_request_interval_secs = 5\nsm_max_hibernated = 1\n",
+        )
+        .expect("parses");
+        assert_eq!(c.limits.sm_resume_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.sm_max_unacked, 50);
+        assert_eq!(c.limits.sm_ack_request_every, 2);
+        assert_eq!(c.limits.sm_ack_request_interval, Duration::from_secs(5));
+        assert_eq!(c.limits.sm_max_hibernated, 1);
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_max_unacked = 0\n").unwrap_err();
+        assert!(e.starts_with("limits.sm_max_unacked"), "{e}");
+        let d = parse("[listen]\nc2s = '127.0.0.1:1'\n").expect("defaults parse");
+        assert_eq!(d.limits.sm_resume_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = parse("domain = 'x.org'\n[listen]\nc2s = '127.0.0.1:1'\nc2z = '1'\n").unwrap_err();
+        assert!(e.contains("c2z"), "{e}");
+        let e = parse("domian = 'x.org'\n").unwrap_err();
+        assert!(e.contains("domian"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_say_which_key() {
+        let e = parse("[listen]\nc2s = 'nope'\n").unwrap_err();
+        assert!(e.starts_with("listen.c2s"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nstanza_size = 10\n").unwrap_err();
+        assert!(e.starts_with("limits.stanza_size"), "{e}");
+        let e = parse("domain = 'a@b'\n[listen]\nc2s = '127.0.0.1:1'\n").unwrap_err();
+        assert!(e.starts_with("domain"), "{e}");
+        let e =
+            parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nscram_iterations = 10\n").unwrap_err();
+        assert!(e.starts_with("auth.scram_iterations"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nfast_token_days = 0\n").unwrap_err();
+        assert!(e.starts_with("auth.fast_token_days"), "{e}");
+        let c = parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nfast_token_days = 7\n").unwrap();
+        assert_eq!(c.fast_token_lifetime.as_secs(), 7 * 86_400);
+    }
+
+    #[test]
+    fn pep_limits_are_read_and_checked() {
+        let c = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\npep_nodes = 7\npep_items = 9\npep_item_size = 4096\n")
+            .expect("ok");
+        assert_eq!(
+            (
+                c.limits.pep_nodes,
+                c.limits.pep_items,
+                c.limits.pep_item_size
+            ),
+            (7, 9, 4096)
+        );
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\npep_items = 0\n").unwrap_err();
+        assert!(e.starts_with("limits.pep_items"), "{e}");
+    }
+
+    #[test]
+    fn components_push_and_ping() {
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\ncomponent = '127.0.0.1:5347'\n\
+             [components]\n'Push.localhost' = 's3cret'\n[push]\ninclude_body = true\n\
+             [ping]\nidle_secs = 5\ntimeout_secs = 2\n",
+        )
+        .expect("ok");
+        assert_eq!(
+            c.listen.component,
+            Some("127.0.0.1:5347".parse().expect("addr"))
+        );
+        assert_eq!(
+            c.components.get("push.localhost").map(|s| s.0.as_str()),
+            Some("s3cret")
+        );
+        assert!(c.push.include_body);
+        assert_eq!(c.ping.idle, Duration::from_secs(5));
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\ncomponent = '0.0.0.0:5347'\n").unwrap_err();
+        assert!(e.starts_with("listen.component"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[components]\n'a@b' = 'x'\n").unwrap_err();
+        assert!(e.starts_with("components."), "{e}");
+        let e =
+            parse("[listen]\nc2s = '127.0.0.1:1'\n[components]\n'p.localhost' = ''\n").unwrap_err();
+        assert!(e.contains("secret is empty"), "{e}");
+    }
+
+    #[test]
+    fn s2s_section_is_validated() {
+        let c = parse(
+            "domain = 'kith.test'\n[listen]\nc2s = '127.0.0.1:1'\n[s2s]\nallow = ['Friend.test']\n[s2s.hosts]\n'friend.test' = '127.0.0.2:5269'\n",
+        )
+        .expect("ok");
+        assert_eq!(c.s2s.allow, vec!["friend.test".to_string()]);
+        assert_eq!(c.s2s.stanza_size, 512 * 1024);
+        assert!(c.s2s.hosts.contains_key("friend.test"));
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s.hosts]\n'a.test' = 'x'\n").unwrap_err();
+        assert!(e.starts_with("s2s.hosts"), "{e}");
+        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s]\ndeny = ['a@b']\n").unwrap_err();
+        assert!(e.starts_with("s2s.deny"), "{e}");
+        assert_eq!((c.s2s.stanzas_per_second, c.s2s.stanza_burst), (50, 500));
+        assert_eq!(
+            (c.s2s.subscriptions_per_minute, c.s2s.subscription_burst),
+            (2, 20)
+        );
+        assert_eq!(c.limits.pending_subscriptions, 50);
+        let c = parse(
+            "[listen]\nc2s = '127.0.0.1:1'\n[limits]\npending_subscriptions = 10\n[s2s]\n\
+             stanzas_per_second = 0\nstanza_burst = 7\nsubscriptions_per_minute = 6\n\
+             subscription_burst = 3\n",
+        )
+        .expect("valid");
+        assert_eq!(c.limits.pending_subscriptions, 10);
+        assert_eq!(
+            (
+                c.s2s.stanzas_per_second,
+                c.s2s.stanza_burst,
+                c.s2s.subscriptions_per_minute,
+                c.s2s.subscription_burst
+            ),
+            (0, 7, 6, 3)
+        );
+        for (bad, key) in [
+            ("[s2s]\nstanza_burst = 0\n", "s2s.stanza_burst"),
+            ("[s2s]\nsubscription_burst = 0\n", "s2s.subscription_burst"),
+            (
+                "[s2s]\nsubscriptions_per_minute = 100001\n",
+                "s2s.subscriptions_per_minute",
+            ),
+            (
+                "[limits]\npending_subscriptions = 0\n",
+                "limits.pending_subscriptions",
+            ),
+        ] {
+            let e = parse(&format!("[listen]\nc2s = '127.0.0.1:1'\n{bad}")).unwrap_err();
+            assert!(e.starts_with(key), "{e}");
+        }
+    }
+
+    #[test]
+    fn history_settings() {
+        let base = "[listen]\nc2s = '127.0.0.1:1'\n";
+        let c = parse(base).expect("ok");
+        assert_eq!(
+            c.archive.retention_days, 0,
+            "history is kept forever by default"
+        );
+        let c = parse(&format!(
+            "{base}[archive]\nretention_days = 30\nprune_interval_secs = 60\n"
+        ))
+        .expect("ok");
+        assert_eq!(c.archive.retention_days, 30);
+        assert_eq!(c.archive.prune_interval, Duration::from_secs(60));
+        let e = parse(&format!("{base}[archive]\nprune_interval_secs = 0\n")).unwrap_err();
+        assert!(e.starts_with("archive.prune_interval_secs"), "{e}");
+        let e = parse(&format!("{base}[archive]\nretention = 3\n")).unwrap_err();
+        assert!(e.contains("retention"), "{e}");
+    }
+
+    #[test]
+    fn missing_listeners_are_off() {
+        let c = parse("[listen]\nc2s_tls = '127.0.0.1:0'\n").expect("ok");
+        assert!(c.listen.c2s.is_none() && c.listen.s2s.is_none());
+        assert!(parse("domain = 'x.org'\n").is_err());
+    }
+}
