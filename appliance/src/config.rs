@@ -271,6 +271,20 @@ impl Layers {
         self.layers.insert(at, Layer { origin, table });
     }
 
+    /// These layers with `sections` left out of the box's own, or `None`
+    /// when the box's settings have none of them.
+    pub fn without_box_sections(&self, sections: &[&str]) -> Option<Layers> {
+        let mut table = self.box_table();
+        let before = table.len();
+        table.retain(|k, _| !sections.contains(&k));
+        if table.len() == before {
+            return None;
+        }
+        let mut layers = self.clone();
+        layers.set_box_table(table);
+        Some(layers)
+    }
+
     /// All layers merged, key by key (whole tables for `[listen]` and `[tls]`).
     pub fn merged(&self) -> toml::Table {
         let mut out = toml::Table::new();

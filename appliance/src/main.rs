@@ -157,13 +157,23 @@ async fn serve(
         let (server, web) = match start_service(config.clone()).await {
             Ok(s) => s,
             Err(e) => {
-                match previous.take() {
-                    Some((l, c)) => {
-                        tracing::error!("cannot start with the changed settings, back to the previous ones: {e}");
-                        (layers, config) = (l, c);
+                if let Some((l, c)) = previous.take() {
+                    tracing::error!(
+                        "cannot start with the changed settings, back to the previous ones: {e}"
+                    );
+                    (layers, config) = (l, c);
+                    continue;
+                }
+                // Listeners or TLS files the box wrote never keep it from
+                // starting (a port taken since): once more without them.
+                match layers.without_box_sections(&["listen", "tls"]) {
+                    Some(l) if !ready => {
+                        tracing::error!("cannot start; once more without the listeners and TLS files in the box's settings: {e}");
+                        config = l.config()?;
+                        layers = l;
                         continue;
                     }
-                    None => return Err(e),
+                    _ => return Err(e),
                 }
             }
         };

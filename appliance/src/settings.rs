@@ -26,8 +26,10 @@ pub enum Effect {
     /// In force within seconds: a running `kith serve` reads the file again
     /// (new connections get the new limits, open ones keep theirs).
     Live,
-    /// The XMPP service starts again inside the running process (a new
-    /// domain): open connections close and clients reconnect.
+    /// The XMPP service and the web pod start again inside the running
+    /// process (a new domain, listeners, TLS files): open connections close
+    /// and clients reconnect. If they cannot start with the new settings (a
+    /// port in use), they start again with the previous ones.
     Reconnect,
     /// In force when kith starts again.
     NeedsRestart,
@@ -45,7 +47,9 @@ impl std::fmt::Display for Effect {
 
 /// What a change to `key` does to a running box.
 pub fn effect(key: &str) -> Effect {
-    if matches!(key, "domain" | "muc.domain" | "muc.enabled") {
+    let section = key_path(key)[0];
+    if matches!(key, "domain" | "muc.domain" | "muc.enabled") || matches!(section, "listen" | "tls")
+    {
         Effect::Reconnect
     } else if kith_server::config_file::applies_live(key) {
         Effect::Live
@@ -327,6 +331,10 @@ mod tests {
         assert!(e.to_string().contains("nope"), "{e}");
         assert_eq!(
             set(&mut l, "listen.c2s", Value::String("127.0.0.1:2".into())),
+            Ok(Effect::Reconnect)
+        );
+        assert_eq!(
+            set(&mut l, "s2s.queue", Value::Integer(10)),
             Ok(Effect::NeedsRestart)
         );
         let text = std::fs::read_to_string(d.join("settings.toml")).expect("written");

@@ -3,11 +3,13 @@ power cuts, refused where the admin's file locks them, and the domain changed on
 
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import time
 
-from conftest import DOMAIN, NS_STREAM, START, STEP, RawXmpp, StreamClosed, stream_error_condition
+from conftest import (DOMAIN, NS_STREAM, START, STEP, RawXmpp, StreamClosed, free_port,
+                      stream_error_condition)
 
 NEW_DOMAIN = "family.test"
 
@@ -174,3 +176,63 @@ def test_the_domain_changes_on_a_box_without_accounts(kith_factory):
     res = k.cli("settings", "set", "domain", "elsewhere.test", check=False)
     assert res.returncode != 0 and "account" in res.stderr, res.stderr
     assert stream_answer(k.c2s_port, NEW_DOMAIN) == "features"
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def wait_for(what, check, k):
+    deadline = time.monotonic() + START
+    while not check():
+        assert time.monotonic() < deadline, f"{what}:\n" + k.log_tail()
+        time.sleep(0.2)
+
+
+def test_a_listener_moves_without_restarting_the_process(kith_factory):
+    k = kith_factory(as_defaults=True)
+    k.start()
+    pid = k.pid
+    old = k.c2s_port
+    new = free_port()
+    tls = f"127.0.0.1:{k.c2s_tls_port}"
+    out = k.cli("settings", "set", "listen.c2s", f"127.0.0.1:{new}").stdout
+    assert "reconnect" in out, out
+    wait_for("the new c2s port never served", lambda: stream_answer_or_none(new) == "features", k)
+    wait_for("the old c2s port stayed open", lambda: not port_open(old), k)
+    assert k.pid == pid and k.alive()
+    # The other listeners of [listen] came along into the box's settings.
+    assert setting(k, "listen.c2s_tls").startswith(f'listen.c2s_tls = "{tls}"')
+
+    # A port already taken: the service goes back to the settings it had, still serving.
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        taken = squatter.getsockname()[1]
+        k.cli("settings", "set", "listen.c2s", f"127.0.0.1:{taken}")
+        wait_for("no word of going back", lambda: "back to the previous ones" in k.log_tail(), k)
+        wait_for("the previous c2s port does not serve",
+                 lambda: stream_answer_or_none(new) == "features", k)
+        assert k.alive()
+        # And a restart with the port still taken starts without the box's listeners.
+        k.stop()
+        k.c2s_port = free_port()  # the shipped defaults' ports, rewritten for this start
+        k.c2s_tls_port = free_port()
+        text = k.config.read_text().splitlines()
+        text = [f'c2s = "127.0.0.1:{k.c2s_port}"' if ln.startswith("c2s =") else
+                f'c2s_tls = "127.0.0.1:{k.c2s_tls_port}"' if ln.startswith("c2s_tls =") else ln
+                for ln in text]
+        k.config.write_text("\n".join(text) + "\n")
+        k.start()
+        assert "without the listeners" in k.log_tail(), k.log_tail()
+        assert stream_answer(k.c2s_port, DOMAIN) == "features"
+
+
+def stream_answer_or_none(port: int):
+    try:
+        return stream_answer(port, DOMAIN)
+    except (OSError, TimeoutError):
+        return None
