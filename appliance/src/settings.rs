@@ -15,9 +15,10 @@ use crate::config::{key_path, Layers};
 /// A setting's new value: a TOML value (integer, string, boolean, array, table).
 pub type Value = toml::Value;
 
-/// Set in the environment of a test only: the process aborts once the new
-/// settings are durable in the temporary file and before the rename (the
-/// moment a power cut is most likely to tear a naive write).
+/// Set in the environment of a test only: the process kills itself
+/// (SIGKILL) once the new settings are durable in the temporary file and
+/// before the rename (the moment a power cut is most likely to tear a naive
+/// write).
 pub const CRASH_BEFORE_RENAME: &str = "KITH_TEST_CRASH_BEFORE_RENAME";
 
 /// What a change does to a running box.
@@ -255,6 +256,11 @@ fn write(layers: &mut Layers, table: toml::Table) -> Result<(), SetError> {
     kith_server::files::write_atomic_with(&path, data.as_bytes(), |tmp| {
         same_owner_as_folder(tmp)?;
         if std::env::var_os(CRASH_BEFORE_RENAME).is_some() {
+            // As a power cut would: no rename, no clean-up, no core file.
+            let pid = std::process::id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &pid])
+                .status();
             std::process::abort();
         }
         Ok(())
