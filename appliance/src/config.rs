@@ -325,11 +325,61 @@ impl Layers {
     /// The highest layer that sets `key` (`limits.offline_max`), or a whole
     /// table holding it.
     pub fn where_set(&self, key: &str) -> Option<&Origin> {
+        self.where_set_path(&key_path(key))
+    }
+
+    fn where_set_path(&self, path: &[&str]) -> Option<&Origin> {
         self.layers
             .iter()
             .rev()
-            .find(|l| sets(&l.table, key))
+            .find(|l| sets(&l.table, path))
             .map(|l| &l.origin)
+    }
+
+    /// Every key some layer sets, with its value in force, the layer it
+    /// comes from and whether the admin's file locks it (for the pages and
+    /// `kith settings list`).
+    pub fn entries(&self) -> Vec<Entry> {
+        fn leaves(
+            prefix: &mut Vec<String>,
+            t: &toml::Table,
+            out: &mut Vec<(Vec<String>, toml::Value)>,
+        ) {
+            for (k, v) in t {
+                prefix.push(k.clone());
+                match v {
+                    toml::Value::Table(sub) if !sub.is_empty() => leaves(prefix, sub, out),
+                    _ => out.push((prefix.clone(), v.clone())),
+                }
+                prefix.pop();
+            }
+        }
+        let mut found = Vec::new();
+        leaves(&mut Vec::new(), &self.merged(), &mut found);
+        found
+            .into_iter()
+            .filter_map(|(path, value)| {
+                let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+                let origin = self.where_set_path(&parts)?.clone();
+                let key = parts
+                    .iter()
+                    .map(|p| {
+                        if p.contains(['.', ' ', '"']) || p.is_empty() {
+                            format!("{p:?}")
+                        } else {
+                            p.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(".");
+                Some(Entry {
+                    locked: matches!(origin, Origin::Admin(_)),
+                    key,
+                    value,
+                    origin,
+                })
+            })
+            .collect()
     }
 
     /// The admin's file, when it sets `key`: the box cannot change it.
@@ -343,7 +393,7 @@ impl Layers {
     /// The value of `key` in the merged layers (`None`: the built-in default).
     pub fn get(&self, key: &str) -> Option<toml::Value> {
         let merged = self.merged();
-        lookup(&merged, key).cloned()
+        lookup(&merged, &key_path(key)).cloned()
     }
 }
 
@@ -352,19 +402,30 @@ pub fn key_path(key: &str) -> Vec<&str> {
     key.split('.').collect()
 }
 
-fn lookup<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
-    let mut parts = key_path(key).into_iter();
-    let mut v = table.get(parts.next()?)?;
-    for p in parts {
-        v = v.as_table()?.get(p)?;
+fn lookup<'a>(table: &'a toml::Table, path: &[&str]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let mut v = table.get(*first)?;
+    for p in rest {
+        v = v.as_table()?.get(*p)?;
     }
     Some(v)
 }
 
-/// Whether `table` sets `key`, or the whole table (`listen`) holding it.
-fn sets(table: &toml::Table, key: &str) -> bool {
-    let first = key_path(key).first().copied().unwrap_or_default();
-    lookup(table, key).is_some() || (WHOLE.contains(&first) && table.contains_key(first))
+/// Whether `table` sets the key at `path`, or the whole table (`listen`) holding it.
+fn sets(table: &toml::Table, path: &[&str]) -> bool {
+    let first = path.first().copied().unwrap_or_default();
+    lookup(table, path).is_some() || (WHOLE.contains(&first) && table.contains_key(first))
+}
+
+/// One key some layer sets: see [`Layers::entries`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Dotted (`limits.offline_max`; a part with a dot is quoted).
+    pub key: String,
+    pub value: toml::Value,
+    pub origin: Origin,
+    /// Set in the admin's file: the box cannot change it.
+    pub locked: bool,
 }
 
 /// Lay `upper` over `lower`: tables merge key by key, except the whole ones
@@ -480,6 +541,17 @@ mod tests {
             Some(Path::new("/etc/kith/kith.toml"))
         );
         assert_eq!(l.locked_by("domain"), None);
+        let entries = l.entries();
+        let entry = |k: &str| entries.iter().find(|e| e.key == k).cloned();
+        assert_eq!(
+            entry("limits.session_queue").map(|e| (e.value, e.locked)),
+            Some((toml::Value::Integer(11), true))
+        );
+        assert_eq!(
+            entry("domain").map(|e| (e.origin, e.locked)),
+            Some((Origin::Box("/var/lib/kith/settings.toml".into()), false))
+        );
+        assert!(entry("listen.http").is_some() && entry("limits.offline_max").is_some());
         assert_eq!(
             l.where_set("domain"),
             Some(&Origin::Box("/var/lib/kith/settings.toml".into()))

@@ -47,6 +47,8 @@ enum Command {
 enum SettingsCommand {
     /// Show a setting's value and where it is set (`limits.offline_max`).
     Get { key: String },
+    /// Show every setting some file sets, where, and which are locked.
+    List,
     /// Change a setting (`domain family.example`, `limits.offline_max 500`);
     /// refused when the configuration file sets it.
     Set { key: String, value: String },
@@ -299,6 +301,12 @@ async fn run_until_change(
     }
 }
 
+/// `key = value  # set in FILE[, locked]`, as `kith settings get` and `list` print it.
+fn entry_line(key: &str, value: &toml::Value, origin: &config::Origin, locked: bool) -> String {
+    let locked = if locked { ", locked" } else { "" };
+    format!("{key} = {value}\t# set in {origin}{locked}")
+}
+
 async fn settings_cli(mut layers: config::Layers, cmd: SettingsCommand) -> Result<(), String> {
     let done = |key: &str, effect: settings::Effect, layers: &config::Layers| {
         println!(
@@ -310,16 +318,18 @@ async fn settings_cli(mut layers: config::Layers, cmd: SettingsCommand) -> Resul
         SettingsCommand::Get { key } => {
             match (layers.get(&key), layers.where_set(&key)) {
                 (Some(v), Some(origin)) => {
-                    let locked = if settings::locked(&layers, &key).is_some() {
-                        ", locked"
-                    } else {
-                        ""
-                    };
-                    println!("{key} = {v}\t# set in {origin}{locked}");
+                    let locked = settings::locked(&layers, &key).is_some();
+                    println!("{}", entry_line(&key, &v, origin, locked));
                 }
                 _ => {
                     println!("{key}: not set; the built-in default applies (docs/configuration.md)")
                 }
+            }
+            Ok(())
+        }
+        SettingsCommand::List => {
+            for e in layers.entries() {
+                println!("{}", entry_line(&e.key, &e.value, &e.origin, e.locked));
             }
             Ok(())
         }

@@ -106,6 +106,11 @@ def test_a_locked_setting_is_refused_naming_the_file(kith_factory):
     # A key the file does not set is the box's to change.
     k.cli("settings", "set", "limits.session_queue", "50")
     assert "settings.toml" in setting(k, "limits.session_queue")
+    listed = k.cli("settings", "list").stdout.splitlines()
+    assert any(ln.startswith("limits.offline_max = 100") and ln.endswith(", locked")
+               for ln in listed), listed
+    assert any(ln.startswith("limits.session_queue = 50") and not ln.endswith("locked")
+               for ln in listed), listed
 
 
 def peer_certificate_names(port: int, domain: str) -> str:
