@@ -482,6 +482,27 @@ mod tests {
     }
 
     #[test]
+    fn limits_change_while_connections_are_open() {
+        let l = ConnLimiter::new(2);
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let _a = l.acquire(ip).expect("first");
+        let _b = l.acquire(ip).expect("second");
+        l.set_max(3);
+        let c = l.acquire(ip).expect("a third under the new limit");
+        l.set_max(1);
+        drop(c);
+        assert!(
+            l.acquire(ip).is_none(),
+            "two are still open, over the new limit"
+        );
+        let budget = ByteBudget::new(10);
+        let mut charge = budget.charge();
+        assert!(!charge.set(20));
+        budget.set_max(30);
+        assert!(charge.set(20));
+    }
+
+    #[test]
     fn an_ipv6_slash_64_is_one_address() {
         let l = ConnLimiter::new(2);
         let a: IpAddr = "2001:db8:1:2::1".parse().expect("v6");

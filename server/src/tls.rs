@@ -241,4 +241,26 @@ mod tests {
         c.muc.enabled = false;
         assert_eq!(certificate_names(&c).len(), 2);
     }
+
+    #[test]
+    fn the_self_signed_certificate_follows_the_domain() {
+        let dir = std::env::temp_dir().join(format!("kith-tls-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cert = || std::fs::read(dir.join("tls/cert.pem")).expect("cert");
+        TlsContext::load(&Config::new("kith.local", &dir)).expect("made");
+        let first = cert();
+        TlsContext::load(&Config::new("kith.local", &dir)).expect("kept");
+        assert_eq!(cert(), first, "the same names keep the certificate");
+        TlsContext::load(&Config::new("family.example", &dir)).expect("made again");
+        assert_ne!(cert(), first);
+        let names = std::fs::read_to_string(dir.join("tls/names")).expect("names");
+        assert!(names.starts_with("family.example\n"), "{names}");
+        // A certificate from before `names` existed is kept, and its names written.
+        std::fs::remove_file(dir.join("tls/names")).expect("removed");
+        let second = cert();
+        TlsContext::load(&Config::new("other.example", &dir)).expect("kept");
+        assert_eq!(cert(), second);
+        assert!(dir.join("tls/names").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
