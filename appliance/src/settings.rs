@@ -99,11 +99,7 @@ pub fn locked(layers: &Layers, key: &str) -> Option<PathBuf> {
 /// Set `key` (`limits.offline_max`, `domain`) to `value` in the box's
 /// settings. The domain has its own operation: [`change_domain`].
 pub fn set(layers: &mut Layers, key: &str, value: Value) -> Result<Effect, SetError> {
-    if key == "domain" {
-        return Err(SetError::Invalid(
-            "domain: change it with the domain operation (kith settings set domain NAME), which checks accounts".into(),
-        ));
-    }
+    only_through_change_domain(key)?;
     let table = with_key(layers, key, Some(value))?;
     write(layers, table)?;
     Ok(effect(key))
@@ -111,9 +107,20 @@ pub fn set(layers: &mut Layers, key: &str, value: Value) -> Result<Effect, SetEr
 
 /// Remove `key` from the box's settings: the layers below apply again.
 pub fn unset(layers: &mut Layers, key: &str) -> Result<Effect, SetError> {
+    only_through_change_domain(key)?;
     let table = with_key(layers, key, None)?;
     write(layers, table)?;
     Ok(effect(key))
+}
+
+/// The domain changes only through [`change_domain`], which checks accounts.
+fn only_through_change_domain(key: &str) -> Result<(), SetError> {
+    if key == "domain" {
+        return Err(SetError::Invalid(
+            "domain: change it with the domain operation (kith settings set domain NAME), which checks accounts".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Change the domain: refused while accounts exist under the old one.
@@ -351,6 +358,10 @@ mod tests {
         assert_eq!(unset(&mut l, "limits.offline_max"), Ok(Effect::Live));
         assert_eq!(l.config().expect("valid").server.limits.offline_max, 1000);
         assert!(set(&mut l, "data_dir", Value::String("/tmp".into())).is_err());
+        assert!(
+            unset(&mut l, "domain").is_err(),
+            "only change_domain changes it"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 
