@@ -1,164 +1,89 @@
-//! The configuration file (TOML) and the embedded default.
+//! Configuration in layers, lowest first:
 //!
-//! Parsed with `serde` and validated once, here: unknown keys are refused with
-//! the key's name, addresses must parse, limits must be sane. The result is the
-//! server's plain [`kith_server::Config`].
+//! 1. the built-in defaults (the `Default`s of `kith_server::config`);
+//! 2. the shipped defaults: the image's file (`--defaults`, `KITH_DEFAULTS`),
+//!    or on a laptop without any file the embedded [`DEFAULT`];
+//! 3. the settings the box writes itself (wizard, admin pages, `kith settings
+//!    set`): `DATA_DIR/settings.toml`, see `settings.rs`;
+//! 4. the admin's configuration file (`--config`, `KITH_CONFIG`): it wins, and
+//!    every key it sets is *locked* (the box cannot change it).
+//!
+//! Each crate owns its keys: the server's are `kith_server::config_file::File`
+//! (their TOML shape and bounds). Here the layers are read, each checked alone
+//! (an unknown key or a wrong type names the key and the line of its file),
+//! merged key by key and validated once; an error names the file that set
+//! the key.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use serde::Deserialize;
+use serde::de::{MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
-/// The file as written by the admin.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// One layer's keys, each read and checked by the crate that owns it: the
+/// XMPP server's (`domain`, `[listen]`, `[limits]` …) and the web pod's `[web]`.
+#[derive(Debug, Default)]
 pub struct File {
-    pub domain: Option<String>,
-    pub data_dir: Option<PathBuf>,
-    pub listen: Option<ListenFile>,
-    pub tls: Option<TlsFile>,
-    #[serde(default)]
-    pub limits: LimitsFile,
-    #[serde(default)]
-    pub auth: AuthFile,
-    #[serde(default)]
-    pub archive: ArchiveFile,
-    /// External components (XEP-0114): domain → shared secret.
-    #[serde(default)]
-    pub components: BTreeMap<String, String>,
-    #[serde(default)]
-    pub push: PushFile,
-    #[serde(default)]
-    pub ping: PingFile,
-    #[serde(default)]
-    pub s2s: S2sFile,
-    #[serde(default)]
-    pub upload: UploadFile,
-    #[serde(default)]
-    pub muc: MucFile,
+    pub server: kith_server::config_file::File,
+    pub web: kith_web::config::WebFile,
 }
 
-/// `[muc]`: group chats (XEP-0045).
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct MucFile {
-    pub enabled: Option<bool>,
-    pub domain: Option<String>,
-    pub max_occupants: Option<usize>,
-    pub max_rooms_per_user: Option<usize>,
-    pub max_history: Option<usize>,
-    pub join_rate: Option<u32>,
-    pub max_rooms: Option<usize>,
+/// Every part's validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: kith_server::Config,
+    pub web: kith_web::HttpLimits,
 }
 
-/// `[upload]`: HTTP File Upload (XEP-0363).
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct UploadFile {
-    pub max_file_size: Option<u64>,
-    pub quota: Option<u64>,
-    pub retention_days: Option<u64>,
-    pub slot_lifetime_secs: Option<u64>,
-    pub base_url: Option<String>,
+impl File {
+    /// Validate every section over its crate's defaults.
+    pub fn into_config(self) -> Result<Config, String> {
+        Ok(Config {
+            server: self.server.into_config()?,
+            web: self.web.into_limits()?,
+        })
+    }
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ArchiveFile {
-    pub retention_days: Option<u32>,
-    pub prune_interval_secs: Option<u64>,
+/// Every top-level key, for the message about an unknown one.
+fn all_keys() -> &'static [&'static str] {
+    static ALL: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        let mut keys = kith_server::config_file::File::KEYS.to_vec();
+        keys.push(kith_web::config::SECTION);
+        keys
+    })
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct PushFile {
-    pub include_body: Option<bool>,
-    pub max_per_account: Option<usize>,
-    pub min_interval_secs: Option<u64>,
+/// Each top-level key goes to the crate that owns it; a key nobody owns is
+/// an error naming it.
+impl<'de> Deserialize<'de> for File {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Keys;
+        impl<'de> Visitor<'de> for Keys {
+            type Value = File;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table of settings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<File, A::Error> {
+                let mut file = File::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    if file.server.read_key(&key, &mut map)? {
+                        continue;
+                    }
+                    if key == kith_web::config::SECTION {
+                        file.web = map.next_value()?;
+                        continue;
+                    }
+                    return Err(serde::de::Error::unknown_field(&key, all_keys()));
+                }
+                Ok(file)
+            }
+        }
+        d.deserialize_map(Keys)
+    }
 }
 
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct PingFile {
-    pub idle_secs: Option<u64>,
-    pub timeout_secs: Option<u64>,
-}
-
-/// `[s2s]`: federation with other XMPP servers.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct S2sFile {
-    pub enabled: Option<bool>,
-    pub ca_file: Option<PathBuf>,
-    #[serde(default)]
-    pub hosts: std::collections::BTreeMap<String, String>,
-    #[serde(default)]
-    pub insecure_domains: Vec<String>,
-    #[serde(default)]
-    pub allow: Vec<String>,
-    #[serde(default)]
-    pub deny: Vec<String>,
-    pub idle_timeout_secs: Option<u64>,
-    pub connect_timeout_secs: Option<u64>,
-    pub queue: Option<usize>,
-    pub stanza_size: Option<usize>,
-    pub connections_per_domain: Option<usize>,
-    pub stanzas_per_second: Option<u32>,
-    pub stanza_burst: Option<u32>,
-    pub subscriptions_per_minute: Option<u32>,
-    pub subscription_burst: Option<u32>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ListenFile {
-    pub c2s: Option<String>,
-    pub c2s_tls: Option<String>,
-    pub s2s: Option<String>,
-    pub s2s_tls: Option<String>,
-    pub http: Option<String>,
-    pub https: Option<String>,
-    pub component: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsFile {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct LimitsFile {
-    pub stanza_size: Option<usize>,
-    pub connections_per_ip: Option<usize>,
-    pub pre_auth_buffer_total: Option<usize>,
-    pub auth_failures_per_minute: Option<u32>,
-    pub auth_timeout_secs: Option<u64>,
-    pub session_queue: Option<usize>,
-    pub offline_max: Option<usize>,
-    pub pending_subscriptions: Option<usize>,
-    pub sm_resume_timeout_secs: Option<u64>,
-    pub sm_max_unacked: Option<usize>,
-    pub sm_ack_request_every: Option<usize>,
-    pub sm_ack_request_interval_secs: Option<u64>,
-    pub sm_max_hibernated: Option<usize>,
-    pub pep_nodes: Option<usize>,
-    pub pep_items: Option<usize>,
-    pub pep_item_size: Option<usize>,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct AuthFile {
-    pub scram_iterations: Option<u32>,
-    pub fast_token_days: Option<u32>,
-}
-
-/// The embedded default: runs on a laptop without root and without a file.
+/// The embedded shipped defaults: runs on a laptop without root and without a file.
 pub const DEFAULT: &str = r#"
 domain = "localhost"
 data_dir = "./kith-data"
@@ -171,509 +96,408 @@ http = "127.0.0.1:5280"
 https = "127.0.0.1:5281"
 "#;
 
-/// Load the config from `path`, or the embedded default when `None`.
-pub fn load(path: Option<&Path>) -> Result<kith_server::Config, String> {
-    let (text, origin) = match path {
-        Some(p) => (
-            std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read config file {}: {e}", p.display()))?,
-            p.display().to_string(),
-        ),
-        None => (
-            DEFAULT.to_string(),
-            "the built-in default configuration".to_string(),
-        ),
-    };
-    parse(&text).map_err(|e| format!("{origin}: {e}"))
+/// The name of the box's own settings file in the data directory.
+pub const SETTINGS_FILE: &str = "settings.toml";
+
+/// Tables a layer sets as a whole: a layer with `[listen]` names every
+/// listener (a missing key turns that one off), `[tls]` names both files.
+const WHOLE: [&str; 2] = ["listen", "tls"];
+
+/// Where a layer comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// The image's shipped defaults file, or `None`: the embedded [`DEFAULT`].
+    Shipped(Option<PathBuf>),
+    /// Settings the box wrote (`DATA_DIR/settings.toml`).
+    Box(PathBuf),
+    /// The admin's configuration file.
+    Admin(PathBuf),
 }
 
-/// Parse and validate configuration text.
-pub fn parse(text: &str) -> Result<kith_server::Config, String> {
-    let file: File = toml::from_str(text).map_err(|e| {
-        // toml's message names the unknown or mistyped key; keep it on one line.
-        e.to_string()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-    })?;
-    let domain = file
-        .domain
-        .unwrap_or_else(|| "localhost".into())
-        .to_lowercase();
-    if jid::BareJid::new(&domain)
-        .map(|j| j.node().is_some())
-        .unwrap_or(true)
-    {
-        return Err(format!("domain: '{domain}' is not a valid domain name"));
-    }
-    let mut config = kith_server::Config::new(
-        domain,
-        file.data_dir.unwrap_or_else(|| "./kith-data".into()),
-    );
-    let listen = file.listen.ok_or("[listen]: no listeners configured")?;
-    let addr = |key: &str, v: &Option<String>| -> Result<Option<SocketAddr>, String> {
-        v.as_deref()
-            .map(|s| {
-                s.parse()
-                    .map_err(|_| format!("listen.{key}: '{s}' is not an ADDRESS:PORT"))
-            })
-            .transpose()
-    };
-    config.listen = kith_server::Listen {
-        c2s: addr("c2s", &listen.c2s)?,
-        c2s_tls: addr("c2s_tls", &listen.c2s_tls)?,
-        s2s: addr("s2s", &listen.s2s)?,
-        s2s_tls: addr("s2s_tls", &listen.s2s_tls)?,
-        http: addr("http", &listen.http)?,
-        https: addr("https", &listen.https)?,
-        component: addr("component", &listen.component)?,
-    };
-    if let Some(a) = config.listen.component {
-        // The component protocol has no encryption: the secret's proof and
-        // every stanza would cross the network in the clear.
-        if !a.ip().is_loopback() {
-            return Err(format!(
-                "listen.component: '{a}' is not a loopback address (components must run on this machine)"
-            ));
-        }
-    }
-    if config.listen.c2s.is_none() && config.listen.c2s_tls.is_none() {
-        return Err(
-            "[listen]: neither c2s nor c2s_tls is configured, clients could not connect".into(),
-        );
-    }
-    config.tls = file.tls.map(|t| kith_server::TlsFiles {
-        cert: t.cert,
-        key: t.key,
-    });
-    let l = &mut config.limits;
-    let lf = file.limits;
-    if let Some(v) = lf.stanza_size {
-        if !(8 * 1024..=16 * 1024 * 1024).contains(&v) {
-            return Err(format!(
-                "limits.stanza_size: {v} is outside 8192..=16777216 bytes"
-            ));
-        }
-        l.stanza_size = v;
-    }
-    if let Some(v) = lf.connections_per_ip {
-        l.connections_per_ip = v;
-    }
-    if let Some(v) = lf.pre_auth_buffer_total {
-        if v != 0 && v < 64 * 1024 {
-            return Err(format!(
-                "limits.pre_auth_buffer_total: {v} is below 65536 bytes (0 means unlimited)"
-            ));
-        }
-        l.pre_auth_buffer_total = v;
-    }
-    if let Some(v) = lf.auth_failures_per_minute {
-        l.auth_failures_per_minute = v;
-    }
-    if let Some(v) = lf.auth_timeout_secs {
-        if v == 0 {
-            return Err("limits.auth_timeout_secs: must be at least 1".into());
-        }
-        l.auth_timeout = Duration::from_secs(v);
-    }
-    if let Some(v) = lf.session_queue {
-        if v == 0 {
-            return Err("limits.session_queue: must be at least 1".into());
-        }
-        l.session_queue = v;
-    }
-    if let Some(v) = lf.offline_max {
-        l.offline_max = v;
-    }
-    if let Some(v) = lf.pending_subscriptions {
-        if !(1..=10_000).contains(&v) {
-            return Err(format!(
-                "limits.pending_subscriptions: {v} is outside 1..=10000"
-            ));
-        }
-        l.pending_subscriptions = v;
-    }
-    if let Some(v) = lf.sm_resume_timeout_secs {
-        if v > 24 * 3600 {
-            return Err(format!(
-                "limits.sm_resume_timeout_secs: {v} is above a day (86400)"
-            ));
-        }
-        l.sm_resume_timeout = Duration::from_secs(v);
-    }
-    if let Some(v) = lf.sm_max_unacked {
-        if !(1..=100_000).contains(&v) {
-            return Err(format!("limits.sm_max_unacked: {v} is outside 1..=100000"));
-        }
-        l.sm_max_unacked = v;
-    }
-    if let Some(v) = lf.sm_ack_request_every {
-        if v == 0 {
-            return Err("limits.sm_ack_request_every: must be at least 1".into());
-        }
-        l.sm_ack_request_every = v;
-    }
-    if let Some(v) = lf.sm_ack_request_interval_secs {
-        if v == 0 {
-            return Err("limits.sm_ack_request_interval_secs: must be at least 1".into());
-        }
-        l.sm_ack_request_interval = Duration::from_secs(v);
-    }
-    if let Some(v) = lf.sm_max_hibernated {
-        l.sm_max_hibernated = v;
-    }
-    for (key, value, slot) in [
-        ("pep_nodes", lf.pep_nodes, &mut l.pep_nodes),
-        ("pep_items", lf.pep_items, &mut l.pep_items),
-        ("pep_item_size", lf.pep_item_size, &mut l.pep_item_size),
-    ] {
-        if let Some(v) = value {
-            if v == 0 {
-                return Err(format!("limits.{key}: must be at least 1"));
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::Shipped(None) => f.write_str("the built-in default configuration"),
+            Origin::Shipped(Some(p)) | Origin::Box(p) | Origin::Admin(p) => {
+                write!(f, "{}", p.display())
             }
-            *slot = v;
         }
     }
-    if let Some(d) = file.archive.retention_days {
-        config.archive.retention_days = d;
-    }
-    if let Some(s) = file.archive.prune_interval_secs {
-        if s == 0 {
-            return Err("archive.prune_interval_secs: must be at least 1".into());
-        }
-        config.archive.prune_interval = Duration::from_secs(s);
-    }
-    for (domain, secret) in file.components {
-        let d = domain.to_lowercase();
-        if jid::BareJid::new(&d)
-            .map(|j| j.node().is_some())
-            .unwrap_or(true)
-            || d == config.domain
-        {
-            return Err(format!(
-                "components.\"{domain}\": not a valid component domain (a name like push.{})",
-                config.domain
-            ));
-        }
-        if secret.is_empty() {
-            return Err(format!("components.\"{domain}\": the secret is empty"));
-        }
-        config.components.insert(d, kith_server::Secret(secret));
-    }
-    let p = &mut config.push;
-    if let Some(v) = file.push.include_body {
-        p.include_body = v;
-    }
-    if let Some(v) = file.push.max_per_account {
-        if v == 0 {
-            return Err("push.max_per_account: must be at least 1".into());
-        }
-        p.max_per_account = v;
-    }
-    if let Some(v) = file.push.min_interval_secs {
-        p.min_interval = Duration::from_secs(v);
-    }
-    if let Some(v) = file.ping.idle_secs {
-        if v == 0 {
-            return Err("ping.idle_secs: must be at least 1".into());
-        }
-        config.ping.idle = Duration::from_secs(v);
-    }
-    if let Some(v) = file.ping.timeout_secs {
-        if v == 0 {
-            return Err("ping.timeout_secs: must be at least 1".into());
-        }
-        config.ping.timeout = Duration::from_secs(v);
-    }
-    let u = &mut config.upload;
-    let uf = file.upload;
-    if let Some(v) = uf.max_file_size {
-        if v == 0 {
-            return Err("upload.max_file_size: must be at least 1 byte".into());
-        }
-        u.max_file_size = v;
-    }
-    if let Some(v) = uf.quota {
-        u.quota = v;
-    }
-    if let Some(v) = uf.retention_days {
-        if !(1..=MAX_DAYS).contains(&v) {
-            return Err(format!(
-                "upload.retention_days: {v} is outside 1..={MAX_DAYS}"
-            ));
-        }
-        u.retention = Duration::from_secs(v * 86400);
-    }
-    if let Some(v) = uf.slot_lifetime_secs {
-        if v == 0 {
-            return Err("upload.slot_lifetime_secs: must be at least 1".into());
-        }
-        u.slot_lifetime = Duration::from_secs(v);
-    }
-    if let Some(v) = uf.base_url {
-        if !v.starts_with("https://") || v.contains(['?', '#', ' ']) {
-            return Err(format!(
-                "upload.base_url: '{v}' is not an https:// origin (like https://kith.example)"
-            ));
-        }
-        u.base_url = Some(v);
-    }
-    muc(&mut config.muc, &config.domain, file.muc)?;
-    if let Some(i) = file.auth.scram_iterations {
-        if i < 4096 {
-            return Err(format!(
-                "auth.scram_iterations: {i} is below the minimum of 4096"
-            ));
-        }
-        config.scram_iterations = i;
-    }
-    s2s(&mut config.s2s, file.s2s)?;
-    if let Some(d) = file.auth.fast_token_days {
-        if !(1..=365).contains(&d) {
-            return Err(format!(
-                "auth.fast_token_days: {d} is not between 1 and 365"
-            ));
-        }
-        config.fast_token_lifetime = std::time::Duration::from_secs(u64::from(d) * 86_400);
-    }
-    durations_in_range(&config)?;
-    Ok(config)
 }
 
-/// The longest time any setting may name, in days (a century).
-const MAX_DAYS: u64 = 36_500;
-
-/// Every time setting is at most [`MAX_DAYS`]: the server adds them to the
-/// clock (`Instant::now() + auth_timeout`, an expiry in Unix seconds), which
-/// panics or wraps around for values near `u64::MAX` seconds.
-fn durations_in_range(c: &kith_server::Config) -> Result<(), String> {
-    let max = Duration::from_secs(MAX_DAYS * 86_400);
-    for (key, d) in [
-        ("limits.auth_timeout_secs", c.limits.auth_timeout),
-        ("limits.sm_resume_timeout_secs", c.limits.sm_resume_timeout),
-        (
-            "limits.sm_ack_request_interval_secs",
-            c.limits.sm_ack_request_interval,
-        ),
-        ("archive.prune_interval_secs", c.archive.prune_interval),
-        ("push.min_interval_secs", c.push.min_interval),
-        ("ping.idle_secs", c.ping.idle),
-        ("ping.timeout_secs", c.ping.timeout),
-        ("upload.retention_days", c.upload.retention),
-        ("upload.slot_lifetime_secs", c.upload.slot_lifetime),
-        ("s2s.idle_timeout_secs", c.s2s.idle_timeout),
-        ("s2s.connect_timeout_secs", c.s2s.connect_timeout),
-        ("auth.fast_token_days", c.fast_token_lifetime),
-    ] {
-        if d > max {
-            return Err(format!("{key}: more than {MAX_DAYS} days"));
-        }
-    }
-    Ok(())
+/// One layer: its origin and its keys.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    pub origin: Origin,
+    pub table: toml::Table,
 }
 
-/// Validate `[s2s]` into the server's federation settings.
-/// `[muc]` keys over the defaults; every bound must be at least 1.
-fn muc(c: &mut kith_server::MucConfig, domain: &str, f: MucFile) -> Result<(), String> {
-    if let Some(v) = f.enabled {
-        c.enabled = v;
-    }
-    if let Some(d) = f.domain {
-        let d = d.trim().to_ascii_lowercase();
-        if d == domain || d.is_empty() || jid::BareJid::new(&d).is_err() || d.contains('@') {
-            return Err(format!(
-                "muc.domain: '{d}' is not a service domain (like groups.{domain})"
-            ));
-        }
-        c.domain = Some(d);
-    }
-    let positive = |name: &str, v: Option<usize>, slot: &mut usize| -> Result<(), String> {
-        match v {
-            Some(0) => Err(format!("muc.{name}: must be at least 1")),
-            Some(v) => {
-                *slot = v;
-                Ok(())
-            }
-            None => Ok(()),
-        }
+/// The files to read (from the command line or the environment).
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Shipped defaults (`--defaults`).
+    pub defaults: Option<PathBuf>,
+    /// The admin's file (`--config`).
+    pub admin: Option<PathBuf>,
+}
+
+/// Every layer, lowest first, and where the box's settings file is.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    layers: Vec<Layer>,
+    settings_path: PathBuf,
+    ignored: Option<String>,
+}
+
+/// Read and check one layer's text: TOML, and the keys' names and types.
+pub fn read_layer(text: &str, origin: Origin) -> Result<Layer, String> {
+    let shape = toml::from_str::<File>(text).map(|_| ());
+    let table = match shape {
+        Ok(()) => text.parse::<toml::Table>().map_err(toml_error),
+        Err(e) => Err(toml_error(e)),
     };
-    positive("max_occupants", f.max_occupants, &mut c.max_occupants)?;
-    positive(
-        "max_rooms_per_user",
-        f.max_rooms_per_user,
-        &mut c.max_rooms_per_user,
-    )?;
-    positive("max_history", f.max_history, &mut c.max_history)?;
-    positive("max_rooms", f.max_rooms, &mut c.max_rooms)?;
-    match f.join_rate {
-        Some(0) => return Err("muc.join_rate: must be at least 1".into()),
-        Some(v) => c.join_rate = v,
-        None => {}
-    }
-    Ok(())
+    table
+        .map(|table| Layer {
+            origin: origin.clone(),
+            table,
+        })
+        .map_err(|e| format!("{origin}: {e}"))
 }
 
-fn s2s(c: &mut kith_server::S2s, f: S2sFile) -> Result<(), String> {
-    if let Some(v) = f.enabled {
-        c.enabled = v;
-    }
-    c.ca_file = f.ca_file;
-    let domain = |key: &str, d: &str| -> Result<String, String> {
-        let d = d.to_lowercase();
-        match jid::BareJid::new(&d) {
-            Ok(j) if j.node().is_none() => Ok(d),
-            _ => Err(format!("s2s.{key}: '{d}' is not a domain name")),
-        }
-    };
-    for (d, a) in f.hosts {
-        let d = domain("hosts", &d)?;
-        let addr: SocketAddr = a
-            .parse()
-            .map_err(|_| format!("s2s.hosts.\"{d}\": '{a}' is not an ADDRESS:PORT"))?;
-        c.hosts.insert(d, addr);
-    }
-    for (key, src, dst) in [
-        (
-            "insecure_domains",
-            f.insecure_domains,
-            &mut c.insecure_domains,
-        ),
-        ("allow", f.allow, &mut c.allow),
-        ("deny", f.deny, &mut c.deny),
-    ] {
-        *dst = src
-            .iter()
-            .map(|d| domain(key, d))
-            .collect::<Result<_, _>>()?;
-    }
-    if let Some(v) = f.idle_timeout_secs {
-        if v == 0 {
-            return Err("s2s.idle_timeout_secs: must be at least 1".into());
-        }
-        c.idle_timeout = Duration::from_secs(v);
-    }
-    if let Some(v) = f.connect_timeout_secs {
-        if v == 0 {
-            return Err("s2s.connect_timeout_secs: must be at least 1".into());
-        }
-        c.connect_timeout = Duration::from_secs(v);
-    }
-    if let Some(v) = f.queue {
-        if !(1..=100_000).contains(&v) {
-            return Err(format!("s2s.queue: {v} is outside 1..=100000"));
-        }
-        c.queue = v;
-    }
-    if let Some(v) = f.stanza_size {
-        if !(64 * 1024..=16 * 1024 * 1024).contains(&v) {
-            return Err(format!(
-                "s2s.stanza_size: {v} is outside 65536..=16777216 bytes"
-            ));
-        }
-        c.stanza_size = v;
-    }
-    if let Some(v) = f.connections_per_domain {
-        if v == 0 {
-            return Err("s2s.connections_per_domain: must be at least 1".into());
-        }
-        c.connections_per_domain = v;
-    }
-    // Rates: 0 turns a limit off; a burst is at least 1.
-    let bounded =
-        |key: &str, v: Option<u32>, range: std::ops::RangeInclusive<u32>, slot: &mut u32| match v {
-            Some(v) if !range.contains(&v) => Err(format!(
-                "s2s.{key}: {v} is outside {}..={}",
-                range.start(),
-                range.end()
-            )),
-            Some(v) => {
-                *slot = v;
-                Ok(())
+/// toml's message names the unknown or mistyped key and its line; keep it on one line.
+fn toml_error(e: impl std::fmt::Display) -> String {
+    e.to_string()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn read_file(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read config file {}: {e}", path.display()))
+}
+
+impl Layers {
+    /// Read the shipped defaults, the admin's file and the box's settings.
+    pub fn load(sources: &Sources) -> Result<Layers, String> {
+        let mut layers = Vec::new();
+        match &sources.defaults {
+            Some(p) => layers.push(read_layer(
+                &read_file(p)?,
+                Origin::Shipped(Some(p.clone())),
+            )?),
+            // The laptop default, only when nothing else is named: an admin's
+            // file alone must say every listener it wants.
+            None if sources.admin.is_none() => {
+                layers.push(read_layer(DEFAULT, Origin::Shipped(None))?)
             }
-            None => Ok(()),
+            None => {}
+        }
+        let admin = match &sources.admin {
+            Some(p) => Some(read_layer(&read_file(p)?, Origin::Admin(p.clone()))?),
+            None => None,
         };
-    bounded(
-        "stanzas_per_second",
-        f.stanzas_per_second,
-        0..=1_000_000,
-        &mut c.stanzas_per_second,
-    )?;
-    bounded(
-        "stanza_burst",
-        f.stanza_burst,
-        1..=1_000_000,
-        &mut c.stanza_burst,
-    )?;
-    bounded(
-        "subscriptions_per_minute",
-        f.subscriptions_per_minute,
-        0..=100_000,
-        &mut c.subscriptions_per_minute,
-    )?;
-    bounded(
-        "subscription_burst",
-        f.subscription_burst,
-        1..=100_000,
-        &mut c.subscription_burst,
-    )?;
-    Ok(())
+        // The data directory comes from the files, never from the box's own settings.
+        let data_dir = layers
+            .iter()
+            .chain(admin.as_ref())
+            .filter_map(|l| l.table.get("data_dir").and_then(|v| v.as_str()))
+            .next_back()
+            .unwrap_or("./kith-data");
+        let settings_path = Path::new(data_dir).join(SETTINGS_FILE);
+        // What the box wrote never keeps it from starting: a settings file it
+        // cannot read or use is left out, and the reason kept for the log.
+        let mut ignored = None;
+        match std::fs::read_to_string(&settings_path) {
+            Ok(text) => match read_layer(&text, Origin::Box(settings_path.clone())) {
+                Ok(layer) if layer.table.contains_key("data_dir") => {
+                    ignored = Some(format!(
+                        "{}: data_dir: only a configuration file can set it",
+                        settings_path.display()
+                    ));
+                }
+                Ok(layer) => layers.push(layer),
+                Err(e) => ignored = Some(e),
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => ignored = Some(format!("cannot read {}: {e}", settings_path.display())),
+        }
+        layers.extend(admin);
+        Ok(Layers {
+            layers,
+            settings_path,
+            ignored,
+        })
+    }
+
+    /// Why the box's settings file was left out, if it was.
+    pub fn ignored(&self) -> Option<&str> {
+        self.ignored.as_deref()
+    }
+
+    /// Layers made from texts (tests).
+    #[cfg(test)]
+    pub fn from_layers(layers: Vec<Layer>, settings_path: PathBuf) -> Layers {
+        Layers {
+            layers,
+            settings_path,
+            ignored: None,
+        }
+    }
+
+    /// The box's settings file (`DATA_DIR/settings.toml`).
+    pub fn settings_path(&self) -> &Path {
+        &self.settings_path
+    }
+
+    /// The box's own layer, if it has written one.
+    pub fn box_table(&self) -> toml::Table {
+        self.layers
+            .iter()
+            .find(|l| matches!(l.origin, Origin::Box(_)))
+            .map(|l| l.table.clone())
+            .unwrap_or_default()
+    }
+
+    /// Replace (or add) the box's own layer, below the admin's file.
+    pub fn set_box_table(&mut self, table: toml::Table) {
+        let origin = Origin::Box(self.settings_path.clone());
+        self.layers.retain(|l| !matches!(l.origin, Origin::Box(_)));
+        let at = self
+            .layers
+            .iter()
+            .position(|l| matches!(l.origin, Origin::Admin(_)))
+            .unwrap_or(self.layers.len());
+        self.layers.insert(at, Layer { origin, table });
+    }
+
+    /// These layers with `sections` left out of the box's own, or `None`
+    /// when the box's settings have none of them.
+    pub fn without_box_sections(&self, sections: &[&str]) -> Option<Layers> {
+        let mut table = self.box_table();
+        let before = table.len();
+        table.retain(|k, _| !sections.contains(&k));
+        if table.len() == before {
+            return None;
+        }
+        let mut layers = self.clone();
+        layers.set_box_table(table);
+        Some(layers)
+    }
+
+    /// All layers merged, key by key (whole tables for `[listen]` and `[tls]`).
+    pub fn merged(&self) -> toml::Table {
+        let mut out = toml::Table::new();
+        for l in &self.layers {
+            merge(&mut out, &l.table, true);
+        }
+        out
+    }
+
+    /// The validated configuration. An error names the file that set the key.
+    pub fn config(&self) -> Result<Config, String> {
+        let merged = self.merged();
+        let file: File = toml::Value::Table(merged).try_into().map_err(toml_error)?;
+        file.into_config().map_err(|e| {
+            let key = e
+                .split([':', ' '])
+                .next()
+                .unwrap_or_default()
+                .trim_matches(['[', ']']);
+            let origin = self
+                .where_set(key)
+                .or_else(|| self.layers.last().map(|l| &l.origin));
+            match origin {
+                Some(o) => format!("{o}: {e}"),
+                None => e,
+            }
+        })
+    }
+
+    /// The origin an error of [`Layers::config`] names, if any.
+    pub fn where_set_error(&self, e: &str) -> Option<&Origin> {
+        self.layers
+            .iter()
+            .map(|l| &l.origin)
+            .find(|o| e.starts_with(&format!("{o}: ")))
+    }
+
+    /// The highest layer that sets `key` (`limits.offline_max`), or a whole
+    /// table holding it.
+    pub fn where_set(&self, key: &str) -> Option<&Origin> {
+        self.where_set_path(&key_path(key))
+    }
+
+    fn where_set_path(&self, path: &[&str]) -> Option<&Origin> {
+        self.layers
+            .iter()
+            .rev()
+            .find(|l| sets(&l.table, path))
+            .map(|l| &l.origin)
+    }
+
+    /// Every key some layer sets, with its value in force, the layer it
+    /// comes from and whether the admin's file locks it (for the pages and
+    /// `kith settings list`).
+    pub fn entries(&self) -> Vec<Entry> {
+        fn leaves(
+            prefix: &mut Vec<String>,
+            t: &toml::Table,
+            out: &mut Vec<(Vec<String>, toml::Value)>,
+        ) {
+            for (k, v) in t {
+                prefix.push(k.clone());
+                match v {
+                    toml::Value::Table(sub) if !sub.is_empty() => leaves(prefix, sub, out),
+                    _ => out.push((prefix.clone(), v.clone())),
+                }
+                prefix.pop();
+            }
+        }
+        let mut found = Vec::new();
+        leaves(&mut Vec::new(), &self.merged(), &mut found);
+        found
+            .into_iter()
+            .filter_map(|(path, value)| {
+                let parts: Vec<&str> = path.iter().map(String::as_str).collect();
+                let origin = self.where_set_path(&parts)?.clone();
+                let key = parts
+                    .iter()
+                    .map(|p| {
+                        if p.contains(['.', ' ', '"']) || p.is_empty() {
+                            format!("{p:?}")
+                        } else {
+                            p.to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(".");
+                Some(Entry {
+                    locked: matches!(origin, Origin::Admin(_)),
+                    key,
+                    value,
+                    origin,
+                })
+            })
+            .collect()
+    }
+
+    /// The admin's file, when it sets `key`: the box cannot change it.
+    pub fn locked_by(&self, key: &str) -> Option<&Path> {
+        match self.where_set(key) {
+            Some(Origin::Admin(p)) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The value of `key` in the merged layers (`None`: the built-in default).
+    pub fn get(&self, key: &str) -> Option<toml::Value> {
+        let merged = self.merged();
+        lookup(&merged, &key_path(key)).cloned()
+    }
+}
+
+/// Split `limits.offline_max` into its parts.
+pub fn key_path(key: &str) -> Vec<&str> {
+    key.split('.').collect()
+}
+
+fn lookup<'a>(table: &'a toml::Table, path: &[&str]) -> Option<&'a toml::Value> {
+    let (first, rest) = path.split_first()?;
+    let mut v = table.get(*first)?;
+    for p in rest {
+        v = v.as_table()?.get(*p)?;
+    }
+    Some(v)
+}
+
+/// Whether `table` sets the key at `path`, or the whole table (`listen`) holding it.
+fn sets(table: &toml::Table, path: &[&str]) -> bool {
+    let first = path.first().copied().unwrap_or_default();
+    lookup(table, path).is_some() || (WHOLE.contains(&first) && table.contains_key(first))
+}
+
+/// One key some layer sets: see [`Layers::entries`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Dotted (`limits.offline_max`; a part with a dot is quoted).
+    pub key: String,
+    pub value: toml::Value,
+    pub origin: Origin,
+    /// Set in the admin's file: the box cannot change it.
+    pub locked: bool,
+}
+
+/// Lay `upper` over `lower`: tables merge key by key, except the whole ones
+/// at the top; anything else is replaced.
+fn merge(lower: &mut toml::Table, upper: &toml::Table, top: bool) {
+    for (k, v) in upper {
+        match (lower.get_mut(k), v) {
+            (Some(toml::Value::Table(l)), toml::Value::Table(u))
+                if !(top && WHOLE.contains(&k.as_str())) =>
+            {
+                merge(l, u, false)
+            }
+            _ => {
+                lower.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The dotted keys whose values differ between two merged tables.
+pub fn changed_keys(old: &toml::Table, new: &toml::Table) -> Vec<String> {
+    fn walk(prefix: &str, a: Option<&toml::Value>, b: Option<&toml::Value>, out: &mut Vec<String>) {
+        match (a, b) {
+            (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                let keys: std::collections::BTreeSet<_> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    walk(&format!("{prefix}.{k}"), x.get(k), y.get(k), out);
+                }
+            }
+            (a, b) if a != b => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let keys: std::collections::BTreeSet<_> = old.keys().chain(new.keys()).collect();
+    for k in keys {
+        walk(k, old.get(k), new.get(k), &mut out);
+    }
+    out
+}
+
+/// Read every layer and validate them together. Settings the box wrote
+/// never keep it from starting (an update may have narrowed a bound): when
+/// they are what is wrong, they are left out and the error comes back as the
+/// third value, to be logged loudly.
+pub fn load(sources: &Sources) -> Result<(Layers, Config, Option<String>), String> {
+    let mut layers = Layers::load(sources)?;
+    match layers.config() {
+        Ok(config) => {
+            let ignored = layers.ignored().map(str::to_string);
+            Ok((layers, config, ignored))
+        }
+        Err(e) if matches!(layers.where_set_error(&e), Some(Origin::Box(_))) => {
+            layers.set_box_table(toml::Table::new());
+            let config = layers.config()?;
+            Ok((layers, config, Some(e)))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Parse and validate one file's text over the built-in defaults (tests,
+/// the fuzz target).
+#[cfg_attr(not(test), allow(dead_code))]
+pub fn parse(text: &str) -> Result<kith_server::Config, String> {
+    let file: File = toml::from_str(text).map_err(toml_error)?;
+    file.into_config().map(|c| c.server)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upload_keys_are_read_and_checked() {
-        let c = parse(
-            "[listen]\nc2s = '127.0.0.1:1'\n[upload]\nmax_file_size = 5000\nquota = 9000\n\
-             retention_days = 2\nslot_lifetime_secs = 60\nbase_url = 'https://chat.example:8443'\n",
-        )
-        .expect("valid");
-        assert_eq!(c.upload.max_file_size, 5000);
-        assert_eq!(c.upload.quota, 9000);
-        assert_eq!(c.upload.retention, Duration::from_secs(2 * 86400));
-        assert_eq!(c.upload.slot_lifetime, Duration::from_secs(60));
-        assert_eq!(
-            c.upload.base_url.as_deref(),
-            Some("https://chat.example:8443")
-        );
-        let e =
-            parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nbase_url = 'http://x'\n").unwrap_err();
-        assert!(e.starts_with("upload.base_url"), "{e}");
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nmax_file_size = 0\n").unwrap_err();
-        assert!(e.starts_with("upload.max_file_size"), "{e}");
-    }
-
-    /// Found by the `config` fuzz target: `retention_days * 86400` overflowed
-    /// (a panic in debug builds, a wrapped retention in release builds).
-    #[test]
-    fn huge_times_are_refused_not_overflowed() {
-        let e =
-            parse("[listen]\nc2s = '127.0.0.1:1'\n[upload]\nretention_days = 18446744073709551\n")
-                .unwrap_err();
-        assert!(e.starts_with("upload.retention_days"), "{e}");
-        for (section, key) in [
-            ("limits", "auth_timeout_secs"),
-            ("limits", "sm_ack_request_interval_secs"),
-            ("archive", "prune_interval_secs"),
-            ("push", "min_interval_secs"),
-            ("ping", "idle_secs"),
-            ("ping", "timeout_secs"),
-            ("upload", "slot_lifetime_secs"),
-            ("s2s", "idle_timeout_secs"),
-            ("s2s", "connect_timeout_secs"),
-        ] {
-            let text = format!(
-                "[listen]\nc2s = '127.0.0.1:1'\n[{section}]\n{key} = {}\n",
-                i64::MAX
-            );
-            let e = parse(&text).unwrap_err();
-            assert!(e.starts_with(&format!("{section}.{key}")), "{e}");
-            let text = format!("[listen]\nc2s = '127.0.0.1:1'\n[{section}]\n{key} = 86400\n");
-            assert!(parse(&text).is_ok(), "{text}");
-        }
-    }
 
     #[test]
     fn the_default_listens_on_loopback_high_ports() {
@@ -688,167 +512,115 @@ mod tests {
         assert!(c.tls.is_none());
     }
 
+    fn layer(text: &str, origin: Origin) -> Layer {
+        read_layer(text, origin).expect("valid layer")
+    }
+
     #[test]
-    fn stream_management_keys() {
-        let c = parse(
-            "[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_resume_timeout_secs = 60\nsm_max_unacked = 50\nsm_ack_request_every = 2\nsm_ack_request_interval_secs = 5\nsm_max_hibernated = 1\n",
+    fn layers_merge_key_by_key_and_the_admin_file_wins() {
+        let shipped = layer(
+            "domain = 'kith.local'\n[listen]\nc2s = '127.0.0.1:1'\nhttp = '127.0.0.1:2'\n[limits]\noffline_max = 7\n",
+            Origin::Shipped(Some("/usr/share/kith/defaults.toml".into())),
+        );
+        let boxed = layer(
+            "domain = 'family.example'\n[limits]\nsession_queue = 9\n",
+            Origin::Box("/var/lib/kith/settings.toml".into()),
+        );
+        let admin = layer(
+            "[limits]\nsession_queue = 11\n",
+            Origin::Admin("/etc/kith/kith.toml".into()),
+        );
+        let l = Layers::from_layers(vec![shipped, boxed, admin], "/x".into());
+        let c = l.config().expect("valid").server;
+        assert_eq!(c.domain, "family.example");
+        assert_eq!(c.limits.offline_max, 7);
+        assert_eq!(c.limits.session_queue, 11);
+        assert!(c.listen.http.is_some());
+        assert_eq!(
+            l.locked_by("limits.session_queue"),
+            Some(Path::new("/etc/kith/kith.toml"))
+        );
+        assert_eq!(l.locked_by("domain"), None);
+        let entries = l.entries();
+        let entry = |k: &str| entries.iter().find(|e| e.key == k).cloned();
+        assert_eq!(
+            entry("limits.session_queue").map(|e| (e.value, e.locked)),
+            Some((toml::Value::Integer(11), true))
+        );
+        assert_eq!(
+            entry("domain").map(|e| (e.origin, e.locked)),
+            Some((Origin::Box("/var/lib/kith/settings.toml".into()), false))
+        );
+        assert!(entry("listen.http").is_some() && entry("limits.offline_max").is_some());
+        assert_eq!(
+            l.where_set("domain"),
+            Some(&Origin::Box("/var/lib/kith/settings.toml".into()))
+        );
+        // [listen] is set as a whole: the admin's one names every listener.
+        let admin = layer(
+            "[listen]\nc2s_tls = '127.0.0.1:3'\n",
+            Origin::Admin("/etc/kith/kith.toml".into()),
+        );
+        let mut l = l;
+        l.layers.pop();
+        l.layers.push(admin);
+        let c = l.config().expect("valid").server;
+        assert!(c.listen.http.is_none() && c.listen.c2s.is_none());
+        assert!(l.locked_by("listen.http").is_some());
+    }
+
+    #[test]
+    fn errors_name_the_file_that_set_the_key() {
+        let e = read_layer(
+            "[limits]\nstanza_sise = 5\n",
+            Origin::Admin("a.toml".into()),
         )
-        .expect("parses");
-        assert_eq!(c.limits.sm_resume_timeout, Duration::from_secs(60));
-        assert_eq!(c.limits.sm_max_unacked, 50);
-        assert_eq!(c.limits.sm_ack_request_every, 2);
-        assert_eq!(c.limits.sm_ack_request_interval, Duration::from_secs(5));
-        assert_eq!(c.limits.sm_max_hibernated, 1);
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nsm_max_unacked = 0\n").unwrap_err();
-        assert!(e.starts_with("limits.sm_max_unacked"), "{e}");
-        let d = parse(DEFAULT).expect("default parses");
-        assert_eq!(d.limits.sm_resume_timeout, Duration::from_secs(300));
-    }
-
-    #[test]
-    fn unknown_keys_are_named() {
-        let e = parse("domain = 'x.org'\n[listen]\nc2s = '127.0.0.1:1'\nc2z = '1'\n").unwrap_err();
-        assert!(e.contains("c2z"), "{e}");
-        let e = parse("domian = 'x.org'\n").unwrap_err();
-        assert!(e.contains("domian"), "{e}");
-    }
-
-    #[test]
-    fn bad_values_say_which_key() {
-        let e = parse("[listen]\nc2s = 'nope'\n").unwrap_err();
-        assert!(e.starts_with("listen.c2s"), "{e}");
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\nstanza_size = 10\n").unwrap_err();
-        assert!(e.starts_with("limits.stanza_size"), "{e}");
-        let e = parse("domain = 'a@b'\n[listen]\nc2s = '127.0.0.1:1'\n").unwrap_err();
-        assert!(e.starts_with("domain"), "{e}");
-        let e =
-            parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nscram_iterations = 10\n").unwrap_err();
-        assert!(e.starts_with("auth.scram_iterations"), "{e}");
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nfast_token_days = 0\n").unwrap_err();
-        assert!(e.starts_with("auth.fast_token_days"), "{e}");
-        let c = parse("[listen]\nc2s = '127.0.0.1:1'\n[auth]\nfast_token_days = 7\n").unwrap();
-        assert_eq!(c.fast_token_lifetime.as_secs(), 7 * 86_400);
-    }
-
-    #[test]
-    fn pep_limits_are_read_and_checked() {
-        let c = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\npep_nodes = 7\npep_items = 9\npep_item_size = 4096\n")
-            .expect("ok");
-        assert_eq!(
-            (
-                c.limits.pep_nodes,
-                c.limits.pep_items,
-                c.limits.pep_item_size
-            ),
-            (7, 9, 4096)
+        .unwrap_err();
+        assert!(
+            e.starts_with("a.toml: ") && e.contains("stanza_sise") && e.contains("line 2"),
+            "{e}"
         );
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[limits]\npep_items = 0\n").unwrap_err();
-        assert!(e.starts_with("limits.pep_items"), "{e}");
+        let l = Layers::from_layers(
+            vec![
+                layer("[listen]\nc2s = '127.0.0.1:1'\n", Origin::Shipped(None)),
+                layer(
+                    "[limits]\nsession_queue = 0\n",
+                    Origin::Box("s.toml".into()),
+                ),
+                layer("domain = 'x.example'\n", Origin::Admin("a.toml".into())),
+            ],
+            "s.toml".into(),
+        );
+        let e = l.config().unwrap_err();
+        assert!(e.starts_with("s.toml: limits.session_queue"), "{e}");
     }
 
     #[test]
-    fn components_push_and_ping() {
-        let c = parse(
-            "[listen]\nc2s = '127.0.0.1:1'\ncomponent = '127.0.0.1:5347'\n\
-             [components]\n'Push.localhost' = 's3cret'\n[push]\ninclude_body = true\n\
-             [ping]\nidle_secs = 5\ntimeout_secs = 2\n",
-        )
-        .expect("ok");
-        assert_eq!(
-            c.listen.component,
-            Some("127.0.0.1:5347".parse().expect("addr"))
+    fn each_crate_reads_its_own_section() {
+        let admin = || Origin::Admin("a.toml".into());
+        let l = Layers::from_layers(
+            vec![layer(
+                "[listen]\nc2s = '127.0.0.1:1'\n[web]\nheader_bytes = 9000\n",
+                admin(),
+            )],
+            "s.toml".into(),
         );
-        assert_eq!(
-            c.components.get("push.localhost").map(|s| s.0.as_str()),
-            Some("s3cret")
+        assert_eq!(l.config().expect("valid").web.header_bytes, 9000);
+        let e = read_layer("[web]\nheader_bites = 1\n", admin()).unwrap_err();
+        assert!(e.contains("header_bites") && e.contains("line 2"), "{e}");
+        let e = read_layer("domain = 'a.example'\nwbe = 1\n", admin()).unwrap_err();
+        assert!(
+            e.contains("wbe") && e.contains("`web`") && e.contains("`muc`"),
+            "{e}"
         );
-        assert!(c.push.include_body);
-        assert_eq!(c.ping.idle, Duration::from_secs(5));
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\ncomponent = '0.0.0.0:5347'\n").unwrap_err();
-        assert!(e.starts_with("listen.component"), "{e}");
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[components]\n'a@b' = 'x'\n").unwrap_err();
-        assert!(e.starts_with("components."), "{e}");
-        let e =
-            parse("[listen]\nc2s = '127.0.0.1:1'\n[components]\n'p.localhost' = ''\n").unwrap_err();
-        assert!(e.contains("secret is empty"), "{e}");
-    }
-
-    #[test]
-    fn s2s_section_is_validated() {
-        let c = parse(
-            "domain = 'kith.test'\n[listen]\nc2s = '127.0.0.1:1'\n[s2s]\nallow = ['Friend.test']\n[s2s.hosts]\n'friend.test' = '127.0.0.2:5269'\n",
-        )
-        .expect("ok");
-        assert_eq!(c.s2s.allow, vec!["friend.test".to_string()]);
-        assert_eq!(c.s2s.stanza_size, 512 * 1024);
-        assert!(c.s2s.hosts.contains_key("friend.test"));
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s.hosts]\n'a.test' = 'x'\n").unwrap_err();
-        assert!(e.starts_with("s2s.hosts"), "{e}");
-        let e = parse("[listen]\nc2s = '127.0.0.1:1'\n[s2s]\ndeny = ['a@b']\n").unwrap_err();
-        assert!(e.starts_with("s2s.deny"), "{e}");
-        assert_eq!((c.s2s.stanzas_per_second, c.s2s.stanza_burst), (50, 500));
-        assert_eq!(
-            (c.s2s.subscriptions_per_minute, c.s2s.subscription_burst),
-            (2, 20)
+        let l = Layers::from_layers(
+            vec![layer(
+                "[listen]\nc2s = '127.0.0.1:1'\n[web]\nheader_bytes = 1\n",
+                admin(),
+            )],
+            "s.toml".into(),
         );
-        assert_eq!(c.limits.pending_subscriptions, 50);
-        let c = parse(
-            "[listen]\nc2s = '127.0.0.1:1'\n[limits]\npending_subscriptions = 10\n[s2s]\n\
-             stanzas_per_second = 0\nstanza_burst = 7\nsubscriptions_per_minute = 6\n\
-             subscription_burst = 3\n",
-        )
-        .expect("valid");
-        assert_eq!(c.limits.pending_subscriptions, 10);
-        assert_eq!(
-            (
-                c.s2s.stanzas_per_second,
-                c.s2s.stanza_burst,
-                c.s2s.subscriptions_per_minute,
-                c.s2s.subscription_burst
-            ),
-            (0, 7, 6, 3)
-        );
-        for (bad, key) in [
-            ("[s2s]\nstanza_burst = 0\n", "s2s.stanza_burst"),
-            ("[s2s]\nsubscription_burst = 0\n", "s2s.subscription_burst"),
-            (
-                "[s2s]\nsubscriptions_per_minute = 100001\n",
-                "s2s.subscriptions_per_minute",
-            ),
-            (
-                "[limits]\npending_subscriptions = 0\n",
-                "limits.pending_subscriptions",
-            ),
-        ] {
-            let e = parse(&format!("[listen]\nc2s = '127.0.0.1:1'\n{bad}")).unwrap_err();
-            assert!(e.starts_with(key), "{e}");
-        }
-    }
-
-    #[test]
-    fn history_settings() {
-        let base = "[listen]\nc2s = '127.0.0.1:1'\n";
-        let c = parse(base).expect("ok");
-        assert_eq!(
-            c.archive.retention_days, 0,
-            "history is kept forever by default"
-        );
-        let c = parse(&format!(
-            "{base}[archive]\nretention_days = 30\nprune_interval_secs = 60\n"
-        ))
-        .expect("ok");
-        assert_eq!(c.archive.retention_days, 30);
-        assert_eq!(c.archive.prune_interval, Duration::from_secs(60));
-        let e = parse(&format!("{base}[archive]\nprune_interval_secs = 0\n")).unwrap_err();
-        assert!(e.starts_with("archive.prune_interval_secs"), "{e}");
-        let e = parse(&format!("{base}[archive]\nretention = 3\n")).unwrap_err();
-        assert!(e.contains("retention"), "{e}");
-    }
-
-    #[test]
-    fn missing_listeners_are_off() {
-        let c = parse("[listen]\nc2s_tls = '127.0.0.1:0'\n").expect("ok");
-        assert!(c.listen.c2s.is_none() && c.listen.s2s.is_none());
-        assert!(parse("domain = 'x.org'\n").is_err());
+        let e = l.config().unwrap_err();
+        assert!(e.starts_with("a.toml: web.header_bytes"), "{e}");
     }
 }

@@ -1,6 +1,7 @@
 //! The `kith` command: run the server, manage accounts.
 
 mod config;
+mod settings;
 mod systemd;
 
 use std::io::BufRead;
@@ -14,9 +15,15 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
-    /// Configuration file (TOML). Without one, a built-in default for localhost is used.
+    /// The admin's configuration file (TOML). It wins over every other layer,
+    /// and the keys it sets are locked (the box cannot change them).
     #[arg(long, short, env = "KITH_CONFIG", global = true)]
     config: Option<PathBuf>,
+    /// Shipped defaults (TOML; the image's /usr/share/kith/defaults.toml), below
+    /// the settings the box writes. Without this and without --config, a
+    /// built-in default for localhost is used.
+    #[arg(long, env = "KITH_DEFAULTS", global = true)]
+    defaults: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -31,6 +38,22 @@ enum Command {
     /// Manage message history (the archive).
     #[command(subcommand)]
     History(HistoryCommand),
+    /// Read and change the settings the box keeps in its data directory.
+    #[command(subcommand)]
+    Settings(SettingsCommand),
+}
+
+#[derive(Subcommand)]
+enum SettingsCommand {
+    /// Show a setting's value and where it is set (`limits.offline_max`).
+    Get { key: String },
+    /// Show every setting some file sets, where, and which are locked.
+    List,
+    /// Change a setting (`domain family.example`, `limits.offline_max 500`);
+    /// refused when the configuration file sets it.
+    Set { key: String, value: String },
+    /// Remove a setting the box wrote: the defaults apply again.
+    Unset { key: String },
 }
 
 #[derive(Subcommand)]
@@ -66,8 +89,18 @@ enum HistoryCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let config = match config::load(cli.config.as_deref()) {
-        Ok(c) => c,
+    let sources = config::Sources {
+        defaults: cli.defaults.clone(),
+        admin: cli.config.clone(),
+    };
+    let (layers, config) = match config::load(&sources) {
+        Ok((layers, config, None)) => (layers, config),
+        Ok((layers, config, Some(e))) => {
+            tracing::warn!(
+                "ignoring the box's settings until fixed (kith settings unset KEY): {e}"
+            );
+            (layers, config)
+        }
         Err(e) => {
             eprintln!("kith: {e}");
             return ExitCode::from(2);
@@ -85,9 +118,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve => serve(config).await,
-            Command::User(cmd) => user(config, cmd).await,
-            Command::History(cmd) => history(config, cmd).await,
+            Command::Serve => serve(sources, layers, config).await,
+            Command::User(cmd) => user(config.server, cmd).await,
+            Command::History(cmd) => history(config.server, cmd).await,
+            Command::Settings(cmd) => settings_cli(layers, cmd).await,
         }
     });
     match result {
@@ -108,33 +142,213 @@ fn init_logging() {
         .init();
 }
 
-async fn serve(config: kith_server::Config) -> Result<(), String> {
-    let domain = config.domain.clone();
+/// How often `kith serve` looks at the box's settings file for changes.
+const SETTINGS_POLL: Duration = Duration::from_secs(1);
+
+async fn serve(
+    sources: config::Sources,
+    mut layers: config::Layers,
+    mut config: config::Config,
+) -> Result<(), String> {
+    let mut ready = false;
+    let mut watchdog = None;
+    // The settings in force before a change, to go back to if the service
+    // cannot start with the new ones.
+    let mut previous: Option<(config::Layers, config::Config)> = None;
+    loop {
+        let (server, web) = match start_service(config.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                if let Some((l, c)) = previous.take() {
+                    tracing::error!(
+                        "cannot start with the changed settings, back to the previous ones: {e}"
+                    );
+                    (layers, config) = (l, c);
+                    continue;
+                }
+                // Listeners or TLS files the box wrote never keep it from
+                // starting (a port taken since): once more without them.
+                match layers.without_box_sections(&["listen", "tls"]) {
+                    Some(l) if !ready => {
+                        tracing::error!("cannot start; once more without the listeners and TLS files in the box's settings: {e}");
+                        config = l.config()?;
+                        layers = l;
+                        continue;
+                    }
+                    _ => return Err(e),
+                }
+            }
+        };
+        if !ready {
+            ready = true;
+            systemd::ready();
+            watchdog = systemd::spawn_watchdog();
+        }
+        let next = run_until_change(&server, &sources, &mut layers).await;
+        match &next {
+            Next::Stop => {
+                tracing::info!("shutting down");
+                systemd::stopping();
+                if let Some(w) = watchdog.take() {
+                    w.abort();
+                }
+            }
+            Next::Restart(..) => {
+                tracing::info!("settings changed: starting the XMPP service again")
+            }
+        }
+        web.shutdown().await;
+        server.shutdown(Duration::from_secs(10)).await;
+        match next {
+            Next::Stop => return Ok(()),
+            Next::Restart(new) => {
+                previous = Some((layers, config));
+                (layers, config) = *new;
+            }
+        }
+    }
+}
+
+/// Start the XMPP server and the web pod on it.
+async fn start_service(
+    config: config::Config,
+) -> Result<(kith_server::Server, kith_web::Web), String> {
+    let domain = config.server.domain.clone();
     let web_config = kith_web::WebConfig {
-        http: config.listen.http,
-        https: config.listen.https,
-        ..Default::default()
+        http: config.server.listen.http,
+        https: config.server.listen.https,
+        limits: config.web,
     };
-    let server = kith_server::Server::start(config)
+    let server = kith_server::Server::start(config.server)
         .await
         .map_err(|e| e.to_string())?;
     // The web pod (HTTP, HTTPS, WebSocket) runs on the XMPP server's handle.
-    let web = kith_web::Web::start(server.web(), web_config)
-        .await
-        .map_err(|e| e.to_string())?;
+    let web = match kith_web::Web::start(server.web(), web_config).await {
+        Ok(w) => w,
+        Err(e) => {
+            server.shutdown(Duration::from_secs(10)).await;
+            return Err(e.to_string());
+        }
+    };
     tracing::info!(http = ?web.addrs().http, https = ?web.addrs().https, "web pod ready");
     tracing::info!(%domain, c2s = ?server.addrs().c2s, c2s_tls = ?server.addrs().c2s_tls, "kith ready");
-    systemd::ready();
-    let watchdog = systemd::spawn_watchdog();
-    wait_for_signal().await;
-    tracing::info!("shutting down");
-    systemd::stopping();
-    if let Some(w) = watchdog {
-        w.abort();
+    Ok((server, web))
+}
+
+/// What ends one run of the service.
+enum Next {
+    /// SIGTERM or Ctrl-C.
+    Stop,
+    /// Settings changed that the running service cannot take (the domain).
+    Restart(Box<(config::Layers, config::Config)>),
+}
+
+/// Serve until a signal, applying changes of the box's settings file as they
+/// come: limits at once, a new domain by starting the service again, the rest
+/// at the next start (logged).
+async fn run_until_change(
+    server: &kith_server::Server,
+    sources: &config::Sources,
+    layers: &mut config::Layers,
+) -> Next {
+    let stamp = |p: &std::path::Path| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+    };
+    let mut seen = stamp(layers.settings_path());
+    let signal = wait_for_signal();
+    tokio::pin!(signal);
+    let mut tick = tokio::time::interval(SETTINGS_POLL);
+    loop {
+        tokio::select! {
+            _ = &mut signal => return Next::Stop,
+            _ = tick.tick() => {}
+        }
+        let now = stamp(layers.settings_path());
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        let (new_layers, new_config) = match config::load(sources) {
+            Ok((l, c, None)) => (l, c),
+            Ok((_, _, Some(e))) | Err(e) => {
+                tracing::warn!("the changed settings are not valid, keeping the old ones: {e}");
+                continue;
+            }
+        };
+        let changed = config::changed_keys(&layers.merged(), &new_layers.merged());
+        let effects: Vec<_> = changed.iter().map(|k| (k, settings::effect(k))).collect();
+        if effects
+            .iter()
+            .any(|(_, e)| *e == settings::Effect::Reconnect)
+        {
+            return Next::Restart(Box::new((new_layers, new_config)));
+        }
+        for (key, effect) in &effects {
+            match effect {
+                settings::Effect::NeedsRestart => {
+                    tracing::warn!(%key, "setting changed; it takes effect when kith starts again")
+                }
+                _ => tracing::info!(%key, "setting changed; in force now"),
+            }
+        }
+        if effects.iter().any(|(_, e)| *e == settings::Effect::Live) {
+            server.set_limits(new_config.server.limits.clone());
+        }
+        *layers = new_layers;
     }
-    web.shutdown().await;
-    server.shutdown(Duration::from_secs(10)).await;
-    Ok(())
+}
+
+/// `key = value  # set in FILE[, locked]`, as `kith settings get` and `list` print it.
+fn entry_line(key: &str, value: &toml::Value, origin: &config::Origin, locked: bool) -> String {
+    let locked = if locked { ", locked" } else { "" };
+    format!("{key} = {value}\t# set in {origin}{locked}")
+}
+
+async fn settings_cli(mut layers: config::Layers, cmd: SettingsCommand) -> Result<(), String> {
+    let done = |key: &str, effect: settings::Effect, layers: &config::Layers| {
+        println!(
+            "{key}: saved in {} ({effect})",
+            layers.settings_path().display()
+        );
+    };
+    match cmd {
+        SettingsCommand::Get { key } => {
+            match (layers.get(&key), layers.where_set(&key)) {
+                (Some(v), Some(origin)) => {
+                    let locked = settings::locked(&layers, &key).is_some();
+                    println!("{}", entry_line(&key, &v, origin, locked));
+                }
+                _ => {
+                    println!("{key}: not set; the built-in default applies (docs/configuration.md)")
+                }
+            }
+            Ok(())
+        }
+        SettingsCommand::List => {
+            for e in layers.entries() {
+                println!("{}", entry_line(&e.key, &e.value, &e.origin, e.locked));
+            }
+            Ok(())
+        }
+        SettingsCommand::Set { key, value } => {
+            let effect = if key == "domain" {
+                settings::change_domain(&mut layers, &value).await
+            } else {
+                settings::set(&mut layers, &key, settings::parse_value(&value))
+            }
+            .map_err(|e| e.to_string())?;
+            done(&key, effect, &layers);
+            Ok(())
+        }
+        SettingsCommand::Unset { key } => {
+            let effect = settings::unset(&mut layers, &key).map_err(|e| e.to_string())?;
+            done(&key, effect, &layers);
+            Ok(())
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::Config;
+use crate::config::{Config, Limits};
 use crate::limits::{AuthLimiter, ByteBudget, ConnLimiter};
 use crate::registry::{Registry, SessionEvent};
 use crate::router::Sessions;
@@ -16,7 +16,11 @@ use crate::tls::TlsContext;
 /// Everything shared by the server's tasks.
 pub struct Core {
     pub domain: String,
+    /// The configuration the server started with; its `limits` may have
+    /// changed since: read them through [`Core::limits`].
     pub config: Config,
+    /// The limits in force (settings may change them while the server runs).
+    limits: std::sync::RwLock<Arc<Limits>>,
     pub db: Db,
     pub registry: Registry,
     pub sessions: Sessions,
@@ -66,6 +70,7 @@ impl Core {
             conn_limiter: ConnLimiter::new(config.limits.connections_per_ip),
             auth_limiter: AuthLimiter::new(config.limits.auth_failures_per_minute),
             pre_auth_budget: ByteBudget::new(config.limits.pre_auth_buffer_total),
+            limits: std::sync::RwLock::new(Arc::new(config.limits.clone())),
             config,
             db,
             registry,
@@ -83,6 +88,26 @@ impl Core {
             muc: Default::default(),
             caps: Default::default(),
             next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The limits in force now. A stream reads the ones it needs when it
+    /// starts (stanza sizes, timeouts); the rest are read at each use.
+    pub fn limits(&self) -> Arc<Limits> {
+        match self.limits.read() {
+            Ok(l) => l.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Put new limits in force (see [`crate::Server::set_limits`]).
+    pub fn set_limits(&self, limits: Limits) {
+        self.conn_limiter.set_max(limits.connections_per_ip);
+        self.pre_auth_budget.set_max(limits.pre_auth_buffer_total);
+        let new = Arc::new(limits);
+        match self.limits.write() {
+            Ok(mut l) => *l = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
         }
     }
 

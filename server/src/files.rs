@@ -47,6 +47,18 @@ pub fn create_private(path: &Path) -> std::io::Result<File> {
 /// Replace `path` with `data` atomically and durably: a private temporary file
 /// in the same folder, fsync, rename over `path`, fsync the folder.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    write_atomic_with(path, data, |_| Ok(()))
+}
+
+/// [`write_atomic`], calling `before_rename` with the temporary file once it
+/// is durable and not yet renamed: to give it its owner, or (tests) to stop
+/// the process in the window a power cut may hit. An error there leaves
+/// `path` as it was.
+pub fn write_atomic_with(
+    path: &Path,
+    data: &[u8],
+    before_rename: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -67,6 +79,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
             .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
+        before_rename(&tmp)?;
         std::fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
     })();
@@ -127,6 +140,23 @@ mod tests {
             .map(|e| e.file_name())
             .collect();
         assert_eq!(names.len(), 1, "{names:?}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_error_before_the_rename_leaves_the_old_content_whole() {
+        let d = scratch("interrupted");
+        private_dir(&d).expect("made");
+        let p = d.join("settings.toml");
+        write_atomic(&p, b"old").expect("first");
+        let seen = std::cell::Cell::new(false);
+        let e = write_atomic_with(&p, b"new", |tmp| {
+            seen.set(std::fs::read(tmp).map(|b| b == b"new").unwrap_or(false));
+            Err(std::io::Error::other("power cut"))
+        });
+        assert!(e.is_err() && seen.get());
+        assert_eq!(std::fs::read(&p).expect("read"), b"old");
+        assert_eq!(std::fs::read_dir(&d).expect("list").count(), 1);
         let _ = std::fs::remove_dir_all(&d);
     }
 }

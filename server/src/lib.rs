@@ -11,9 +11,10 @@ pub mod bench_support;
 mod blocking;
 mod component;
 pub mod config;
+pub mod config_file;
 mod core;
 mod deliver;
-mod files;
+pub mod files;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod iq_out;

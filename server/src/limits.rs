@@ -35,7 +35,7 @@ pub fn addr_key(ip: IpAddr) -> IpAddr {
 /// Counts open connections per address ([`addr_key`]).
 #[derive(Debug, Default)]
 pub struct ConnLimiter {
-    max: usize,
+    max: AtomicUsize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -49,9 +49,14 @@ impl ConnLimiter {
     /// A limiter allowing `max` connections per address (0: unlimited).
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(ConnLimiter {
-            max,
+            max: AtomicUsize::new(max),
             open: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Change the limit (settings changed while running); open connections stay.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     /// Take a slot for `ip`, or `None` when its address already has `max` connections.
@@ -59,7 +64,8 @@ impl ConnLimiter {
         let key = addr_key(ip);
         let mut open = lock(&self.open);
         let n = open.entry(key).or_insert(0);
-        if self.max != 0 && *n >= self.max {
+        let max = self.max.load(Ordering::Relaxed);
+        if max != 0 && *n >= max {
             return None;
         }
         *n += 1;
@@ -88,7 +94,7 @@ impl Drop for ConnPermit {
 /// asking for more is refused (and closed), whoever holds the rest.
 #[derive(Debug)]
 pub struct ByteBudget {
-    max: usize,
+    max: AtomicUsize,
     used: AtomicUsize,
 }
 
@@ -96,9 +102,14 @@ impl ByteBudget {
     /// A budget of `max` bytes (0: unlimited).
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(ByteBudget {
-            max,
+            max: AtomicUsize::new(max),
             used: AtomicUsize::new(0),
         })
+    }
+
+    /// Change the budget (settings changed while running); charges held stay.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
     }
 
     /// Bytes charged right now.
@@ -136,7 +147,8 @@ impl Charge {
         }
         let more = bytes - self.held;
         let before = self.budget.used.fetch_add(more, Ordering::Relaxed);
-        if self.budget.max != 0 && before + more > self.budget.max {
+        let max = self.budget.max.load(Ordering::Relaxed);
+        if max != 0 && before + more > max {
             self.budget.used.fetch_sub(more, Ordering::Relaxed);
             return false;
         }
@@ -467,6 +479,27 @@ mod tests {
         assert!(l.acquire([127, 0, 0, 2].into()).is_some());
         drop(a);
         assert!(l.acquire(ip).is_some());
+    }
+
+    #[test]
+    fn limits_change_while_connections_are_open() {
+        let l = ConnLimiter::new(2);
+        let ip: IpAddr = [127, 0, 0, 1].into();
+        let _a = l.acquire(ip).expect("first");
+        let _b = l.acquire(ip).expect("second");
+        l.set_max(3);
+        let c = l.acquire(ip).expect("a third under the new limit");
+        l.set_max(1);
+        drop(c);
+        assert!(
+            l.acquire(ip).is_none(),
+            "two are still open, over the new limit"
+        );
+        let budget = ByteBudget::new(10);
+        let mut charge = budget.charge();
+        assert!(!charge.set(20));
+        budget.set_max(30);
+        assert!(charge.set(20));
     }
 
     #[test]

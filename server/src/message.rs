@@ -304,7 +304,7 @@ pub(crate) async fn keep_offline(
     let text = String::from_utf8_lossy(&buf).into_owned();
     match core
         .db
-        .offline_push(user, &text, core.config.limits.offline_max)
+        .offline_push(user, &text, core.limits().offline_max)
         .await
     {
         Ok(true) => Ok(()),

@@ -181,6 +181,13 @@ impl Server {
         crate::web::WebHandle::new(self.core.clone())
     }
 
+    /// Put new limits in force without a restart (`limits.*` settings; see
+    /// [`crate::config_file::applies_live`]). New streams use them; open ones
+    /// keep the stanza sizes and timeouts they started with.
+    pub fn set_limits(&self, limits: crate::Limits) {
+        self.core.set_limits(limits);
+    }
+
     /// Number of bound sessions.
     pub fn session_count(&self) -> usize {
         self.core.sessions.count()

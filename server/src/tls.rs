@@ -57,9 +57,23 @@ impl TlsContext {
                 let dir = config.data_dir.join("tls");
                 let cert = dir.join("cert.pem");
                 let key = dir.join("key.pem");
-                if !cert.exists() || !key.exists() {
-                    let names = certificate_names(config);
+                // `names` records what the certificate was made for: when the
+                // domain or the group chat service's name changes, a new one
+                // is made. (A certificate from before `names` existed is kept.)
+                let names = certificate_names(config);
+                let wanted = names.join("\n") + "\n";
+                let names_file = dir.join("names");
+                let stale = std::fs::read_to_string(&names_file).is_ok_and(|n| n != wanted);
+                if stale || !cert.exists() || !key.exists() {
                     generate_self_signed(&config.domain, &names, &dir, &cert, &key)?;
+                }
+                if stale || !names_file.exists() {
+                    crate::files::write_atomic(&names_file, wanted.as_bytes()).map_err(|e| {
+                        TlsError::Write {
+                            path: names_file.display().to_string(),
+                            err: e.to_string(),
+                        }
+                    })?;
                 }
                 (cert, key)
             }
@@ -226,5 +240,27 @@ mod tests {
         assert_eq!(certificate_names(&c)[2], "rooms.other.example");
         c.muc.enabled = false;
         assert_eq!(certificate_names(&c).len(), 2);
+    }
+
+    #[test]
+    fn the_self_signed_certificate_follows_the_domain() {
+        let dir = std::env::temp_dir().join(format!("kith-tls-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cert = || std::fs::read(dir.join("tls/cert.pem")).expect("cert");
+        TlsContext::load(&Config::new("kith.local", &dir)).expect("made");
+        let first = cert();
+        TlsContext::load(&Config::new("kith.local", &dir)).expect("kept");
+        assert_eq!(cert(), first, "the same names keep the certificate");
+        TlsContext::load(&Config::new("family.example", &dir)).expect("made again");
+        assert_ne!(cert(), first);
+        let names = std::fs::read_to_string(dir.join("tls/names")).expect("names");
+        assert!(names.starts_with("family.example\n"), "{names}");
+        // A certificate from before `names` existed is kept, and its names written.
+        std::fs::remove_file(dir.join("tls/names")).expect("removed");
+        let second = cert();
+        TlsContext::load(&Config::new("other.example", &dir)).expect("kept");
+        assert_eq!(cert(), second);
+        assert!(dir.join("tls/names").exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

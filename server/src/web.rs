@@ -34,14 +34,14 @@ impl WebHandle {
 
     /// The largest stanza a session may send, in bytes.
     pub fn stanza_size(&self) -> usize {
-        self.core.config.limits.stanza_size
+        self.core.limits().stanza_size
     }
 
     /// Limits for one XML document that wraps stanzas (a BOSH `<body/>`):
     /// the stream's depth and attribute limits plus one level for the
     /// wrapper, and `bytes` in all. Use with [`crate::xml::parse_element`].
     pub fn wrapper_limits(&self, bytes: usize) -> crate::xml::ParserLimits {
-        let l = &self.core.config.limits;
+        let l = &self.core.limits();
         crate::xml::ParserLimits {
             stanza_bytes: bytes,
             depth: l.max_depth + 1,

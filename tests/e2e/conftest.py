@@ -155,7 +155,7 @@ class Kith:
     """One real `kith serve` process with its own data dir, config and ports."""
 
     def __init__(self, directory: Path, ca: TestCA | None, *, limits=None, auth=None,
-                 tls_files: bool = True, direct_tls: bool = True):
+                 tls_files: bool = True, direct_tls: bool = True, as_defaults: bool = False):
         self.dir = directory
         self.data_dir = directory / "data"
         self.config = directory / "kith.toml"
@@ -165,6 +165,9 @@ class Kith:
         self._log_file = None
         self._direct_tls = direct_tls
         self._tls_files = tls_files
+        # The file is the admin's (`--config`: it wins and locks its keys) or, with
+        # `as_defaults`, the shipped defaults (`--defaults`), as on the image.
+        self.config_flag = "--defaults" if as_defaults else "--config"
         self._limits = {"auth_timeout_secs": 10, **(limits or {})}
         self._auth = {"scram_iterations": 4096, **(auth or {})}
         self.pick_ports()
@@ -185,9 +188,11 @@ class Kith:
         self.config.write_text("\n".join(lines) + "\n")
 
     # -- CLI
-    def cli(self, *args: str, stdin: str | None = None, check: bool = True):
-        res = subprocess.run([str(KITH_BIN), "--config", str(self.config), *args],
-                             input=stdin, capture_output=True, text=True, timeout=STEP * 3)
+    def cli(self, *args: str, stdin: str | None = None, check: bool = True,
+            env: dict | None = None):
+        res = subprocess.run([str(KITH_BIN), self.config_flag, str(self.config), *args],
+                             input=stdin, capture_output=True, text=True, timeout=STEP * 3,
+                             env=env)
         if check and res.returncode != 0:
             raise AssertionError(f"kith {' '.join(args)} exited {res.returncode}: "
                                  f"{res.stderr.strip()}")
@@ -216,7 +221,7 @@ class Kith:
         env.setdefault("RUST_LOG", "info")
         env.pop("NOTIFY_SOCKET", None)
         env.update(extra_env or {})
-        self.proc = subprocess.Popen([str(KITH_BIN), "--config", str(self.config), "serve"],
+        self.proc = subprocess.Popen([str(KITH_BIN), self.config_flag, str(self.config), "serve"],
                                      stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + START
         ports = [self.c2s_port] + ([self.c2s_tls_port] if self.c2s_tls_port else [])

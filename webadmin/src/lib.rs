@@ -24,6 +24,9 @@ pub mod fuzzing {
     pub use crate::upload::{check_put_headers, parse_range, put_query, HeaderMismatch};
 }
 
+/// The `[web]` section of the configuration file.
+pub mod config;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

@@ -29,7 +29,7 @@ const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr) {
     let _alive = core.alive.clone();
     let _ = tcp.set_nodelay(true);
-    let l = &core.config.limits;
+    let l = &core.limits();
     let Some(_permit) = core.conn_limiter.acquire(peer.ip()) else {
         tracing::warn!(%peer, "too many connections from this address");
         return;

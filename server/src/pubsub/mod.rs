@@ -165,7 +165,7 @@ fn get(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                     .children()
                     .filter(|i| i.is("item", NS))
                     .filter_map(|i| i.attr("id").map(str::to_string))
-                    .take(cx.core.config.limits.pep_items)
+                    .take(cx.core.limits().pep_items)
                     .collect();
                 let requester = cx.session.jid.to_bare();
                 let items = service::items(cx.core, &owner, &requester, node, max, &ids).await?;
@@ -317,7 +317,7 @@ fn owner_get(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                         .child(
                             el("configure", NS_OWNER)
                                 .attr("node", node)
-                                .child(cfg.to_form(cx.core.config.limits.pep_items))
+                                .child(cfg.to_form(cx.core.limits().pep_items))
                                 .build(),
                         )
                         .build(),
@@ -328,8 +328,7 @@ fn owner_get(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
                     .child(
                         el("default", NS_OWNER)
                             .child(
-                                config::NodeConfig::default()
-                                    .to_form(cx.core.config.limits.pep_items),
+                                config::NodeConfig::default().to_form(cx.core.limits().pep_items),
                             )
                             .build(),
                     )

@@ -37,7 +37,7 @@ fn too_many_nodes(core: &Core) -> StanzaError {
         .with_app("max-nodes-exceeded", NS_ERRORS)
         .with_text(format!(
             "an account may have at most {} PEP nodes",
-            core.config.limits.pep_nodes
+            core.limits().pep_nodes
         ))
 }
 
@@ -81,7 +81,7 @@ pub async fn publish(
     payload: &Element,
     options: Option<&Fields>,
 ) -> Result<String, StanzaError> {
-    let limits = &core.config.limits;
+    let limits = &core.limits();
     let mut bytes = Vec::new();
     crate::xml::serialize(payload, &mut bytes);
     if bytes.len() > limits.pep_item_size {
@@ -173,7 +173,7 @@ pub async fn items(
     access::check(core, owner, &cfg, requester).await?;
     let user = username(owner);
     if ids.is_empty() {
-        let limit = max.unwrap_or(usize::MAX).min(core.config.limits.pep_items);
+        let limit = max.unwrap_or(usize::MAX).min(core.limits().pep_items);
         core.db
             .pep_items(user, node, limit, MAX_RESULT_BYTES)
             .await
@@ -195,7 +195,7 @@ pub async fn create(
 ) -> Result<(), StanzaError> {
     let mut cfg = NodeConfig::default();
     if let Some(f) = options {
-        cfg.apply(f, core.config.limits.pep_items)?;
+        cfg.apply(f, core.limits().pep_items)?;
     }
     match core
         .db
@@ -203,7 +203,7 @@ pub async fn create(
             username(owner),
             node,
             &cfg.to_row(),
-            core.config.limits.pep_nodes,
+            core.limits().pep_nodes,
         )
         .await
         .map_err(storage_err)?
@@ -224,7 +224,7 @@ pub async fn configure(
     fields: &Fields,
 ) -> Result<(), StanzaError> {
     let mut cfg = node_config(core, owner, node).await?;
-    cfg.apply(fields, core.config.limits.pep_items)?;
+    cfg.apply(fields, core.limits().pep_items)?;
     if !core
         .db
         .pep_configure(username(owner), node, &cfg.to_row())

@@ -405,7 +405,7 @@ pub(crate) async fn deliver_inbound(
 /// forget the requests beyond the newest `[limits] pending_subscriptions`
 /// and return who made them (oldest first), to be told.
 async fn drop_oldest_requests(core: &Core, owner: &BareJid) -> Vec<BareJid> {
-    let cap = core.config.limits.pending_subscriptions.max(1);
+    let cap = core.limits().pending_subscriptions.max(1);
     let user = username(owner);
     let beyond = match core.db.pending_beyond(user, cap).await {
         Ok(b) => b,

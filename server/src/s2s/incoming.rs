@@ -42,8 +42,8 @@ const LOG: &str = "kith::federation";
 fn limits(core: &Core, stanza_bytes: usize) -> ParserLimits {
     ParserLimits {
         stanza_bytes,
-        depth: core.config.limits.max_depth,
-        attributes: core.config.limits.max_attributes,
+        depth: core.limits().max_depth,
+        attributes: core.limits().max_attributes,
     }
 }
 
@@ -58,8 +58,8 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         tracing::warn!(target: LOG, %peer, "too many connections from this address");
         return;
     };
-    let deadline = Instant::now() + core.config.limits.auth_timeout;
-    let pre = limits(&core, core.config.limits.pre_auth_stanza_size);
+    let deadline = Instant::now() + core.limits().auth_timeout;
+    let pre = limits(&core, core.limits().pre_auth_stanza_size);
     let mut plain = XmlStream::new(tcp, pre).charge_to(&core.pre_auth_budget);
     if !direct_tls {
         match timeout_at(deadline, starttls(&core, &mut plain)).await {

@@ -211,8 +211,8 @@ async fn connect(core: &Arc<Core>, state: &S2sState, pair: &Pair) -> Result<Conn
 fn limits(core: &Core) -> ParserLimits {
     ParserLimits {
         stanza_bytes: core.config.s2s.stanza_size,
-        depth: core.config.limits.max_depth,
-        attributes: core.config.limits.max_attributes,
+        depth: core.limits().max_depth,
+        attributes: core.limits().max_attributes,
     }
 }
 

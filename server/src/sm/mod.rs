@@ -90,7 +90,7 @@ impl Sm {
     fn enable(&mut self, core: &Core, req: &Element) -> Element {
         self.enabled = true;
         let wants = matches!(req.attr("resume"), Some("true" | "1"));
-        let secs = core.config.limits.sm_resume_timeout.as_secs();
+        let secs = core.limits().sm_resume_timeout.as_secs();
         if !(wants && secs > 0) {
             return Element::bare("enabled", NS);
         }
@@ -209,7 +209,7 @@ impl Sm {
         if !self.enabled {
             return Ok(out);
         }
-        let limits = &core.config.limits;
+        let limits = &core.limits();
         self.since_request += items.len();
         self.unacked_bytes += total;
         self.unacked.extend(items);
@@ -244,7 +244,7 @@ impl Sm {
             return None;
         }
         self.last_request
-            .map(|t| t + core.config.limits.sm_ack_request_interval)
+            .map(|t| t + core.limits().sm_ack_request_interval)
     }
 
     /// An `<r/>` was written.
@@ -292,7 +292,7 @@ pub async fn durable(core: &Core, session: &SessionHandle) {
 /// Bytes of unacknowledged stanzas one session may hold: 16 of the largest
 /// stanzas (4 MiB by default), whatever `sm_max_unacked` says.
 pub fn max_unacked_bytes(core: &Core) -> usize {
-    core.config.limits.stanza_size.saturating_mul(16)
+    core.limits().stanza_size.saturating_mul(16)
 }
 
 /// `<r/>`, serialised.

@@ -162,7 +162,7 @@ pub async fn hibernate(core: &Arc<Core>, session: &Arc<SessionHandle>, mut sm: S
         return Hibernation::End(sm);
     };
     let bare = session.jid.to_bare();
-    if core.sm.hibernated_of(&bare) >= core.config.limits.sm_max_hibernated {
+    if core.sm.hibernated_of(&bare) >= core.limits().sm_max_hibernated {
         tracing::info!(jid = %session.jid, "too many sessions waiting to be resumed; ending this one");
         return Hibernation::End(sm);
     }
@@ -197,7 +197,7 @@ pub async fn hibernate(core: &Arc<Core>, session: &Arc<SessionHandle>, mut sm: S
             Ok(Verdict::End(p)) => return Hibernation::End(p.sm),
             Err(_) => {}
         },
-        _ = tokio::time::sleep(core.config.limits.sm_resume_timeout) => {
+        _ = tokio::time::sleep(core.limits().sm_resume_timeout) => {
             tracing::info!(jid = %session.jid, "resumption window expired");
         }
         _ = shutdown.changed() => {}

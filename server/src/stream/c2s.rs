@@ -53,7 +53,7 @@ impl From<std::io::Error> for Stop {
 }
 
 fn limits_pre_auth(core: &Core) -> ParserLimits {
-    let l = &core.config.limits;
+    let l = &core.limits();
     ParserLimits {
         stanza_bytes: l.pre_auth_stanza_size,
         depth: l.max_depth,
@@ -62,7 +62,7 @@ fn limits_pre_auth(core: &Core) -> ParserLimits {
 }
 
 pub(crate) fn limits_session(core: &Core) -> ParserLimits {
-    let l = &core.config.limits;
+    let l = &core.limits();
     ParserLimits {
         stanza_bytes: l.stanza_size,
         depth: l.max_depth,
@@ -84,7 +84,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         .await;
         return;
     };
-    let deadline = Instant::now() + core.config.limits.auth_timeout;
+    let deadline = Instant::now() + core.limits().auth_timeout;
     let mut shutdown = core.shutdown.clone();
 
     let stream = XmlStream::new(tcp, limits_pre_auth(&core)).charge_to(&core.pre_auth_budget);
@@ -154,7 +154,7 @@ pub(crate) async fn serve_secured<T: Transport + 'static>(
         let e = StreamError::text("policy-violation", "too many connections from your address");
         return finish(&core, &mut stream, Stop::Error(e)).await;
     };
-    let deadline = Instant::now() + core.config.limits.auth_timeout;
+    let deadline = Instant::now() + core.limits().auth_timeout;
     let mut shutdown = core.shutdown.clone();
     let bindings = ChannelBindings::default();
     let r = tokio::select! {

@@ -42,8 +42,8 @@ pub async fn run<T: Transport>(
     effects: Vec<crate::registry::SessionEffect>,
     sm: Sm,
 ) {
-    let max_queued = (core.config.limits.stanza_size * 8).max(1024 * 1024);
-    let max_items = core.config.limits.session_queue.max(1);
+    let max_queued = (core.limits().stanza_size * 8).max(1024 * 1024);
+    let max_items = core.limits().session_queue.max(1);
     let session = Arc::new(SessionHandle::new(
         jid,
         core.next_id(),

@@ -91,11 +91,11 @@ fn set(cx: IqCtx<'_>) -> BoxFuture<'_, IqResult> {
         let ns = child.ns();
         let mut buf = Vec::new();
         crate::xml::serialize(child, &mut buf);
-        if buf.len() > cx.core.config.limits.pep_item_size {
+        if buf.len() > cx.core.limits().pep_item_size {
             return Err(
                 StanzaError::new("modify", "not-acceptable").with_text(format!(
                     "private data may be at most {} bytes",
-                    cx.core.config.limits.pep_item_size
+                    cx.core.limits().pep_item_size
                 )),
             );
         }
