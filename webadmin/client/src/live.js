@@ -1,0 +1,12 @@
+// The live-update channel: pages that are signed in hold one event stream
+// (`hx-sse:connect="/events"` on the element with id "live", HTTP/2 so each
+// tab costs no connection of its own). Unnamed messages are HTML swapped by
+// htmx (out-of-band, by element id); named events arrive as DOM events.
+
+/** When the server says this browser was signed out (from another browser,
+ * or by a password change), leave the page for the sign-in page. */
+export function followSignOut(doc, location) {
+  doc.addEventListener('signed-out', () => {
+    location.assign('/?done=signed-out');
+  });
+}
