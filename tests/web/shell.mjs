@@ -133,15 +133,16 @@ const scenarios = {
     await a.getByRole('link', { name: 'Your browsers' }).first().click();
     await a.getByRole('heading', { name: 'Your browsers' }).waitFor({ timeout: STEP_MS });
     const rowsA = () => a.locator('#browsers-list > li').count();
-    say('a-list', { rows: await rowsA() });
+    const before = await rowsA();
+    say('a-list', { rows: before });
     // Let A's event stream connect before B signs in.
     await a.waitForFunction(() => document.querySelector('#live'), null, { timeout: STEP_MS });
     await a.waitForTimeout(500);
     const b = await (await browser.newContext(contextArgs({ viewport: { width: 400, height: 800 } }))).newPage();
     await signIn(b);
     await expectHome(b);
-    await a.waitForFunction(() => document.querySelectorAll('#browsers-list > li').length === 2,
-      null, { timeout: STEP_MS });
+    await a.waitForFunction((n) => document.querySelectorAll('#browsers-list > li').length === n,
+      before + 1, { timeout: STEP_MS });
     say('a-list-live', { rows: await rowsA() });
     await b.getByRole('link', { name: 'Your browsers' }).first().click();
     await b.getByRole('button', { name: 'Sign out everywhere' }).click();

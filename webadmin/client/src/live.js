@@ -4,9 +4,12 @@
 // htmx (out-of-band, by element id); named events arrive as DOM events.
 
 /** When the server says this browser was signed out (from another browser,
- * or by a password change), leave the page for the sign-in page. */
+ * or by a password change), leave the page for the sign-in page — unless
+ * this page is submitting a form (its own "sign out" answers by itself). */
 export function followSignOut(doc, location) {
+  let submitting = false;
+  doc.addEventListener('submit', () => { submitting = true; });
   doc.addEventListener('signed-out', () => {
-    location.assign('/?done=signed-out');
+    if (!submitting) location.assign('/?done=signed-out');
   });
 }

@@ -256,7 +256,12 @@ impl Visitor {
                 return refuse;
             }
         }
-        if let Some(origin) = headers.get(header::ORIGIN) {
+        // Under `Referrer-Policy: no-referrer` browsers send `Origin: null`
+        // with their own forms; `Sec-Fetch-Site` above and the token decide then.
+        if let Some(origin) = headers
+            .get(header::ORIGIN)
+            .filter(|o| o.as_bytes() != b"null")
+        {
             let same = origin
                 .to_str()
                 .ok()
