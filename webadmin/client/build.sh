@@ -11,7 +11,7 @@ cd "$here"
 stamp=node_modules/.lock.sha256
 sum="$(sha256sum package-lock.json | cut -d' ' -f1)"
 if [[ ! -f $stamp || "$(cat "$stamp")" != "$sum" ]]; then
-    npm ci --no-audit --no-fund --loglevel=error
+    npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
     echo "$sum" >"$stamp"
 fi
 out=dist
