@@ -4,7 +4,8 @@
 # then esbuild bundles src/app.js (htmx + its SSE extension + our modules) and
 # src/style.css, minified. The output is deterministic and committed, so a fresh clone
 # and the image's cross build need no node; `build.sh --check` says whether dist/ is
-# what the sources and pins produce (tests/run.sh runs it).
+# what the sources and pins produce, after node's test runner ran test/ (tests/run.sh
+# runs it).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -24,6 +25,7 @@ esbuild=node_modules/.bin/esbuild
     --legal-comments=eof --log-level=warning --outfile="$out/app.js"
 "$esbuild" src/style.css --bundle --minify --log-level=warning --outfile="$out/app.css"
 if [[ ${1:-} == --check ]]; then
+    node --test test/
     for f in app.js app.css; do
         cmp -s "$out/$f" "dist/$f" || { echo "build.sh: dist/$f is stale; run webadmin/client/build.sh and commit dist/" >&2; exit 1; }
     done
