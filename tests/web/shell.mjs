@@ -135,9 +135,9 @@ const scenarios = {
     const rowsA = () => a.locator('#browsers-list > li').count();
     const before = await rowsA();
     say('a-list', { rows: before });
-    // Let A's event stream connect before B signs in.
-    await a.waitForFunction(() => document.querySelector('#live'), null, { timeout: STEP_MS });
-    await a.waitForTimeout(500);
+    // A's event stream is open before B signs in.
+    await a.waitForFunction(() => document.documentElement.dataset.live === 'open', null,
+      { timeout: STEP_MS });
     const b = await (await browser.newContext(contextArgs({ viewport: { width: 400, height: 800 } }))).newPage();
     await signIn(b);
     await expectHome(b);

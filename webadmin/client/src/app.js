@@ -3,7 +3,8 @@
 // behaviour of the web shell.
 import htmx from 'htmx.org/dist/htmx.esm.js';
 import 'htmx.org/dist/ext/hx-sse.js';
-import { followSignOut } from './live.js';
+import { followSignOut, markStream } from './live.js';
 
 htmx.config.historyCache = { disable: true };
 followSignOut(document, window.location);
+markStream(document);

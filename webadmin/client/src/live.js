@@ -13,3 +13,13 @@ export function followSignOut(doc, location) {
     if (!submitting) location.assign('/?done=signed-out');
   });
 }
+
+/** Mark the page while its event stream is open (`<html data-live="open">`),
+ * for tests and styles that care. */
+export function markStream(doc) {
+  const set = (state) => {
+    if (doc.documentElement) doc.documentElement.dataset.live = state;
+  };
+  doc.addEventListener('htmx:sse:after:connection', () => set('open'));
+  doc.addEventListener('htmx:sse:close', () => set('closed'));
+}

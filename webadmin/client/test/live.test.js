@@ -1,7 +1,7 @@
 // node --test webadmin/client/test/: the page logic without a browser.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { followSignOut } from '../src/live.js';
+import { followSignOut, markStream } from '../src/live.js';
 
 function fakePage() {
   const target = new EventTarget();
@@ -22,4 +22,12 @@ test('a page submitting a form lets the form answer instead', () => {
   doc.dispatchEvent(new Event('submit'));
   doc.dispatchEvent(new Event('signed-out'));
   assert.deepEqual(visited, []);
+});
+
+test('the page says when its event stream is open', () => {
+  const doc = new EventTarget();
+  doc.documentElement = { dataset: {} };
+  markStream(doc);
+  doc.dispatchEvent(new Event('htmx:sse:after:connection'));
+  assert.equal(doc.documentElement.dataset.live, 'open');
 });

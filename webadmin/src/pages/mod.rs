@@ -514,7 +514,12 @@ pub async fn error_pages(req: Request, next: Next) -> Response {
     let problem = match status {
         StatusCode::NOT_FOUND => Problem::NotFound,
         StatusCode::PAYLOAD_TOO_LARGE => Problem::TooLarge,
-        s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => Problem::Unavailable,
+        s if s.is_server_error()
+            || s == StatusCode::REQUEST_TIMEOUT
+            || s == StatusCode::TOO_MANY_REQUESTS =>
+        {
+            Problem::Unavailable
+        }
         _ => Problem::BadForm,
     };
     let mut page = error_page(lang, status, problem);
