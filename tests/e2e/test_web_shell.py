@@ -354,6 +354,10 @@ def test_roles_are_read_from_the_account(web_kith):
     # A role change applies on the next page, without signing in again.
     web_kith.cli("user", "role", f"alice@{DOMAIN}", "member")
     assert '<span class="badge">member</span>' in alice.get("/")[1]
+    # The admin signs out every browser of an account from the command line.
+    out = web_kith.cli("user", "sign-out", f"alice@{DOMAIN}").stdout
+    assert "signed out 1 browser(s)" in out, out
+    assert not alice.signed_in() and bob.signed_in()
     # Deleting the account ends its browsers' sessions.
     web_kith.cli("user", "del", f"bob@{DOMAIN}")
     assert not bob.signed_in()
