@@ -76,7 +76,6 @@ struct HomePage {
 }
 
 fn sign_in_page(v: &Visitor, shell: &Shell, status: StatusCode, page: SignInForm<'_>) -> Response {
-    let t = v.t();
     v.finish(html(
         status,
         &SignInPage {
@@ -86,7 +85,7 @@ fn sign_in_page(v: &Visitor, shell: &Shell, status: StatusCode, page: SignInForm
             remember: page.remember,
             address_error: page.address_error,
             password_error: page.password_error,
-            form_error: page.form_error.map(|f| f(t)),
+            form_error: page.form_error,
         },
     ))
 }
@@ -98,7 +97,7 @@ struct SignInForm<'a> {
     remember: bool,
     address_error: Option<&'static str>,
     password_error: Option<&'static str>,
-    form_error: Option<fn(&'static Text) -> &'static str>,
+    form_error: Option<&'static str>,
 }
 
 /// `GET /`: the home page when signed in, else the sign-in form.
@@ -178,9 +177,9 @@ async fn sign_in(State(st): State<AppState>, req: Request) -> Result<Response, P
                 PasswordRefused::Unavailable => return Err(PageError::unavailable(v.lang)),
             };
             form.form_error = Some(match refused {
-                PasswordRefused::TooManyFromAddress => |t: &'static Text| t.too_many_from_address,
-                PasswordRefused::TooManyForAccount => |t: &'static Text| t.too_many_for_account,
-                _ => |t: &'static Text| t.wrong_password,
+                PasswordRefused::TooManyFromAddress => t.too_many_from_address,
+                PasswordRefused::TooManyForAccount => t.too_many_for_account,
+                _ => t.wrong_password,
             });
             return Ok(sign_in_page(&v, &st.shell, status, form));
         }
@@ -581,11 +580,15 @@ async fn change_password(State(st): State<AppState>, req: Request) -> Result<Res
             None,
             None,
         )),
-        Err(PasswordChangeError::Current(
-            PasswordRefused::TooManyFromAddress | PasswordRefused::TooManyForAccount,
-        )) => Ok(again(
+        Err(PasswordChangeError::Current(PasswordRefused::TooManyFromAddress)) => Ok(again(
             StatusCode::TOO_MANY_REQUESTS,
             Some(t.too_many_from_address),
+            None,
+            None,
+        )),
+        Err(PasswordChangeError::Current(PasswordRefused::TooManyForAccount)) => Ok(again(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some(t.too_many_for_account),
             None,
             None,
         )),
