@@ -209,6 +209,27 @@ def test_http2_is_negotiated_by_curl_and_http1_still_works(web_kith):
     assert many.stdout.count("2 200") == 40, (many.stdout, many.stderr)
 
 
+def test_http2_requests_get_the_same_limits(web_kith, tmp_path):
+    """Over HTTP/2 too: headers over the request-head limit are refused (431), a form
+    body over 16 KiB gets the 413 page, and the server stays small."""
+    resolve = f"{DOMAIN}:{web_kith.https_port}:127.0.0.1"
+    common = ["curl", "-sS", "--http2", "--cacert", str(web_kith.ca.ca_cert), "--resolve",
+              resolve, "-w", "%{http_version} %{http_code}", "--max-time", "10"]
+    url = f"{web_kith.https_url}/"
+    big = subprocess.run(common + ["-o", "/dev/null", "-H", "X-Junk: " + "a" * 20000, url],
+                         capture_output=True, text=True)
+    assert big.stdout == "2 431", (big.stdout, big.stderr)
+    body = tmp_path / "form.txt"
+    body.write_bytes(b"password=" + b"a" * 65536)
+    page = tmp_path / "page.html"
+    post = subprocess.run(common + ["-o", str(page), "-X", "POST", "--data-binary", f"@{body}",
+                                    "-H", "Content-Type: application/x-www-form-urlencoded",
+                                    url + "sign-in"], capture_output=True, text=True)
+    assert post.stdout == "2 413", (post.stdout, post.stderr)
+    assert "<h1>Something went wrong</h1>" in page.read_text()
+    web_kith.assert_memory_bounded()
+
+
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
