@@ -15,6 +15,8 @@ step "set-up: packages and the Python venv"
 bash tests/setup.sh
 
 step "format and lints"
+# The browser code embedded in the binary is what its pinned npm packages build.
+bash webadmin/client/build.sh --check
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --profile ci -- -D warnings
 

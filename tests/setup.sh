@@ -37,10 +37,11 @@ cargo clippy --version >/dev/null 2>&1 || fail "the Rust toolchain has no clippy
 
 # Debian packages: command -> package.
 # prosody, ejabberd and dnsmasq: the real federation peers and their DNS (test_federation.py);
-# chromium and npm: Converse.js in a real browser (test_converse.py);
+# chromium and npm: Converse.js and the web shell in a real browser (test_converse.py,
+# test_web_shell.py); curl: HTTP/2 negotiation (test_web_shell.py);
 # g++: libFuzzer's C++ sources, built by the libfuzzer-sys crate (fuzz/run.sh).
 declare -A want=([openssl]=openssl [prosody]=prosody [ejabberdctl]=ejabberd [dnsmasq]=dnsmasq-base
-                [chromium]=chromium [npm]=npm [g++]=g++)
+                [chromium]=chromium [npm]=npm [curl]=curl [g++]=g++)
 missing=()
 for cmd in "${!want[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")

@@ -59,9 +59,19 @@ enum SettingsCommand {
 #[derive(Subcommand)]
 enum UserCommand {
     /// Create an account; the password is read from standard input.
-    Add { jid: String },
+    Add {
+        jid: String,
+        /// The account runs the box (the admin pages); otherwise a member.
+        #[arg(long)]
+        admin: bool,
+    },
     /// Change an account's password; the new password is read from standard input.
+    /// Signs out the account's browsers and password-free login tokens.
     Passwd { jid: String },
+    /// Show or set an account's role: `admin` (runs the box) or `member`.
+    Role { jid: String, role: Option<String> },
+    /// Sign out every browser signed in to the account's web pages.
+    SignOut { jid: String },
     /// Delete an account and everything stored for it.
     Del { jid: String },
     /// List accounts.
@@ -231,6 +241,9 @@ async fn start_service(
         }
     };
     tracing::info!(http = ?web.addrs().http, https = ?web.addrs().https, "web pod ready");
+    if let Some(url) = web.addrs().https.map(|a| page_url(&domain, a)) {
+        tracing::info!("open {url} in a browser to sign in");
+    }
     tracing::info!(%domain, c2s = ?server.addrs().c2s, c2s_tls = ?server.addrs().c2s_tls, "kith ready");
     Ok((server, web))
 }
@@ -351,6 +364,24 @@ async fn settings_cli(mut layers: config::Layers, cmd: SettingsCommand) -> Resul
     }
 }
 
+/// The address of the web pod's start page: the domain when the listener
+/// answers for it (all interfaces, or loopback with the domain `localhost`),
+/// else the listener's own address. The port is left out when it is 443.
+fn page_url(domain: &str, addr: std::net::SocketAddr) -> String {
+    let ip = addr.ip();
+    let host = if ip.is_unspecified() || (ip.is_loopback() && domain == "localhost") {
+        domain.to_string()
+    } else if ip.is_ipv6() {
+        format!("[{ip}]")
+    } else {
+        ip.to_string()
+    };
+    match addr.port() {
+        443 => format!("https://{host}/"),
+        port => format!("https://{host}:{port}/"),
+    }
+}
+
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
@@ -385,13 +416,42 @@ async fn user(config: kith_server::Config, cmd: UserCommand) -> Result<(), Strin
         .await
         .map_err(|e| e.to_string())?;
     let r = match cmd {
-        UserCommand::Add { jid } => {
+        UserCommand::Add { jid, admin } => {
             let pw = read_password()?;
-            accounts
-                .add(&jid, &pw)
-                .await
-                .map(|()| println!("created {jid}"))
+            let r = accounts.add(&jid, &pw).await;
+            let r = match r {
+                Ok(()) if admin => accounts.set_role(&jid, kith_server::Role::Admin).await,
+                r => r,
+            };
+            r.map(|()| match admin {
+                true => println!("created {jid} (admin)"),
+                false => println!("created {jid}"),
+            })
         }
+        UserCommand::Role { jid, role } => match role.as_deref() {
+            None => accounts
+                .role(&jid)
+                .await
+                .map(|r| println!("{jid} is {}", r.as_str())),
+            Some(r) => {
+                let role = match r {
+                    "admin" => kith_server::Role::Admin,
+                    "member" => kith_server::Role::Member,
+                    other => {
+                        accounts.close().await;
+                        return Err(format!("role: '{other}' is not 'admin' or 'member'"));
+                    }
+                };
+                accounts
+                    .set_role(&jid, role)
+                    .await
+                    .map(|()| println!("{jid} is now {}", role.as_str()))
+            }
+        },
+        UserCommand::SignOut { jid } => accounts
+            .sign_out_browsers(&jid)
+            .await
+            .map(|n| println!("signed out {n} browser(s) of {jid}")),
         UserCommand::Passwd { jid } => {
             let pw = read_password()?;
             accounts

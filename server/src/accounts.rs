@@ -78,8 +78,31 @@ impl Accounts {
     pub async fn passwd(&self, jid: &str, password: &str) -> Result<(), AccountError> {
         let user = self.username(jid)?;
         let creds = self.credentials(password)?;
-        self.db.account_set_credentials(&user, &creds).await?;
+        // Signs out every browser and every FAST token of the account.
+        self.db.account_set_credentials(&user, &creds, None).await?;
         Ok(())
+    }
+
+    /// Set an account's role: `admin` runs the box, `member` uses it.
+    pub async fn set_role(&self, jid: &str, role: crate::Role) -> Result<(), AccountError> {
+        let user = self.username(jid)?;
+        self.db.account_set_role(&user, role.as_str()).await?;
+        Ok(())
+    }
+
+    /// An account's role.
+    pub async fn role(&self, jid: &str) -> Result<crate::Role, AccountError> {
+        let user = self.username(jid)?;
+        match self.db.account_role(&user).await? {
+            Some(r) => Ok(crate::Role::from_stored(&r)),
+            None => Err(StorageError::NotFound(format!("no account {jid}")).into()),
+        }
+    }
+
+    /// Sign out every browser signed in to the account's web pages; how many were.
+    pub async fn sign_out_browsers(&self, jid: &str) -> Result<u64, AccountError> {
+        let user = self.username(jid)?;
+        Ok(self.db.web_sessions_delete_all(&user).await?)
     }
 
     /// Delete an account and its data.

@@ -13,6 +13,7 @@ mod component;
 pub mod config;
 pub mod config_file;
 mod core;
+mod credentials;
 mod deliver;
 pub mod files;
 #[cfg(feature = "fuzzing")]
@@ -47,9 +48,14 @@ pub use config::{
     Archive, Config, Limits, Listen, MucConfig, PingConfig, PushConfig, S2s, Secret, TlsFiles,
     UploadConfig,
 };
+pub use credentials::{
+    PasswordChangeError, PasswordRefused, Role, VerifiedAccount, MAX_ADDRESS_BYTES,
+    MAX_PASSWORD_BYTES,
+};
 pub use limits::{addr_key, ConnLimiter, ConnPermit};
 pub use server::{BoundAddrs, Server, StartError};
 pub use storage::fast::TokenHolder;
+pub use storage::web_sessions::WebSessionRow as WebSession;
 pub use stream::framed::{FramedError, FramedReceiver, FramedSender, NS_FRAMING};
 pub use upload::{PutGrant, PutQuery, PutRefused, StoredFile, Uploads};
 pub use web::WebHandle;

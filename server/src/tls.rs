@@ -14,8 +14,12 @@ use crate::config::Config;
 
 /// ALPN protocol id for Direct TLS client connections (XEP-0368).
 pub const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
-/// ALPN protocol id of the web pod's HTTPS listener.
+/// ALPN protocol id of HTTP/1.1 on the web pod's HTTPS listener.
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+/// ALPN protocol id of HTTP/2 on the web pod's HTTPS listener (preferred:
+/// each open tab's event stream would otherwise hold one of the browser's six
+/// HTTP/1.1 connections).
+pub const ALPN_H2: &[u8] = b"h2";
 
 /// The loaded certificate: the rustls configurations for STARTTLS and Direct TLS
 /// and the end-entity certificate (for `tls-server-end-point`).
@@ -25,7 +29,7 @@ pub struct TlsContext {
     pub starttls: Arc<ServerConfig>,
     /// For Direct TLS: ALPN `xmpp-client` offered.
     pub direct: Arc<ServerConfig>,
-    /// For the web pod's HTTPS listener: ALPN `http/1.1`. The same certificate
+    /// For the web pod's HTTPS listener: ALPN `h2` and `http/1.1`. The same certificate
     /// resolver as XMPP, so a new certificate is swapped in at one place.
     pub https: Arc<ServerConfig>,
     /// `tls-server-end-point` binding of the leaf certificate: a property of
@@ -110,24 +114,22 @@ impl TlsContext {
             .map_err(|e| TlsError::Config(e.to_string()))?;
         let resolver: Arc<dyn rustls::server::ResolvesServerCert> =
             Arc::new(rustls::sign::SingleCertAndKey::from(certified));
-        let build = |alpn: Option<&[u8]>| -> Result<Arc<ServerConfig>, TlsError> {
+        let build = |alpn: &[&[u8]]| -> Result<Arc<ServerConfig>, TlsError> {
             let mut cfg = ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
                 .map_err(|e| TlsError::Config(e.to_string()))?
                 .with_no_client_auth()
                 .with_cert_resolver(resolver.clone());
-            if let Some(p) = alpn {
-                cfg.alpn_protocols = vec![p.to_vec()];
-            }
+            cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
             // Tickets would let a resumed session skip the certificate; XMPP
             // sessions are long-lived, so keep the server simple and stateless.
             cfg.send_tls13_tickets = 0;
             Ok(Arc::new(cfg))
         };
         Ok(TlsContext {
-            starttls: build(None)?,
-            direct: build(Some(ALPN_XMPP_CLIENT))?,
-            https: build(Some(ALPN_HTTP1))?,
+            starttls: build(&[])?,
+            direct: build(&[ALPN_XMPP_CLIENT])?,
+            https: build(&[ALPN_H2, ALPN_HTTP1])?,
             server_end_point: Arc::new(server_end_point(&leaf)),
         })
     }

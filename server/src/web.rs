@@ -2,11 +2,14 @@
 //! shared TLS configuration, the limits, and framed XMPP sessions for
 //! WebSocket and BOSH clients. Nothing here knows HTTP.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::accounts::AccountError;
 use crate::core::Core;
+use crate::credentials::{PasswordChangeError, PasswordRefused, Role, VerifiedAccount};
+use crate::storage::web_sessions::WebSessionRow;
 use crate::stream::framed::{FramedReceiver, FramedSender};
 
 /// A handle on the running server for the web pod. Dropped before the
@@ -27,7 +30,7 @@ impl WebHandle {
     }
 
     /// The rustls configuration for HTTPS: the same certificate resolver as
-    /// the XMPP listeners, ALPN `http/1.1`.
+    /// the XMPP listeners, ALPN `h2` and `http/1.1`.
     pub fn https_tls(&self) -> Arc<rustls::ServerConfig> {
         self.core.tls.https.clone()
     }
@@ -75,5 +78,111 @@ impl WebHandle {
                 return;
             }
         }
+    }
+
+    /// Check an account's password, tried from `ip`, exactly as an XMPP
+    /// password login is checked: the stored SCRAM-SHA-256 keys, the login
+    /// limits per address and per account (the attempt counts when it starts,
+    /// a success gives it back), the same work and the same answer for an
+    /// unknown account as for a wrong password. `address` is `alice` or
+    /// `alice@DOMAIN`. The web pod's sign-in uses this; so will any later
+    /// page that asks for a password again.
+    pub async fn verify_password(
+        &self,
+        ip: IpAddr,
+        address: &str,
+        password: &str,
+    ) -> Result<VerifiedAccount, PasswordRefused> {
+        crate::credentials::verify_password(&self.core, ip, address, password).await
+    }
+
+    /// Change `username`'s password after checking `current` (limited like a
+    /// login from `ip`). Signs out every FAST token and every browser of the
+    /// account but the web session whose token hash is `keep`.
+    pub async fn change_password(
+        &self,
+        ip: IpAddr,
+        username: &str,
+        current: &str,
+        new: &str,
+        keep: Option<&[u8]>,
+    ) -> Result<(), PasswordChangeError> {
+        crate::credentials::change_password(&self.core, ip, username, current, new, keep).await
+    }
+
+    /// An account's role, or `None` when the account no longer exists.
+    pub async fn account_role(&self, username: &str) -> Result<Option<Role>, AccountError> {
+        Ok(self
+            .core
+            .db
+            .account_role(username)
+            .await?
+            .map(|r| Role::from_stored(&r)))
+    }
+
+    /// Store a newly signed-in browser.
+    pub async fn web_session_create(&self, s: &WebSessionRow) -> Result<(), AccountError> {
+        Ok(self.core.db.web_session_create(s).await?)
+    }
+
+    /// The browser session with this token hash, unless it expired by `now`
+    /// (seconds since the epoch).
+    pub async fn web_session(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> Result<Option<WebSessionRow>, AccountError> {
+        Ok(self.core.db.web_session_get(token_hash, now).await?)
+    }
+
+    /// Record a session's use: seen at `now`, ends at `expires_at`.
+    pub async fn web_session_touch(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+        expires_at: i64,
+    ) -> Result<(), AccountError> {
+        Ok(self
+            .core
+            .db
+            .web_session_touch(token_hash, now, expires_at)
+            .await?)
+    }
+
+    /// An account's signed-in browsers, most recently used first.
+    pub async fn web_sessions_of(
+        &self,
+        username: &str,
+        now: i64,
+    ) -> Result<Vec<WebSessionRow>, AccountError> {
+        Ok(self.core.db.web_sessions_of(username, now).await?)
+    }
+
+    /// Sign out the browser whose token hash this is.
+    pub async fn web_session_end(&self, token_hash: &[u8]) -> Result<(), AccountError> {
+        Ok(self.core.db.web_session_delete(token_hash).await?)
+    }
+
+    /// Sign out one of `username`'s browsers by its handle; whether it existed.
+    pub async fn web_session_end_handle(
+        &self,
+        username: &str,
+        handle: &str,
+    ) -> Result<bool, AccountError> {
+        Ok(self
+            .core
+            .db
+            .web_session_delete_handle(username, handle)
+            .await?)
+    }
+
+    /// Sign out every browser of `username`; how many were signed in.
+    pub async fn web_sessions_end_all(&self, username: &str) -> Result<u64, AccountError> {
+        Ok(self.core.db.web_sessions_delete_all(username).await?)
+    }
+
+    /// Forget browser sessions that expired by `now`; how many.
+    pub async fn web_sessions_sweep(&self, now: i64) -> Result<u64, AccountError> {
+        Ok(self.core.db.web_sessions_sweep(now).await?)
     }
 }

@@ -1,16 +1,24 @@
 //! Kith's web pod: the HTTP and HTTPS listeners inside the `kith` process.
 //!
 //! This crate owns everything that speaks HTTP: the listeners and their limits
-//! (`listen.rs`), the security headers on every response (`headers.rs`), the
+//! (`listen.rs`, HTTP/1.1 and HTTP/2), the pages (`pages/`: sign-in, browser
+//! sessions, CSRF, bounded forms, error pages; askama templates in
+//! `templates/`, words in `i18n.rs`), the browser code embedded from
+//! `client/dist/` (`assets.rs`), the live-update hub (`live.rs`), the
+//! security headers on every response (`headers.rs`), the
 //! plain-HTTP redirect (`redirect.rs`), `/.well-known/host-meta` discovery
 //! (`wellknown.rs`), XMPP over WebSocket (`websocket.rs`), BOSH (`bosh.rs`) and the HTTP half
 //! of file upload (`upload.rs`). It reaches XMPP
 //! only through [`kith_server::WebHandle`]; the XMPP session logic stays in
 //! `kith-server`.
 
+mod assets;
 pub mod bosh;
 mod headers;
+mod i18n;
 mod listen;
+mod live;
+mod pages;
 mod redirect;
 mod routes;
 mod upload;
@@ -125,8 +133,12 @@ impl Web {
             https: https.as_ref().and_then(|l| l.local_addr().ok()),
         };
         let limits = Arc::new(config.limits);
-        let state = routes::AppState::new(xmpp.clone(), addrs.https.map(|a| a.port()));
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = routes::AppState::new(
+            xmpp.clone(),
+            addrs.https.map(|a| a.port()),
+            shutdown_rx.clone(),
+        );
         let gate = listen::Gate::new(&limits);
         let mut tasks = Vec::new();
         if let Some(l) = https {
@@ -162,6 +174,10 @@ impl Web {
             shutdown_rx.clone(),
         )));
         tasks.push(tokio::spawn(state.bosh.clone().sweep(shutdown_rx.clone())));
+        tasks.push(tokio::spawn(sweep_web_sessions(
+            xmpp.clone(),
+            shutdown_rx.clone(),
+        )));
         Ok(Web {
             addrs,
             shutdown,
@@ -180,6 +196,21 @@ impl Web {
         let _ = self.shutdown.send(true);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Forget expired browser sessions at start and then every hour.
+async fn sweep_web_sessions(xmpp: WebHandle, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        match xmpp.web_sessions_sweep(pages::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(sessions = n, "forgot expired browser sessions"),
+            Err(e) => tracing::warn!(error = %e, "sweeping browser sessions failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -1,5 +1,8 @@
 //! The HTTP and HTTPS listeners: accept, TLS handshake under a deadline,
 //! HTTP/1.1 with a bounded request head and a header deadline (slowloris),
+//! HTTP/2 on HTTPS when the client offers it in ALPN (bounded streams per
+//! connection, header list size, pending and erroring resets — the "rapid
+//! reset" attack — and a keep-alive ping that drops dead peers),
 //! upgrades for WebSocket, caps on open connections (in all and per address,
 //! an IPv6 /64 counting as one), on TLS handshakes in progress per address,
 //! and a pool of handshakes in progress in all where a new handshake evicts
@@ -17,7 +20,8 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::Request;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
@@ -172,7 +176,16 @@ async fn serve(
                 return;
             };
             match done {
-                Ok(Ok(stream)) => http(stream, peer, app, &limits, shutdown).await,
+                Ok(Ok(stream)) => {
+                    // HTTP/2 only when the client chose it in ALPN: no
+                    // sniffing of the connection preface.
+                    let h2 = stream.get_ref().1.alpn_protocol() == Some(kith_server::tls::ALPN_H2);
+                    if h2 {
+                        http2(stream, peer, app, &limits, shutdown).await
+                    } else {
+                        http(stream, peer, app, &limits, shutdown).await
+                    }
+                }
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -205,6 +218,60 @@ async fn http<I>(
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            }
+        }
+        _ = shutdown.changed() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
+}
+
+/// Concurrent requests on one HTTP/2 connection (each open tab holds one
+/// for its event stream; a browser opens one connection per origin).
+const H2_MAX_STREAMS: u32 = 100;
+/// Streams a client may reset before the server has answered them, and resets
+/// the server may send for a client's errors, before the connection is closed
+/// ("rapid reset", CVE-2023-44487, and its relatives).
+const H2_MAX_PENDING_RESETS: usize = 20;
+const H2_MAX_ERROR_RESETS: usize = 100;
+/// Bytes buffered for sending per stream.
+const H2_SEND_BUFFER: usize = 256 * 1024;
+
+/// Serve one HTTP/2 connection (the client chose `h2` in ALPN) under the
+/// same limits as HTTP/1.1: the request head's size bounds the header list,
+/// bodies and request times are bounded by the routes' layers.
+async fn http2<I>(
+    io: I,
+    peer: SocketAddr,
+    app: Router,
+    limits: &HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.oneshot(req).await.unwrap_or_else(|e| match e {})) }
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(u32::try_from(limits.header_bytes.max(8192)).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_ERROR_RESETS)
+        .max_send_buf_size(H2_SEND_BUFFER)
+        .keep_alive_interval(Some(limits.header_timeout))
+        .keep_alive_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, error = %e, "HTTP/2 connection ended with an error");
             }
         }
         _ = shutdown.changed() => {

@@ -19,14 +19,21 @@ pub struct AppState {
     pub https_port: Option<u16>,
     /// BOSH sessions.
     pub bosh: std::sync::Arc<crate::bosh::Bosh>,
+    /// The pages' shared state (CSRF key, live updates).
+    pub shell: std::sync::Arc<crate::pages::Shell>,
 }
 
 impl AppState {
-    pub fn new(xmpp: WebHandle, https_port: Option<u16>) -> Self {
+    pub fn new(
+        xmpp: WebHandle,
+        https_port: Option<u16>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         AppState {
             xmpp,
             https_port,
             bosh: Default::default(),
+            shell: crate::pages::Shell::new(shutdown),
         }
     }
 }
@@ -40,7 +47,9 @@ pub fn app(state: AppState, limits: &HttpLimits, https: bool) -> Router {
             get(crate::wellknown::host_meta_json),
         )
         .route("/xmpp-websocket", get(crate::websocket::upgrade))
-        .fallback(not_found)
+        .route("/assets/{name}", get(crate::assets::get))
+        .merge(crate::pages::shell::routes())
+        .fallback(crate::pages::not_found)
         .layer(RequestBodyLimitLayer::new(limits.body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -59,12 +68,13 @@ pub fn app(state: AppState, limits: &HttpLimits, https: bool) -> Router {
         "/http-bind",
         axum::routing::post(crate::bosh::request).options(crate::bosh::preflight),
     );
-    let r = uploads.merge(bosh).merge(limited).with_state(state);
+    // The live-update stream stays open (no request timeout); pages' errors
+    // without a body of their own become pages.
+    let pages = crate::pages::shell::live_routes()
+        .merge(limited)
+        .layer(axum::middleware::from_fn(crate::pages::error_pages));
+    let r = uploads.merge(bosh).merge(pages).with_state(state);
     crate::headers::secure(r, https)
-}
-
-async fn not_found() -> StatusCode {
-    StatusCode::NOT_FOUND
 }
 
 /// The `Host` the client used, if it is a plain host name or address (with

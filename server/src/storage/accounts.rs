@@ -52,11 +52,14 @@ impl Db {
         Ok(())
     }
 
-    /// Replace an account's credentials.
+    /// Replace an account's credentials. Every FAST token and every signed-in
+    /// browser of the account is signed out, except the web session whose
+    /// token hash is `keep` (the browser that changed the password).
     pub async fn account_set_credentials(
         &self,
         username: &str,
         creds: &StoredCredentials,
+        keep: Option<&[u8]>,
     ) -> Result<(), StorageError> {
         let q = sqlx::query(
             "UPDATE accounts SET sha1_salt = $2, sha1_iterations = $3, sha1_stored_key = $4, sha1_server_key = $5,
@@ -75,7 +78,34 @@ impl Db {
             .bind(username)
             .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM web_sessions WHERE username = $1 AND token_hash IS NOT $2")
+            .bind(username)
+            .bind(keep)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// An account's role (`admin` or `member`), or `None` if there is no such account.
+    pub async fn account_role(&self, username: &str) -> Result<Option<String>, StorageError> {
+        let row = sqlx::query("SELECT role FROM accounts WHERE username = $1")
+            .bind(username)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Set an account's role (`admin` or `member`).
+    pub async fn account_set_role(&self, username: &str, role: &str) -> Result<(), StorageError> {
+        let r = sqlx::query("UPDATE accounts SET role = $2 WHERE username = $1")
+            .bind(username)
+            .bind(role)
+            .execute(self.pool())
+            .await?;
+        if r.rows_affected() == 0 {
+            return Err(StorageError::NotFound(format!("no account {username}")));
+        }
         Ok(())
     }
 
@@ -102,6 +132,7 @@ impl Db {
             "DELETE FROM blocklist WHERE username = $1",
             "DELETE FROM fast_tokens WHERE username = $1",
             "DELETE FROM push_registrations WHERE username = $1",
+            "DELETE FROM web_sessions WHERE username = $1",
         ] {
             sqlx::query(q).bind(username).execute(&mut *tx).await?;
         }

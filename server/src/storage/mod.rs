@@ -20,6 +20,7 @@ pub mod roster;
 pub mod sm;
 pub mod uploads;
 pub mod vcard;
+pub mod web_sessions;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -57,7 +58,7 @@ pub struct Db {
 
 /// Every migrator the core owns, in order. Modules add theirs to the registry.
 pub fn core_migrators() -> Vec<&'static Migrator> {
-    vec![&accounts::MIGRATOR]
+    vec![&accounts::MIGRATOR, &web_sessions::MIGRATOR]
 }
 
 impl Db {

@@ -565,26 +565,15 @@ pub(super) async fn exchange<T: Transport>(
                     return Ok(Err((Failure::InvalidAuthzid, "authzid differs")));
                 }
             }
-            let creds = core.db.account_credentials(&username).await.map_err(|e| {
-                tracing::error!(error = %e, "credential lookup failed");
-                Stop::Error(StreamError::new("internal-server-error"))
-            })?;
-            // An unknown account costs the same PBKDF2 work as a wrong
-            // password, so timing does not tell which accounts exist.
-            let ok = match creds {
-                Some(c) => c
-                    .sha256
-                    .verify_password(crate::sasl::Hash::Sha256, &password),
-                None => {
-                    let decoy = crate::sasl::ScramKeys::derive(
-                        crate::sasl::Hash::Sha256,
-                        &password,
-                        &core.scram_secret,
-                        core.config.scram_iterations,
-                    );
-                    decoy.stored_key.is_empty()
-                }
-            };
+            // The same check as the web pod's sign-in: an unknown account
+            // costs the same PBKDF2 work as a wrong password, so timing does
+            // not tell which accounts exist.
+            let ok = crate::credentials::check_password(core, &username, &password)
+                .await
+                .map_err(|e| {
+                    tracing::error!(error = %e, "credential lookup failed");
+                    Stop::Error(StreamError::new("internal-server-error"))
+                })?;
             if ok {
                 attempt.succeeded();
                 Ok(Ok((username, None)))
