@@ -161,7 +161,8 @@ provision_kith() {
 start_kith() {
   KITH_PORT=$(pick_port "$KITH_PORT")
   kith_config
-  "$KITH_BIN" --config "$WORK/kith/kith.toml" serve 2>>"$WORK/kith/kith.log" &
+  # KITH_CPUS (e.g. 0 or 0,1): pin the server to these cores (cores.sh).
+  ${KITH_CPUS:+taskset -c "$KITH_CPUS"} "$KITH_BIN" --config "$WORK/kith/kith.toml" serve 2>>"$WORK/kith/kith.log" &
   SERVER_PID=$!
   PORT=$KITH_PORT
   wait_port "$PORT" 60

@@ -36,11 +36,25 @@ if ! start_kith; then
   tail -n 20 "$WORK/kith/kith.log" >&2 || true
   exit 1
 fi
-# One readable line per scenario on stderr; the JSON lines on stdout are not needed.
+# One readable line per scenario on stderr; the JSON lines on stdout are kept for the
+# archive check below.
 if ! timeout 180 "$BENCH" --addr "127.0.0.1:$KITH_PORT" --cert "$WORK/tls/cert.pem" \
   --server-pid "$SERVER_PID" --label kith --timeout 20 smoke --users 20 --seconds 30 --muc-service "$(muc_service kith)" \
-  >/dev/null; then
+  >"$WORK/smoke.jsonl"; then
   log "smoke run failed; last lines of the server log:"
   tail -n 20 "$WORK/kith/kith.log" >&2 || true
   exit 1
 fi
+# The shipped default archives every 1:1 message on both sides: after a clean stop the
+# archive holds two rows for each message the throughput scenarios delivered.
+stop_kith
+python3 - "$WORK/smoke.jsonl" "$WORK/kith/data/kith.db" <<'PY'
+import json, sqlite3, sys
+delivered = sum(json.loads(l)["received"] for l in open(sys.argv[1])
+                if l.startswith("{") and json.loads(l)["scenario"] == "throughput")
+db = sqlite3.connect(f"file:{sys.argv[2]}?mode=ro", uri=True)
+rows = db.execute("SELECT COUNT(*) FROM archive WHERE username NOT LIKE '%@%'").fetchone()[0]
+print(f"[smoke] {delivered} messages delivered, {rows} archive rows of accounts", file=sys.stderr)
+if delivered == 0 or rows < 2 * delivered:
+    sys.exit(f"smoke: expected at least {2 * delivered} archive rows, found {rows}")
+PY
