@@ -143,15 +143,7 @@ struct SignInFields {
 /// `POST /sign-in`: check the password through `kith-server` (the login
 /// limits of XMPP), then start a new session with a new random id.
 async fn sign_in(State(st): State<AppState>, req: Request) -> Result<Response, PageError> {
-    let (parts, body) = req.into_parts();
-    let v = Visitor::load(&st.xmpp, &parts.headers).await?;
-    let f: SignInFields = read_form(v.lang, &parts.headers, body).await?;
-    v.check_csrf(
-        &st.shell,
-        &parts.headers,
-        &authority(&parts.headers, &parts.uri),
-        f.csrf.as_deref(),
-    )?;
+    let (v, f, parts) = checked_form::<SignInFields>(&st, req).await?;
     let t = v.t();
     let remember = f.remember.is_some();
     let address = f.address.trim();
@@ -238,11 +230,12 @@ struct CsrfOnly {
     csrf: Option<String>,
 }
 
-/// Parse a form, check its CSRF token, and require a signed-in browser.
-async fn signed_in_form<T: serde::de::DeserializeOwned + HasCsrf>(
+/// Parse a form (bounded) and check its CSRF token: what every form post
+/// does first.
+async fn checked_form<T: serde::de::DeserializeOwned + HasCsrf>(
     st: &AppState,
     req: Request,
-) -> Result<(Visitor, SignedIn, T, axum::http::request::Parts), PageError> {
+) -> Result<(Visitor, T, axum::http::request::Parts), PageError> {
     let (parts, body) = req.into_parts();
     let v = Visitor::load(&st.xmpp, &parts.headers).await?;
     let f: T = read_form(v.lang, &parts.headers, body).await?;
@@ -252,6 +245,15 @@ async fn signed_in_form<T: serde::de::DeserializeOwned + HasCsrf>(
         &authority(&parts.headers, &parts.uri),
         f.csrf(),
     )?;
+    Ok((v, f, parts))
+}
+
+/// Parse a form, check its CSRF token, and require a signed-in browser.
+async fn signed_in_form<T: serde::de::DeserializeOwned + HasCsrf>(
+    st: &AppState,
+    req: Request,
+) -> Result<(Visitor, SignedIn, T, axum::http::request::Parts), PageError> {
+    let (v, f, parts) = checked_form(st, req).await?;
     let Some(s) = v.signed_in.clone() else {
         return Err(PageError::new(
             v.lang,
@@ -265,6 +267,18 @@ async fn signed_in_form<T: serde::de::DeserializeOwned + HasCsrf>(
 /// A form carrying a CSRF token.
 trait HasCsrf {
     fn csrf(&self) -> Option<&str>;
+}
+
+impl HasCsrf for SignInFields {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
+}
+
+impl HasCsrf for LanguageFields {
+    fn csrf(&self) -> Option<&str> {
+        self.csrf.as_deref()
+    }
 }
 
 impl HasCsrf for CsrfOnly {
@@ -611,15 +625,7 @@ struct LanguageFields {
 
 /// `POST /language`: remember the language picked, go back to the page.
 async fn language(State(st): State<AppState>, req: Request) -> Result<Response, PageError> {
-    let (parts, body) = req.into_parts();
-    let v = Visitor::load(&st.xmpp, &parts.headers).await?;
-    let f: LanguageFields = read_form(v.lang, &parts.headers, body).await?;
-    v.check_csrf(
-        &st.shell,
-        &parts.headers,
-        &authority(&parts.headers, &parts.uri),
-        f.csrf.as_deref(),
-    )?;
+    let (v, f, _) = checked_form::<LanguageFields>(&st, req).await?;
     let Some(lang) = Lang::from_tag(&f.lang) else {
         return Err(PageError::new(
             v.lang,
