@@ -269,23 +269,24 @@ trait HasCsrf {
     fn csrf(&self) -> Option<&str>;
 }
 
-impl HasCsrf for SignInFields {
-    fn csrf(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
+/// Every form of these pages has the token in its `csrf` field.
+macro_rules! has_csrf {
+    ($($form:ty),* $(,)?) => {
+        $(impl HasCsrf for $form {
+            fn csrf(&self) -> Option<&str> {
+                self.csrf.as_deref()
+            }
+        })*
+    };
 }
 
-impl HasCsrf for LanguageFields {
-    fn csrf(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
-}
-
-impl HasCsrf for CsrfOnly {
-    fn csrf(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
-}
+has_csrf!(
+    SignInFields,
+    LanguageFields,
+    CsrfOnly,
+    HandleForm,
+    PasswordFields
+);
 
 /// A response that signs this browser out (clears its cookie) and goes to
 /// the start page with `done`.
@@ -437,12 +438,6 @@ struct HandleForm {
     handle: String,
 }
 
-impl HasCsrf for HandleForm {
-    fn csrf(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
-}
-
 /// `POST /browsers/sign-out`: sign out one of the account's browsers.
 async fn sign_out_browser(State(st): State<AppState>, req: Request) -> Result<Response, PageError> {
     let (v, s, f, _) = signed_in_form::<HandleForm>(&st, req).await?;
@@ -521,12 +516,6 @@ struct PasswordFields {
     current: String,
     new: String,
     repeat: String,
-}
-
-impl HasCsrf for PasswordFields {
-    fn csrf(&self) -> Option<&str> {
-        self.csrf.as_deref()
-    }
 }
 
 /// `POST /password`: check the current password (limited like a login),
