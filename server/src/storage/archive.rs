@@ -20,7 +20,10 @@
 //! sender's stanzas), and a read of an account's archive first waits for the
 //! rows already allocated *to that account*, so a query sees every message
 //! delivered before it and never waits for other accounts' rows. At most
-//! [`QUEUE`] rows wait for the writer; beyond that senders wait for room. A
+//! [`QUEUE`] rows wait for the writer; beyond that senders wait for room. The
+//! writer never copies its write-ahead log into the database file itself: a
+//! checkpointer on another connection does (`checkpoint.rs`), so a commit
+//! never waits for that copy. A
 //! failed commit is logged as an error and the watermark still advances (its
 //! rows are lost; the messages themselves were delivered). Preferences are
 //! cached in memory (bounded by the number of accounts), written through.
@@ -34,6 +37,7 @@ use sqlx::Row;
 use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{mpsc, watch, OnceCell, Semaphore};
 
+use super::checkpoint::Checkpoints;
 use super::{Db, StorageError};
 
 /// Migrations of this area.
@@ -46,17 +50,13 @@ pub const QUEUE: usize = 8192;
 /// The writer connection's page cache (KiB): SQLite's default of 2 MiB
 /// holds fewer pages than one commit touches with a few hundred accounts.
 const WRITER_CACHE_KIB: u32 = 8192;
-/// Pages in the write-ahead log before the writer copies them into the
-/// database (SQLite's default is 1000). A group of a few thousand rows
-/// touches about a thousand pages, most of them the same index pages as the
-/// previous group: checkpointing after every group would copy each of them
-/// every time, checkpointing every few groups copies it once.
-const WRITER_CHECKPOINT_PAGES: u32 = 4000;
 
 /// Shared by every clone of a [`Db`].
 #[derive(Debug, Default)]
 pub(crate) struct State {
     writer: OnceCell<Writer>,
+    /// When the writer's log is checkpointed (tests shorten it).
+    checkpoints: super::checkpoint::Policy,
     prefs: RwLock<HashMap<String, ArchivePrefs>>,
 }
 
@@ -70,6 +70,9 @@ struct Writer {
     room: Arc<Semaphore>,
     /// The durability watermark: the highest id committed (or given up).
     durable: watch::Receiver<i64>,
+    /// Shared with the checkpointer (`checkpoint.rs`).
+    #[cfg_attr(not(test), allow(dead_code))]
+    checkpoints: Arc<Checkpoints>,
 }
 
 #[derive(Debug)]
@@ -111,6 +114,8 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<Job>,
     room: Arc<Semaphore>,
     durable: watch::Sender<i64>,
+    commits: watch::Sender<u64>,
+    checkpoints: Arc<Checkpoints>,
 ) {
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
@@ -142,6 +147,9 @@ async fn writer(
         }
         durable.send_replace(last);
         room.add_permits(jobs.iter().map(|j| j.permits as usize).sum());
+        // The log grew: the checkpointer copies it into the database file.
+        commits.send_modify(|n| *n = n.wrapping_add(1));
+        checkpoints.restart_if_long(&mut conn).await;
     }
 }
 
@@ -327,17 +335,30 @@ impl Db {
                 // wait for a connection the writer holds, and its page cache
                 // keeps the indexes' hot pages (one per account and index)
                 // instead of reading them back from the OS on every commit.
+                // It never checkpoints: the checkpointer does, on its own
+                // connection and thread (`checkpoint.rs`).
                 let conn = self
                     .opts
                     .clone()
                     .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
-                    .pragma("wal_autocheckpoint", WRITER_CHECKPOINT_PAGES.to_string())
+                    .pragma("wal_autocheckpoint", "0")
                     .connect()
                     .await?;
+                let checkpointer = self.opts.clone().connect().await?;
                 let (tx, rx) = mpsc::unbounded_channel();
                 let room = Arc::new(Semaphore::new(QUEUE));
                 let (dtx, drx) = watch::channel(last);
-                tokio::spawn(writer(conn, rx, room.clone(), dtx));
+                let (commits, commits_rx) = watch::channel(0);
+                let checkpoints = Arc::new(Checkpoints::new(self.archive.checkpoints));
+                tokio::spawn(writer(
+                    conn,
+                    rx,
+                    room.clone(),
+                    dtx,
+                    commits,
+                    checkpoints.clone(),
+                ));
+                tokio::spawn(checkpoints.clone().run(checkpointer, commits_rx));
                 Ok::<_, StorageError>(Writer {
                     alloc: Mutex::new(Alloc {
                         last,
@@ -346,6 +367,7 @@ impl Db {
                     }),
                     room,
                     durable: drx,
+                    checkpoints,
                 })
             })
             .await
@@ -843,6 +865,65 @@ mod tests {
         ));
         let db = Db::open(&dir, &[&MIGRATOR]).await.expect("open");
         (db, dir)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_log_is_checkpointed_and_stays_bounded_while_the_writer_writes() {
+        let (mut db, dir) = db().await;
+        std::sync::Arc::get_mut(&mut db.archive)
+            .expect("not shared yet")
+            .checkpoints = crate::storage::checkpoint::Policy {
+            every: std::time::Duration::from_millis(5),
+            restart_pages: 64,
+        };
+        // 200 groups of 100 rows over 100 accounts, 500-byte stanzas: 10 MB
+        // of rows, and about 50 pages (200 KiB) through the log per group.
+        let stanza = "x".repeat(500);
+        let users: Vec<String> = (0..100).map(|i| format!("user{i}")).collect();
+        let mut largest_log = 0;
+        for _ in 0..200 {
+            let rows: Vec<NewArchived<'_>> = users
+                .iter()
+                .map(|u| NewArchived {
+                    username: u,
+                    with_bare: "peer@x",
+                    with_resource: "r",
+                    stamp: 1,
+                    stanza: &stanza,
+                })
+                .collect();
+            db.archive_store(&rows).await.expect("store");
+            // A writer a little slower than the checkpointer, as in a real
+            // run (where each group waits for messages to come in).
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            largest_log = largest_log.max(
+                std::fs::metadata(dir.join("kith.db-wal"))
+                    .map(|m| m.len())
+                    .unwrap_or(0),
+            );
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM archive")
+            .fetch_one(db.pool())
+            .await
+            .expect("count");
+        assert_eq!(count, 20_000);
+        let restarts = db
+            .archive
+            .writer
+            .get()
+            .expect("started")
+            .checkpoints
+            .restarts();
+        assert!(restarts >= 3, "the log started over {restarts} times");
+        // Without the checkpointer the writer (wal_autocheckpoint = 0) leaves
+        // every page it ever wrote in the log: about 43 MB here (8.5 MB for 40
+        // groups, measured).
+        assert!(
+            largest_log < 20_000_000,
+            "the log grew to {largest_log} bytes"
+        );
+        db.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 pub mod accounts;
 pub mod archive;
 pub mod blocking;
+mod checkpoint;
 pub mod fast;
 pub mod muc;
 pub mod muc_avatar;
