@@ -114,6 +114,9 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
         Ok(Negotiated::Resumed(resumed, success)) => {
             // XEP-0198: this connection takes over a hibernated session.
             let guards = (permit, alive);
+            // Boxed before the task captures it: a future keeps what it
+            // captures by value for its whole life, beside its own copy.
+            let stream = Box::new(stream);
             tokio::spawn(async move {
                 super::session_loop::run_resumed(core, stream, resumed, success).await;
                 drop(guards);
@@ -131,6 +134,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
             // The session runs as its own task: the negotiation's state (and
             // this task) is freed, and an idle session costs only its loop.
             let guards = (permit, alive);
+            let stream = Box::new(stream);
             tokio::spawn(async move {
                 super::session_loop::run(core, stream, jid, reply, effects, sm).await;
                 drop(guards);
@@ -164,7 +168,7 @@ pub(crate) async fn serve_secured<T: Transport + 'static>(
     match r {
         Ok(Negotiated::Resumed(resumed, success)) => {
             // XEP-0198: this web connection takes over a hibernated session.
-            super::session_loop::run_resumed(core, stream, resumed, success).await;
+            super::session_loop::run_resumed(core, Box::new(stream), resumed, success).await;
             drop((permit, alive));
         }
         Ok(Negotiated::Bound(Bound {
@@ -174,7 +178,7 @@ pub(crate) async fn serve_secured<T: Transport + 'static>(
             sm,
         })) => {
             tracing::info!(%peer, %jid, "session bound (web transport)");
-            super::session_loop::run(core, stream, jid, reply, effects, sm).await;
+            super::session_loop::run(core, Box::new(stream), jid, reply, effects, sm).await;
             drop((permit, alive));
         }
         Err(stop) => finish(&core, &mut stream, stop).await,

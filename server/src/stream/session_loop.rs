@@ -34,9 +34,12 @@ enum End {
 /// Run a bound session until it ends; `bind_reply` (serialised, so that no
 /// element outlives its sending) is written first. `effects` (what Bind2
 /// inline requests enabled) are applied before the session becomes routable.
+/// `stream` comes boxed: an async fn keeps its by-value arguments beside the
+/// locals they move into, so an inline stream (~2 KiB with TLS) would be held
+/// twice here and twice more in `serve`, for the whole session.
 pub async fn run<T: Transport>(
     core: Arc<Core>,
-    mut stream: XmlStream<T>,
+    mut stream: Box<XmlStream<T>>,
     jid: FullJid,
     bind_reply: Vec<u8>,
     effects: Vec<crate::registry::SessionEffect>,
@@ -68,7 +71,7 @@ pub async fn run<T: Transport>(
 /// takes the place of the bare `<resumed/>`.
 pub async fn run_resumed<T: Transport>(
     core: Arc<Core>,
-    mut stream: XmlStream<T>,
+    mut stream: Box<XmlStream<T>>,
     r: Resumed,
     success: Option<Vec<u8>>,
 ) {
@@ -87,7 +90,7 @@ pub async fn run_resumed<T: Transport>(
 
 async fn serve<T: Transport>(
     core: Arc<Core>,
-    mut stream: XmlStream<T>,
+    mut stream: Box<XmlStream<T>>,
     session: Arc<SessionHandle>,
     mut sm: Sm,
     first: Vec<u8>,
@@ -96,10 +99,12 @@ async fn serve<T: Transport>(
     let mut shutdown = core.shutdown.clone();
     // XEP-0199: ping the client when it has been silent for a while.
     let mut pinger = super::idle_ping::IdlePing::new(&core.config.ping);
-    let sent = stream.write(&first).await;
+    // Boxed, like every rare or large step below: an idle session's task
+    // holds only the loop's own state, not the largest future it ever awaits.
+    let sent = Box::pin(stream.write(&first)).await;
     drop(first);
     if let Some(rows) = reattach {
-        crate::message::reattach(&core, &session, &rows).await;
+        Box::pin(crate::message::reattach(&core, &session, &rows)).await;
     }
     let end = if sent.is_err() {
         End::Gone
@@ -120,7 +125,7 @@ async fn serve<T: Transport>(
                         if let Some(reply) = reply {
                             // `<a h/>` covers only stanzas whose archive rows are durable.
                             if reply.name() == "a" {
-                                crate::sm::durable(&core, &session).await;
+                                Box::pin(crate::sm::durable(&core, &session)).await;
                             }
                             if Box::pin(tokio::time::timeout(WRITE_TIMEOUT, stream.send(&reply)))
                                 .await
