@@ -1,0 +1,136 @@
+"""The real ACME peers for test_certificates.py: Debian's `pebble` (the CA) and
+`pebble-challtestsrv` (the DNS pebble resolves through, and its HTTP API that the DNS-01
+hook uses), started on free loopback ports, each stopped at teardown.
+
+Pebble's own HTTPS listener needs a certificate: the session's throw-away TestCA signs
+one for 127.0.0.1, and kith trusts it through `acme.ca_file`. The root that pebble issues
+from is read from its management port (`/roots/0`)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from conftest import START, free_port
+
+PEBBLE = shutil.which("pebble") or "/usr/bin/pebble"
+CHALLTESTSRV = shutil.which("pebble-challtestsrv") or "/usr/bin/pebble-challtestsrv"
+
+
+def _wait_port(port: int, proc: subprocess.Popen, what: str, log: Path):
+    import socket
+    deadline = time.monotonic() + START
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited {proc.returncode}:\n{log.read_text()[-2000:]}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not open port {port} in {START}s")
+        time.sleep(0.05)
+
+
+def _stop(proc: subprocess.Popen | None):
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+class ChallTestSrv:
+    """pebble-challtestsrv: DNS on `dns_port` (every A query answers 127.0.0.1 unless
+    told otherwise), management API on `api_port`. Its own HTTP-01/TLS-ALPN-01 answerers
+    are off: kith answers those itself."""
+
+    def __init__(self, directory: Path):
+        self.dns_port = free_port()
+        self.api_port = free_port()
+        self.log = directory / "challtestsrv.log"
+        self._log = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [CHALLTESTSRV, "-dns01", f"127.0.0.1:{self.dns_port}",
+             "-management", f"127.0.0.1:{self.api_port}", "-http01", "", "-https01", "",
+             "-tlsalpn01", "", "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""],
+            stdout=self._log, stderr=subprocess.STDOUT)
+        _wait_port(self.api_port, self.proc, "pebble-challtestsrv", self.log)
+
+    def api(self, path: str, body: dict):
+        req = urllib.request.Request(f"http://127.0.0.1:{self.api_port}{path}",
+                                     data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.read()
+
+    def stop(self):
+        _stop(self.proc)
+        self._log.close()
+
+
+class Pebble:
+    """One pebble CA whose validation authority checks HTTP-01 on `http_port` and
+    TLS-ALPN-01 on `tls_port` (kith's listeners) and resolves names through `dns`."""
+
+    def __init__(self, directory: Path, test_ca, dns: ChallTestSrv, *, http_port: int,
+                 tls_port: int, validity_secs: int = 3600):
+        self.dir = directory
+        self.port = free_port()
+        self.mgmt_port = free_port()
+        self.log = directory / "pebble.log"
+        cert, key = directory / "pebble-cert.pem", directory / "pebble-key.pem"
+        ext = directory / "pebble.ext"
+        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+                       "extendedKeyUsage=serverAuth\n")
+        csr = directory / "pebble.csr"
+        subprocess.run(["openssl", "req", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", csr,
+                        "-subj", "/CN=pebble"], check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", test_ca.ca_cert,
+                        "-CAkey", test_ca.ca_key, "-CAcreateserial", "-out", cert, "-days",
+                        "2", "-sha256", "-extfile", ext], check=True, capture_output=True)
+        config = directory / "pebble.json"
+        config.write_text(json.dumps({"pebble": {
+            "listenAddress": f"127.0.0.1:{self.port}",
+            "managementListenAddress": f"127.0.0.1:{self.mgmt_port}",
+            "certificate": str(cert), "privateKey": str(key),
+            "httpPort": http_port, "tlsPort": tls_port,
+            "ocspResponderURL": "", "externalAccountBindingRequired": False,
+            "certificateValidityPeriod": validity_secs,
+        }}))
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0",
+                   PEBBLE_AUTHZREUSE="0")
+        self._log = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [PEBBLE, "-config", str(config), "-dnsserver", f"127.0.0.1:{dns.dns_port}",
+             "-strict=false"], stdout=self._log, stderr=subprocess.STDOUT, env=env,
+            cwd=directory)
+        _wait_port(self.port, self.proc, "pebble", self.log)
+        _wait_port(self.mgmt_port, self.proc, "pebble (management)", self.log)
+        self.directory = f"https://127.0.0.1:{self.port}/dir"
+        ctx = ssl.create_default_context(cafile=str(test_ca.ca_cert))
+        with urllib.request.urlopen(f"https://127.0.0.1:{self.mgmt_port}/roots/0",
+                                    context=ctx, timeout=5) as r:
+            self.root_pem = r.read()
+        self.root = directory / "pebble-root.pem"
+        self.root.write_bytes(self.root_pem)
+
+    def client_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
+        """Trusts only pebble's issuing root: a handshake passes only with its chain."""
+        ctx = ssl.create_default_context(cafile=str(self.root))
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if alpn:
+            ctx.set_alpn_protocols(alpn)
+        return ctx
+
+    def stop(self):
+        _stop(self.proc)
+        self._log.close()
