@@ -251,11 +251,18 @@ impl CertManager {
 
 /// Start the XMPP server, the web pod on it and the certificate manager.
 async fn start_service(
-    config: config::Config,
+    mut config: config::Config,
 ) -> Result<(kith_server::Server, kith_web::Web, CertManager), String> {
     let domain = config.server.domain.clone();
     let names = kith_server::tls::certificate_names(&config.server);
     let data_dir = config.server.data_dir.clone();
+    // With ACME on, the CA's stored certificate is in force from the first
+    // handshake (the manager replaces it later without a restart).
+    if config.acme.enabled {
+        if let Some((cert, key)) = kith_provisioning::stored_files(&data_dir, &names) {
+            config.server.tls = Some(kith_server::TlsFiles { cert, key });
+        }
+    }
     let acme_answers = kith_provisioning::Http01Answers::default();
     let listeners = kith_provisioning::Listeners {
         http: config.server.listen.http.is_some(),

@@ -25,5 +25,5 @@ pub use challenge::Http01Answers;
 pub use config::{AcmeConfig, AcmeFile, Challenge};
 pub use errors::{Cause, Failure};
 pub use files::AcmeDir;
-pub use manager::{request_renewal, Listeners, Manager};
+pub use manager::{request_renewal, stored_files, Listeners, Manager};
 pub use status::{report, Status};

@@ -50,6 +50,21 @@ pub struct Manager {
     listeners: Listeners,
 }
 
+/// The stored certificate and key files if they can be used for `names`
+/// (present, readable, matching, covering every name): the service starts
+/// with them, so no handshake ever sees the self-signed certificate in between.
+pub fn stored_files(data_dir: &Path, names: &[String]) -> Option<(PathBuf, PathBuf)> {
+    let dir = AcmeDir::new(data_dir);
+    let (chain, _) = dir.stored_pair()?;
+    let info = CertInfo::from_pem(&chain).ok()?;
+    let wanted: Vec<String> = names.iter().filter(|n| !n.starts_with("*.")).cloned().collect();
+    if !info.covers(&wanted) {
+        return None;
+    }
+    kith_server::tls::TlsContext::from_files(&dir.cert(), &dir.key()).ok()?;
+    Some((dir.cert(), dir.key()))
+}
+
 /// Ask the running service to renew now (`kith cert renew`): leaves the
 /// request file the manager looks for. Returns the time of the request.
 pub fn request_renewal(data_dir: &Path) -> std::io::Result<i64> {

@@ -57,9 +57,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A rustls signing pair from a DER chain and a DER key, checked to match.
+/// (A TLS-ALPN-01 certificate is not checked: its critical acmeIdentifier
+/// extension is unknown to the certificate parser, and no client trusts it.)
 fn certified(
     certs: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    check: bool,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
     if certs.is_empty() {
         return Err(TlsError::Config("the chain holds no certificate".into()));
@@ -69,9 +72,11 @@ fn certified(
         .load_private_key(key)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let certified = rustls::sign::CertifiedKey::new(certs, signing);
-    certified
-        .keys_match()
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+    if check {
+        certified
+            .keys_match()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    }
     Ok(Arc::new(certified))
 }
 
@@ -99,7 +104,7 @@ impl CertStore {
             .map_err(|e| TlsError::Config(format!("the chain is not PEM: {e}")))?;
         let key = PrivateKeyDer::from_pem_slice(key_pem)
             .map_err(|e| TlsError::Config(format!("the key is not PEM: {e}")))?;
-        let new = Arc::new(Current::of(certified(certs, key)?));
+        let new = Arc::new(Current::of(certified(certs, key, true)?));
         match self.current.write() {
             Ok(mut c) => *c = new,
             Err(poisoned) => *poisoned.into_inner() = new,
@@ -121,7 +126,7 @@ impl CertStore {
     /// and key (PKCS#8 DER) until [`CertStore::clear_challenge`].
     pub fn set_challenge(&self, name: &str, cert: Vec<u8>, key: Vec<u8>) -> Result<(), TlsError> {
         let key = PrivateKeyDer::Pkcs8(key.into());
-        let certified = certified(vec![CertificateDer::from(cert)], key)?;
+        let certified = certified(vec![CertificateDer::from(cert)], key, false)?;
         if let Ok(mut map) = self.challenges.lock() {
             map.insert(name.to_ascii_lowercase(), certified);
         }
@@ -262,7 +267,7 @@ impl TlsContext {
                 path: cert_path.display().to_string(),
             });
         }
-        let store = Arc::new(CertStore::new(certified(certs, key)?));
+        let store = Arc::new(CertStore::new(certified(certs, key, true)?));
         // One resolver serves every listener (XMPP and HTTPS).
         let resolver: Arc<dyn rustls::server::ResolvesServerCert> = store.clone();
         let build = |alpn: &[&[u8]]| -> Result<Arc<ServerConfig>, TlsError> {

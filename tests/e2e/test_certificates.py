@@ -58,6 +58,12 @@ class AcmeKith(Kith):
         self.cli("user", "add", jid, stdin=password + "\n")
         return jid
 
+    def _start_once(self, extra_env):
+        super()._start_once(extra_env)
+        # The web pod opens after the XMPP listeners.
+        wait_until(lambda: self._port_open(self.https_port), 10, "the HTTPS listener")
+        return self
+
     def status(self) -> str:
         return self.cli("cert", "status").stdout
 
