@@ -315,7 +315,10 @@ async fn cert_cli(config: &config::Config, cmd: CertCommand) -> Result<(), Strin
         }
         CertCommand::Renew { wait } => {
             if !config.acme.enabled {
-                return Err("certificates from a CA are off; fix: kith settings set acme.enabled true".into());
+                return Err(
+                    "certificates from a CA are off; fix: kith settings set acme.enabled true"
+                        .into(),
+                );
             }
             let dir = kith_provisioning::AcmeDir::new(data_dir);
             let asked = kith_provisioning::request_renewal(data_dir)
@@ -328,7 +331,8 @@ async fn cert_cli(config: &config::Config, cmd: CertCommand) -> Result<(), Strin
                 let status = kith_provisioning::Status::read(&dir);
                 let finished = status.as_ref().is_some_and(|s| {
                     s.last_attempt.is_some_and(|t| t >= asked)
-                        && s.next_attempt.is_some_and(|n| n > s.last_attempt.unwrap_or(0))
+                        && s.next_attempt
+                            .is_some_and(|n| n > s.last_attempt.unwrap_or(0))
                 });
                 if done && finished {
                     return match status.and_then(|s| s.last_error) {

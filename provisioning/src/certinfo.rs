@@ -1,6 +1,5 @@
 //! What Kith reads from a certificate: its names, issuer and validity, and
-//! when to renew it (two thirds into its lifetime, RFC 9773's window when the
-//! CA suggests one).
+//! when to renew it without advice from the CA (two thirds into its lifetime).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,6 +16,8 @@ pub struct CertInfo {
     /// Seconds since the Unix epoch.
     pub not_before: i64,
     pub not_after: i64,
+    /// The certificate itself (DER), for RFC 9773's certificate identifier.
+    pub leaf: Vec<u8>,
 }
 
 impl CertInfo {
@@ -47,6 +48,7 @@ impl CertInfo {
             issuer: cert.issuer().to_string(),
             not_before: cert.validity().not_before.timestamp(),
             not_after: cert.validity().not_after.timestamp(),
+            leaf: der.to_vec(),
         })
     }
 
@@ -74,7 +76,8 @@ pub fn now() -> i64 {
 
 /// `2026-12-07 04:10:00 UTC` for a Unix time.
 pub fn format_time(t: i64) -> String {
-    let fmt = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
+    let fmt =
+        time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second] UTC");
     time::OffsetDateTime::from_unix_timestamp(t)
         .ok()
         .and_then(|d| d.format(&fmt).ok())
@@ -87,11 +90,14 @@ mod tests {
 
     #[test]
     fn reads_names_and_renews_at_two_thirds() {
-        let names = vec!["home.example".to_string(), "groups.home.example".to_string()];
+        let names = vec![
+            "home.example".to_string(),
+            "groups.home.example".to_string(),
+        ];
         let mut params = rcgen::CertificateParams::new(names.clone()).expect("params");
         params.not_before = time::OffsetDateTime::from_unix_timestamp(1_000_000).expect("t");
-        params.not_after = time::OffsetDateTime::from_unix_timestamp(1_000_000 + 90 * 86_400)
-            .expect("t");
+        params.not_after =
+            time::OffsetDateTime::from_unix_timestamp(1_000_000 + 90 * 86_400).expect("t");
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params.self_signed(&key).expect("cert");
         let info = CertInfo::from_pem(cert.pem().as_bytes()).expect("info");

@@ -41,8 +41,8 @@ pub fn tls_alpn_certificate(name: &str, digest: &[u8]) -> Result<(Vec<u8>, Vec<u
     params
         .custom_extensions
         .push(rcgen::CustomExtension::new_acme_identifier(digest));
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .map_err(|e| e.to_string())?;
+    let key =
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
     let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
     Ok((cert.der().to_vec(), key.serialize_der()))
 }
@@ -67,14 +67,24 @@ pub async fn dns_hook(hook: &Path, action: &str, record: &str, value: &str) -> R
         .map_err(|e| format!("cannot run {}: {e}", hook.display()))?;
     let out = tokio::time::timeout(HOOK_TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| format!("{} did not finish within {}s", hook.display(), HOOK_TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            format!(
+                "{} did not finish within {}s",
+                hook.display(),
+                HOOK_TIMEOUT.as_secs()
+            )
+        })?
         .map_err(|e| format!("{}: {e}", hook.display()))?;
     if out.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&out.stderr);
     let last = stderr.lines().last().unwrap_or("").trim();
-    Err(format!("{} {action} exited with {}: {last}", hook.display(), out.status))
+    Err(format!(
+        "{} {action} exited with {}: {last}",
+        hook.display(),
+        out.status
+    ))
 }
 
 #[cfg(test)]

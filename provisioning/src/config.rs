@@ -24,7 +24,37 @@ pub struct AcmeFile {
     pub ca_file: Option<PathBuf>,
     pub dns_hook: Option<PathBuf>,
     pub dns_wait_secs: Option<u64>,
+    pub dns_update_server: Option<String>,
+    pub dns_update_zone: Option<String>,
+    pub dns_update_key_name: Option<String>,
+    pub dns_update_key_secret: Option<String>,
+    pub dns_update_key_algorithm: Option<String>,
     pub retry_min_secs: Option<u64>,
+}
+
+/// DNS-01 through RFC 2136 dynamic updates signed with a TSIG key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DnsUpdate {
+    /// `host:port` of the primary server (`192.0.2.53:53`).
+    pub server: String,
+    /// The zone the `_acme-challenge` records go in.
+    pub zone: String,
+    pub key_name: String,
+    /// The key's secret (the base64 of the file decoded).
+    pub key_secret: Vec<u8>,
+    /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    pub key_algorithm: String,
+}
+
+impl std::fmt::Debug for DnsUpdate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsUpdate")
+            .field("server", &self.server)
+            .field("zone", &self.zone)
+            .field("key_name", &self.key_name)
+            .field("key_algorithm", &self.key_algorithm)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which ACME challenge proves the box holds its names.
@@ -67,6 +97,8 @@ pub struct AcmeConfig {
     pub ca_file: Option<PathBuf>,
     /// DNS-01: the command that sets and removes the TXT record.
     pub dns_hook: Option<PathBuf>,
+    /// DNS-01: RFC 2136 updates (used when set; else the hook).
+    pub dns_update: Option<DnsUpdate>,
     /// DNS-01: how long to wait after the hook before asking the CA to look.
     pub dns_wait: Duration,
     /// The first wait after a failed attempt; doubled each time, at most a day.
@@ -82,6 +114,7 @@ impl Default for AcmeConfig {
             challenge: Challenge::Auto,
             ca_file: None,
             dns_hook: None,
+            dns_update: None,
             dns_wait: Duration::from_secs(0),
             retry_min: Duration::from_secs(60),
         }
@@ -128,8 +161,15 @@ impl AcmeFile {
         }
         c.ca_file = self.ca_file;
         c.dns_hook = self.dns_hook;
-        if c.challenge == Challenge::Dns01 && c.dns_hook.is_none() {
-            return Err("acme.challenge: dns-01 needs acme.dns_hook (the command that sets the TXT record)".into());
+        c.dns_update = dns_update(
+            self.dns_update_server,
+            self.dns_update_zone,
+            self.dns_update_key_name,
+            self.dns_update_key_secret,
+            self.dns_update_key_algorithm,
+        )?;
+        if c.challenge == Challenge::Dns01 && c.dns_hook.is_none() && c.dns_update.is_none() {
+            return Err("acme.challenge: dns-01 needs acme.dns_hook (a command that sets the TXT record) or acme.dns_update_server (RFC 2136)".into());
         }
         if let Some(s) = self.dns_wait_secs {
             if s > 3600 {
@@ -145,6 +185,43 @@ impl AcmeFile {
         }
         Ok(c)
     }
+}
+
+/// The RFC 2136 keys: all of server, zone, key name and secret, or none.
+fn dns_update(
+    server: Option<String>,
+    zone: Option<String>,
+    key_name: Option<String>,
+    key_secret: Option<String>,
+    algorithm: Option<String>,
+) -> Result<Option<DnsUpdate>, String> {
+    use base64::Engine;
+    let Some(server) = server else {
+        if zone.is_some() || key_name.is_some() || key_secret.is_some() {
+            return Err("acme.dns_update_server: missing (the zone and key are set)".into());
+        }
+        return Ok(None);
+    };
+    if server.parse::<std::net::SocketAddr>().is_err() && !server.contains(':') {
+        return Err(format!("acme.dns_update_server: {server:?} is not host:port (like 192.0.2.53:53)"));
+    }
+    let zone = zone.ok_or("acme.dns_update_zone: missing (the zone the TXT records go in)")?;
+    let key_name = key_name.ok_or("acme.dns_update_key_name: missing (the TSIG key's name)")?;
+    let secret = key_secret.ok_or("acme.dns_update_key_secret: missing (the TSIG key's base64 secret)")?;
+    let key_secret = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim())
+        .map_err(|_| "acme.dns_update_key_secret: not base64 (copy the secret from the key file)".to_string())?;
+    let key_algorithm = algorithm.unwrap_or_else(|| "hmac-sha256".into());
+    if !matches!(key_algorithm.as_str(), "hmac-sha256" | "hmac-sha384" | "hmac-sha512") {
+        return Err(format!("acme.dns_update_key_algorithm: {key_algorithm:?} is not one of hmac-sha256, hmac-sha384, hmac-sha512"));
+    }
+    Ok(Some(DnsUpdate {
+        server,
+        zone,
+        key_name,
+        key_secret,
+        key_algorithm,
+    }))
 }
 
 #[cfg(test)]
@@ -172,6 +249,12 @@ mod tests {
             ("email = \"nobody\"", "acme.email"),
             ("challenge = \"dns-01\"", "acme.challenge"),
             ("retry_min_secs = 0", "acme.retry_min_secs"),
+            ("dns_update_server = \"127.0.0.1:53\"", "acme.dns_update_zone"),
+            ("dns_update_zone = \"home.example\"", "acme.dns_update_server"),
+            (
+                "dns_update_server = \"127.0.0.1:53\"\ndns_update_zone = \"x\"\ndns_update_key_name = \"k\"\ndns_update_key_secret = \"%%\"",
+                "acme.dns_update_key_secret",
+            ),
         ] {
             let e = parse(text).expect_err(text);
             assert!(e.starts_with(key), "{text}: {e}");

@@ -89,7 +89,12 @@ pub fn from_problem(name: &str, kind: &str, detail: &str, port: Option<u16>) -> 
 }
 
 /// Sort an error from the ACME client.
-pub fn from_acme(name: &str, directory: &str, e: &instant_acme::Error, port: Option<u16>) -> Failure {
+pub fn from_acme(
+    name: &str,
+    directory: &str,
+    e: &instant_acme::Error,
+    port: Option<u16>,
+) -> Failure {
     match e {
         instant_acme::Error::Api(p) => from_problem(
             name,
@@ -117,13 +122,48 @@ mod tests {
     #[test]
     fn each_cause_says_its_fix_in_one_line() {
         let cases = [
-            ("urn:ietf:params:acme:error:rateLimited", Some(80), Cause::RateLimited, "tries again"),
-            ("urn:ietf:params:acme:error:caa", Some(80), Cause::Caa, "CAA record"),
-            ("urn:ietf:params:acme:error:dns", Some(80), Cause::NotHere, "does not point here"),
-            ("urn:ietf:params:acme:error:connection", Some(443), Cause::Unreachable, "forward TCP port 443"),
-            ("urn:ietf:params:acme:error:unauthorized", Some(80), Cause::NotHere, "another machine"),
-            ("urn:ietf:params:acme:error:unauthorized", None, Cause::NotHere, "TXT record"),
-            ("urn:ietf:params:acme:error:malformed", None, Cause::Other, "refused"),
+            (
+                "urn:ietf:params:acme:error:rateLimited",
+                Some(80),
+                Cause::RateLimited,
+                "tries again",
+            ),
+            (
+                "urn:ietf:params:acme:error:caa",
+                Some(80),
+                Cause::Caa,
+                "CAA record",
+            ),
+            (
+                "urn:ietf:params:acme:error:dns",
+                Some(80),
+                Cause::NotHere,
+                "does not point here",
+            ),
+            (
+                "urn:ietf:params:acme:error:connection",
+                Some(443),
+                Cause::Unreachable,
+                "forward TCP port 443",
+            ),
+            (
+                "urn:ietf:params:acme:error:unauthorized",
+                Some(80),
+                Cause::NotHere,
+                "another machine",
+            ),
+            (
+                "urn:ietf:params:acme:error:unauthorized",
+                None,
+                Cause::NotHere,
+                "TXT record",
+            ),
+            (
+                "urn:ietf:params:acme:error:malformed",
+                None,
+                Cause::Other,
+                "refused",
+            ),
         ];
         for (kind, port, cause, words) in cases {
             let f = from_problem("home.example", kind, "x", port);
@@ -132,6 +172,9 @@ mod tests {
             assert!(f.line.contains("fix:"), "{}", f.line);
             assert!(!f.line.contains('\n'));
         }
-        assert!(from_problem("a", "urn:ietf:params:acme:error:rateLimited", "x", None).floor() >= Duration::from_secs(3600));
+        assert!(
+            from_problem("a", "urn:ietf:params:acme:error:rateLimited", "x", None).floor()
+                >= Duration::from_secs(3600)
+        );
     }
 }

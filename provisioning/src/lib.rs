@@ -5,6 +5,7 @@
 //! - `config.rs`: the `[acme]` section;
 //! - `manager.rs`: the loop that obtains, stores, installs and renews;
 //! - `challenge.rs`: HTTP-01 answers, the TLS-ALPN-01 certificate, the DNS hook;
+//! - `dns_update.rs`: DNS-01 through RFC 2136 updates signed with TSIG;
 //! - `certinfo.rs`: names, issuer, expiry and renewal time of a certificate;
 //! - `errors.rs`: failures said in one line with the fix;
 //! - `files.rs`: the account key, certificate, key and status on disk;
@@ -15,6 +16,7 @@
 mod certinfo;
 mod challenge;
 pub mod config;
+mod dns_update;
 mod errors;
 mod files;
 mod manager;

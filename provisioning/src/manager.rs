@@ -57,7 +57,11 @@ pub fn stored_files(data_dir: &Path, names: &[String]) -> Option<(PathBuf, PathB
     let dir = AcmeDir::new(data_dir);
     let (chain, _) = dir.stored_pair()?;
     let info = CertInfo::from_pem(&chain).ok()?;
-    let wanted: Vec<String> = names.iter().filter(|n| !n.starts_with("*.")).cloned().collect();
+    let wanted: Vec<String> = names
+        .iter()
+        .filter(|n| !n.starts_with("*."))
+        .cloned()
+        .collect();
     if !info.covers(&wanted) {
         return None;
     }
@@ -103,7 +107,9 @@ impl Manager {
     /// The challenge this box uses.
     pub fn challenge(&self) -> Challenge {
         match self.config.challenge {
-            Challenge::Auto if self.config.dns_hook.is_some() => Challenge::Dns01,
+            Challenge::Auto if self.config.dns_hook.is_some() || self.config.dns_update.is_some() => {
+                Challenge::Dns01
+            }
             Challenge::Auto if self.listeners.http => Challenge::Http01,
             Challenge::Auto => Challenge::TlsAlpn01,
             c => c,
@@ -151,12 +157,28 @@ impl Manager {
         let mut failures: u32 = 0;
         let mut not_before = 0i64;
         loop {
-            let due = current.as_ref().map(|c| c.renew_at()).unwrap_or(0);
+            let mut due = current.as_ref().map(|c| c.renew_at()).unwrap_or(0);
+            let mut recheck = i64::MAX;
+            status.renewal_info = None;
+            if let Some(c) = current.as_ref().filter(|c| c.renew_at() > now()) {
+                if let Some(w) = self.renewal_info(c).await {
+                    due = w.pick(c);
+                    recheck = now() + w.retry_after.as_secs().clamp(60, 6 * 3600) as i64;
+                    status.renewal_info = Some(format!(
+                        "the CA suggests renewing between {} and {}",
+                        format_time(w.start),
+                        format_time(w.end)
+                    ));
+                }
+            }
             let next = due.max(not_before);
             status.next_attempt = Some(next);
             self.save(&status);
-            if !self.wait_until(next, &mut shutdown).await {
-                return;
+            match self.wait_until(next.min(recheck), &mut shutdown).await {
+                None => return,
+                // Time to ask the CA's renewal information again.
+                Some(false) if now() < next => continue,
+                Some(_) => {}
             }
             status.last_attempt = Some(now());
             match self.obtain().await {
@@ -185,18 +207,39 @@ impl Manager {
         }
     }
 
-    /// Sleep until `at`, a renew request or shutdown; false on shutdown.
-    async fn wait_until(&self, at: i64, shutdown: &mut watch::Receiver<bool>) -> bool {
+    /// RFC 9773: the CA's suggested renewal window for `cert`, if the CA
+    /// offers renewal information (its directory has `renewalInfo`).
+    async fn renewal_info(&self, cert: &CertInfo) -> Option<Window> {
+        let account = self.account().await.ok()?;
+        let der = rustls_pki_types::CertificateDer::from(cert.leaf.as_slice());
+        let id = instant_acme::CertificateIdentifier::try_from(&der).ok()?;
+        match account.renewal_info(&id).await {
+            Ok((info, retry_after)) => Some(Window {
+                start: info.suggested_window.start.unix_timestamp(),
+                end: info.suggested_window.end.unix_timestamp(),
+                retry_after,
+            }),
+            Err(instant_acme::Error::Unsupported(_)) => None,
+            Err(e) => {
+                tracing::info!(target: "kith::cert", "no renewal information from the CA ({e}); renewing at two thirds of the lifetime");
+                None
+            }
+        }
+    }
+
+    /// Sleep until `at`, a renew request or shutdown: `None` on shutdown,
+    /// `Some(true)` when asked (`kith cert renew`), `Some(false)` at `at`.
+    async fn wait_until(&self, at: i64, shutdown: &mut watch::Receiver<bool>) -> Option<bool> {
         loop {
             if *shutdown.borrow() {
-                return false;
+                return None;
             }
             if std::fs::remove_file(self.dir.renew_request()).is_ok() {
                 tracing::info!(target: "kith::cert", "renewal asked for (kith cert renew)");
-                return true;
+                return Some(true);
             }
             if now() >= at {
-                return true;
+                return Some(false);
             }
             tokio::select! {
                 _ = tokio::time::sleep(POLL) => {}
@@ -220,8 +263,9 @@ impl Manager {
                 .map_err(|e| local(&key_path, &e))?
                 .serialize_der(),
             Err(_) => {
-                let (_, der) = instant_acme::Key::generate_pkcs8()
-                    .map_err(|e| Failure::new(Cause::Other, format!("cannot make an account key: {e}")))?;
+                let (_, der) = instant_acme::Key::generate_pkcs8().map_err(|e| {
+                    Failure::new(Cause::Other, format!("cannot make an account key: {e}"))
+                })?;
                 let pem = rcgen::KeyPair::try_from(der.secret_pkcs8_der())
                     .map_err(|e| local(&key_path, &e))?
                     .serialize_pem();
@@ -232,8 +276,8 @@ impl Manager {
             }
         };
         let der = rustls_pki_types::PrivatePkcs8KeyDer::from(pkcs8);
-        let key = instant_acme::Key::from_pkcs8_der(der.clone_key())
-            .map_err(|e| local(&key_path, &e))?;
+        let key =
+            instant_acme::Key::from_pkcs8_der(der.clone_key()).map_err(|e| local(&key_path, &e))?;
         let builder = match &self.config.ca_file {
             Some(ca) => {
                 if !ca.exists() {
@@ -294,11 +338,9 @@ impl Manager {
         for n in &alpn_names {
             self.store.clear_challenge(n);
         }
-        if let Some(hook) = &self.config.dns_hook {
-            for (record, value) in &dns_records {
-                if let Err(e) = dns_hook(hook, "unset", record, value).await {
-                    tracing::warn!(target: "kith::cert", "cannot remove {record}: {e}");
-                }
+        for (record, value) in &dns_records {
+            if let Err(e) = self.set_txt(false, record, value).await {
+                tracing::warn!(target: "kith::cert", "cannot remove {record}: {}", e.line);
             }
         }
         match ready? {
@@ -327,7 +369,12 @@ impl Manager {
         // Checked against the key before anything is written.
         self.store
             .install_pem(chain.as_bytes(), key_pem.as_bytes())
-            .map_err(|e| Failure::new(Cause::Other, format!("the CA's certificate does not work with its key ({e})")))?;
+            .map_err(|e| {
+                Failure::new(
+                    Cause::Other,
+                    format!("the CA's certificate does not work with its key ({e})"),
+                )
+            })?;
         self.dir
             .store_pair(chain.as_bytes(), key_pem.as_bytes())
             .map_err(|e| local(self.dir.path(), &e))?;
@@ -361,7 +408,10 @@ impl Manager {
                 s => {
                     return Err(Failure::new(
                         Cause::Other,
-                        format!("the CA's authorization for {} is {s:?}; fix: `kith cert renew`", a.identifier()),
+                        format!(
+                            "the CA's authorization for {} is {s:?}; fix: `kith cert renew`",
+                            a.identifier()
+                        ),
                     ))
                 }
             }
@@ -385,11 +435,7 @@ impl Manager {
                 Challenge::Dns01 => {
                     let record = format!("_acme-challenge.{name}");
                     let value = ka.dns_value();
-                    if let Some(hook) = &self.config.dns_hook {
-                        dns_hook(hook, "set", &record, &value).await.map_err(|e| {
-                            Failure::new(Cause::DnsHook, format!("the DNS hook could not set {record}: {e}; fix: run the hook by hand (`{} set {record} VALUE`) and correct it", hook.display()))
-                        })?;
-                    }
+                    self.set_txt(true, &record, &value).await?;
                     dns_records.push((record, value));
                     if !self.config.dns_wait.is_zero() {
                         tokio::time::sleep(self.config.dns_wait).await;
@@ -402,6 +448,22 @@ impl Manager {
                 .map_err(|e| from_acme(&name, &self.config.directory, &e, port))?;
         }
         Ok(())
+    }
+
+    /// Set or remove a DNS-01 TXT record: RFC 2136 when configured, else the hook.
+    async fn set_txt(&self, set: bool, record: &str, value: &str) -> Result<(), Failure> {
+        let action = if set { "set" } else { "unset" };
+        if let Some(u) = &self.config.dns_update {
+            return crate::dns_update::update(u, set, record, value).await.map_err(|e| {
+                Failure::new(Cause::DnsHook, format!("the DNS update (RFC 2136) to {} could not {action} {record}: {e}; fix: check the acme.dns_update_* settings against the DNS server's key and zone", u.server))
+            });
+        }
+        match &self.config.dns_hook {
+            Some(hook) => dns_hook(hook, action, record, value).await.map_err(|e| {
+                Failure::new(Cause::DnsHook, format!("the DNS hook could not {action} {record}: {e}; fix: run the hook by hand (`{} {action} {record} VALUE`) and correct it", hook.display()))
+            }),
+            None => Err(Failure::new(Cause::DnsHook, "DNS-01 without acme.dns_hook or acme.dns_update_server; fix: set one of them")),
+        }
     }
 
     /// The CA's reason for an invalid order: the first failed challenge's error.
@@ -428,11 +490,37 @@ impl Manager {
     }
 }
 
+/// A suggested renewal window (RFC 9773), Unix seconds.
+struct Window {
+    start: i64,
+    end: i64,
+    /// When to ask again.
+    retry_after: Duration,
+}
+
+impl Window {
+    /// A time inside the window, spread over it by the certificate (so boxes
+    /// renewing the same day do not all ask at its first second), and never
+    /// later than a tenth of the lifetime before expiry.
+    fn pick(&self, cert: &CertInfo) -> i64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        cert.leaf.hash(&mut h);
+        let span = (self.end - self.start).max(0) as u64;
+        let at = self.start + (h.finish() % (span + 1)) as i64;
+        let latest = cert.not_after - (cert.not_after - cert.not_before).max(0) / 10;
+        at.min(latest)
+    }
+}
+
 /// A local file problem, said with its path.
 fn local(path: &Path, e: &dyn std::fmt::Display) -> Failure {
     Failure::new(
         Cause::Other,
-        format!("{}: {e}; fix: check the data partition (free space, permissions)", PathBuf::from(path).display()),
+        format!(
+            "{}: {e}; fix: check the data partition (free space, permissions)",
+            PathBuf::from(path).display()
+        ),
     )
 }
 

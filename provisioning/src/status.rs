@@ -24,6 +24,9 @@ pub struct Status {
     pub last_success: Option<i64>,
     /// The last attempt's failure, one line with the fix; `None` after a success.
     pub last_error: Option<String>,
+    /// The CA's suggested renewal window (RFC 9773), when it offers one.
+    #[serde(default)]
+    pub renewal_info: Option<String>,
 }
 
 impl Status {
@@ -50,7 +53,10 @@ pub fn report(data_dir: &Path) -> String {
         .and_then(|pem| CertInfo::from_pem(&pem).ok());
     let in_use = match &acme_cert {
         Some(info) => {
-            line("certificate", &format!("from the CA, {}", dir.cert().display()));
+            line(
+                "certificate",
+                &format!("from the CA, {}", dir.cert().display()),
+            );
             Some(info.clone())
         }
         None => {
@@ -80,12 +86,18 @@ pub fn report(data_dir: &Path) -> String {
             if let Some(t) = s.next_attempt {
                 line("next renewal", &format_time(t));
             }
+            if let Some(w) = &s.renewal_info {
+                line("renewal info", w);
+            }
             if let Some(t) = s.last_success {
                 line("last renewal", &format_time(t));
             }
             line("last error", s.last_error.as_deref().unwrap_or("none"));
         }
-        None => line("acme", "the service has not run the certificate manager yet"),
+        None => line(
+            "acme",
+            "the service has not run the certificate manager yet",
+        ),
     }
     out
 }

@@ -134,3 +134,46 @@ class Pebble:
     def stop(self):
         _stop(self.proc)
         self._log.close()
+
+
+class Bind:
+    """Debian's BIND (`named`) as the authoritative server of `zone`, answering A
+    127.0.0.1 for the zone and `groups.` and taking RFC 2136 updates signed with the TSIG
+    key `kith-acme` (hmac-sha256, `secret`). Pebble resolves through it (`dns_port`)."""
+
+    def __init__(self, directory: Path, zone: str, secret: str):
+        self.dir = directory / "bind"
+        self.dir.mkdir()
+        self.dns_port = free_port()
+        self.log = self.dir / "named.log"
+        (self.dir / "zone.db").write_text(
+            f"$TTL 60\n@ IN SOA ns.{zone}. admin.{zone}. 1 60 60 600 60\n"
+            f"@ IN NS ns.{zone}.\nns IN A 127.0.0.1\n@ IN A 127.0.0.1\n"
+            "groups IN A 127.0.0.1\n")
+        conf = self.dir / "named.conf"
+        conf.write_text(f"""
+options {{
+    directory "{self.dir}";
+    listen-on port {self.dns_port} {{ 127.0.0.1; }};
+    listen-on-v6 {{ none; }};
+    pid-file none;
+    recursion no;
+    dnssec-validation no;
+    allow-query {{ any; }};
+}};
+key "kith-acme" {{ algorithm hmac-sha256; secret "{secret}"; }};
+zone "{zone}" {{
+    type primary;
+    file "{self.dir}/zone.db";
+    update-policy {{ grant kith-acme wildcard *.{zone}. TXT; }};
+}};
+""")
+        named = shutil.which("named") or "/usr/sbin/named"
+        self._log = open(self.log, "ab")
+        self.proc = subprocess.Popen([named, "-g", "-n", "1", "-c", str(conf)],
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        _wait_port(self.dns_port, self.proc, "named", self.log)
+
+    def stop(self):
+        _stop(self.proc)
+        self._log.close()

@@ -16,7 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from acme_peers import ChallTestSrv, Pebble
+import base64
+import secrets
+
+from acme_peers import Bind, ChallTestSrv, Pebble
 from conftest import (NS_SASL, NS_TLS, PASSWORD, STEP, Client, Kith, RawXmpp, Scram,
                       exchange, free_port, run, scram_login, tls_server_end_point,
                       toml_value, wait_until)
@@ -80,11 +83,12 @@ def acme(tmp_path, test_ca, dns):
     """`acme(challenge=..., validity=..., **acme_keys)` -> (kith, pebble), kith not started."""
     made = []
 
-    def make(challenge: str, validity: int = 3600, name: str = "kith", **keys):
+    def make(challenge: str, validity: int = 3600, name: str = "kith", resolver=None,
+             **keys):
         d = tmp_path / name
         d.mkdir()
         k = AcmeKith(d, test_ca, {})
-        p = Pebble(d, test_ca, dns, http_port=k.http_port, tls_port=k.https_port,
+        p = Pebble(d, test_ca, resolver or dns, http_port=k.http_port, tls_port=k.https_port,
                    validity_secs=validity)
         k.acme = {"enabled": True, "directory": p.directory, "ca_file": str(test_ca.ca_cert),
                   "challenge": challenge, "retry_min_secs": 1, **keys}
@@ -252,6 +256,35 @@ def test_first_certificate_with_dns01_hook(acme, dns, tmp_path):
     hook_log = (tmp_path / "hook.log").read_text().split("\n")
     assert f"set _acme-challenge.{HOME}" in hook_log, hook_log
     assert f"unset _acme-challenge.groups.{HOME}" in hook_log, hook_log
+
+
+def test_first_certificate_with_dns01_rfc2136(acme, tmp_path):
+    """DNS-01 through RFC 2136 updates signed with TSIG to a real BIND that pebble
+    resolves through; a wrong key is said with its fix."""
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    bind = Bind(tmp_path, HOME, secret)
+    try:
+        update = {"dns_update_server": f"127.0.0.1:{bind.dns_port}",
+                  "dns_update_zone": HOME, "dns_update_key_name": "kith-acme"}
+        wrong = base64.b64encode(secrets.token_bytes(32)).decode()
+        k, p = acme("dns-01", resolver=bind, dns_update_key_secret=wrong, **update)
+        k.start()
+        wait_until(lambda: "refused the TSIG key" in k.status(), 30, "the TSIG error")
+        assert "fix: check the acme.dns_update_* settings" in k.status()
+        k.stop()
+        k.acme["dns_update_key_secret"] = secret
+        k.pick_ports()
+        k.start()
+        wait_for_ca_certificate(k, p)
+        assert_every_listener_presents_pebbles_chain(k, p)
+        assert "challenge     dns-01" in k.status()
+        # The challenge records were removed again (the journal holds the adds and deletes).
+        k.stop()
+    finally:
+        bind.stop()
+    log = bind.log.read_text()
+    assert "updating zone" in log and "adding an RR at '_acme-challenge." in log, log[-2000:]
+    assert "deleting an RR at '_acme-challenge." in log, log[-2000:]
 
 
 def test_renewal_swaps_the_certificate_while_a_client_chats(acme):
