@@ -161,6 +161,7 @@ options {{
     dnssec-validation no;
     allow-query {{ any; }};
 }};
+controls {{ }};
 key "kith-acme" {{ algorithm hmac-sha256; secret "{secret}"; }};
 zone "{zone}" {{
     type primary;
@@ -177,3 +178,71 @@ zone "{zone}" {{
     def stop(self):
         _stop(self.proc)
         self._log.close()
+
+
+class AriDouble:
+    """Test double for ACME Renewal Information (RFC 9773), which pebble 2.4 lacks: an
+    HTTPS front for pebble's directory that adds `renewalInfo` pointing at itself, and
+    answers `GET /renewal-info/<certificate id>` with a suggested window — for the first
+    certificate id it sees, `first_window` seconds from now (renew now-ish); for any other,
+    30 minutes from now — and `Retry-After: 3600`. Every other ACME request goes to pebble
+    directly (its URLs are absolute). `asked` lists the certificate ids queried."""
+
+    def __init__(self, pebble: "Pebble", test_ca, first_window: int = 2):
+        import http.server
+        import threading
+        from datetime import datetime, timedelta, timezone
+
+        self.asked: list[str] = []
+        double = self
+        upstream = ssl.create_default_context(cafile=str(test_ca.ca_cert))
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def _send(self, code: int, body: bytes, headers: dict):
+                self.send_response(code)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path == "/dir":
+                    with urllib.request.urlopen(pebble.directory, context=upstream,
+                                                timeout=5) as r:
+                        d = json.loads(r.read())
+                    d["renewalInfo"] = f"https://127.0.0.1:{double.port}/renewal-info"
+                    return self._send(200, json.dumps(d).encode(),
+                                      {"Content-Type": "application/json"})
+                if self.path.startswith("/renewal-info/"):
+                    cert_id = self.path.rsplit("/", 1)[1]
+                    if cert_id not in double.asked:
+                        double.asked.append(cert_id)
+                    first = double.asked[0] == cert_id
+                    now = datetime.now(timezone.utc)
+                    start = now + (timedelta(seconds=first_window) if first
+                                   else timedelta(minutes=30))
+                    end = start + timedelta(seconds=1)
+                    fmt = "%Y-%m-%dT%H:%M:%SZ"
+                    body = {"suggestedWindow": {"start": start.strftime(fmt),
+                                                "end": end.strftime(fmt)}}
+                    return self._send(200, json.dumps(body).encode(),
+                                      {"Content-Type": "application/json",
+                                       "Retry-After": "3600"})
+                self._send(404, b"", {})
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pebble.dir / "pebble-cert.pem", pebble.dir / "pebble-key.pem")
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.directory = f"https://127.0.0.1:{self.port}/dir"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()

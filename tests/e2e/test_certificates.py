@@ -19,7 +19,7 @@ import pytest
 import base64
 import secrets
 
-from acme_peers import Bind, ChallTestSrv, Pebble
+from acme_peers import AriDouble, Bind, ChallTestSrv, Pebble
 from conftest import (NS_SASL, NS_TLS, PASSWORD, STEP, Client, Kith, RawXmpp, Scram,
                       exchange, free_port, run, scram_login, tls_server_end_point,
                       toml_value, wait_until)
@@ -284,7 +284,8 @@ def test_first_certificate_with_dns01_rfc2136(acme, tmp_path):
         bind.stop()
     log = bind.log.read_text()
     assert "updating zone" in log and "adding an RR at '_acme-challenge." in log, log[-2000:]
-    assert "deleting an RR at '_acme-challenge." in log, log[-2000:]
+    assert "deleting an RR at _acme-challenge." in log, log[-2000:]
+    assert "tsig verify failure" in log  # the wrong key, refused by BIND itself
 
 
 def test_renewal_swaps_the_certificate_while_a_client_chats(acme):
@@ -329,6 +330,30 @@ def test_renewal_swaps_the_certificate_while_a_client_chats(acme):
     login_with_channel_binding(k, p)
     assert (k.data_dir / "acme/cert.pem").read_bytes().count(b"BEGIN CERTIFICATE") >= 1
     print(f"renewal observed {time.monotonic() - t0:.1f}s after the first certificate")
+
+
+def test_renewal_follows_the_cas_renewal_information(acme, test_ca):
+    """RFC 9773 through a test double (pebble 2.4 has no renewalInfo): the CA suggests
+    renewing the first certificate now, long before two thirds of its hour; kith does,
+    then follows the window suggested for the new one."""
+    k, p = acme("http-01", validity=3600)
+    ari = AriDouble(p, test_ca)
+    try:
+        k.acme["directory"] = ari.directory
+        k.pick_ports()
+        k.start()
+        first = wait_for_ca_certificate(k, p)
+        ctx = p.client_context(["http/1.1"])
+        wait_until(lambda: served_direct(k.https_port, ctx)["der"] != first["der"], 30,
+                   "the renewal the CA suggested")
+        wait_until(lambda: len(ari.asked) >= 2, 10, "the new certificate's renewal info")
+        wait_until(lambda: "renewal info" in k.status(), 10, "the window in the status")
+        status = k.status()
+        assert "the CA suggests renewing between" in status, status
+        assert len(ari.asked) == 2, ari.asked  # one id per certificate, each asked once
+    finally:
+        k.stop()
+        ari.stop()
 
 
 def test_failed_renewal_keeps_the_certificate_and_says_why(acme, dns, tmp_path):
