@@ -243,9 +243,14 @@ struct CertManager {
 }
 
 impl CertManager {
-    async fn stop(self) {
+    async fn stop(mut self) {
         let _ = self.shutdown.send(true);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
     }
 }
 

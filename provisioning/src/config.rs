@@ -203,16 +203,24 @@ fn dns_update(
         return Ok(None);
     };
     if server.parse::<std::net::SocketAddr>().is_err() && !server.contains(':') {
-        return Err(format!("acme.dns_update_server: {server:?} is not host:port (like 192.0.2.53:53)"));
+        return Err(format!(
+            "acme.dns_update_server: {server:?} is not host:port (like 192.0.2.53:53)"
+        ));
     }
     let zone = zone.ok_or("acme.dns_update_zone: missing (the zone the TXT records go in)")?;
     let key_name = key_name.ok_or("acme.dns_update_key_name: missing (the TSIG key's name)")?;
-    let secret = key_secret.ok_or("acme.dns_update_key_secret: missing (the TSIG key's base64 secret)")?;
+    let secret =
+        key_secret.ok_or("acme.dns_update_key_secret: missing (the TSIG key's base64 secret)")?;
     let key_secret = base64::engine::general_purpose::STANDARD
         .decode(secret.trim())
-        .map_err(|_| "acme.dns_update_key_secret: not base64 (copy the secret from the key file)".to_string())?;
+        .map_err(|_| {
+            "acme.dns_update_key_secret: not base64 (copy the secret from the key file)".to_string()
+        })?;
     let key_algorithm = algorithm.unwrap_or_else(|| "hmac-sha256".into());
-    if !matches!(key_algorithm.as_str(), "hmac-sha256" | "hmac-sha384" | "hmac-sha512") {
+    if !matches!(
+        key_algorithm.as_str(),
+        "hmac-sha256" | "hmac-sha384" | "hmac-sha512"
+    ) {
         return Err(format!("acme.dns_update_key_algorithm: {key_algorithm:?} is not one of hmac-sha256, hmac-sha384, hmac-sha512"));
     }
     Ok(Some(DnsUpdate {

@@ -24,7 +24,13 @@ pub async fn update(cfg: &DnsUpdate, set: bool, record: &str, value: &str) -> Re
     let message = build(cfg, set, record, value)?;
     tokio::time::timeout(TIMEOUT, exchange(&cfg.server, &message))
         .await
-        .map_err(|_| format!("{} did not answer within {}s", cfg.server, TIMEOUT.as_secs()))?
+        .map_err(|_| {
+            format!(
+                "{} did not answer within {}s",
+                cfg.server,
+                TIMEOUT.as_secs()
+            )
+        })?
 }
 
 fn build(cfg: &DnsUpdate, set: bool, record: &str, value: &str) -> Result<Vec<u8>, String> {
@@ -62,7 +68,9 @@ fn build(cfg: &DnsUpdate, set: bool, record: &str, value: &str) -> Result<Vec<u8
     message
         .finalize(&signer, now)
         .map_err(|e| format!("cannot sign the update: {e}"))?;
-    message.to_vec().map_err(|e| format!("cannot encode the update: {e}"))
+    message
+        .to_vec()
+        .map_err(|e| format!("cannot encode the update: {e}"))
 }
 
 async fn exchange(server: &str, message: &[u8]) -> Result<(), String> {
@@ -83,7 +91,8 @@ async fn exchange(server: &str, message: &[u8]) -> Result<(), String> {
     tcp.read_exact(&mut answer)
         .await
         .map_err(|e| format!("{server}: {e}"))?;
-    let reply = Message::from_vec(&answer).map_err(|e| format!("{server} answered garbage: {e}"))?;
+    let reply =
+        Message::from_vec(&answer).map_err(|e| format!("{server} answered garbage: {e}"))?;
     match reply.metadata.response_code {
         ResponseCode::NoError => Ok(()),
         ResponseCode::NotAuth => Err(format!("{server} refused the TSIG key (NOTAUTH): check acme.dns_update_key_name, _secret and _algorithm against the server's key")),

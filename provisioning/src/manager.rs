@@ -107,7 +107,9 @@ impl Manager {
     /// The challenge this box uses.
     pub fn challenge(&self) -> Challenge {
         match self.config.challenge {
-            Challenge::Auto if self.config.dns_hook.is_some() || self.config.dns_update.is_some() => {
+            Challenge::Auto
+                if self.config.dns_hook.is_some() || self.config.dns_update.is_some() =>
+            {
                 Challenge::Dns01
             }
             Challenge::Auto if self.listeners.http => Challenge::Http01,
@@ -181,7 +183,13 @@ impl Manager {
                 Some(_) => {}
             }
             status.last_attempt = Some(now());
-            match self.obtain().await {
+            // Shutdown (or a restart of the service for new settings) does not
+            // wait for the CA: the attempt is dropped, nothing was installed.
+            let attempt = tokio::select! {
+                r = self.obtain() => r,
+                _ = shutdown.wait_for(|s| *s) => return,
+            };
+            match attempt {
                 Ok(info) => {
                     tracing::info!(target: "kith::cert", names = ?info.names, issuer = %info.issuer, expires = %format_time(info.not_after), "new certificate in use");
                     status.last_success = status.last_attempt;

@@ -84,7 +84,12 @@ pub fn report(data_dir: &Path) -> String {
             line("directory", &s.directory);
             line("challenge", &s.challenge);
             if let Some(t) = s.next_attempt {
-                line("next renewal", &format_time(t));
+                let label = if acme_cert.is_some() {
+                    "next renewal"
+                } else {
+                    "next attempt"
+                };
+                line(label, &format_time(t));
             }
             if let Some(w) = &s.renewal_info {
                 line("renewal info", w);

@@ -199,6 +199,7 @@ def test_first_certificate_with_http01(acme):
     assert_every_listener_presents_pebbles_chain(k, p)
     login_with_channel_binding(k, p)
     status = k.status()
+    print(f"kith cert status (after HTTP-01):\n{status}")
     assert "from the CA" in status and "Pebble" in status, status
     assert "challenge     http-01" in status and "last error    none" in status, status
     assert "self-signed" in before or "from the CA" in before
@@ -403,6 +404,7 @@ def test_ca_unreachable_is_said_with_the_fix(acme):
     k.start()
     wait_until(lambda: "cannot reach the CA" in k.status(), 30, "the error in the status")
     status = k.status()
+    print(f"kith cert status (CA unreachable):\n{status}")
     assert "self-signed; reason: cannot reach the CA" in status, status
     assert "fix:" in status
 
