@@ -182,6 +182,9 @@ async fn serve(
     // cannot start with the new ones.
     let mut previous: Option<(config::Layers, config::Config)> = None;
     loop {
+        // Taken before the service starts: a change written while it starts
+        // (its ports are open before it is done) is seen, not missed.
+        let seen = stamp(layers.settings_path());
         let (server, web, certs) = match start_service(config.clone()).await {
             Ok(s) => s,
             Err(e) => {
@@ -210,7 +213,7 @@ async fn serve(
             systemd::ready();
             watchdog = systemd::spawn_watchdog();
         }
-        let next = run_until_change(&server, &sources, &mut layers).await;
+        let next = run_until_change(&server, &sources, &mut layers, seen).await;
         match &next {
             Next::Stop => {
                 tracing::info!("shutting down");
@@ -354,6 +357,16 @@ async fn cert_cli(config: &config::Config, cmd: CertCommand) -> Result<(), Strin
     }
 }
 
+/// What identifies one version of the settings file (inode, mtime, length).
+type Stamp = (u64, i64, i64, u64);
+
+fn stamp(p: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
+}
+
 /// What ends one run of the service.
 enum Next {
     /// SIGTERM or Ctrl-C.
@@ -369,14 +382,9 @@ async fn run_until_change(
     server: &kith_server::Server,
     sources: &config::Sources,
     layers: &mut config::Layers,
+    seen: Option<Stamp>,
 ) -> Next {
-    let stamp = |p: &std::path::Path| {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
-    };
-    let mut seen = stamp(layers.settings_path());
+    let mut seen = seen;
     let signal = wait_for_signal();
     tokio::pin!(signal);
     let mut tick = tokio::time::interval(SETTINGS_POLL);
