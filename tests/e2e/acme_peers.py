@@ -181,14 +181,20 @@ zone "{zone}" {{
 
 
 class AriDouble:
-    """Test double for ACME Renewal Information (RFC 9773), which pebble 2.4 lacks: an
-    HTTPS front for pebble's directory that adds `renewalInfo` pointing at itself, and
-    answers `GET /renewal-info/<certificate id>` with a suggested window — for the first
-    certificate id it sees, `first_window` seconds from now (renew now-ish); for any other,
-    30 minutes from now — and `Retry-After: 3600`. Every other ACME request goes to pebble
-    directly (its URLs are absolute). `asked` lists the certificate ids queried."""
+    """Test double for what pebble 2.4 does not do, as an HTTPS front for pebble's
+    directory; every other ACME request goes to pebble directly (its URLs are absolute).
 
-    def __init__(self, pebble: "Pebble", test_ca, first_window: int = 2):
+    - ACME Renewal Information (RFC 9773): the directory gets `renewalInfo` pointing at
+      the front, which answers `GET /renewal-info/<certificate id>` with a suggested
+      window — for the first certificate id it sees, `first_window` seconds from now
+      (renew now-ish); for any other, 30 minutes from now — and `Retry-After: 3600`.
+      `asked` lists the certificate ids queried.
+    - `refuse_orders=(status, problem type, detail)`: the directory's `newOrder` points at
+      the front, which refuses every order with that problem document, as a CA does for
+      a rate limit (429 `rateLimited`) or a CAA record that forbids it (403 `caa`)."""
+
+    def __init__(self, pebble: "Pebble", test_ca, first_window: int = 2,
+                 refuse_orders: tuple[int, str, str] | None = None):
         import http.server
         import threading
         from datetime import datetime, timedelta, timezone
@@ -215,6 +221,8 @@ class AriDouble:
                                                 timeout=5) as r:
                         d = json.loads(r.read())
                     d["renewalInfo"] = f"https://127.0.0.1:{double.port}/renewal-info"
+                    if refuse_orders:
+                        d["newOrder"] = f"https://127.0.0.1:{double.port}/new-order"
                     return self._send(200, json.dumps(d).encode(),
                                       {"Content-Type": "application/json"})
                 if self.path.startswith("/renewal-info/"):
@@ -234,6 +242,19 @@ class AriDouble:
                                        "Retry-After": "3600"})
                 self._send(404, b"", {})
 
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                if self.path == "/new-order" and refuse_orders:
+                    code, kind, detail = refuse_orders
+                    double.refused += 1
+                    body = {"type": f"urn:ietf:params:acme:error:{kind}", "detail": detail,
+                            "status": code}
+                    return self._send(code, json.dumps(body).encode(),
+                                      {"Content-Type": "application/problem+json",
+                                       "Retry-After": "3600"})
+                self._send(404, b"", {})
+
+        self.refused = 0
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.server.server_address[1]
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

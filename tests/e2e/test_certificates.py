@@ -7,6 +7,7 @@ Every test runs its own pebble (its validation ports are the test's kith's liste
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timezone
 import socket
 import ssl
 import time
@@ -423,6 +424,39 @@ def test_port_unreachable_is_said_with_the_fix(acme, dns):
         assert "fix: forward TCP port 80" in status
     finally:
         dns.api("/clear-a", {"host": f"{HOME}."})
+
+
+@pytest.mark.parametrize("code,kind,detail,words", [
+    (429, "rateLimited", "too many certificates (5) already issued for this exact set of "
+     "identifiers in the last 168h0m0s", "the CA's rate limit is hit"),
+    (403, "caa", "CAA record for home.test prevents issuance",
+     "a CAA record in the DNS of home.test forbids this CA"),
+])
+def test_ca_refusals_are_said_with_the_fix(acme, test_ca, code, kind, detail, words):
+    """What pebble never says (it checks neither rate limits nor CAA), said by the
+    AriDouble front in its place: one line with the fix, the self-signed certificate kept,
+    and after a rate limit no new order for at least an hour."""
+    k, p = acme("http-01")
+    front = AriDouble(p, test_ca, refuse_orders=(code, kind, detail))
+    try:
+        k.acme["directory"] = front.directory
+        k.pick_ports()
+        k.start()
+        wait_until(lambda: words in k.status(), 30, f"the {kind} error in the status")
+        status = k.status()
+        line = [ln for ln in status.splitlines() if ln.startswith("last error")][0]
+        assert "fix:" in line and detail in line, line
+        assert status.startswith("certificate   self-signed; reason: "), status
+        if kind == "rateLimited":
+            time.sleep(3)  # retry_min_secs is 1: without the floor it would ask again
+            assert front.refused == 1, front.refused
+            nxt = [ln for ln in status.splitlines() if ln.startswith("next attempt")][0]
+            when = datetime.strptime(nxt.split(None, 2)[2], "%Y-%m-%d %H:%M:%S UTC")
+            wait = when.replace(tzinfo=timezone.utc) - datetime.now(timezone.utc)
+            assert wait.total_seconds() > 3500, nxt
+    finally:
+        k.stop()
+        front.stop()
 
 
 def test_acme_settings_are_checked(acme):
