@@ -117,7 +117,10 @@ impl CertStore {
         self.current().key.cert.clone()
     }
 
-    /// `tls-server-end-point` of the certificate in use.
+    /// `tls-server-end-point` of the certificate in use. Read right after a
+    /// handshake: a certificate swapped in the instant between that handshake
+    /// and this read gives the new certificate's hash, and that one -PLUS
+    /// login fails (the client tries again on a new connection).
     pub fn server_end_point(&self) -> Arc<Vec<u8>> {
         self.current().end_point.clone()
     }
@@ -399,6 +402,36 @@ mod tests {
         assert_eq!(certificate_names(&c)[2], "rooms.other.example");
         c.muc.enabled = false;
         assert_eq!(certificate_names(&c).len(), 2);
+    }
+
+    fn pem_pair(name: &str) -> (String, String) {
+        let signed = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("cert");
+        (signed.cert.pem(), signed.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn a_new_certificate_replaces_the_old_and_a_broken_one_does_not() {
+        let dir = std::env::temp_dir().join(format!("kith-tls-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ctx = TlsContext::load(&Config::new("home.example", &dir)).expect("made");
+        let first = (ctx.store.chain(), ctx.store.server_end_point());
+        let (cert, key) = pem_pair("home.example");
+        ctx.store
+            .install_pem(cert.as_bytes(), key.as_bytes())
+            .expect("installed");
+        let second = ctx.store.chain();
+        assert_ne!(second, first.0);
+        assert_ne!(ctx.store.server_end_point(), first.1, "the binding follows");
+        assert_eq!(*ctx.store.server_end_point(), server_end_point(&second[0]));
+        // A key of another certificate: refused, the installed pair stays.
+        let (_, other_key) = pem_pair("home.example");
+        assert!(ctx
+            .store
+            .install_pem(cert.as_bytes(), other_key.as_bytes())
+            .is_err());
+        assert!(ctx.store.install_pem(b"garbage", key.as_bytes()).is_err());
+        assert_eq!(ctx.store.chain(), second);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
