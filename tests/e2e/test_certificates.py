@@ -459,6 +459,29 @@ def test_ca_refusals_are_said_with_the_fix(acme, test_ca, code, kind, detail, wo
         front.stop()
 
 
+def test_the_box_turns_certificates_on_itself(acme):
+    """`[acme]` is one of the settings the box changes (the wizard, the admin pages,
+    `kith settings set`): turned on while running, the service starts again inside the
+    process and gets its certificate; a bad value is refused and changes nothing."""
+    k, p = acme("http-01")
+    del k.acme["enabled"]  # the admin's file leaves it to the box
+    k.pick_ports()
+    k.start()
+    pid = k.pid
+    assert "acme.enabled is off" in k.status()
+    bad = k.cli("settings", "set", "acme.challenge", "dns-01", check=False)
+    assert bad.returncode != 0, bad.stdout
+    # The admin's file sets acme.challenge: locked.
+    assert "locked" in bad.stderr, bad.stderr
+    bad = k.cli("settings", "set", "acme.retry_min_secs", "0", check=False)
+    assert bad.returncode != 0 and "acme.retry_min_secs" in bad.stderr, bad.stderr
+    out = k.cli("settings", "set", "acme.enabled", "true").stdout
+    assert "reconnect" in out, out
+    wait_for_ca_certificate(k, p)
+    assert k.pid == pid and k.alive()
+    assert "from the CA" in k.status()
+
+
 def test_acme_settings_are_checked(acme):
     k, p = acme("http-01")
     k.acme["challenge"] = "carrier-pigeon"
