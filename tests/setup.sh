@@ -39,9 +39,12 @@ cargo clippy --version >/dev/null 2>&1 || fail "the Rust toolchain has no clippy
 # prosody, ejabberd and dnsmasq: the real federation peers and their DNS (test_federation.py);
 # chromium and npm: Converse.js and the web shell in a real browser (test_converse.py,
 # test_web_shell.py); curl: HTTP/2 negotiation (test_web_shell.py);
-# g++: libFuzzer's C++ sources, built by the libfuzzer-sys crate (fuzz/run.sh).
+# g++: libFuzzer's C++ sources, built by the libfuzzer-sys crate (fuzz/run.sh);
+# pebble (with pebble-challtestsrv): the ACME CA of the certificate tests, and bind9's
+# named: the DNS server the RFC 2136 (DNS-01) test updates (test_certificates.py).
 declare -A want=([openssl]=openssl [prosody]=prosody [ejabberdctl]=ejabberd [dnsmasq]=dnsmasq-base
-                [chromium]=chromium [npm]=npm [curl]=curl [g++]=g++)
+                [chromium]=chromium [npm]=npm [curl]=curl [g++]=g++
+                [pebble]=pebble [pebble-challtestsrv]=pebble [named]=bind9)
 missing=()
 for cmd in "${!want[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${want[$cmd]}")

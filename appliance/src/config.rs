@@ -20,11 +20,13 @@ use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
 /// One layer's keys, each read and checked by the crate that owns it: the
-/// XMPP server's (`domain`, `[listen]`, `[limits]` …) and the web pod's `[web]`.
+/// XMPP server's (`domain`, `[listen]`, `[limits]` …), the web pod's `[web]`
+/// and the certificate manager's `[acme]`.
 #[derive(Debug, Default)]
 pub struct File {
     pub server: kith_server::config_file::File,
     pub web: kith_web::config::WebFile,
+    pub acme: kith_provisioning::AcmeFile,
 }
 
 /// Every part's validated configuration.
@@ -32,6 +34,7 @@ pub struct File {
 pub struct Config {
     pub server: kith_server::Config,
     pub web: kith_web::HttpLimits,
+    pub acme: kith_provisioning::AcmeConfig,
 }
 
 impl File {
@@ -40,6 +43,7 @@ impl File {
         Ok(Config {
             server: self.server.into_config()?,
             web: self.web.into_limits()?,
+            acme: self.acme.into_config()?,
         })
     }
 }
@@ -50,6 +54,7 @@ fn all_keys() -> &'static [&'static str] {
     ALL.get_or_init(|| {
         let mut keys = kith_server::config_file::File::KEYS.to_vec();
         keys.push(kith_web::config::SECTION);
+        keys.push(kith_provisioning::config::SECTION);
         keys
     })
 }
@@ -72,6 +77,10 @@ impl<'de> Deserialize<'de> for File {
                     }
                     if key == kith_web::config::SECTION {
                         file.web = map.next_value()?;
+                        continue;
+                    }
+                    if key == kith_provisioning::config::SECTION {
+                        file.acme = map.next_value()?;
                         continue;
                     }
                     return Err(serde::de::Error::unknown_field(&key, all_keys()));

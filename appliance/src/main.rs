@@ -41,6 +41,21 @@ enum Command {
     /// Read and change the settings the box keeps in its data directory.
     #[command(subcommand)]
     Settings(SettingsCommand),
+    /// The box's certificate: what is in use, and renewing it.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Names, issuer, expiry, next renewal and last error.
+    Status,
+    /// Ask the running service for a new certificate now, and wait for the result.
+    Renew {
+        /// Longest wait for the result, in seconds.
+        #[arg(long, default_value_t = 180)]
+        wait: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -132,6 +147,7 @@ fn main() -> ExitCode {
             Command::User(cmd) => user(config.server, cmd).await,
             Command::History(cmd) => history(config.server, cmd).await,
             Command::Settings(cmd) => settings_cli(layers, cmd).await,
+            Command::Cert(cmd) => cert_cli(&config, cmd).await,
         }
     });
     match result {
@@ -166,7 +182,10 @@ async fn serve(
     // cannot start with the new ones.
     let mut previous: Option<(config::Layers, config::Config)> = None;
     loop {
-        let (server, web) = match start_service(config.clone()).await {
+        // Taken before the service starts: a change written while it starts
+        // (its ports are open before it is done) is seen, not missed.
+        let seen = stamp(layers.settings_path());
+        let (server, web, certs) = match start_service(config.clone()).await {
             Ok(s) => s,
             Err(e) => {
                 if let Some((l, c)) = previous.take() {
@@ -194,7 +213,7 @@ async fn serve(
             systemd::ready();
             watchdog = systemd::spawn_watchdog();
         }
-        let next = run_until_change(&server, &sources, &mut layers).await;
+        let next = run_until_change(&server, &sources, &mut layers, seen).await;
         match &next {
             Next::Stop => {
                 tracing::info!("shutting down");
@@ -207,6 +226,7 @@ async fn serve(
                 tracing::info!("settings changed: starting the XMPP service again")
             }
         }
+        certs.stop().await;
         web.shutdown().await;
         server.shutdown(Duration::from_secs(10)).await;
         match next {
@@ -219,15 +239,48 @@ async fn serve(
     }
 }
 
-/// Start the XMPP server and the web pod on it.
+/// The certificate manager of one run of the service.
+struct CertManager {
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CertManager {
+    async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+}
+
+/// Start the XMPP server, the web pod on it and the certificate manager.
 async fn start_service(
-    config: config::Config,
-) -> Result<(kith_server::Server, kith_web::Web), String> {
+    mut config: config::Config,
+) -> Result<(kith_server::Server, kith_web::Web, CertManager), String> {
     let domain = config.server.domain.clone();
+    let names = kith_server::tls::certificate_names(&config.server);
+    let data_dir = config.server.data_dir.clone();
+    // With ACME on, the CA's stored certificate is in force from the first
+    // handshake (the manager replaces it later without a restart).
+    if config.acme.enabled {
+        if let Some((cert, key)) = kith_provisioning::stored_files(&data_dir, &names) {
+            config.server.tls = Some(kith_server::TlsFiles { cert, key });
+        }
+    }
+    let acme_answers = kith_provisioning::Http01Answers::default();
+    let listeners = kith_provisioning::Listeners {
+        http: config.server.listen.http.is_some(),
+        https: config.server.listen.https.is_some(),
+    };
     let web_config = kith_web::WebConfig {
         http: config.server.listen.http,
         https: config.server.listen.https,
         limits: config.web,
+        acme: acme_answers.clone(),
     };
     let server = kith_server::Server::start(config.server)
         .await
@@ -245,7 +298,73 @@ async fn start_service(
         tracing::info!("open {url} in a browser to sign in");
     }
     tracing::info!(%domain, c2s = ?server.addrs().c2s, c2s_tls = ?server.addrs().c2s_tls, "kith ready");
-    Ok((server, web))
+    // The stored certificate is in force before this returns; asking the CA
+    // (if due) happens in the background.
+    let manager = kith_provisioning::Manager::new(
+        config.acme,
+        &data_dir,
+        &names,
+        server.cert_store(),
+        acme_answers,
+        listeners,
+    );
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(manager.run(shutdown_rx));
+    Ok((server, web, CertManager { shutdown, task }))
+}
+
+/// `kith cert status` and `kith cert renew`.
+async fn cert_cli(config: &config::Config, cmd: CertCommand) -> Result<(), String> {
+    let data_dir = &config.server.data_dir;
+    match cmd {
+        CertCommand::Status => {
+            print!("{}", kith_provisioning::report(data_dir));
+            Ok(())
+        }
+        CertCommand::Renew { wait } => {
+            if !config.acme.enabled {
+                return Err(
+                    "certificates from a CA are off; fix: kith settings set acme.enabled true"
+                        .into(),
+                );
+            }
+            let dir = kith_provisioning::AcmeDir::new(data_dir);
+            let asked = kith_provisioning::request_renewal(data_dir)
+                .map_err(|e| format!("cannot write to {}: {e}", dir.path().display()))?;
+            println!("renewal asked for; waiting for the running service (kith serve)");
+            let deadline = std::time::Instant::now() + Duration::from_secs(wait);
+            while std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let done = !dir.renew_request().exists();
+                let status = kith_provisioning::Status::read(&dir);
+                let finished = status.as_ref().is_some_and(|s| {
+                    s.last_attempt.is_some_and(|t| t >= asked)
+                        && s.next_attempt
+                            .is_some_and(|n| n > s.last_attempt.unwrap_or(0))
+                });
+                if done && finished {
+                    return match status.and_then(|s| s.last_error) {
+                        None => {
+                            print!("{}", kith_provisioning::report(data_dir));
+                            Ok(())
+                        }
+                        Some(e) => Err(e),
+                    };
+                }
+            }
+            Err(format!("no answer from the running service within {wait}s; fix: check that kith serve runs (systemctl status kith) and see its log"))
+        }
+    }
+}
+
+/// What identifies one version of the settings file (inode, mtime, length).
+type Stamp = (u64, i64, i64, u64);
+
+fn stamp(p: &std::path::Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p)
+        .ok()
+        .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
 }
 
 /// What ends one run of the service.
@@ -263,14 +382,9 @@ async fn run_until_change(
     server: &kith_server::Server,
     sources: &config::Sources,
     layers: &mut config::Layers,
+    seen: Option<Stamp>,
 ) -> Next {
-    let stamp = |p: &std::path::Path| {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(p)
-            .ok()
-            .map(|m| (m.ino(), m.mtime(), m.mtime_nsec(), m.len()))
-    };
-    let mut seen = stamp(layers.settings_path());
+    let mut seen = seen;
     let signal = wait_for_signal();
     tokio::pin!(signal);
     let mut tick = tokio::time::interval(SETTINGS_POLL);

@@ -49,7 +49,8 @@ impl std::fmt::Display for Effect {
 /// What a change to `key` does to a running box.
 pub fn effect(key: &str) -> Effect {
     let section = key_path(key)[0];
-    if matches!(key, "domain" | "muc.domain" | "muc.enabled") || matches!(section, "listen" | "tls")
+    if matches!(key, "domain" | "muc.domain" | "muc.enabled")
+        || matches!(section, "listen" | "tls" | "acme")
     {
         Effect::Reconnect
     } else if kith_server::config_file::applies_live(key) {

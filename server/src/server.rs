@@ -103,7 +103,7 @@ impl Server {
         let c2s_tls = bind("c2s_tls", config.listen.c2s_tls).await?;
         // Federation: TLS material and listeners only when it is on.
         let s2s_tls = if config.s2s.enabled {
-            Some(crate::s2s::S2sTls::load(&config)?)
+            Some(crate::s2s::S2sTls::load(&config, tls.store.clone())?)
         } else {
             tracing::info!(target: "kith::federation", "federation is turned off");
             None
@@ -174,6 +174,12 @@ impl Server {
     /// Where the listeners are.
     pub fn addrs(&self) -> &BoundAddrs {
         &self.addrs
+    }
+
+    /// The certificate store every listener presents (c2s, s2s, HTTPS):
+    /// certificate provisioning installs new certificates there.
+    pub fn cert_store(&self) -> Arc<crate::tls::CertStore> {
+        self.core.tls.store.clone()
     }
 
     /// A handle for the web pod; drop it before [`Server::shutdown`].

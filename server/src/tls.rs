@@ -1,11 +1,18 @@
-//! TLS for XMPP: one rustls server configuration (ring provider, TLS 1.2+), the
-//! certificate from PEM files or a self-signed one generated once into the data
-//! directory (valid for the domain, its subdomains and the group chat
-//! service's domain), and what SASL channel binding needs from a finished
-//! handshake.
+//! TLS for XMPP and HTTPS: the certificate store (one swappable resolver that
+//! every listener shares, c2s, s2s and HTTPS), the rustls server
+//! configurations (ring provider, TLS 1.2+), the certificate from PEM files or
+//! a self-signed one generated once into the data directory (valid for the
+//! domain, its subdomains and the group chat service's domain), and what SASL
+//! channel binding needs from a finished handshake.
+//!
+//! The store is what certificate provisioning (`kith-provisioning`) feeds: a
+//! new chain and key take effect for the next handshake on every listener,
+//! open sessions keep theirs, and TLS-ALPN-01 (RFC 8737) validation
+//! handshakes are answered with a challenge certificate.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 use rustls::ServerConfig;
@@ -20,9 +27,171 @@ pub const ALPN_HTTP1: &[u8] = b"http/1.1";
 /// each open tab's event stream would otherwise hold one of the browser's six
 /// HTTP/1.1 connections).
 pub const ALPN_H2: &[u8] = b"h2";
+/// ALPN protocol id of ACME TLS-ALPN-01 validation handshakes (RFC 8737).
+pub const ALPN_ACME_TLS: &[u8] = b"acme-tls/1";
 
-/// The loaded certificate: the rustls configurations for STARTTLS and Direct TLS
-/// and the end-entity certificate (for `tls-server-end-point`).
+/// The certificate in use and what is derived from it once.
+struct Current {
+    key: Arc<rustls::sign::CertifiedKey>,
+    /// `tls-server-end-point` binding of the leaf (RFC 5929).
+    end_point: Arc<Vec<u8>>,
+}
+
+/// The certificate store: the chain and key every listener presents,
+/// replaceable while the server runs, and the TLS-ALPN-01 challenge
+/// certificates being validated.
+pub struct CertStore {
+    current: RwLock<Arc<Current>>,
+    /// TLS-ALPN-01 challenge certificates by (lower-case) server name.
+    challenges: Mutex<HashMap<String, Arc<rustls::sign::CertifiedKey>>>,
+}
+
+impl std::fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertStore").finish_non_exhaustive()
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A rustls signing pair from a DER chain and a DER key, checked to match.
+/// (A TLS-ALPN-01 certificate is not checked: its critical acmeIdentifier
+/// extension is unknown to the certificate parser, and no client trusts it.)
+fn certified(
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    check: bool,
+) -> Result<Arc<rustls::sign::CertifiedKey>, TlsError> {
+    if certs.is_empty() {
+        return Err(TlsError::Config("the chain holds no certificate".into()));
+    }
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    if check {
+        certified
+            .keys_match()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+    }
+    Ok(Arc::new(certified))
+}
+
+impl CertStore {
+    fn new(key: Arc<rustls::sign::CertifiedKey>) -> Self {
+        CertStore {
+            current: RwLock::new(Arc::new(Current::of(key))),
+            challenges: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn current(&self) -> Arc<Current> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Put a new chain (leaf first) and key in force for every new handshake
+    /// (c2s, s2s, HTTPS). Open connections keep the certificate they have.
+    /// A chain and key that do not match are refused; the old pair stays.
+    pub fn install_pem(&self, chain_pem: &[u8], key_pem: &[u8]) -> Result<(), TlsError> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| TlsError::Config(format!("the chain is not PEM: {e}")))?;
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| TlsError::Config(format!("the key is not PEM: {e}")))?;
+        let new = Arc::new(Current::of(certified(certs, key, true)?));
+        match self.current.write() {
+            Ok(mut c) => *c = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+        Ok(())
+    }
+
+    /// The chain in use, leaf first.
+    pub fn chain(&self) -> Vec<CertificateDer<'static>> {
+        self.current().key.cert.clone()
+    }
+
+    /// `tls-server-end-point` of the certificate in use. Read right after a
+    /// handshake: a certificate swapped in the instant between that handshake
+    /// and this read gives the new certificate's hash, and that one -PLUS
+    /// login fails (the client tries again on a new connection).
+    pub fn server_end_point(&self) -> Arc<Vec<u8>> {
+        self.current().end_point.clone()
+    }
+
+    /// Answer TLS-ALPN-01 handshakes for `name` with this certificate (DER)
+    /// and key (PKCS#8 DER) until [`CertStore::clear_challenge`].
+    pub fn set_challenge(&self, name: &str, cert: Vec<u8>, key: Vec<u8>) -> Result<(), TlsError> {
+        let key = PrivateKeyDer::Pkcs8(key.into());
+        let certified = certified(vec![CertificateDer::from(cert)], key, false)?;
+        if let Ok(mut map) = self.challenges.lock() {
+            map.insert(name.to_ascii_lowercase(), certified);
+        }
+        Ok(())
+    }
+
+    /// Stop answering TLS-ALPN-01 handshakes for `name`.
+    pub fn clear_challenge(&self, name: &str) {
+        if let Ok(mut map) = self.challenges.lock() {
+            map.remove(&name.to_ascii_lowercase());
+        }
+    }
+}
+
+impl Current {
+    fn of(key: Arc<rustls::sign::CertifiedKey>) -> Self {
+        let end_point = key
+            .cert
+            .first()
+            .map(|leaf| server_end_point(leaf))
+            .unwrap_or_default();
+        Current {
+            key,
+            end_point: Arc::new(end_point),
+        }
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertStore {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ALPN_ACME_TLS));
+        if acme {
+            // RFC 8737 §3: only the challenge certificate, and only for a
+            // name being validated; any other acme-tls/1 handshake fails.
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return self.challenges.lock().ok()?.get(&name).cloned();
+        }
+        Some(self.current().key.clone())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CertStore {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.current().key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// The rustls configurations for STARTTLS, Direct TLS and HTTPS, all on one
+/// certificate store.
 #[derive(Clone)]
 pub struct TlsContext {
     /// For STARTTLS, no ALPN required.
@@ -32,9 +201,9 @@ pub struct TlsContext {
     /// For the web pod's HTTPS listener: ALPN `h2` and `http/1.1`. The same certificate
     /// resolver as XMPP, so a new certificate is swapped in at one place.
     pub https: Arc<ServerConfig>,
-    /// `tls-server-end-point` binding of the leaf certificate: a property of
-    /// the certificate, so hashed once here rather than on every connection.
-    pub server_end_point: Arc<Vec<u8>>,
+    /// The certificate every listener presents, replaceable while running;
+    /// `tls-server-end-point` is hashed once per certificate there.
+    pub store: Arc<CertStore>,
 }
 
 /// Why TLS could not be set up.
@@ -95,27 +264,17 @@ impl TlsContext {
             .map_err(|e| read_err(cert_path, &e))?
             .collect::<Result<_, _>>()
             .map_err(|e| read_err(cert_path, &e))?;
-        let leaf = certs
-            .first()
-            .ok_or_else(|| TlsError::NoCertificate {
-                path: cert_path.display().to_string(),
-            })?
-            .to_vec();
         let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| read_err(key_path, &e))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        if certs.is_empty() {
+            return Err(TlsError::NoCertificate {
+                path: cert_path.display().to_string(),
+            });
+        }
+        let store = Arc::new(CertStore::new(certified(certs, key, true)?));
         // One resolver serves every listener (XMPP and HTTPS).
-        let signing = provider
-            .key_provider
-            .load_private_key(key)
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let certified = Arc::new(rustls::sign::CertifiedKey::new(certs, signing));
-        certified
-            .keys_match()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let resolver: Arc<dyn rustls::server::ResolvesServerCert> =
-            Arc::new(rustls::sign::SingleCertAndKey::from(certified));
+        let resolver: Arc<dyn rustls::server::ResolvesServerCert> = store.clone();
         let build = |alpn: &[&[u8]]| -> Result<Arc<ServerConfig>, TlsError> {
-            let mut cfg = ServerConfig::builder_with_provider(provider.clone())
+            let mut cfg = ServerConfig::builder_with_provider(provider())
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
                 .map_err(|e| TlsError::Config(e.to_string()))?
                 .with_no_client_auth()
@@ -129,8 +288,9 @@ impl TlsContext {
         Ok(TlsContext {
             starttls: build(&[])?,
             direct: build(&[ALPN_XMPP_CLIENT])?,
-            https: build(&[ALPN_H2, ALPN_HTTP1])?,
-            server_end_point: Arc::new(server_end_point(&leaf)),
+            // TLS-ALPN-01 validation comes to 443, the HTTPS listener.
+            https: build(&[ALPN_H2, ALPN_HTTP1, ALPN_ACME_TLS])?,
+            store,
         })
     }
 }
@@ -242,6 +402,36 @@ mod tests {
         assert_eq!(certificate_names(&c)[2], "rooms.other.example");
         c.muc.enabled = false;
         assert_eq!(certificate_names(&c).len(), 2);
+    }
+
+    fn pem_pair(name: &str) -> (String, String) {
+        let signed = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("cert");
+        (signed.cert.pem(), signed.signing_key.serialize_pem())
+    }
+
+    #[test]
+    fn a_new_certificate_replaces_the_old_and_a_broken_one_does_not() {
+        let dir = std::env::temp_dir().join(format!("kith-tls-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let ctx = TlsContext::load(&Config::new("home.example", &dir)).expect("made");
+        let first = (ctx.store.chain(), ctx.store.server_end_point());
+        let (cert, key) = pem_pair("home.example");
+        ctx.store
+            .install_pem(cert.as_bytes(), key.as_bytes())
+            .expect("installed");
+        let second = ctx.store.chain();
+        assert_ne!(second, first.0);
+        assert_ne!(ctx.store.server_end_point(), first.1, "the binding follows");
+        assert_eq!(*ctx.store.server_end_point(), server_end_point(&second[0]));
+        // A key of another certificate: refused, the installed pair stays.
+        let (_, other_key) = pem_pair("home.example");
+        assert!(ctx
+            .store
+            .install_pem(cert.as_bytes(), other_key.as_bytes())
+            .is_err());
+        assert!(ctx.store.install_pem(b"garbage", key.as_bytes()).is_err());
+        assert_eq!(ctx.store.chain(), second);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

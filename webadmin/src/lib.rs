@@ -53,6 +53,8 @@ pub struct WebConfig {
     pub https: Option<SocketAddr>,
     /// Bounds on what one HTTP client may cost.
     pub limits: HttpLimits,
+    /// The certificate manager's HTTP-01 answers (`/.well-known/acme-challenge/`).
+    pub acme: kith_provisioning::Http01Answers,
 }
 
 /// Bounds on HTTP clients. Each protects the box from one peer.
@@ -138,6 +140,7 @@ impl Web {
             xmpp.clone(),
             addrs.https.map(|a| a.port()),
             shutdown_rx.clone(),
+            config.acme.clone(),
         );
         let gate = listen::Gate::new(&limits);
         let mut tasks = Vec::new();

@@ -1,7 +1,7 @@
 //! The plain-HTTP side when HTTPS is configured: every request is redirected
 //! (`308`, method and body kept) to the same path on HTTPS, except
-//! `/.well-known/acme-challenge/`, which is reserved for certificate issuance
-//! (HTTP-01) and answers `404` until that exists.
+//! `/.well-known/acme-challenge/`, where the certificate manager's HTTP-01
+//! answers are served (`404` for any other token).
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -14,14 +14,27 @@ use crate::routes::{request_host, AppState};
 /// The router for the plain-HTTP listener.
 pub fn app(state: AppState) -> Router {
     let r = Router::new()
-        .route("/.well-known/acme-challenge/{*token}", any(acme_reserved))
+        .route("/.well-known/acme-challenge/{*token}", any(acme_challenge))
         .fallback(redirect)
         .with_state(state);
     crate::headers::secure(r, false)
 }
 
-async fn acme_reserved() -> StatusCode {
-    StatusCode::NOT_FOUND
+/// HTTP-01 (RFC 8555 §8.3): the key authorization for an open challenge's
+/// token, as `application/octet-stream`.
+pub async fn acme_challenge(
+    State(state): State<AppState>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Response {
+    match state.acme.answer(&token) {
+        Some(answer) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            answer,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn redirect(State(state): State<AppState>, req: Request) -> Response {

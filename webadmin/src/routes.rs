@@ -21,6 +21,8 @@ pub struct AppState {
     pub bosh: std::sync::Arc<crate::bosh::Bosh>,
     /// The pages' shared state (CSRF key, live updates).
     pub shell: std::sync::Arc<crate::pages::Shell>,
+    /// The certificate manager's HTTP-01 answers.
+    pub acme: kith_provisioning::Http01Answers,
 }
 
 impl AppState {
@@ -28,12 +30,14 @@ impl AppState {
         xmpp: WebHandle,
         https_port: Option<u16>,
         shutdown: tokio::sync::watch::Receiver<bool>,
+        acme: kith_provisioning::Http01Answers,
     ) -> Self {
         AppState {
             xmpp,
             https_port,
             bosh: Default::default(),
             shell: crate::pages::Shell::new(shutdown),
+            acme,
         }
     }
 }
@@ -47,6 +51,10 @@ pub fn app(state: AppState, limits: &HttpLimits, https: bool) -> Router {
             get(crate::wellknown::host_meta_json),
         )
         .route("/xmpp-websocket", get(crate::websocket::upgrade))
+        .route(
+            "/.well-known/acme-challenge/{*token}",
+            get(crate::redirect::acme_challenge),
+        )
         .route("/assets/{name}", get(crate::assets::get))
         .merge(crate::pages::shell::routes())
         .fallback(crate::pages::not_found)

@@ -12,12 +12,12 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
-use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 
 use crate::config::Config;
-use crate::tls::TlsError;
+use crate::tls::{CertStore, TlsError};
 
 /// ALPN protocol id for Direct TLS server connections (XEP-0368).
 pub const ALPN_XMPP_SERVER: &[u8] = b"xmpp-server";
@@ -46,25 +46,13 @@ fn cfg_err(e: impl std::fmt::Display) -> TlsError {
 }
 
 impl S2sTls {
-    /// Load our certificate (the same one c2s uses) and the trust anchors.
-    pub fn load(config: &Config) -> Result<Self, TlsError> {
-        let (cert_path, key_path) = match &config.tls {
-            Some(f) => (f.cert.clone(), f.key.clone()),
-            None => {
-                let dir = config.data_dir.join("tls");
-                (dir.join("cert.pem"), dir.join("key.pem"))
-            }
-        };
+    /// Our certificate is the store c2s uses (so a new one is presented
+    /// here too without a restart); the trust anchors are loaded here.
+    pub fn load(config: &Config, store: Arc<CertStore>) -> Result<Self, TlsError> {
         let read_err = |p: &std::path::Path, e: &dyn std::fmt::Display| TlsError::Read {
             path: p.display().to_string(),
             err: e.to_string(),
         };
-        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
-            .map_err(|e| read_err(&cert_path, &e))?
-            .collect::<Result<_, _>>()
-            .map_err(|e| read_err(&cert_path, &e))?;
-        let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| read_err(&key_path, &e))?;
-
         let mut roots = RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         let (added, _) = roots.add_parsable_certificates(native.certs);
@@ -92,8 +80,7 @@ impl S2sTls {
                 .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
                 .map_err(cfg_err)?
                 .with_client_cert_verifier(Arc::new(AskForCertificate(provider())))
-                .with_single_cert(certs.clone(), key.clone_key())
-                .map_err(cfg_err)?;
+                .with_cert_resolver(store.clone());
             if let Some(p) = alpn {
                 c.alpn_protocols = vec![p.to_vec()];
             }
@@ -108,8 +95,7 @@ impl S2sTls {
                 .map_err(cfg_err)?
                 .dangerous()
                 .with_custom_certificate_verifier(v)
-                .with_client_auth_cert(certs.clone(), key.clone_key())
-                .map_err(cfg_err)?;
+                .with_client_cert_resolver(store.clone());
             if let Some(p) = alpn {
                 c.alpn_protocols = vec![p.to_vec()];
             }

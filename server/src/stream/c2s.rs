@@ -104,7 +104,7 @@ pub async fn serve(core: Arc<Core>, tcp: TcpStream, peer: SocketAddr, direct_tls
     let Some(mut stream) = tls else { return };
     let bindings = {
         let (_, conn) = stream.io.get_ref();
-        ChannelBindings::of(conn, &core.tls.server_end_point)
+        ChannelBindings::of(conn, &core.tls.store.server_end_point())
     };
     let r = tokio::select! {
         r = timeout_at(deadline, Box::pin(authenticate_and_bind(&core, &mut stream, peer, &bindings))) => r.unwrap_or_else(|_| Err(timeout())),
