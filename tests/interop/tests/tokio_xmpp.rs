@@ -124,7 +124,7 @@ async fn chat_both_ways(direct: bool) {
         assert!(
             log.lines().any(|l| l.contains("authenticated")
                 && l.contains(&format!("user={user}"))
-                && l.contains("mechanism=SCRAM-SHA-256-PLUS")),
+                && l.contains("mechanism=\"SCRAM-SHA-256-PLUS\"")),
             "{user} did not authenticate with SCRAM-SHA-256-PLUS:\n{}",
             log.lines()
                 .filter(|l| l.contains("authenticated"))
