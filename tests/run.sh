@@ -8,6 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian's administration tools (ip, nft, mkfs, sfdisk) live in /usr/sbin.
 case ":$PATH:" in *:/usr/sbin:*) ;; *) export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" ;; esac
+# Strict: a test that cannot run here (a missing program, a missing privilege) fails and
+# names what is missing; nothing is skipped (tests/e2e/conftest.py, image/boot-test.sh).
+export KITH_STRICT=1
+export KITH_BOOTTEST_STRICT="${KITH_BOOTTEST_STRICT:-1}"
 started=$(date +%s)
 step() { printf '\n=== %s (%ss)\n' "$1" "$(( $(date +%s) - started ))"; }
 
@@ -22,7 +26,9 @@ cargo clippy --workspace --all-targets --profile ci -- -D warnings
 
 step "build kith (profile ci)"
 cargo build --profile ci --workspace --bins
-export KITH_BIN="$PWD/target/ci/kith"
+# (Cargo's target folder may be elsewhere: CARGO_TARGET_DIR.)
+export KITH_BIN="${CARGO_TARGET_DIR:-$PWD/target}/ci/kith"
+export KITH_BENCH_BIN="${CARGO_TARGET_DIR:-$PWD/target}/ci/kith-bench"
 
 step "unit and Rust interop tests"
 cargo test --workspace --profile ci
@@ -31,7 +37,18 @@ step "fuzz targets (libFuzzer, 20 s each)"
 bash fuzz/run.sh 20
 
 step "end-to-end tests (slixmpp, raw sockets)"
-.venv/bin/python -m pytest tests/e2e
+report="${CARGO_TARGET_DIR:-$PWD/target}/e2e-report.xml"
+rm -f "$report"
+.venv/bin/python -m pytest tests/e2e --junitxml="$report"
+# The strict hook turns skips into failures; this says so again from pytest's own count.
+.venv/bin/python - "$report" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+suites = ET.parse(sys.argv[1]).getroot().iter("testsuite")
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+print(f"end-to-end tests: {skipped} skipped")
+sys.exit(f"end-to-end tests: {skipped} skipped; a strict run skips nothing" if skipped else 0)
+PY
 
 if [ -f tests/bench/smoke.sh ]; then
   step "benchmark smoke run"

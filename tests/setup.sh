@@ -24,6 +24,11 @@ fail() { echo "setup.sh: $*" >&2; exit 1; }
 if [[ $(id -u) -ne 0 ]] && ! command -v sudo >/dev/null 2>&1; then
     fail "needs root (or sudo) to install Debian packages and to run the image and namespace tests"
 fi
+# A strict run (tests/run.sh) skips nothing, and some tests need root itself: the
+# full-disk test mounts a tmpfs, the federation tests make network namespaces.
+if [[ ${KITH_STRICT:-0} == 1 && $(id -u) -ne 0 ]]; then
+    fail "tests/run.sh needs root: the full-disk test mounts a tmpfs and the federation tests make network namespaces (run it as root, e.g. sudo -E tests/run.sh)"
+fi
 case ":$PATH:" in
     *:/usr/sbin:*|*:/sbin:*) ;;
     *) export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -43,7 +48,7 @@ cargo clippy --version >/dev/null 2>&1 || fail "the Rust toolchain has no clippy
 # pebble (with pebble-challtestsrv): the ACME CA of the certificate tests, and bind9's
 # named: the DNS server the RFC 2136 (DNS-01) test updates (test_certificates.py).
 declare -A want=([openssl]=openssl [prosody]=prosody [ejabberdctl]=ejabberd [dnsmasq]=dnsmasq-base
-                [chromium]=chromium [npm]=npm [curl]=curl [g++]=g++
+                [chromium]=chromium [npm]=npm [curl]=curl [g++]=g++ [unshare]=util-linux
                 [pebble]=pebble [pebble-challtestsrv]=pebble [named]=bind9)
 missing=()
 for cmd in "${!want[@]}"; do

@@ -156,6 +156,7 @@ pub struct Layers {
     layers: Vec<Layer>,
     settings_path: PathBuf,
     ignored: Option<String>,
+    damaged: Option<String>,
 }
 
 /// Read and check one layer's text: TOML, and the keys' names and types.
@@ -203,7 +204,15 @@ impl Layers {
             None => {}
         }
         let admin = match &sources.admin {
-            Some(p) => Some(read_layer(&read_file(p)?, Origin::Admin(p.clone()))?),
+            // A human wrote it: never set aside or rewritten, only refused
+            // with what to do.
+            Some(p) => Some(
+                read_file(p)
+                    .and_then(|text| read_layer(&text, Origin::Admin(p.clone())))
+                    .map_err(|e| {
+                        format!("{e} (kith never changes this file: fix it, or move it away, and start kith again)")
+                    })?,
+            ),
             None => None,
         };
         // The data directory comes from the files, never from the box's own settings.
@@ -216,8 +225,14 @@ impl Layers {
         let settings_path = Path::new(data_dir).join(SETTINGS_FILE);
         // What the box wrote never keeps it from starting: a settings file it
         // cannot read or use is left out, and the reason kept for the log.
+        // A file that does not even parse (or is empty: the box always
+        // writes a header) is damaged: `settings::recover` restores it.
         let mut ignored = None;
+        let mut damaged = None;
         match std::fs::read_to_string(&settings_path) {
+            Ok(text) if text.is_empty() => {
+                damaged = Some(format!("{}: the file is empty", settings_path.display()))
+            }
             Ok(text) => match read_layer(&text, Origin::Box(settings_path.clone())) {
                 Ok(layer) if layer.table.contains_key("data_dir") => {
                     ignored = Some(format!(
@@ -226,22 +241,36 @@ impl Layers {
                     ));
                 }
                 Ok(layer) => layers.push(layer),
-                Err(e) => ignored = Some(e),
+                Err(e) => damaged = Some(e),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => ignored = Some(format!("cannot read {}: {e}", settings_path.display())),
+            Err(e) => damaged = Some(format!("cannot read {}: {e}", settings_path.display())),
         }
         layers.extend(admin);
         Ok(Layers {
             layers,
             settings_path,
-            ignored,
+            ignored: ignored.or_else(|| damaged.clone()),
+            damaged,
         })
     }
 
     /// Why the box's settings file was left out, if it was.
     pub fn ignored(&self) -> Option<&str> {
         self.ignored.as_deref()
+    }
+
+    /// Why the box's settings file is damaged (unreadable, empty, not TOML
+    /// or not settings at all), if it is.
+    pub fn damaged(&self) -> Option<&str> {
+        self.damaged.as_deref()
+    }
+
+    /// Whether the box's own settings file was read into these layers.
+    pub fn has_box_layer(&self) -> bool {
+        self.layers
+            .iter()
+            .any(|l| matches!(l.origin, Origin::Box(_)))
     }
 
     /// Layers made from texts (tests).
@@ -251,6 +280,7 @@ impl Layers {
             layers,
             settings_path,
             ignored: None,
+            damaged: None,
         }
     }
 

@@ -118,8 +118,19 @@ fn main() -> ExitCode {
         defaults: cli.defaults.clone(),
         admin: cli.config.clone(),
     };
+    // A damaged box settings file is set aside and its good copy put back
+    // before anything reads it (errors in the other files come from `load`).
+    if let Some(note) = config::Layers::load(&sources)
+        .ok()
+        .and_then(|l| settings::recover(&l))
+    {
+        tracing::warn!("{note}");
+    }
     let (layers, config) = match config::load(&sources) {
-        Ok((layers, config, None)) => (layers, config),
+        Ok((layers, config, None)) => {
+            settings::keep_good_copy(&layers);
+            (layers, config)
+        }
         Ok((layers, config, Some(e))) => {
             tracing::warn!(
                 "ignoring the box's settings until fixed (kith settings unset KEY): {e}"

@@ -8,7 +8,7 @@
 //! the admin's configuration file sets is locked: changing it is refused with
 //! the file's name.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::config::{key_path, Layers};
 
@@ -275,7 +275,84 @@ fn write(layers: &mut Layers, table: toml::Table) -> Result<(), SetError> {
     })
     .map_err(|e| SetError::Write(format!("cannot write {}: {e}", path.display())))?;
     *layers = candidate;
+    // The settings are in force; the good copy only helps a later start.
+    if let Err(e) = write_box_file(&good_copy_path(&path), data.as_bytes()) {
+        tracing::warn!("cannot keep a good copy of {}: {e}", path.display());
+    }
     Ok(())
+}
+
+/// Beside `DATA_DIR/settings.toml`: the last settings file that loaded
+/// whole, which [`recover`] puts back if the file is ever damaged.
+pub const GOOD_COPY: &str = ".settings.toml.good";
+/// Where [`recover`] keeps a damaged settings file for a human to look at.
+pub const DAMAGED_COPY: &str = "settings.toml.damaged";
+
+fn good_copy_path(settings: &Path) -> PathBuf {
+    settings.with_file_name(GOOD_COPY)
+}
+
+/// Write one of the box's files atomically, owned like its folder.
+fn write_box_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    kith_server::files::write_atomic_with(path, data, same_owner_as_folder)
+}
+
+/// At start: if the box's settings file is damaged (unreadable, empty, not
+/// TOML, not settings), set it aside as [`DAMAGED_COPY`] and put back the
+/// last good copy, if there is one. Returns the log line saying what was
+/// done, or `None` when the file is whole (or absent). The admin's file is
+/// never touched here: a damaged one stops `kith` with an error naming it.
+pub fn recover(layers: &Layers) -> Option<String> {
+    let reason = layers.damaged()?;
+    let path = layers.settings_path();
+    let damaged = path.with_file_name(DAMAGED_COPY);
+    let kept = match std::fs::rename(path, &damaged) {
+        Ok(()) => format!("the damaged file is kept as {}", damaged.display()),
+        Err(e) => format!(
+            "cannot keep the damaged file as {} ({e})",
+            damaged.display()
+        ),
+    };
+    let good = good_copy_path(path);
+    let whole = std::fs::read_to_string(&good)
+        .ok()
+        .filter(|text| !text.is_empty())
+        .filter(|text| {
+            crate::config::read_layer(text, crate::config::Origin::Box(path.to_path_buf())).is_ok()
+        });
+    Some(match whole {
+        Some(text) => match write_box_file(path, text.as_bytes()) {
+            Ok(()) => format!(
+                "the box's settings file was damaged ({reason}); restored its last good copy ({}); {kept}",
+                good.display()
+            ),
+            Err(e) => format!(
+                "the box's settings file was damaged ({reason}) and its last good copy cannot be put back ({e}); starting without the box's settings; {kept}"
+            ),
+        },
+        None => format!(
+            "the box's settings file was damaged ({reason}) and there is no good copy; starting without the box's settings (the setup wizard and admin pages write them again); {kept}"
+        ),
+    })
+}
+
+/// After a start whose box settings loaded whole: make the good copy match
+/// them (a box from before good copies existed, or a file edited by hand).
+pub fn keep_good_copy(layers: &Layers) {
+    if !layers.has_box_layer() || layers.ignored().is_some() {
+        return;
+    }
+    let path = layers.settings_path();
+    let Ok(now) = std::fs::read(path) else {
+        return;
+    };
+    let good = good_copy_path(path);
+    if std::fs::read(&good).is_ok_and(|g| g == now) {
+        return;
+    }
+    if let Err(e) = write_box_file(&good, &now) {
+        tracing::warn!("cannot keep a good copy of {}: {e}", path.display());
+    }
 }
 
 /// Give `file` the owner of its folder (the data directory): `kith settings
@@ -379,6 +456,62 @@ mod tests {
         assert_eq!(locked(&l, "limits.offline_max"), Some(d.join("kith.toml")));
         assert_eq!(locked(&l, "limits.session_queue"), None);
         assert!(!d.join("settings.toml").exists());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_damaged_settings_file_is_set_aside_and_its_good_copy_put_back() {
+        let d = scratch("damaged");
+        std::fs::create_dir_all(&d).expect("made");
+        let defaults = d.join("defaults.toml");
+        std::fs::write(
+            &defaults,
+            format!(
+                "domain = 'kith.local'\ndata_dir = '{}'\n[listen]\nc2s = '127.0.0.1:1'\n",
+                d.display()
+            ),
+        )
+        .expect("defaults");
+        let sources = crate::config::Sources {
+            defaults: Some(defaults),
+            admin: None,
+        };
+        let load = || Layers::load(&sources).expect("loads");
+        let mut l = load();
+        assert_eq!(recover(&l), None, "no file, nothing to do");
+        set(&mut l, "limits.offline_max", Value::Integer(7)).expect("set");
+        let settings = d.join("settings.toml");
+        let whole = std::fs::read(&settings).expect("written");
+        assert_eq!(std::fs::read(d.join(GOOD_COPY)).expect("good copy"), whole);
+        assert_eq!(recover(&load()), None, "a whole file is left alone");
+
+        let damages: [&[u8]; 4] = [b"", b"[limits\noffline_", b"limits = 5\n", b"\xff\xfe"];
+        for damage in damages {
+            std::fs::write(&settings, damage).expect("damaged");
+            let note = recover(&load()).expect("recovered");
+            assert!(note.contains("restored its last good copy"), "{note}");
+            assert!(note.contains(DAMAGED_COPY), "{note}");
+            assert_eq!(std::fs::read(&settings).expect("restored"), whole);
+            assert_eq!(std::fs::read(d.join(DAMAGED_COPY)).expect("kept"), damage);
+            assert_eq!(load().config().expect("valid").server.limits.offline_max, 7);
+        }
+
+        // Without a good copy: set aside, and the box starts on the other layers.
+        std::fs::remove_file(d.join(GOOD_COPY)).expect("removed");
+        std::fs::write(&settings, b"garbage [").expect("damaged");
+        let note = recover(&load()).expect("noted");
+        assert!(note.contains("no good copy"), "{note}");
+        assert!(!settings.exists());
+        let l = load();
+        assert_eq!(l.damaged(), None);
+        assert_eq!(l.config().expect("valid").server.limits.offline_max, 1000);
+        // A file edited by hand that loads whole becomes the good copy.
+        std::fs::write(&settings, "[limits]\noffline_max = 3\n").expect("by hand");
+        keep_good_copy(&load());
+        assert_eq!(
+            std::fs::read_to_string(d.join(GOOD_COPY)).expect("good copy"),
+            "[limits]\noffline_max = 3\n"
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

@@ -39,6 +39,22 @@ pub struct Config {
     pub upload: UploadConfig,
     /// Group chats (XEP-0045).
     pub muc: MucConfig,
+    /// How Kith learns that the clock is synchronised (`[time]`, see `clock.rs`).
+    pub time_sync: TimeSync,
+}
+
+/// Where the "clock synchronised" signal comes from (`[time] sync_flag`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum TimeSync {
+    /// systemd-timesyncd's flag (`/run/systemd/timesync/synchronized`) when
+    /// timesyncd runs here (its folder in /run exists at start); else the
+    /// clock is trusted (a laptop, a server with another time daemon).
+    #[default]
+    Auto,
+    /// The clock is always trusted.
+    Trusted,
+    /// The clock is confirmed once this file exists.
+    Flag(PathBuf),
 }
 
 /// Group chats (XEP-0045): the service `groups.DOMAIN` and its bounds.
@@ -295,6 +311,7 @@ impl Config {
             upload: UploadConfig::default(),
             muc: MucConfig::default(),
             s2s: S2s::default(),
+            time_sync: TimeSync::default(),
         }
     }
 }

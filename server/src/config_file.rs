@@ -36,6 +36,7 @@ pub struct File {
     pub s2s: S2sFile,
     pub upload: UploadFile,
     pub muc: MucFile,
+    pub time: TimeFile,
 }
 
 impl File {
@@ -54,6 +55,7 @@ impl File {
         "s2s",
         "upload",
         "muc",
+        "time",
     ];
 
     /// Read the value of the top-level `key` from `map` when the key is the
@@ -77,6 +79,7 @@ impl File {
             "s2s" => self.s2s = map.next_value()?,
             "upload" => self.upload = map.next_value()?,
             "muc" => self.muc = map.next_value()?,
+            "time" => self.time = map.next_value()?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -104,6 +107,15 @@ impl<'de> Deserialize<'de> for File {
         }
         d.deserialize_map(Keys)
     }
+}
+
+/// `[time]`: where Kith learns that the clock is synchronised.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TimeFile {
+    /// A file whose existence says the clock is synchronised; `""`: the
+    /// clock is always trusted.
+    pub sync_flag: Option<PathBuf>,
 }
 
 /// `[muc]`: group chats (XEP-0045).
@@ -244,6 +256,17 @@ impl File {
             domain,
             file.data_dir.unwrap_or_else(|| "./kith-data".into()),
         );
+        config.time_sync = match file.time.sync_flag {
+            None => crate::TimeSync::Auto,
+            Some(p) if p.as_os_str().is_empty() => crate::TimeSync::Trusted,
+            Some(p) if p.is_relative() => {
+                return Err(format!(
+                    "time.sync_flag: '{}' must be an absolute path (or \"\" to trust the clock)",
+                    p.display()
+                ))
+            }
+            Some(p) => crate::TimeSync::Flag(p),
+        };
         let listen = file.listen.ok_or("[listen]: no listeners configured")?;
         let addr = |key: &str, v: &Option<String>| -> Result<Option<SocketAddr>, String> {
             v.as_deref()

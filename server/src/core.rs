@@ -51,6 +51,8 @@ pub struct Core {
     pub caps: crate::xep::caps::Caps,
     /// Group chats (XEP-0045): the rooms, loaded on first use.
     pub muc: crate::muc::Muc,
+    /// Whether the clock is known to be right (see `clock.rs`).
+    pub clock: Arc<crate::clock::Clock>,
     next_id: AtomicU64,
 }
 
@@ -64,6 +66,7 @@ impl Core {
         scram_secret: Vec<u8>,
         shutdown: watch::Receiver<bool>,
         alive: mpsc::Sender<()>,
+        clock: Arc<crate::clock::Clock>,
     ) -> Self {
         Core {
             domain: config.domain.clone(),
@@ -87,6 +90,7 @@ impl Core {
             push: Default::default(),
             muc: Default::default(),
             caps: Default::default(),
+            clock,
             next_id: AtomicU64::new(1),
         }
     }

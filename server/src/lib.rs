@@ -9,6 +9,7 @@ mod accounts;
 #[cfg(feature = "bench-support")]
 pub mod bench_support;
 mod blocking;
+mod clock;
 mod component;
 pub mod config;
 pub mod config_file;
@@ -45,8 +46,8 @@ pub mod xml;
 
 pub use accounts::{AccountError, Accounts};
 pub use config::{
-    Archive, Config, Limits, Listen, MucConfig, PingConfig, PushConfig, S2s, Secret, TlsFiles,
-    UploadConfig,
+    Archive, Config, Limits, Listen, MucConfig, PingConfig, PushConfig, S2s, Secret, TimeSync,
+    TlsFiles, UploadConfig,
 };
 pub use credentials::{
     PasswordChangeError, PasswordRefused, Role, VerifiedAccount, MAX_ADDRESS_BYTES,

@@ -93,6 +93,7 @@ impl Server {
         let registry = Registry::new(&modules());
         let db = open_db(&config, &registry).await?;
         let tls = TlsContext::load(&config)?;
+        let clock = Arc::new(crate::clock::Clock::new(&config.time_sync));
         let secret = db
             .server_secret("scram-unknown-user", || {
                 crate::core::random_hex(32).into_bytes()
@@ -103,7 +104,11 @@ impl Server {
         let c2s_tls = bind("c2s_tls", config.listen.c2s_tls).await?;
         // Federation: TLS material and listeners only when it is on.
         let s2s_tls = if config.s2s.enabled {
-            Some(crate::s2s::S2sTls::load(&config, tls.store.clone())?)
+            Some(crate::s2s::S2sTls::load(
+                &config,
+                tls.store.clone(),
+                clock.clone(),
+            )?)
         } else {
             tracing::info!(target: "kith::federation", "federation is turned off");
             None
@@ -121,9 +126,12 @@ impl Server {
             registry,
             tls,
             secret,
-            shutdown_rx,
+            shutdown_rx.clone(),
             alive_tx,
+            clock.clone(),
         ));
+        // Says whether time is confirmed, and when it becomes so.
+        tokio::spawn(async move { clock.watch(shutdown_rx).await });
         if let Some(t) = s2s_tls {
             let _ = core.s2s.set(Arc::new(crate::s2s::S2sState::new(
                 t,

@@ -237,7 +237,20 @@ impl TlsContext {
                 let wanted = names.join("\n") + "\n";
                 let names_file = dir.join("names");
                 let stale = std::fs::read_to_string(&names_file).is_ok_and(|n| n != wanted);
-                if stale || !cert.exists() || !key.exists() {
+                let mut make = stale || !cert.exists() || !key.exists();
+                // Present is not enough: a pair that does not load (an empty
+                // or torn file after a power cut on an older Kith, a damaged
+                // card) is made again, with a log line saying so.
+                if !make {
+                    if let Err(e) = Self::from_files(&cert, &key) {
+                        tracing::warn!(
+                            dir = %dir.display(),
+                            "the self-signed certificate or its key is damaged ({e}); making a new pair"
+                        );
+                        make = true;
+                    }
+                }
+                if make {
                     generate_self_signed(&config.domain, &names, &dir, &cert, &key)?;
                 }
                 if stale || !names_file.exists() {
@@ -453,6 +466,29 @@ mod tests {
         TlsContext::load(&Config::new("other.example", &dir)).expect("kept");
         assert_eq!(cert(), second);
         assert!(dir.join("tls/names").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_self_signed_pair_is_made_again() {
+        let dir = std::env::temp_dir().join(format!("kith-tls-damaged-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config::new("kith.local", &dir);
+        let (cert, key) = (dir.join("tls/cert.pem"), dir.join("tls/key.pem"));
+        TlsContext::load(&config).expect("made");
+        let good_key = std::fs::read(&key).expect("key");
+        let half = &good_key[..good_key.len() / 2];
+        let damages: [(&Path, &[u8]); 4] = [
+            (&cert, b""),
+            (&cert, b"-----BEGIN CERTIFICATE-----\nAAAA\n"),
+            (&key, half),
+            (&key, b"\0\0\0\0"),
+        ];
+        for (file, bytes) in damages {
+            std::fs::write(file, bytes).expect("damaged");
+            TlsContext::load(&config).expect("made again");
+            TlsContext::from_files(&cert, &key).expect("a working pair");
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

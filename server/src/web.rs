@@ -24,6 +24,12 @@ impl WebHandle {
         WebHandle { core }
     }
 
+    /// Whether the box's clock is known to be right: until it is, nothing
+    /// is deleted for its age (see `clock.rs`).
+    pub fn time_confirmed(&self) -> bool {
+        self.core.clock.confirmed()
+    }
+
     /// The XMPP domain.
     pub fn domain(&self) -> &str {
         &self.core.domain

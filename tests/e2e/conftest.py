@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import select
+import shutil
 import signal
 import socket
 import ssl
@@ -33,6 +34,27 @@ import pytest
 import slixmpp
 
 REPO = Path(__file__).resolve().parents[2]
+
+# Strict mode (KITH_STRICT=1, set by tests/run.sh, so by `.ci/run`): a test that would be
+# skipped — a missing program, a missing privilege — fails instead, with the skip's reason
+# (which names what is missing). A green run then means every test ran.
+STRICT = os.environ.get("KITH_STRICT") == "1"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = (f"KITH_STRICT=1: this test would have been skipped, and strict "
+                           f"runs skip nothing: {reason}")
+
+
+def missing_programs(*names: str) -> list[str]:
+    """Which of these programs are not on PATH."""
+    return [n for n in names if shutil.which(n) is None]
 KITH_BIN = Path(os.environ.get("KITH_BIN", REPO / "target" / "ci" / "kith"))
 DOMAIN = "localhost"
 PASSWORD = "correct horse battery staple"
@@ -155,7 +177,8 @@ class Kith:
     """One real `kith serve` process with its own data dir, config and ports."""
 
     def __init__(self, directory: Path, ca: TestCA | None, *, limits=None, auth=None,
-                 tls_files: bool = True, direct_tls: bool = True, as_defaults: bool = False):
+                 tls_files: bool = True, direct_tls: bool = True, as_defaults: bool = False,
+                 time_sync_flag: str = ""):
         self.dir = directory
         self.data_dir = directory / "data"
         self.config = directory / "kith.toml"
@@ -170,6 +193,9 @@ class Kith:
         self.config_flag = "--defaults" if as_defaults else "--config"
         self._limits = {"auth_timeout_secs": 10, **(limits or {})}
         self._auth = {"scram_iterations": 4096, **(auth or {})}
+        # `[time] sync_flag`: "" trusts the clock (tests do not depend on the machine's
+        # time daemon); a path: time is confirmed once that file exists.
+        self._time_sync_flag = time_sync_flag
         self.pick_ports()
 
     def pick_ports(self):
@@ -185,6 +211,7 @@ class Kith:
                       f"key = {toml_value(self.ca.key)}"]
         lines += ["", "[limits]"] + [f"{k} = {toml_value(v)}" for k, v in self._limits.items()]
         lines += ["", "[auth]"] + [f"{k} = {toml_value(v)}" for k, v in self._auth.items()]
+        lines += ["", "[time]", f"sync_flag = {toml_value(self._time_sync_flag)}"]
         self.config.write_text("\n".join(lines) + "\n")
 
     # -- CLI

@@ -165,9 +165,7 @@ def test_converse_loads_history_from_mam(web_kith, test_page):
         async with online(web_kith, "alice") as alice, online(web_kith, "bob") as bob:
             info = await alice.plugin["xep_0030"].get_info(jid=f"alice@{DOMAIN}",
                                                            timeout=STEP)
-            if NS_MAM not in info["disco_info"]["features"]:
-                pytest.skip("this build has no MAM (it comes with the modern-messaging "
-                            "branch); the test runs once it is merged")
+            assert NS_MAM in info["disco_info"]["features"], "Kith advertises MAM"
             await befriend(web_kith, "alice", "bob")
             bob.send_message(mto=f"alice@{DOMAIN}", mbody="remember the milk", mtype="chat")
             await alice.next_message()

@@ -45,7 +45,7 @@ from slixmpp.exceptions import IqError
 
 from conftest import (KITH_BIN, NS_SASL, NS_STREAM, NS_TLS, PASSWORD, START, STEP, Client,
                       Kith, PortTaken, RawXmpp, StreamClosed, free_port, item_payloads,
-                      pep_events, run, stanza_error, toml_value)
+                      missing_programs, pep_events, run, stanza_error, toml_value)
 
 KITH = "kith.fedtest"
 GROUPS = f"groups.{KITH}"  # Kith's group chat service, federating under its own name
@@ -59,10 +59,11 @@ NS_SERVER = "jabber:server"
 NS_DB = "jabber:server:dialback"
 NS_STREAMS_ERR = "urn:ietf:params:xml:ns:xmpp-streams"
 
+FEDERATION_PROGRAMS = ("prosody", "ejabberdctl", "dnsmasq", "unshare")
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("prosody") and shutil.which("ejabberdctl") and shutil.which("dnsmasq")
-         and shutil.which("unshare")),
-    reason="federation tests need prosody, ejabberd, dnsmasq (tests/setup.sh installs them)")
+    bool(missing_programs(*FEDERATION_PROGRAMS)),
+    reason=f"federation tests need {', '.join(missing_programs(*FEDERATION_PROGRAMS))} on PATH "
+           "(tests/setup.sh installs prosody, ejabberd, dnsmasq-base; unshare is util-linux)")
 
 
 # --------------------------------------------------------------------------- certificates

@@ -19,7 +19,8 @@ def small_disk(path, size="3m"):
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
                          capture_output=True, text=True)
     if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()}); needs root")
+        pytest.skip(f"cannot mount a tmpfs here ({res.stderr.strip()}): the full-disk test "
+                    "needs root (tests/run.sh as root, or under sudo)")
     try:
         yield path
     finally:

@@ -53,10 +53,14 @@ def test_broken_box_settings_never_keep_the_box_from_starting(kith_factory):
     k = kith_factory()
     k.data_dir.mkdir(parents=True, exist_ok=True)
     settings = k.data_dir / "settings.toml"
-    for text in ["[limits]\nsession_queue = 0\n", "limits = 5\n", "not toml at all ["]:
+    # Whole, but not valid with the other layers: left out until fixed.
+    # Damaged (not settings at all): set aside (test_damaged_files.py has the good copy).
+    for text, said in [("[limits]\nsession_queue = 0\n", "ignoring the box's settings"),
+                       ("limits = 5\n", "the box's settings file was damaged"),
+                       ("not toml at all [", "the box's settings file was damaged")]:
         settings.write_text(text)
         k.start()
-        assert "ignoring the box's settings" in k.log_tail(), k.log_tail()
+        assert said in k.log_tail(), k.log_tail()
         k.stop()
     # The next change replaces the file with a valid one.
     k.cli("settings", "set", "limits.session_queue", "10")

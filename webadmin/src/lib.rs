@@ -203,10 +203,16 @@ impl Web {
     }
 }
 
-/// Forget expired browser sessions at start and then every hour.
+/// Forget expired browser sessions at start and then every hour, once the
+/// box's time is confirmed (a clock that is not may be far off).
 async fn sweep_web_sessions(xmpp: WebHandle, mut shutdown: watch::Receiver<bool>) {
     loop {
-        match xmpp.web_sessions_sweep(pages::now()).await {
+        let swept = if xmpp.time_confirmed() {
+            xmpp.web_sessions_sweep(pages::now()).await
+        } else {
+            Ok(0)
+        };
+        match swept {
             Ok(0) => {}
             Ok(n) => tracing::info!(sessions = n, "forgot expired browser sessions"),
             Err(e) => tracing::warn!(error = %e, "sweeping browser sessions failed"),

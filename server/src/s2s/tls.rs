@@ -6,6 +6,10 @@
 //! peer's certificate without requiring it at the handshake (a peer without one
 //! can still be refused with a clear XMPP error afterwards), and checks it
 //! against the claimed domain once the stream header names that domain.
+//!
+//! While the box's time is not confirmed (`clock.rs`), a certificate is not
+//! refused for being not yet valid: it is checked, chain and names, at the
+//! first moment it is valid.
 
 use std::sync::Arc;
 
@@ -16,6 +20,7 @@ use rustls::pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig};
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::tls::{CertStore, TlsError};
 
@@ -34,7 +39,7 @@ pub struct S2sTls {
     pub client_insecure: Arc<ClientConfig>,
     /// Outgoing Direct TLS (ALPN `xmpp-server`), verifying.
     pub client_direct: Arc<ClientConfig>,
-    verifier: Arc<WebPkiServerVerifier>,
+    verifier: Arc<TimeTolerant>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -48,7 +53,11 @@ fn cfg_err(e: impl std::fmt::Display) -> TlsError {
 impl S2sTls {
     /// Our certificate is the store c2s uses (so a new one is presented
     /// here too without a restart); the trust anchors are loaded here.
-    pub fn load(config: &Config, store: Arc<CertStore>) -> Result<Self, TlsError> {
+    pub fn load(
+        config: &Config,
+        store: Arc<CertStore>,
+        clock: Arc<Clock>,
+    ) -> Result<Self, TlsError> {
         let read_err = |p: &std::path::Path, e: &dyn std::fmt::Display| TlsError::Read {
             path: p.display().to_string(),
             err: e.to_string(),
@@ -71,9 +80,12 @@ impl S2sTls {
             }
         }
         tracing::debug!(system_roots = added, "s2s trust anchors loaded");
-        let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
-            .build()
-            .map_err(cfg_err)?;
+        let verifier = Arc::new(TimeTolerant {
+            inner: WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(cfg_err)?,
+            clock,
+        });
 
         let server = |alpn: Option<&[u8]>| -> Result<Arc<ServerConfig>, TlsError> {
             let mut c = ServerConfig::builder_with_provider(provider())
@@ -121,6 +133,71 @@ impl S2sTls {
             .verify_server_cert(leaf, rest, &name, &[], UnixTime::now())
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+}
+
+/// The WebPKI check, except that while time is unconfirmed a certificate that
+/// is only "not valid yet" by this box's clock is checked at its `notBefore`.
+#[derive(Debug)]
+struct TimeTolerant {
+    inner: Arc<WebPkiServerVerifier>,
+    clock: Arc<Clock>,
+}
+
+impl ServerCertVerifier for TimeTolerant {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let result =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now);
+        match result {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidYetContext { not_before, .. },
+            )) if !self.clock.confirmed() => {
+                let at_start = self.inner.verify_server_cert(
+                    end_entity,
+                    intermediates,
+                    server_name,
+                    ocsp,
+                    not_before,
+                );
+                if at_start.is_ok() {
+                    tracing::warn!(
+                        target: "kith::federation",
+                        peer = ?server_name,
+                        valid_from = not_before.as_secs(),
+                        "time not confirmed: accepted a certificate that is valid from later than this box's clock"
+                    );
+                }
+                at_start
+            }
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
     }
 }
 
@@ -222,5 +299,86 @@ impl ServerCertVerifier for AnyCertificate {
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TimeSync;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+
+    /// A CA, and a leaf for `peer.example` valid from `from_year` (to 4096).
+    fn chain(from_year: i32) -> (CertificateDer<'static>, CertificateDer<'static>) {
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.not_before = rcgen::date_time_ymd(2000, 1, 1);
+        let ca_key = KeyPair::generate().expect("ca key");
+        let ca_cert = ca.self_signed(&ca_key).expect("ca");
+        let issuer = Issuer::new(ca, ca_key);
+        let mut leaf = CertificateParams::new(vec!["peer.example".to_owned()]).expect("leaf");
+        leaf.not_before = rcgen::date_time_ymd(from_year, 1, 1);
+        let leaf = leaf
+            .signed_by(&KeyPair::generate().expect("key"), &issuer)
+            .expect("leaf");
+        (ca_cert.der().clone(), leaf.der().clone())
+    }
+
+    fn verifier(ca: CertificateDer<'static>, sync: TimeSync) -> TimeTolerant {
+        let mut roots = RootCertStore::empty();
+        roots.add(ca).expect("root");
+        TimeTolerant {
+            inner: WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .expect("verifier"),
+            clock: Arc::new(Clock::new(&sync)),
+        }
+    }
+
+    fn check(v: &TimeTolerant, leaf: &CertificateDer<'_>, name: &str) -> Result<(), String> {
+        let name = ServerName::try_from(name.to_owned()).expect("name");
+        v.verify_server_cert(leaf, &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_certificate_from_the_future_waits_for_confirmed_time() {
+        // Valid from 2100: "not yet valid" by any clock that runs today.
+        let (ca, leaf) = chain(2100);
+        let flag = std::env::temp_dir().join(format!("kith-s2s-time-{}", std::process::id()));
+        let _ = std::fs::remove_file(&flag);
+
+        let unconfirmed = verifier(ca.clone(), TimeSync::Flag(flag.clone()));
+        check(&unconfirmed, &leaf, "peer.example").expect("accepted while time is unconfirmed");
+        let e = check(&unconfirmed, &leaf, "other.example").expect_err("names still checked");
+        assert!(e.contains("not valid for name"), "{e}");
+        let (_, foreign) = chain(2100);
+        let (other_ca, _) = chain(2000);
+        let e = check(
+            &verifier(other_ca, TimeSync::Flag(flag.clone())),
+            &foreign,
+            "peer.example",
+        )
+        .expect_err("the chain is still checked");
+        // (rcgen gives every CA the same name: found by name, refused by signature.)
+        assert!(
+            e.contains("BadSignature") || e.contains("UnknownIssuer"),
+            "{e}"
+        );
+
+        std::fs::write(&flag, b"").expect("synchronised");
+        let e = check(&unconfirmed, &leaf, "peer.example").expect_err("refused once confirmed");
+        assert!(
+            e.contains("not valid yet") || e.contains("NotValidYet"),
+            "{e}"
+        );
+        let trusted = verifier(ca, TimeSync::Trusted);
+        assert!(check(&trusted, &leaf, "peer.example").is_err());
+        let _ = std::fs::remove_file(&flag);
+
+        // A certificate valid now passes either way.
+        let (ca, leaf) = chain(2001);
+        check(&verifier(ca, TimeSync::Trusted), &leaf, "peer.example").expect("valid now");
     }
 }

@@ -207,6 +207,10 @@ impl Uploads {
     /// Delete files older than the retention time and leftover temporary
     /// files; returns how many files were deleted.
     pub async fn sweep(&self) -> usize {
+        // Nothing is deleted for its age by a clock that is not confirmed.
+        if !self.core.clock.confirmed() {
+            return 0;
+        }
         let retention = self.core.config.upload.retention.as_secs() as i64;
         let before = super::now() - retention;
         let mut deleted = 0;

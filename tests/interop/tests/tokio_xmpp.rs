@@ -117,14 +117,35 @@ async fn chat_both_ways(direct: bool) {
 
     alice.send_end().await.expect("close alice");
     bob.send_end().await.expect("close bob");
-    // For the record (run with --nocapture): which mechanism tokio-xmpp picked.
-    for line in kith
-        .log_text()
-        .lines()
-        .filter(|l| l.contains("authenticated"))
-    {
-        println!("{line}");
+    // tokio-xmpp (rustls, TLS 1.3) binds its login to the TLS channel
+    // (tls-exporter): both users authenticated with SCRAM-SHA-256-PLUS.
+    let log = without_colours(&kith.log_text());
+    for user in ["alice", "bob"] {
+        assert!(
+            log.lines().any(|l| l.contains("authenticated")
+                && l.contains(&format!("user={user}"))
+                && l.contains("mechanism=\"SCRAM-SHA-256-PLUS\"")),
+            "{user} did not authenticate with SCRAM-SHA-256-PLUS:\n{}",
+            log.lines()
+                .filter(|l| l.contains("authenticated"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
+}
+
+/// `text` without ANSI colour sequences (the log may colour field names).
+fn without_colours(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|&d| d == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 #[tokio::test]
