@@ -103,7 +103,8 @@ fresh_disk() {
   qemu-img create -q -f qcow2 -F raw -b "$img" "$work/disk.qcow2" 6G
 }
 
-failures=0 cut_no=0 flood_lost_unacked=0 flood_acked=0 flood_sent=0 kith_started=no
+failures=0 cut_no=0 flood_lost_unacked=0 flood_lost_acked=0 flood_acked=0 flood_sent=0
+kith_started=no
 record() { # CUT-DESCRIPTION RESULT OK(0/1)
   if [[ $3 == 0 ]]; then log "PASS powercut $cut_no/$cuts $1 -> $2"
   else log "FAIL powercut $cut_no/$cuts $1 -> $2"; failures=$((failures + 1)); fi
@@ -168,6 +169,7 @@ while (( cut_no < cuts )); do
         fi
         flood_sent=$((flood_sent + $(sed -n 's/.*sent=\([0-9]*\).*/\1/p' <<<"$fl" | grep . || echo 0)))
         flood_acked=$((flood_acked + $(sed -n 's/.* acked=\([0-9]*\).*/\1/p' <<<"$fl" | grep . || echo 0)))
+        flood_lost_acked=$((flood_lost_acked + $(sed -n 's/.*lost_acked=\([0-9]*\).*/\1/p' <<<"$fl" | grep . || echo 0)))
         flood_lost_unacked=$((flood_lost_unacked + $(sed -n 's/.*lost_unacked=\([0-9]*\).*/\1/p' <<<"$fl" | grep . || echo 0)))
       else
         record "$what" "NOT HEALTHY $out" 1
@@ -178,7 +180,7 @@ while (( cut_no < cuts )); do
 done
 
 echo "powercut: $cuts cuts (seed $seed), $failures failed"
-echo "powercut: what a power cut lost: messages acknowledged by the box: 0 of $flood_acked;" \
+echo "powercut: what a power cut lost: messages acknowledged by the box: $flood_lost_acked of $flood_acked;" \
   "sent but not yet acknowledged: $flood_lost_unacked lost (of $((flood_sent - flood_acked)) in flight);" \
   "the journal of the boot that was cut (it is kept in RAM)."
 [[ $failures == 0 ]]
