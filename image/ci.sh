@@ -22,7 +22,7 @@ echo "== image: boot test (qemu virt board: network, XMPP, HTTPS, mDNS, firewall
 # Strict: a check that cannot run (HTTPS not served, no network namespace) fails.
 KITH_BOOTTEST_STRICT=1 timeout 900 bash ./boot-test.sh
 echo "== image: power-cut test (qemu killed during first boot, kith's first start, a message flood)"
-KITH_POWERCUT_CUTS=${KITH_POWERCUT_CUTS:-3} timeout 1200 bash ./powercut-test.sh
+KITH_POWERCUT_CUTS=${KITH_POWERCUT_CUTS:-3} timeout 1800 bash ./powercut-test.sh
 if [[ ${KITH_IMAGE_SKIP_PI3:-0} != 1 ]]; then
   echo "== image: boot test on qemu's Raspberry Pi 3 model (device tree, SD card)"
   timeout 900 bash ./boot-test-pi3.sh
