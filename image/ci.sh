@@ -4,7 +4,9 @@
 # board (strict), cut its power three times (powercut-test.sh), and boot it on the
 # Raspberry Pi 3 model (KITH_IMAGE_SKIP_PI3=1 skips the latter).
 # Exits non-zero on any failure. Measured on the 2-core machine while it was shared with
-# other builds: cold 16 min, warm 5 min 15 s (docs/benchmarks.md, "Appliance image").
+# other builds: before the boot test grew its bad-day checks and the power cuts, cold
+# 16 min, warm 5 min 15 s; with them, warm 16 min 19 s under load average 9-11 (build
+# 20 s, boot test 316 s, 3 power cuts 380 s, Pi 3 262 s; docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")"
 _t0=$(date +%s); export _t0
