@@ -6,19 +6,25 @@
 #   - HTTPS on 443 answers (when this kith build listens there: see the report),
 #   - systemd reports the system "running" (no failed unit),
 #   - first boot ran: the data partition grew to fill the (bigger) disk, hostname is kith,
-#   - kith.local resolves over mDNS from another network namespace (a LAN neighbour).
+#   - kith.local resolves over mDNS from another network namespace (a LAN neighbour),
+#   - the firewall, from that neighbour: kith's port open on link-local and unique-local
+#     IPv6, closed on a global IPv6 address (LAN-only reach); a port kith does not serve
+#     (a listener the box starts on 7777) closed,
+#   - the bad-day settings: kith's watchdog, the hardware watchdog armed, zram swap, the
+#     memory bounds, the journal in RAM, the time wait, and ten failed starts in a row
+#     after which kith comes back by itself.
 # The disk is a 6 GiB qcow2 overlay on the image (snapshot=on): the image is never written.
 # Host ports are forwarded on 127.0.0.1 only. Hard timeout; qemu is killed by its PID.
 #
 #   boot-test.sh [IMAGE]     (default: image/out/kith-rpi-arm64.img)
-#   KITH_BOOT_TIMEOUT=420    seconds from qemu start to a complete report
+#   KITH_BOOT_TIMEOUT=600    seconds from qemu start to a complete report
 #   KITH_BOOTTEST_STRICT=1   a check that cannot run (HTTPS not served, no netns) fails
 set -euo pipefail
 source "$(dirname "$0")/lib/common.sh"
 
 img=$(readlink -f "${1:-$KITH_IMAGE_OUT/kith-rpi-arm64.img}")
 [[ -f $img ]] || die "boot-test: no image at $img (run image/build.sh)"
-timeout_s=${KITH_BOOT_TIMEOUT:-420}
+timeout_s=${KITH_BOOT_TIMEOUT:-600}
 strict=${KITH_BOOTTEST_STRICT:-0}
 domain=kith.local
 work=$(mktemp -d /tmp/kith-boot.XXXXXX)
@@ -64,6 +70,8 @@ if ip netns add "kith-box-$$" 2>/dev/null; then
       $B link set tap0 master br0; $B link set veth-box master br0
       $B link set br0 up; $B link set tap0 up; $B link set veth-box up
       $P address add 169.254.77.1/16 dev veth-peer
+      $P address add fd4b::1/64 dev veth-peer nodad
+      $P address add 2001:db8:4b::1/64 dev veth-peer nodad
       $P link set veth-peer up
     ) 2>"$work/netns.err"; then
     run=(ip netns exec "$ns_box")
@@ -99,6 +107,7 @@ t_start=$(date +%s.%N)
   -device virtio-blk-pci,drive=hd0 \
   -netdev "user,id=n0,$fwd" -device virtio-net-pci,netdev=n0,romfile= \
   "${lan_nic[@]}" \
+  -device i6300esb -action watchdog=debug \
   >"$work/qemu.out" 2>&1 &
 qpid=$!
 
@@ -180,6 +189,43 @@ else
   skip "mdns" "$mdns_why"
 fi
 
+# The firewall, from the LAN neighbour: the box put fd4b::2 and 2001:db8:4b::2 on this LAN
+# and listens on 7777 with a socket that is not kith's.
+if [[ $mdns != skip ]]; then
+  fw_state=$(get health-firewall)
+  probe() { ip netns exec "$ns_peer" python3 "$IMAGE_DIR/test/tcp_probe.py" "$@" 2>&1 || true; }
+  ll=fe80::5054:ff:fe4b:6902%veth-peer
+  o_ll=$(probe "$ll" 5222) o_ula=$(probe fd4b::2 5222) o_global=$(probe 2001:db8:4b::2 5222)
+  o_decoy=$(probe fd4b::2 7777) o_decoy4=""
+  v4=$(grep -oE '169\.254\.[0-9]+\.[0-9]+' <<<"${mdns_out:-}" | head -n 1 || true)
+  [[ -z $v4 ]] || o_decoy4=$(probe "$v4" 7777)
+  check "firewall state" "$([[ $fw_state == "state=active reach=lan "* ]]; echo $?)" \
+    "/run/kith-health/firewall: $fw_state; unit: $(get firewall-unit)"
+  check "firewall open" "$([[ $o_ll == open && $o_ula == open ]]; echo $?)" \
+    "kith's 5222 from the LAN: link-local IPv6 $o_ll, unique-local IPv6 $o_ula"
+  check "firewall lan-only" "$([[ $o_global == closed* ]]; echo $?)" \
+    "5222 on the box's global IPv6 address 2001:db8:4b::2: $o_global"
+  check "firewall unserved" "$([[ -n $(get decoy-listen) && $o_decoy == closed* && $o_decoy4 != open ]]; echo $?)" \
+    "7777 (listening on the box: $(get decoy-listen), not kith's): IPv6 $o_decoy${v4:+, IPv4 $v4 $o_decoy4}"
+else
+  skip "firewall" "no LAN namespace: $mdns_why"
+fi
+
+# Bad-day settings, as the box reports them.
+hw=$(get hw-watchdog)
+hwlog=$(get hw-watchdog-log)
+check "hardware watchdog" "$([[ $(get runtime-watchdog) == 14s && ( $hw == *state=active* || $hwlog == *"timeout of 14s"* ) ]]; echo $?)" \
+  "RuntimeWatchdogSec=$(get runtime-watchdog), /dev/watchdog0: $hw; PID 1: $hwlog; expiries seen by qemu: $(grep -c -i watchdog "$work/qemu.out" || true)"
+check "zram swap" "$([[ $(get swap) == /dev/zram0* ]]; echo $?)" \
+  "$(get swap) (RAM $(( $(get mem-total-kib) / 1024 )) MiB)"
+km=$(get kith-memory)
+check "kith memory" "$([[ $km =~ high=[0-9]+\ max=[0-9]+\ oom_score_adj=500 ]]; echo $?)" "$km"
+check "journal in RAM" "$([[ $(get journal) == /run/log/journal/*\ persistent= ]]; echo $?)" "$(get journal)"
+check "time wait" "$([[ $(get time-wait) == active && $(get health-time) == state=* ]]; echo $?)" \
+  "kith-time-wait $(get time-wait); /run/kith-health/time: $(get health-time)"
+check "restart policy" "$([[ $(get kith-restart) == "always sec=5s start-limit-interval=0" ]]; echo $?)" \
+  "Restart=$(get kith-restart)"
+
 # Last: kith survives past its watchdog period (it sends WATCHDOG=1), same process.
 while ! grep -q 'KITH-BOOTTEST end2' "$work/serial.log" && (( $(date +%s) < deadline )); do
   kill -0 "$qpid" 2>/dev/null || break
@@ -188,6 +234,17 @@ done
 after=$(sed -n 's/\r$//; s/^.*KITH-BOOTTEST after-watchdog=//p' "$work/serial.log" | head -n 1)
 check "watchdog" "$([[ $after == "active nrestarts=0 same-pid=yes" ]]; echo $?)" \
   "45 s after start, WatchdogSec=$(sed -n 's/\r$//; s/^.*KITH-BOOTTEST watchdog-sec=//p' "$work/serial.log" | head -n 1): kith ${after:-did not report}"
+
+# Ten failed starts in a row, then kith comes back by itself (the box runs this after the
+# watchdog check: it restarts kith).
+while ! grep -q 'KITH-BOOTTEST end3' "$work/serial.log" && (( $(date +%s) < deadline )); do
+  kill -0 "$qpid" 2>/dev/null || break
+  sleep 1
+done
+fs=$(sed -n 's/\r$//; s/^.*KITH-BOOTTEST failstart=//p' "$work/serial.log" | head -n 1)
+fs_n=$(sed -n 's/.*failed-starts=\([0-9]*\).*/\1/p' <<<"$fs")
+check "ten failed starts" "$([[ ${fs_n:-0} -ge 10 && $fs == *" after=active "* ]]; echo $?)" \
+  "${fs:-no report}"
 
 if [[ $mdns == failed ]]; then
   log "boot-test: the box's avahi log and late addresses (mDNS failed):"

@@ -41,8 +41,10 @@ timeout 1800 mmdebstrap --mode=root --architectures=arm64 --variant=minbase \
 
 [[ -e $tmp/boot/firmware/config.txt ]] || die "rootfs: no /boot/firmware/config.txt"
 ls "$tmp"/boot/firmware/initrd.img* >/dev/null 2>&1 || die "rootfs: no initrd in /boot/firmware"
-# Keep only the newest cached rootfs: each is ~500 MB.
-find "$KITH_IMAGE_CACHE" -maxdepth 1 -name 'rootfs-*' ! -name "rootfs-$key*" -exec rm -rf {} +
+# Keep this rootfs and the newest other one (each is ~500 MB): two branches with different
+# package lists (a developer's and CI's) do not rebuild each other's away.
+ls -1dt "$KITH_IMAGE_CACHE"/rootfs-*/ 2>/dev/null | grep -v "/rootfs-$key" | tail -n +2 \
+  | xargs -r rm -rf
 mv "$tmp" "$dest"
 log "rootfs: done, $(du -sh "$dest" | cut -f1)"
 echo "$dest"
