@@ -15,7 +15,9 @@
 #   cert-write   0-3 s after systemd starts kith for the first time: kith writes its
 #                self-signed certificate and key, creates its database;
 #   flood        alice floods offline bob with messages (image/test/flood.py), recording
-#                each acknowledgement (XEP-0198) on the host; cut 4-15 s into it.
+#                each acknowledgement (XEP-0198) on the host; cut 4-15 s into it. After
+#                it the box must present the same certificate as before the cut (it
+#                lives on the data partition: cert_fingerprint.py).
 #
 #   powercut-test.sh [IMAGE]
 #   KITH_POWERCUT_CUTS=3        cuts in all (CI: one cycle; by hand: 20)
@@ -152,6 +154,9 @@ while (( cut_no < cuts )); do
         record "cert-write/kith-start (previous cut)" "NOT HEALTHY $out" 1
         cut; continue
       fi
+      # The certificate is on the data partition: the box must present the same one
+      # after the cut (a new one would mean it was lost and made again).
+      fp_before=$(python3 "$IMAGE_DIR/test/cert_fingerprint.py" 127.0.0.1 "$port" kith.local 2>&1 || true)
       run="r$cut_no-$seed"
       : > "$work/flood.log"
       python3 "$IMAGE_DIR/test/flood.py" send 127.0.0.1 "$port" "$run" "$work/flood.log" >/dev/null 2>"$work/flood.err" &
@@ -162,6 +167,12 @@ while (( cut_no < cuts )); do
       what="flood: cut ${at}s into the flood ($(grep -c '^acked' "$work/flood.log" || true) acknowledgements received)"
       boot
       if out=$(healthy); then
+        fp_after=$(python3 "$IMAGE_DIR/test/cert_fingerprint.py" 127.0.0.1 "$port" kith.local 2>&1 || true)
+        if [[ $fp_after == "$fp_before" && $fp_after =~ ^[0-9a-f]{64}$ ]]; then
+          record "$what" "the same certificate after the cut (${fp_after:0:16}…)" 0
+        else
+          record "$what" "CERTIFICATE CHANGED: before '$fp_before', after '$fp_after'" 1
+        fi
         if fl=$(timeout 300 python3 "$IMAGE_DIR/test/flood.py" check 127.0.0.1 "$port" "$run" "$work/flood.log" 2>&1); then
           record "$what" "healthy $out; archive: $fl" 0
         else
