@@ -878,10 +878,14 @@ mod tests {
         };
         // 200 groups of 100 rows over 100 accounts, 500-byte stanzas: 10 MB
         // of rows, and about 50 pages (200 KiB) through the log per group.
+        // After each group the test waits until a passive checkpoint has
+        // covered it (as the checkpointer keeps up in a real run), so what is
+        // checked is the rule, not the machine's speed: the writer starts the
+        // log over once it passed `restart_pages`.
         let stanza = "x".repeat(500);
         let users: Vec<String> = (0..100).map(|i| format!("user{i}")).collect();
         let mut largest_log = 0;
-        for _ in 0..200 {
+        for group in 1..=200 {
             let rows: Vec<NewArchived<'_>> = users
                 .iter()
                 .map(|u| NewArchived {
@@ -893,9 +897,15 @@ mod tests {
                 })
                 .collect();
             db.archive_store(&rows).await.expect("store");
-            // A writer a little slower than the checkpointer, as in a real
-            // run (where each group waits for messages to come in).
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            let checkpoints = &db.archive.writer.get().expect("started").checkpoints;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while checkpoints.covered() < group {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no checkpoint of commit {group} within 30 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
             largest_log = largest_log.max(
                 std::fs::metadata(dir.join("kith.db-wal"))
                     .map(|m| m.len())
@@ -914,12 +924,13 @@ mod tests {
             .expect("started")
             .checkpoints
             .restarts();
-        assert!(restarts >= 3, "the log started over {restarts} times");
+        assert!(restarts >= 10, "the log started over {restarts} times");
         // Without the checkpointer the writer (wal_autocheckpoint = 0) leaves
-        // every page it ever wrote in the log: about 43 MB here (8.5 MB for 40
-        // groups, measured).
+        // every page it ever wrote in the log: about 43 MB here. With it, the
+        // log holds at most `restart_pages` (64) and the pages of the two
+        // groups since the last restart check: well under 2 MB.
         assert!(
-            largest_log < 20_000_000,
+            largest_log < 2_000_000,
             "the log grew to {largest_log} bytes"
         );
         db.close().await;

@@ -59,6 +59,8 @@ pub(crate) struct Checkpoints {
     log: AtomicI64,
     /// Times the writer made the log start over.
     restarts: AtomicI64,
+    /// The writer's commit count the last passive checkpoint covered.
+    covered: AtomicI64,
 }
 
 impl Checkpoints {
@@ -67,7 +69,14 @@ impl Checkpoints {
             policy,
             log: AtomicI64::new(0),
             restarts: AtomicI64::new(0),
+            covered: AtomicI64::new(0),
         }
+    }
+
+    /// The writer's commit count the last passive checkpoint covered.
+    #[cfg(test)]
+    pub fn covered(&self) -> i64 {
+        self.covered.load(Ordering::Relaxed)
     }
 
     /// Times the writer made the log start over.
@@ -110,10 +119,13 @@ impl Checkpoints {
     ) {
         loop {
             let writer_gone = commits.changed().await.is_err();
+            let commit = *commits.borrow_and_update();
             let started = Instant::now();
             match checkpoint(&mut conn, Mode::Passive).await {
                 Ok(log) => {
                     self.log.store(log, Ordering::Relaxed);
+                    self.covered
+                        .store(i64::try_from(commit).unwrap_or(i64::MAX), Ordering::Relaxed);
                     tracing::trace!(
                         log,
                         ms = started.elapsed().as_secs_f64() * 1e3,
