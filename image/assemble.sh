@@ -37,7 +37,7 @@ printf '127.0.0.1\tlocalhost\n127.0.1.1\tkith\n::1\t\tlocalhost ip6-localhost ip
 ln -sfn ../run/systemd/resolve/stub-resolv.conf "$r/etc/resolv.conf"
 systemd-sysusers --root="$r" >/dev/null 2>&1
 systemctl --root="$r" --quiet enable kith.service kith-firstboot.service kith-boottest.service \
-  kith-firewall.service kith-firewall.path kith-time-wait.service \
+  kith-firewall.service kith-firewall.path kith-time-wait.service kith-mdns-name.service \
   systemd-networkd.service systemd-resolved.service systemd-timesyncd.service avahi-daemon.service
 # Updates come as whole images, never through apt on the box.
 systemctl --root="$r" --quiet mask apt-daily.timer apt-daily-upgrade.timer

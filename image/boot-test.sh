@@ -137,9 +137,10 @@ log "boot-test: report from the box (${t_report}s):"
 sed 's/^/    > /' <<<"$report" >&2
 
 passed=0 failed=0 skipped=0
+failed_names=()
 check() { # NAME OK(0/1) DETAIL
   if [[ $2 == 0 ]]; then passed=$((passed + 1)); log "PASS $1: $3"
-  else failed=$((failed + 1)); log "FAIL $1: $3"; fi
+  else failed=$((failed + 1)); failed_names+=("$1"); log "FAIL $1: $3"; fi
 }
 skip() {
   if [[ $strict == 1 ]]; then check "$1" 1 "not checkable: $2"; return; fi
@@ -246,6 +247,15 @@ fs_n=$(sed -n 's/.*failed-starts=\([0-9]*\).*/\1/p' <<<"$fs")
 check "ten failed starts" "$([[ ${fs_n:-0} -ge 10 && $fs == *" after=active "* ]]; echo $?)" \
   "${fs:-no report}"
 
+# avahi renamed the box (as its spurious self-conflicts do): kith-mdns-name sets it back.
+while ! grep -q 'KITH-BOOTTEST end4' "$work/serial.log" && (( $(date +%s) < deadline )); do
+  kill -0 "$qpid" 2>/dev/null || break
+  sleep 1
+done
+mn=$(sed -n 's/\r$//; s/^.*KITH-BOOTTEST mdns-name=//p' "$work/serial.log" | head -n 1)
+check "mdns name kept" "$([[ $mn == *" renamed=kith-2 now=kith "* && $mn == *unit=active ]]; echo $?)" \
+  "${mn:-no report} $(sed -n 's/\r$//; s/^.*KITH-BOOTTEST log mdns-name: //p' "$work/serial.log" | tr '\n' ' ')"
+
 if [[ $mdns == failed ]]; then
   log "boot-test: the box's avahi log and late addresses (mDNS failed):"
   sed -n 's/\r$//; s/^.*KITH-BOOTTEST \(log avahi: \|addresses-late=\)/\1/p' "$work/serial.log" \
@@ -255,5 +265,5 @@ fi
 mkdir -p "$KITH_IMAGE_OUT"
 printf 'boot_to_xmpp_s=%s\nreport_s=%s\nstartup=%s\n' "$t_xmpp" "$t_report" "$(get startup)" \
   > "$KITH_IMAGE_OUT/boot-test.times"
-echo "boot-test: $passed passed, $failed failed, $skipped skipped"
+echo "boot-test: $passed passed, $failed failed${failed_names:+ (${failed_names[*]})}, $skipped skipped"
 [[ $failed == 0 ]]
