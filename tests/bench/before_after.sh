@@ -6,7 +6,8 @@
 #
 #   tests/bench/before_after.sh BEFORE_BIN AFTER_BIN
 #
-# Settings (environment): RUNS (3), SESSIONS ("1000"), DURATION (10), LOGINS (200),
+# Settings (environment): RUNS (3), SESSIONS ("1000"; empty: no held sessions),
+# ADDRESSING ("bare full"; empty: no throughput), DURATION (10), LOGINS (200),
 # USERS (200), KITH_BENCH_DIR (scratch dir; each binary gets its own data under it,
 # as a newer binary may have migrated the database).
 set -euo pipefail
@@ -25,7 +26,7 @@ for ((run = 1; run <= RUNS; run++)); do
     if [ "$which" = before ]; then bin=$before label=kith-before; else bin=$after label=kith; fi
     echo "[before_after] run $run/$RUNS: $which ($bin)" >&2
     KITH_BIN=$bin KITH_LABEL=$label KITH_BENCH_DIR=$base/$which KITH_BENCH_RESULTS=$results \
-      RUNS=1 SERVERS=kith SESSIONS="${SESSIONS:-1000}" tests/bench/compare.sh >/dev/null
+      RUNS=1 SERVERS=kith SESSIONS="${SESSIONS-1000}" tests/bench/compare.sh >/dev/null
   done
 done
 echo "nproc $(nproc); results: $results"

@@ -12,7 +12,8 @@
 # messages addressed to the partner's bare JID and to its full JID. Held sessions are
 # measured with kith-bench's rustls clients and with OpenSSL clients (held_tls.py).
 #
-# Settings (environment): RUNS (3), SESSIONS ("1000 10000"), SERVERS ("prosody
+# Settings (environment): RUNS (3), SESSIONS ("1000 10000"; empty: none), ADDRESSING
+# ("bare full"; empty: no throughput), SERVERS ("prosody
 # prosody-mam ejabberd ejabberd-mam kith"), USERS (200, throughput), DURATION (10 s per throughput window), LOGINS (200
 # sequential logins), KITH_BENCH_DIR (scratch dir, kept: users are created once),
 # KITH_BIN (a kith binary to measure; default: build target/ci/kith), KITH_LABEL (its
@@ -23,9 +24,9 @@ cd "$(dirname "$0")/../.."
 ROOT=$PWD
 
 RUNS=${RUNS:-3}
-SESSIONS=${SESSIONS:-1000 10000}
+SESSIONS=${SESSIONS-1000 10000}
 SERVERS=${SERVERS:-prosody prosody-mam ejabberd ejabberd-mam kith}
-ADDRESSING=${ADDRESSING:-bare full}
+ADDRESSING=${ADDRESSING-bare full}
 USERS=${USERS:-200}
 DURATION=${DURATION:-10}
 LOGINS=${LOGINS:-200}
