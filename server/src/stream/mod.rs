@@ -108,7 +108,6 @@ pub struct XmlStream<T> {
     pub(crate) io: T,
     parser: StreamParser,
     frames: VecDeque<Frame>,
-    buf: Vec<u8>,
     header_sent: bool,
     /// The last read filled the whole chunk but stopped early (enough frames
     /// parsed): TLS may hold decrypted bytes the socket no longer signals.
@@ -124,7 +123,6 @@ impl<T: Transport> XmlStream<T> {
             io,
             parser: StreamParser::new(limits),
             frames: VecDeque::new(),
-            buf: Vec::new(),
             header_sent: false,
             more: false,
             charge: None,
@@ -148,9 +146,19 @@ impl<T: Transport> XmlStream<T> {
 
     /// Give back buffer capacity grown during negotiation.
     pub fn release_buffers(&mut self) {
-        self.buf = Vec::new();
         self.frames.shrink_to_fit();
         self.parser.shrink();
+    }
+
+    /// Everything parsed was handled and the session is about to wait: give
+    /// back what the last burst grew (the frame queue, the parser's element
+    /// stack), so a quiet session holds its state and nothing else. About
+    /// 0.9 KiB per held session; the next stanza allocates them again.
+    pub fn settle(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
+            self.frames = VecDeque::new();
+        }
+        self.parser.settle();
     }
 
     /// Change the parser limits in place: called once the peer authenticated,
@@ -231,12 +239,9 @@ impl<T: Transport> XmlStream<T> {
 
     /// Serialise and send an element.
     pub async fn send(&mut self, el: &minidom::Element) -> std::io::Result<()> {
-        self.buf.clear();
-        crate::xml::serialize(el, &mut self.buf);
-        let buf = std::mem::take(&mut self.buf);
-        let r = self.write(&buf).await;
-        self.buf = buf;
-        r
+        let mut buf = Vec::new();
+        crate::xml::serialize(el, &mut buf);
+        self.write(&buf).await
     }
 
     /// Write raw bytes and flush.

@@ -165,6 +165,7 @@ async fn serve<T: Transport>(
             if let Some(e) = ended {
                 break e;
             }
+            stream.settle();
             let ack_due = sm.request_due(&core);
             tokio::select! {
                 r = stream.readable() => {
