@@ -79,6 +79,7 @@ struct Peer {
 #[derive(Default)]
 struct Seen {
     latencies_us: Vec<u64>,
+    sent_at_us: Vec<u64>,
     out_of_order: u64,
 }
 
@@ -163,6 +164,7 @@ pub async fn throughput(ctx: &Ctx, args: ThroughputArgs) -> Result<Report> {
             match joined {
                 Ok(Ok(s)) => {
                     seen.latencies_us.extend(s.latencies_us);
+                    seen.sent_at_us.extend(s.sent_at_us);
                     seen.out_of_order += s.out_of_order;
                 }
                 Ok(Err(e)) => errors.push(format!("{e:#}")),
@@ -183,6 +185,19 @@ pub async fn throughput(ctx: &Ctx, args: ThroughputArgs) -> Result<Report> {
         .await;
     }
 
+    // KITH_BENCH_LAT_DUMP=FILE: one line per message, "sent_at_us latency_us"
+    // (microseconds since the run started): shows when delivery stalls, not
+    // just how much (docs/benchmarks.md).
+    if let Ok(path) = std::env::var("KITH_BENCH_LAT_DUMP") {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        for (t, l) in seen.sent_at_us.iter().zip(&seen.latencies_us) {
+            let _ = writeln!(out, "{t} {l}");
+        }
+        if let Err(e) = std::fs::write(&path, out) {
+            errors.push(format!("KITH_BENCH_LAT_DUMP {path}: {e}"));
+        }
+    }
     seen.latencies_us.sort_unstable();
     let secs = args.duration.as_secs_f64();
     let server_cpu = after.server_cpu_since(&before);
@@ -346,6 +361,7 @@ async fn read_loop(
         let now = epoch.elapsed().as_micros() as u64;
         if seen.latencies_us.len() < MAX_SAMPLES {
             seen.latencies_us.push(now.saturating_sub(ts));
+            seen.sent_at_us.push(ts);
         }
         if seq != expected {
             seen.out_of_order += 1;
