@@ -75,9 +75,13 @@ for n in $SESSIONS; do ((n > max_users)) && max_users=$n; done
 for s in $SERVERS; do "provision_$s" "$max_users"; done
 
 peers_version="prosody $(dpkg-query -W -f='${Version}' prosody 2>/dev/null), ejabberd $(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null)"
+# The size of Kith's database goes in too: the archive grows with every throughput run
+# (scratch directories are kept), and the writer's cost per row grows with it.
 machine() {
-  printf '{"scenario":"machine","phase":"%s","nproc":%s,"load1":%s,"date":"%s","kith":"%s","peers":"%s"}\n' \
-    "$1" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$(date -u +%FT%TZ)" "$kith_commit" "$peers_version" >>"$RESULTS"
+  local db_bytes=0
+  [ -f "$WORK/kith/data/kith.db" ] && db_bytes=$(stat -c %s "$WORK/kith/data/kith.db")
+  printf '{"scenario":"machine","phase":"%s","nproc":%s,"load1":%s,"date":"%s","kith":"%s","peers":"%s","kith_db_bytes":%s}\n' \
+    "$1" "$(nproc)" "$(cut -d' ' -f1 /proc/loadavg)" "$(date -u +%FT%TZ)" "$kith_commit" "$peers_version" "$db_bytes" >>"$RESULTS"
 }
 
 # bench LABEL ARGS...: one scenario against the running server, result appended.

@@ -107,6 +107,10 @@ def main():
     if commits:
         peers = sorted({r["peers"] for r in reports if r["scenario"] == "machine" and r.get("peers")})
         print(f"Kith measured at commit {', '.join(commits)}; {'; '.join(peers) or 'peers: -'}")
+        sizes = [r["kith_db_bytes"] for r in reports if r["scenario"] == "machine" and "kith_db_bytes" in r]
+        if sizes:
+            print(f"Kith's database (archive included): {min(sizes) / 1e6:.0f} MB at the start, "
+                  f"{max(sizes) / 1e6:.0f} MB at the end")
         print()
     servers = [s for s in SERVERS if any(r.get("server") == s for r in reports)]
     head = ["figure (median of runs)"] + servers
