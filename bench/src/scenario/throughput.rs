@@ -32,6 +32,10 @@ use crate::{
 
 type Tls = TlsStream<TcpStream>;
 
+/// `KITH_BENCH_LAT_DUMP=FILE`: write one line per message, "sent_at_us
+/// latency_us" (microseconds since the run started), to see when delivery
+/// stalls, not just how much (docs/benchmarks.md).
+const LAT_DUMP: &str = "KITH_BENCH_LAT_DUMP";
 /// Most latency samples kept per receiver (bounds memory on long runs).
 const MAX_SAMPLES: usize = 2_000_000;
 /// Longest a sender waits for room in its window before calling the run stalled.
@@ -79,7 +83,8 @@ struct Peer {
 #[derive(Default)]
 struct Seen {
     latencies_us: Vec<u64>,
-    sent_at_us: Vec<u64>,
+    /// Send times beside `latencies_us`, kept only for [`LAT_DUMP`].
+    sent_at_us: Option<Vec<u64>>,
     out_of_order: u64,
 }
 
@@ -164,7 +169,9 @@ pub async fn throughput(ctx: &Ctx, args: ThroughputArgs) -> Result<Report> {
             match joined {
                 Ok(Ok(s)) => {
                     seen.latencies_us.extend(s.latencies_us);
-                    seen.sent_at_us.extend(s.sent_at_us);
+                    if let Some(sent) = s.sent_at_us {
+                        seen.sent_at_us.get_or_insert_with(Vec::new).extend(sent);
+                    }
                     seen.out_of_order += s.out_of_order;
                 }
                 Ok(Err(e)) => errors.push(format!("{e:#}")),
@@ -185,17 +192,14 @@ pub async fn throughput(ctx: &Ctx, args: ThroughputArgs) -> Result<Report> {
         .await;
     }
 
-    // KITH_BENCH_LAT_DUMP=FILE: one line per message, "sent_at_us latency_us"
-    // (microseconds since the run started): shows when delivery stalls, not
-    // just how much (docs/benchmarks.md).
-    if let Ok(path) = std::env::var("KITH_BENCH_LAT_DUMP") {
+    if let (Ok(path), Some(sent)) = (std::env::var(LAT_DUMP), &seen.sent_at_us) {
         use std::fmt::Write as _;
         let mut out = String::new();
-        for (t, l) in seen.sent_at_us.iter().zip(&seen.latencies_us) {
+        for (t, l) in sent.iter().zip(&seen.latencies_us) {
             let _ = writeln!(out, "{t} {l}");
         }
         if let Err(e) = std::fs::write(&path, out) {
-            errors.push(format!("KITH_BENCH_LAT_DUMP {path}: {e}"));
+            errors.push(format!("{LAT_DUMP} {path}: {e}"));
         }
     }
     seen.latencies_us.sort_unstable();
@@ -334,7 +338,10 @@ async fn read_loop(
     mut end: watch::Receiver<bool>,
     epoch: Instant,
 ) -> Result<Seen> {
-    let mut seen = Seen::default();
+    let mut seen = Seen {
+        sent_at_us: std::env::var_os(LAT_DUMP).map(|_| Vec::new()),
+        ..Seen::default()
+    };
     let mut expected = 0u64;
     loop {
         let far = Instant::now() + Duration::from_secs(3600);
@@ -361,7 +368,9 @@ async fn read_loop(
         let now = epoch.elapsed().as_micros() as u64;
         if seen.latencies_us.len() < MAX_SAMPLES {
             seen.latencies_us.push(now.saturating_sub(ts));
-            seen.sent_at_us.push(ts);
+            if let Some(sent) = &mut seen.sent_at_us {
+                sent.push(ts);
+            }
         }
         if seq != expected {
             seen.out_of_order += 1;

@@ -20,7 +20,8 @@
 //! sender's stanzas), and a read of an account's archive first waits for the
 //! rows already allocated *to that account*, so a query sees every message
 //! delivered before it and never waits for other accounts' rows. At most
-//! [`QUEUE`] (32 MiB of rows) wait for the writer; beyond that senders wait for room. The
+//! [`QUEUE`] (32 MiB of rows) wait for the writer; beyond that senders wait
+//! for room. The
 //! writer never copies its write-ahead log into the database file itself: a
 //! checkpointer on another connection does (`checkpoint.rs`), so a commit
 //! never waits for that copy. A
@@ -58,6 +59,7 @@ pub const QUEUE: usize = 32 * 1024;
 fn room_for(stanza: &str) -> usize {
     1 + stanza.len() / 1024
 }
+
 /// The writer connection's page cache (KiB): SQLite's default of 2 MiB
 /// holds fewer pages than one commit touches with a few hundred accounts.
 const WRITER_CACHE_KIB: u32 = 8192;
@@ -400,8 +402,8 @@ impl Db {
 
     /// Archive messages (one row each) without waiting for the commit:
     /// returns their archive ids (increasing, in the order given) as soon as
-    /// the writer has them. Waits only when [`QUEUE`] (32 MiB of rows) already waits for
-    /// the writer. [`Db::archive_durable`] tells when they are on disk.
+    /// the writer has them. Waits only when [`QUEUE`] (32 MiB of rows) already
+    /// waits for the writer. [`Db::archive_durable`] tells when they are on disk.
     pub async fn archive_enqueue(
         &self,
         rows: &[NewArchived<'_>],
@@ -413,7 +415,7 @@ impl Db {
         let gone = || StorageError::Conflict("the archive writer stopped".into());
         let room: usize = rows.iter().map(|r| room_for(r.stanza)).sum();
         // A request larger than the whole queue waits for all of it.
-        let permits = u32::try_from(room.min(QUEUE)).unwrap_or(u32::MAX);
+        let permits = room.min(QUEUE) as u32;
         w.room
             .acquire_many(permits)
             .await

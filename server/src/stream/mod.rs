@@ -144,21 +144,13 @@ impl<T: Transport> XmlStream<T> {
         self.header_sent = false;
     }
 
-    /// Give back buffer capacity grown during negotiation.
+    /// Give back buffer capacity grown during negotiation or the last burst
+    /// (the frame queue, the parser's element stack): a session calls it
+    /// each time it has handled every frame and is about to wait, so a quiet
+    /// session holds its state and nothing else.
     pub fn release_buffers(&mut self) {
         self.frames.shrink_to_fit();
         self.parser.shrink();
-    }
-
-    /// Everything parsed was handled and the session is about to wait: give
-    /// back what the last burst grew (the frame queue, the parser's element
-    /// stack), so a quiet session holds its state and nothing else. About
-    /// 0.9 KiB per held session; the next stanza allocates them again.
-    pub fn settle(&mut self) {
-        if self.frames.is_empty() && self.frames.capacity() > 0 {
-            self.frames = VecDeque::new();
-        }
-        self.parser.settle();
     }
 
     /// Change the parser limits in place: called once the peer authenticated,

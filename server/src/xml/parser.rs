@@ -158,13 +158,6 @@ impl StreamParser {
         self.parser.release_temporaries();
     }
 
-    /// Between stanzas: drop the element stack's buffer (it is empty).
-    pub fn settle(&mut self) {
-        if self.stack.is_empty() && self.stack.capacity() > 0 {
-            self.stack = Vec::new();
-        }
-    }
-
     /// Whether the stream header has been seen.
     pub fn is_open(&self) -> bool {
         self.opened
