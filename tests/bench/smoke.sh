@@ -53,7 +53,7 @@ import json, sqlite3, sys
 delivered = sum(json.loads(l)["received"] for l in open(sys.argv[1])
                 if l.startswith("{") and json.loads(l)["scenario"] == "throughput")
 db = sqlite3.connect(f"file:{sys.argv[2]}?mode=ro", uri=True)
-rows = db.execute("SELECT COUNT(*) FROM archive WHERE username NOT LIKE '%@%'").fetchone()[0]
+rows = db.execute("SELECT COUNT(*) FROM archive JOIN archive_jids o ON o.id = archive.owner WHERE o.jid NOT LIKE '%@%'").fetchone()[0]
 print(f"[smoke] {delivered} messages delivered, {rows} archive rows of accounts", file=sys.stderr)
 if delivered == 0 or rows < 2 * delivered:
     sys.exit(f"smoke: expected at least {2 * delivered} archive rows, found {rows}")

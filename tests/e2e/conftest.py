@@ -763,6 +763,23 @@ def tls_server_end_point(sslsock: ssl.SSLSocket) -> bytes:
     return hashlib.sha256(der).digest()
 
 
+def age_archive(db_path: Path, micros: int, stanza_like: str = "%") -> None:
+    """Make archived messages older (the server stopped): their stamps move back by
+    `micros`, and the archive's time marks (the first id and smallest stamp of each
+    committed group) are made again from the rows, one per row, as the writer would
+    have written them had the messages been sent that long ago."""
+    import sqlite3
+    db = sqlite3.connect(db_path)
+    try:
+        with db:
+            db.execute("UPDATE archive SET stamp = stamp - ? WHERE stanza LIKE ?",
+                       (micros, stanza_like))
+            db.execute("DELETE FROM archive_marks")
+            db.execute("INSERT INTO archive_marks (id, stamp) SELECT id, stamp FROM archive")
+    finally:
+        db.close()
+
+
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while not predicate():

@@ -14,7 +14,7 @@ from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Collector
 from slixmpp.xmlstream.matcher import MatchXPath
 
-from conftest import DOMAIN, STEP, RawXmpp, StreamClosed, online, run, wait_until
+from conftest import DOMAIN, STEP, RawXmpp, StreamClosed, age_archive, online, run, wait_until
 
 ALICE = f"alice@{DOMAIN}"
 BOB = f"bob@{DOMAIN}"
@@ -576,7 +576,9 @@ def test_a_kill_9_under_load_loses_no_acknowledged_message(kith, test_ca):
             s, r = names[2 * p], names[2 * p + 1]
             for owner, other in ((s, r), (r, s)):
                 rows = db.execute(
-                    "SELECT stanza FROM archive WHERE username = ? AND with_bare = ? ORDER BY id",
+                    "SELECT stanza FROM archive"
+                    " WHERE owner = (SELECT id FROM archive_jids WHERE jid = ?)"
+                    " AND with_jid = (SELECT id FROM archive_jids WHERE jid = ?) ORDER BY id",
                     (owner, f"{other}@{DOMAIN}")).fetchall()
                 got = [ET.fromstring(x).findtext("{jabber:client}body") for (x,) in rows]
                 assert got == [f"{s}-{i}" for i in range(len(got))], \
@@ -599,12 +601,7 @@ def test_retention_prunes_old_history(kith):
     out = kith.cli("user", "retention", BOB, "30").stdout
     assert "30 days" in out
     kith.stop()
-    db = sqlite3.connect(kith.data_dir / "kith.db")
-    forty_days = 40 * 86400 * 1_000_000
-    with db:
-        db.execute("UPDATE archive SET stamp = stamp - ? WHERE stanza LIKE '%old %'",
-                   (forty_days,))
-    db.close()
+    age_archive(kith.data_dir / "kith.db", 40 * 86400 * 1_000_000, "%old %")
     out = kith.cli("history", "prune").stdout
     assert "deleted 2 " in out, out  # bob's two old messages; alice keeps hers (no limit)
     kith.start()
@@ -637,11 +634,7 @@ def test_the_background_pruner_applies_the_server_default(kith_factory):
 
     run(scenario())
     kith.stop()
-    db = sqlite3.connect(kith.data_dir / "kith.db")
-    with db:
-        db.execute("UPDATE archive SET stamp = stamp - ? WHERE stanza LIKE '%>old<%'",
-                   (8 * 86400 * 1_000_000,))
-    db.close()
+    age_archive(kith.data_dir / "kith.db", 8 * 86400 * 1_000_000, "%>old<%")
     # The fixture writes [limits] and [auth]; history settings go after them.
     kith.config.write_text(kith.config.read_text()
                            + "\n[archive]\nretention_days = 7\nprune_interval_secs = 3600\n")

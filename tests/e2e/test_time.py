@@ -5,7 +5,7 @@ is a file the test creates, as systemd-timesyncd does in /run/systemd/timesync/)
 import sqlite3
 import time
 
-from conftest import DOMAIN, STEP, online, run
+from conftest import DOMAIN, STEP, age_archive, online, run
 
 
 def wait_for_log(k, text: str, timeout: float = STEP) -> str:
@@ -53,10 +53,7 @@ def test_history_is_not_pruned_by_an_unconfirmed_clock(kith_factory, tmp_path):
             await bob.next_message(STEP)
     run(chat())
     k.stop()
-    db = sqlite3.connect(k.data_dir / "kith.db")
-    with db:
-        db.execute("UPDATE archive SET stamp = stamp - ?", (30 * 86400 * 1_000_000,))
-    db.close()
+    age_archive(k.data_dir / "kith.db", 30 * 86400 * 1_000_000)
 
     def archived() -> int:
         con = sqlite3.connect(k.data_dir / "kith.db", timeout=STEP)

@@ -51,6 +51,9 @@ pub async fn prune_once(db: &Db, default_days: u32) -> Result<u64, StorageError>
             tokio::task::yield_now().await;
         }
     }
+    if total > 0 {
+        db.archive_forget_old_marks().await?;
+    }
     Ok(total)
 }
 

@@ -126,7 +126,7 @@ impl Db {
             "DELETE FROM roster_versions WHERE username = $1",
             "DELETE FROM offline_messages WHERE username = $1",
             "DELETE FROM vcards WHERE username = $1",
-            "DELETE FROM archive WHERE username = $1",
+            "DELETE FROM archive WHERE owner = (SELECT id FROM archive_jids WHERE jid = $1)",
             "DELETE FROM archive_prefs WHERE username = $1",
             "DELETE FROM archive_prefs_jids WHERE username = $1",
             "DELETE FROM blocklist WHERE username = $1",

@@ -1,10 +1,15 @@
 //! Message archive storage (XEP-0313): archived messages, paging over them,
 //! archiving preferences, retention and pruning.
 //!
-//! Every query walks an index in id order — `(username, id)`, or
-//! `(username, with_bare, id)` with a `with` filter — and stops after one page,
-//! so a page costs the same in an archive of a hundred or a million messages.
-//! Time bounds are turned into id bounds first through `(username, stamp)`.
+//! Owners (account names, room JIDs) and correspondents are stored once, in
+//! `archive_jids`; the archive's rows carry their numbers. Every query walks
+//! an index in id order — `(owner, id)`, or `(owner, with_jid, id)` with a
+//! `with` filter — and stops after one page, so a page costs the same in an
+//! archive of a hundred or a million messages. Ids are allocated in time
+//! order, so there is no time index: a time bound becomes an id bound
+//! through `archive_marks` (the first id and smallest stamp of each committed
+//! group, a row per group), and only the rows of the group at the bound are
+//! checked by their own stamp.
 //!
 //! Writes are group-committed and off the message path: [`Db::archive_enqueue`]
 //! allocates the archive ids in memory (in order, continuing from the largest
@@ -130,6 +135,7 @@ async fn writer(
     commits: watch::Sender<u64>,
     checkpoints: Arc<Checkpoints>,
 ) {
+    let mut names = Names::default();
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -143,7 +149,7 @@ async fn writer(
         };
         let started = std::time::Instant::now();
         let rows: usize = jobs.iter().map(|j| j.rows.len()).sum();
-        let result = write_group(&mut conn, &jobs).await;
+        let result = write_group(&mut conn, &jobs, &mut names).await;
         tracing::debug!(
             rows,
             jobs = jobs.len(),
@@ -151,6 +157,8 @@ async fn writer(
             "archive group committed"
         );
         if let Err(e) = result {
+            // Numbers given to new JIDs in the failed transaction are gone.
+            names.clear();
             tracing::error!(
                 error = %e,
                 lost = rows,
@@ -184,7 +192,7 @@ fn insert_sql(n: usize) -> &'static str {
                 // value is NULL); should one ever be skipped, `write_group`
                 // sees it in the count and reports it.
                 let mut sql = String::from(
-                    "INSERT OR IGNORE INTO archive (id, username, with_bare, with_resource, stamp, stanza) VALUES ",
+                    "INSERT OR IGNORE INTO archive (id, owner, with_jid, with_resource, stamp, stanza) VALUES ",
                 );
                 for i in 0..n {
                     sql.push_str(if i == 0 { "(?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?)" });
@@ -200,10 +208,67 @@ fn insert_sql(n: usize) -> &'static str {
     &SQL[at]
 }
 
-async fn write_group(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<(), sqlx::Error> {
+/// The numbers of JIDs in `archive_jids`, as the writer last saw them (only
+/// the writer adds JIDs). Bounded: past [`NAMES_KEPT`] it starts over.
+#[derive(Debug, Default)]
+struct Names(HashMap<String, i64>);
+
+/// JIDs whose numbers the writer keeps in memory.
+const NAMES_KEPT: usize = 65_536;
+
+impl Names {
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// The number of `jid`, added to `archive_jids` (in the caller's
+    /// transaction) when it has none yet.
+    async fn number(&mut self, conn: &mut SqliteConnection, jid: &str) -> Result<i64, sqlx::Error> {
+        if let Some(n) = self.0.get(jid) {
+            return Ok(*n);
+        }
+        if self.0.len() >= NAMES_KEPT {
+            self.0.clear();
+        }
+        sqlx::query("INSERT OR IGNORE INTO archive_jids (jid) VALUES ($1)")
+            .bind(jid)
+            .execute(&mut *conn)
+            .await?;
+        let n: i64 = sqlx::query_scalar("SELECT id FROM archive_jids WHERE jid = $1")
+            .bind(jid)
+            .fetch_one(&mut *conn)
+            .await?;
+        self.0.insert(jid.to_string(), n);
+        Ok(n)
+    }
+}
+
+async fn write_group(
+    conn: &mut SqliteConnection,
+    jobs: &[Job],
+    names: &mut Names,
+) -> Result<(), sqlx::Error> {
     let rows: Vec<&OwnedRow> = jobs.iter().flat_map(|j| j.rows.iter()).collect();
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut rest = &rows[..];
+    let mut numbered = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let owner = names.number(&mut tx, &r.username).await?;
+        let with = names.number(&mut tx, &r.with_bare).await?;
+        numbered.push((*r, owner, with));
+    }
+    // The group's mark: its first id and smallest stamp (what turns a time
+    // into an id bound, see the module comment).
+    if let (Some(first), Some(earliest)) = (
+        rows.iter().map(|r| r.id).min(),
+        rows.iter().map(|r| r.stamp).min(),
+    ) {
+        sqlx::query("INSERT OR REPLACE INTO archive_marks (id, stamp) VALUES ($1, $2)")
+            .bind(first)
+            .bind(earliest)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut rest = &numbered[..];
     while !rest.is_empty() {
         let n = CHUNKS
             .iter()
@@ -212,11 +277,11 @@ async fn write_group(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<(), sq
             .unwrap_or(1);
         let (chunk, tail) = rest.split_at(n);
         let mut q = sqlx::query(insert_sql(n));
-        for r in chunk {
+        for (r, owner, with) in chunk {
             q = q
                 .bind(r.id)
-                .bind(r.username.as_str())
-                .bind(r.with_bare.as_str())
+                .bind(owner)
+                .bind(with)
                 .bind(r.with_resource.as_str())
                 .bind(r.stamp)
                 .bind(r.stanza.as_str());
@@ -226,7 +291,7 @@ async fn write_group(conn: &mut SqliteConnection, jobs: &[Job]) -> Result<(), sq
             tracing::error!(
                 expected = n,
                 written,
-                first_id = chunk.first().map_or(0, |r| r.id),
+                first_id = chunk.first().map_or(0, |(r, _, _)| r.id),
                 "ARCHIVE ROWS SKIPPED: an archive id was already taken"
             );
         }
@@ -307,12 +372,16 @@ fn row(r: &SqliteRow) -> Archived {
     }
 }
 
-/// The WHERE clause of a filter and its bind values, after `username = $1`.
+/// The number of the JID bound to `$1`, in SQL (NULL, matching nothing, for
+/// a JID never archived).
+const JID_1: &str = "(SELECT id FROM archive_jids WHERE jid = $1)";
+
+/// The WHERE clause of a filter and its bind values, after the owner's JID.
 fn where_clause(f: &ArchiveFilter) -> (String, Vec<SqlValue>) {
-    let mut sql = String::from("username = ?");
+    let mut sql = String::from("owner = (SELECT id FROM archive_jids WHERE jid = ?)");
     let mut binds = Vec::new();
     if let Some(w) = &f.with_bare {
-        sql.push_str(" AND with_bare = ?");
+        sql.push_str(" AND with_jid = (SELECT id FROM archive_jids WHERE jid = ?)");
         binds.push(SqlValue::Text(w.clone()));
     }
     if let Some(r) = &f.with_resource {
@@ -573,9 +642,9 @@ impl Db {
         self.archive_settle_for(username).await;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let r = sqlx::query(
-                "SELECT id, stamp, stanza FROM archive WHERE username = $1 AND id = $2",
-            )
+            let r = sqlx::query(&format!(
+                "SELECT id, stamp, stanza FROM archive WHERE owner = {JID_1} AND id = $2"
+            ))
             .bind(username)
             .bind(id)
             .fetch_optional(self.pool())
@@ -589,18 +658,23 @@ impl Db {
     /// Whether `id` is in `username`'s archive.
     pub async fn archive_has(&self, username: &str, id: i64) -> Result<bool, StorageError> {
         self.archive_settle_for(username).await;
-        Ok(
-            sqlx::query("SELECT 1 FROM archive WHERE username = $1 AND id = $2")
-                .bind(username)
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?
-                .is_some(),
-        )
+        Ok(sqlx::query(&format!(
+            "SELECT 1 FROM archive WHERE owner = {JID_1} AND id = $2"
+        ))
+        .bind(username)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .is_some())
     }
 
     /// The first id stamped at or after `stamp` (`at_or_after`), or the last
     /// id stamped at or before it; `None` when there is none.
+    ///
+    /// Through the marks (module comment): rows of the groups before the last
+    /// one whose smallest stamp is below `stamp` are all older, rows of the
+    /// groups from the first one whose smallest stamp is above it all newer,
+    /// so only the rows between are checked by their own stamp.
     pub async fn archive_id_at(
         &self,
         username: &str,
@@ -609,11 +683,21 @@ impl Db {
     ) -> Result<Option<i64>, StorageError> {
         self.archive_settle_for(username).await;
         let sql = if at_or_after {
-            "SELECT id FROM archive WHERE username = $1 AND stamp >= $2 ORDER BY stamp ASC, id ASC LIMIT 1"
+            format!(
+                "SELECT id FROM archive WHERE owner = {JID_1} \
+                 AND id >= COALESCE((SELECT id FROM archive_marks WHERE stamp < $2 \
+                                     ORDER BY stamp DESC LIMIT 1), 0) \
+                 AND stamp >= $2 ORDER BY id ASC LIMIT 1"
+            )
         } else {
-            "SELECT id FROM archive WHERE username = $1 AND stamp <= $2 ORDER BY stamp DESC, id DESC LIMIT 1"
+            format!(
+                "SELECT id FROM archive WHERE owner = {JID_1} \
+                 AND id < COALESCE((SELECT id FROM archive_marks WHERE stamp > $2 \
+                                    ORDER BY stamp ASC LIMIT 1), 9223372036854775807) \
+                 AND stamp <= $2 ORDER BY id DESC LIMIT 1"
+            )
         };
-        Ok(sqlx::query(sql)
+        Ok(sqlx::query(&sql)
             .bind(username)
             .bind(stamp)
             .fetch_optional(self.pool())
@@ -627,15 +711,15 @@ impl Db {
         username: &str,
     ) -> Result<Option<((i64, i64), (i64, i64))>, StorageError> {
         self.archive_settle_for(username).await;
-        let first = sqlx::query(
-            "SELECT id, stamp FROM archive WHERE username = $1 ORDER BY id ASC LIMIT 1",
-        )
+        let first = sqlx::query(&format!(
+            "SELECT id, stamp FROM archive WHERE owner = {JID_1} ORDER BY id ASC LIMIT 1"
+        ))
         .bind(username)
         .fetch_optional(self.pool())
         .await?;
-        let last = sqlx::query(
-            "SELECT id, stamp FROM archive WHERE username = $1 ORDER BY id DESC LIMIT 1",
-        )
+        let last = sqlx::query(&format!(
+            "SELECT id, stamp FROM archive WHERE owner = {JID_1} ORDER BY id DESC LIMIT 1"
+        ))
         .bind(username)
         .fetch_optional(self.pool())
         .await?;
@@ -781,10 +865,14 @@ impl Db {
         batch: usize,
     ) -> Result<u64, StorageError> {
         self.archive_settle_for(username).await;
-        let r = sqlx::query(
-            "DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE username = $1 \
-             AND stamp < $2 ORDER BY stamp LIMIT $3)",
-        )
+        // Rows from the first group whose smallest stamp is at or after the
+        // cutoff on are all newer (module comment).
+        let r = sqlx::query(&format!(
+            "DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE owner = {JID_1} \
+             AND id < COALESCE((SELECT id FROM archive_marks WHERE stamp >= $2 \
+                                ORDER BY stamp ASC LIMIT 1), 9223372036854775807) \
+             AND stamp < $2 ORDER BY id LIMIT $3)"
+        ))
         .bind(username)
         .bind(cutoff)
         .bind(batch as i64)
@@ -804,15 +892,15 @@ impl Db {
         id: i64,
     ) -> Result<Option<Archived>, StorageError> {
         self.archive_settle_for(username).await;
-        Ok(
-            sqlx::query("SELECT id, stamp, stanza FROM archive WHERE username = $1 AND id = $2")
-                .bind(username)
-                .bind(id)
-                .fetch_optional(self.pool())
-                .await?
-                .as_ref()
-                .map(row),
-        )
+        Ok(sqlx::query(&format!(
+            "SELECT id, stamp, stanza FROM archive WHERE owner = {JID_1} AND id = $2"
+        ))
+        .bind(username)
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?
+        .as_ref()
+        .map(row))
     }
 
     /// Replace the stored stanza of one archived message (a retraction
@@ -824,12 +912,14 @@ impl Db {
         stanza: &str,
     ) -> Result<bool, StorageError> {
         self.archive_settle_for(username).await;
-        let r = sqlx::query("UPDATE archive SET stanza = $3 WHERE username = $1 AND id = $2")
-            .bind(username)
-            .bind(id)
-            .bind(stanza)
-            .execute(self.pool())
-            .await?;
+        let r = sqlx::query(&format!(
+            "UPDATE archive SET stanza = $3 WHERE owner = {JID_1} AND id = $2"
+        ))
+        .bind(username)
+        .bind(id)
+        .bind(stanza)
+        .execute(self.pool())
+        .await?;
         Ok(r.rows_affected() > 0)
     }
 
@@ -844,10 +934,10 @@ impl Db {
         self.archive_settle_for(username).await;
         let mut total = 0;
         loop {
-            let r = sqlx::query(
+            let r = sqlx::query(&format!(
                 "DELETE FROM archive WHERE id IN \
-                 (SELECT id FROM archive WHERE username = $1 LIMIT $2)",
-            )
+                 (SELECT id FROM archive WHERE owner = {JID_1} LIMIT $2)"
+            ))
             .bind(username)
             .bind(batch as i64)
             .execute(self.pool())
@@ -861,24 +951,29 @@ impl Db {
     }
 
     /// Every archive owner that is not a local account (group chat rooms:
-    /// their owner name holds an `@`). One index seek per owner, not a scan
-    /// of the archive.
+    /// their owner name holds an `@`). One index seek per JID that holds an
+    /// `@` (rooms and correspondents), not a scan of the archive.
     pub async fn archive_room_owners(&self) -> Result<Vec<String>, StorageError> {
         let rows = sqlx::query(
-            "WITH RECURSIVE owners(u) AS ( \
-               SELECT MIN(username) FROM archive \
-               UNION ALL \
-               SELECT (SELECT MIN(username) FROM archive WHERE username > owners.u) \
-               FROM owners WHERE owners.u IS NOT NULL \
-             ) SELECT u FROM owners WHERE u IS NOT NULL",
+            "SELECT jid FROM archive_jids j WHERE instr(jid, '@') > 0 \
+             AND EXISTS (SELECT 1 FROM archive WHERE owner = j.id) ORDER BY jid",
         )
         .fetch_all(self.pool())
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| r.get::<String, _>(0))
-            .filter(|u| u.contains('@'))
-            .collect())
+        Ok(rows.iter().map(|r| r.get::<String, _>(0)).collect())
+    }
+
+    /// Forget the marks of groups whose rows are all gone (the pruner, after
+    /// a round): they would only make the table longer.
+    pub async fn archive_forget_old_marks(&self) -> Result<u64, StorageError> {
+        let r = sqlx::query(
+            "DELETE FROM archive_marks WHERE id < \
+             (SELECT id FROM archive_marks WHERE id <= (SELECT COALESCE(MIN(id), 0) FROM archive) \
+              ORDER BY id DESC LIMIT 1)",
+        )
+        .execute(self.pool())
+        .await?;
+        Ok(r.rows_affected())
     }
 }
 
@@ -1238,5 +1333,153 @@ mod tests {
         );
         db.close().await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Time bounds through the marks: several committed groups, bounds
+    /// inside a group, before the first row, after the last, and an owner
+    /// whose rows are interleaved with another's.
+    #[tokio::test]
+    async fn time_bounds_and_pruning_find_the_rows_by_their_stamps() {
+        let (db, dir) = db().await;
+        let texts: Vec<String> = (0..40).map(|i| format!("m{i}")).collect();
+        let mut ids = Vec::new();
+        // Four groups of ten (each stored and committed before the next);
+        // bob and carol alternate; stamps 1000, 1010, … in id order.
+        for g in 0..4 {
+            let rows: Vec<NewArchived<'_>> = (g * 10..g * 10 + 10)
+                .map(|i| NewArchived {
+                    username: if i % 2 == 0 { "bob" } else { "carol" },
+                    with_bare: "alice@x",
+                    with_resource: "",
+                    stamp: 1000 + 10 * i as i64,
+                    stanza: &texts[i],
+                })
+                .collect();
+            ids.extend(db.archive_store(&rows).await.expect("store"));
+        }
+        let marks: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM archive_marks")
+            .fetch_one(db.pool())
+            .await
+            .expect("marks");
+        assert_eq!(marks, 4, "one mark per committed group");
+        // bob's rows are the even ones: stamps 1000, 1020, …, 1380.
+        let at = |t, after| {
+            let db = db.clone();
+            async move { db.archive_id_at("bob", t, after).await.expect("at") }
+        };
+        assert_eq!(at(0, true).await, Some(ids[0]), "before everything");
+        assert_eq!(at(1000, true).await, Some(ids[0]), "exactly the first");
+        assert_eq!(at(1001, true).await, Some(ids[2]));
+        assert_eq!(at(1095, true).await, Some(ids[10]), "across a group's end");
+        assert_eq!(at(1150, true).await, Some(ids[16]), "inside a group");
+        assert_eq!(at(1381, true).await, None, "after everything");
+        assert_eq!(at(999, false).await, None, "before everything");
+        assert_eq!(at(1000, false).await, Some(ids[0]));
+        assert_eq!(at(1150, false).await, Some(ids[14]), "inside a group");
+        assert_eq!(
+            at(1205, false).await,
+            Some(ids[20]),
+            "across a group's start"
+        );
+        assert_eq!(at(9999, false).await, Some(ids[38]), "after everything");
+        assert_eq!(
+            db.archive_id_at("nobody", 1000, true).await.expect("at"),
+            None,
+            "an owner never archived"
+        );
+        // Pruning bob's rows before 1150 (inside the second group): 1000..1140
+        // are 8 rows; carol's are untouched; a batch of 5 stops at 5.
+        assert_eq!(
+            db.archive_prune_user("bob", 1150, 5).await.expect("prune"),
+            5
+        );
+        assert_eq!(
+            db.archive_prune_user("bob", 1150, 5).await.expect("prune"),
+            3
+        );
+        assert_eq!(
+            db.archive_prune_user("bob", 1150, 5).await.expect("prune"),
+            0
+        );
+        assert_eq!(at(0, true).await, Some(ids[16]));
+        assert_eq!(
+            db.archive_id_at("carol", 0, true).await.expect("at"),
+            Some(ids[1])
+        );
+        // The first group still holds carol's rows: its mark stays.
+        assert_eq!(db.archive_forget_old_marks().await.expect("forget"), 0);
+        db.archive_prune_user("carol", 1100, 100)
+            .await
+            .expect("prune");
+        assert_eq!(db.archive_forget_old_marks().await.expect("forget"), 1);
+        assert_eq!(at(1150, true).await, Some(ids[16]), "after forgetting");
+        assert_eq!(at(1150, false).await, None, "bob's older rows are gone");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The migration to numbered JIDs keeps every row, its id and the
+    /// sequence of deleted ids, and gives the old rows their marks.
+    #[tokio::test]
+    async fn the_migration_to_numbered_jids_keeps_rows_ids_and_the_sequence() {
+        use sqlx::Executor;
+        let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+            .in_memory(true)
+            .connect()
+            .await
+            .expect("connect");
+        conn.execute(include_str!(
+            "../../migrations/archive/20261123041100_archive.sql"
+        ))
+        .await
+        .expect("old schema");
+        for i in 1..=600_i64 {
+            sqlx::query(
+                "INSERT INTO archive (username, with_bare, with_resource, stamp, stanza) \
+                 VALUES ($1, $2, 'r', $3, $4)",
+            )
+            .bind(if i % 3 == 0 { "room@muc.x" } else { "bob" })
+            .bind(if i % 2 == 0 { "alice@x" } else { "carol@x" })
+            .bind(1000 + i)
+            .bind(format!("m{i}"))
+            .execute(&mut conn)
+            .await
+            .expect("row");
+        }
+        conn.execute("DELETE FROM archive WHERE id > 590")
+            .await
+            .expect("delete");
+        conn.execute(include_str!(
+            "../../migrations/archive/20261207150000_archive_owner_ids.sql"
+        ))
+        .await
+        .expect("migration");
+        let (count, max): (i64, i64) = sqlx::query_as("SELECT COUNT(*), MAX(id) FROM archive")
+            .fetch_one(&mut conn)
+            .await
+            .expect("count");
+        assert_eq!((count, max), (590, 590));
+        let seq: i64 = sqlx::query_scalar("SELECT seq FROM sqlite_sequence WHERE name = 'archive'")
+            .fetch_one(&mut conn)
+            .await
+            .expect("sequence");
+        assert_eq!(seq, 600, "ids of deleted rows are not reused");
+        let (owner, with, stamp, stanza): (String, String, i64, String) = sqlx::query_as(
+            "SELECT o.jid, w.jid, a.stamp, a.stanza FROM archive a \
+             JOIN archive_jids o ON o.id = a.owner JOIN archive_jids w ON w.id = a.with_jid \
+             WHERE a.id = 300",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("row 300");
+        assert_eq!(
+            (owner.as_str(), with.as_str(), stamp, stanza.as_str()),
+            ("room@muc.x", "alice@x", 1300, "m300")
+        );
+        let marks: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, stamp FROM archive_marks ORDER BY id")
+                .fetch_all(&mut conn)
+                .await
+                .expect("marks");
+        assert_eq!(marks, vec![(1, 1001), (256, 1256), (512, 1512)]);
     }
 }
