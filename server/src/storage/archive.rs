@@ -46,6 +46,22 @@ use tokio::sync::{mpsc, watch, OnceCell, Semaphore};
 use super::checkpoint::Checkpoints;
 use super::{Db, StorageError};
 
+/// SQL for the number of the JID bound to placeholder `$p` (NULL, matching
+/// nothing, for a JID never archived). A macro so that every query using it
+/// stays one `&'static str`, prepared once.
+macro_rules! jid_number {
+    ($p:literal) => {
+        concat!("(SELECT id FROM archive_jids WHERE jid = ", $p, ")")
+    };
+}
+
+/// One message of the owner `$1`'s archive by its id `$2`.
+const ONE_MESSAGE: &str = concat!(
+    "SELECT id, stamp, stanza FROM archive WHERE owner = ",
+    jid_number!("$1"),
+    " AND id = $2"
+);
+
 /// Migrations of this area.
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/archive");
 
@@ -395,16 +411,12 @@ fn row(r: &SqliteRow) -> Archived {
     }
 }
 
-/// The number of the JID bound to `$1`, in SQL (NULL, matching nothing, for
-/// a JID never archived).
-const JID_1: &str = "(SELECT id FROM archive_jids WHERE jid = $1)";
-
 /// The WHERE clause of a filter and its bind values, after the owner's JID.
 fn where_clause(f: &ArchiveFilter) -> (String, Vec<SqlValue>) {
-    let mut sql = String::from("owner = (SELECT id FROM archive_jids WHERE jid = ?)");
+    let mut sql = String::from(concat!("owner = ", jid_number!("?")));
     let mut binds = Vec::new();
     if let Some(w) = &f.with_bare {
-        sql.push_str(" AND with_jid = (SELECT id FROM archive_jids WHERE jid = ?)");
+        sql.push_str(concat!(" AND with_jid = ", jid_number!("?")));
         binds.push(SqlValue::Text(w.clone()));
     }
     if let Some(r) = &f.with_resource {
@@ -659,13 +671,11 @@ impl Db {
         self.archive_settle_for(username).await;
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            let r = sqlx::query(&format!(
-                "SELECT id, stamp, stanza FROM archive WHERE owner = {JID_1} AND id = $2"
-            ))
-            .bind(username)
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
+            let r = sqlx::query(ONE_MESSAGE)
+                .bind(username)
+                .bind(id)
+                .fetch_optional(self.pool())
+                .await?;
             out.extend(r.as_ref().map(row));
         }
         out.sort_by_key(|a| a.id);
@@ -675,8 +685,10 @@ impl Db {
     /// Whether `id` is in `username`'s archive.
     pub async fn archive_has(&self, username: &str, id: i64) -> Result<bool, StorageError> {
         self.archive_settle_for(username).await;
-        Ok(sqlx::query(&format!(
-            "SELECT 1 FROM archive WHERE owner = {JID_1} AND id = $2"
+        Ok(sqlx::query(concat!(
+            "SELECT 1 FROM archive WHERE owner = ",
+            jid_number!("$1"),
+            " AND id = $2"
         ))
         .bind(username)
         .bind(id)
@@ -700,21 +712,23 @@ impl Db {
     ) -> Result<Option<i64>, StorageError> {
         self.archive_settle_for(username).await;
         let sql = if at_or_after {
-            format!(
-                "SELECT id FROM archive WHERE owner = {JID_1} \
-                 AND id >= COALESCE((SELECT id FROM archive_marks WHERE stamp < $2 \
+            concat!(
+                "SELECT id FROM archive WHERE owner = ",
+                jid_number!("$1"),
+                " AND id >= COALESCE((SELECT id FROM archive_marks WHERE stamp < $2 \
                                      ORDER BY stamp DESC LIMIT 1), 0) \
                  AND stamp >= $2 ORDER BY id ASC LIMIT 1"
             )
         } else {
-            format!(
-                "SELECT id FROM archive WHERE owner = {JID_1} \
-                 AND id < COALESCE((SELECT id FROM archive_marks WHERE stamp > $2 \
+            concat!(
+                "SELECT id FROM archive WHERE owner = ",
+                jid_number!("$1"),
+                " AND id < COALESCE((SELECT id FROM archive_marks WHERE stamp > $2 \
                                     ORDER BY stamp ASC LIMIT 1), 9223372036854775807) \
                  AND stamp <= $2 ORDER BY id DESC LIMIT 1"
             )
         };
-        Ok(sqlx::query(&sql)
+        Ok(sqlx::query(sql)
             .bind(username)
             .bind(stamp)
             .fetch_optional(self.pool())
@@ -728,14 +742,18 @@ impl Db {
         username: &str,
     ) -> Result<Option<((i64, i64), (i64, i64))>, StorageError> {
         self.archive_settle_for(username).await;
-        let first = sqlx::query(&format!(
-            "SELECT id, stamp FROM archive WHERE owner = {JID_1} ORDER BY id ASC LIMIT 1"
+        let first = sqlx::query(concat!(
+            "SELECT id, stamp FROM archive WHERE owner = ",
+            jid_number!("$1"),
+            " ORDER BY id ASC LIMIT 1"
         ))
         .bind(username)
         .fetch_optional(self.pool())
         .await?;
-        let last = sqlx::query(&format!(
-            "SELECT id, stamp FROM archive WHERE owner = {JID_1} ORDER BY id DESC LIMIT 1"
+        let last = sqlx::query(concat!(
+            "SELECT id, stamp FROM archive WHERE owner = ",
+            jid_number!("$1"),
+            " ORDER BY id DESC LIMIT 1"
         ))
         .bind(username)
         .fetch_optional(self.pool())
@@ -884,9 +902,10 @@ impl Db {
         self.archive_settle_for(username).await;
         // Rows from the first group whose smallest stamp is at or after the
         // cutoff on are all newer (module comment).
-        let r = sqlx::query(&format!(
-            "DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE owner = {JID_1} \
-             AND id < COALESCE((SELECT id FROM archive_marks WHERE stamp >= $2 \
+        let r = sqlx::query(concat!(
+            "DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE owner = ",
+            jid_number!("$1"),
+            " AND id < COALESCE((SELECT id FROM archive_marks WHERE stamp >= $2 \
                                 ORDER BY stamp ASC LIMIT 1), 9223372036854775807) \
              AND stamp < $2 ORDER BY id LIMIT $3)"
         ))
@@ -909,15 +928,13 @@ impl Db {
         id: i64,
     ) -> Result<Option<Archived>, StorageError> {
         self.archive_settle_for(username).await;
-        Ok(sqlx::query(&format!(
-            "SELECT id, stamp, stanza FROM archive WHERE owner = {JID_1} AND id = $2"
-        ))
-        .bind(username)
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?
-        .as_ref()
-        .map(row))
+        Ok(sqlx::query(ONE_MESSAGE)
+            .bind(username)
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?
+            .as_ref()
+            .map(row))
     }
 
     /// Replace the stored stanza of one archived message (a retraction
@@ -929,8 +946,10 @@ impl Db {
         stanza: &str,
     ) -> Result<bool, StorageError> {
         self.archive_settle_for(username).await;
-        let r = sqlx::query(&format!(
-            "UPDATE archive SET stanza = $3 WHERE owner = {JID_1} AND id = $2"
+        let r = sqlx::query(concat!(
+            "UPDATE archive SET stanza = $3 WHERE owner = ",
+            jid_number!("$1"),
+            " AND id = $2"
         ))
         .bind(username)
         .bind(id)
@@ -951,9 +970,10 @@ impl Db {
         self.archive_settle_for(username).await;
         let mut total = 0;
         loop {
-            let r = sqlx::query(&format!(
-                "DELETE FROM archive WHERE id IN \
-                 (SELECT id FROM archive WHERE owner = {JID_1} LIMIT $2)"
+            let r = sqlx::query(concat!(
+                "DELETE FROM archive WHERE id IN (SELECT id FROM archive WHERE owner = ",
+                jid_number!("$1"),
+                " LIMIT $2)"
             ))
             .bind(username)
             .bind(batch as i64)
