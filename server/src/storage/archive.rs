@@ -13,12 +13,13 @@
 //!
 //! Writes are group-committed and off the message path: [`Db::archive_enqueue`]
 //! allocates the archive ids in memory (in order, continuing from the largest
-//! id ever used) and hands the rows to one writer task under the same short
-//! lock, so commit order is id order; it returns the ids at once. The writer
-//! has its own SQLite connection (a larger page cache, a longer write-ahead
-//! log) and commits every row waiting when the previous commit ends (at most
-//! [`MAX_GROUP`] requests) in one transaction of a few multi-row `INSERT`s —
-//! one round trip to SQLite's thread per statement, not per row — so many
+//! id ever used) and hands the rows to one writer under the same short lock,
+//! so commit order is id order; it returns the ids at once. The writer
+//! (`archive_writer.rs`) runs on a thread of its own with its own SQLite
+//! connection (a larger page cache, a longer write-ahead log) and commits
+//! every row waiting when the previous commit ends (at most
+//! [`MAX_GROUP`](super::archive_writer::MAX_GROUP) requests) in one
+//! transaction of a few multi-row `INSERT`s, so many
 //! senders share one `fsync`; then it advances the *durability watermark*:
 //! every id at or below it is on disk. [`Db::archive_durable`] waits for an id
 //! to be covered (stream management waits for it before acknowledging a
@@ -38,11 +39,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnection, SqlitePool, SqliteRow};
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use sqlx::ConnectOptions;
 use sqlx::Row;
-use sqlx::{ConnectOptions, Connection};
 use tokio::sync::{mpsc, watch, OnceCell, Semaphore};
 
+use super::archive_writer::{self, Ends, Job, OwnedRow};
 use super::checkpoint::Checkpoints;
 use super::{Db, StorageError};
 
@@ -65,8 +67,6 @@ const ONE_MESSAGE: &str = concat!(
 /// Migrations of this area.
 pub static MIGRATOR: Migrator = sqlx::migrate!("migrations/archive");
 
-/// Most archiving requests committed in one transaction.
-pub const MAX_GROUP: usize = 16384;
 /// Room for rows allocated and not yet committed, in KiB of stanza (each row
 /// counts at least 1 KiB): 32 MiB, about 32 000 chat messages' rows, before
 /// senders wait for room. It has to hold what arrives while one group is
@@ -80,10 +80,6 @@ pub const QUEUE: usize = 32 * 1024;
 fn room_for(stanza: &str) -> usize {
     1 + stanza.len() / 1024
 }
-
-/// The writer connection's page cache (KiB): SQLite's default of 2 MiB
-/// holds fewer pages than one commit touches with a few hundred accounts.
-const WRITER_CACHE_KIB: u32 = 8192;
 
 /// Shared by every clone of a [`Db`].
 #[derive(Debug, Default)]
@@ -123,221 +119,6 @@ struct Alloc {
 /// Archive owners remembered in [`Alloc::owners`] before the durable ones
 /// are forgotten.
 const OWNERS_KEPT: usize = 1024;
-
-#[derive(Debug)]
-struct OwnedRow {
-    id: i64,
-    username: String,
-    with_bare: String,
-    with_resource: String,
-    stamp: i64,
-    stanza: String,
-}
-
-#[derive(Debug)]
-struct Job {
-    rows: Vec<OwnedRow>,
-    /// Permits of [`Writer::room`] this job holds, given back once committed.
-    permits: u32,
-}
-
-/// The writer task: one transaction per group of waiting jobs, then the
-/// watermark moves to the last id of the group.
-async fn writer(
-    mut conn: SqliteConnection,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    room: Arc<Semaphore>,
-    durable: watch::Sender<i64>,
-    commits: watch::Sender<u64>,
-    checkpoints: Arc<Checkpoints>,
-) {
-    let mut names = Names::default();
-    while let Some(first) = rx.recv().await {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(j) => jobs.push(j),
-                Err(_) => break,
-            }
-        }
-        let Some(last) = jobs.iter().flat_map(|j| j.rows.iter()).map(|r| r.id).max() else {
-            continue;
-        };
-        let started = std::time::Instant::now();
-        let rows: usize = jobs.iter().map(|j| j.rows.len()).sum();
-        let result = write_group(&mut conn, &jobs, &mut names).await;
-        tracing::debug!(
-            rows,
-            jobs = jobs.len(),
-            ms = started.elapsed().as_secs_f64() * 1e3,
-            "archive group committed"
-        );
-        if let Err(e) = result {
-            // Numbers given to new JIDs in the failed transaction are gone.
-            names.clear();
-            tracing::error!(
-                error = %e,
-                lost = rows,
-                last_id = last,
-                "ARCHIVE WRITE FAILED: these messages were delivered but are not in the archive"
-            );
-        }
-        durable.send_replace(last);
-        room.add_permits(jobs.iter().map(|j| j.permits as usize).sum());
-        // The log grew: the checkpointer copies it into the database file.
-        commits.send_modify(|n| *n = n.wrapping_add(1));
-        checkpoints.restart_if_long(&mut conn).await;
-    }
-}
-
-/// Run the writer task on a thread of its own (a single-threaded runtime):
-/// each of its statements is a round trip to SQLite's worker thread, and on
-/// the server's runtime every hop waited for a worker busy with deliveries.
-/// Under load that wait, not SQLite, set the pace: groups of 15 000–22 000
-/// rows took 130–190 ms while the writer's threads used 0.4 of a core, and
-/// senders waited for room in the queue. On its own thread (and with fewer,
-/// larger statements) the writer keeps up at the same load: groups of about
-/// 500 rows, 4 ms each (docs/benchmarks.md).
-fn spawn_on_own_thread(
-    task: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), StorageError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| StorageError::Conflict(format!("archive writer runtime: {e}")))?;
-    std::thread::Builder::new()
-        .name("kith-archive".into())
-        .spawn(move || runtime.block_on(task))
-        .map_err(|e| StorageError::Conflict(format!("archive writer thread: {e}")))?;
-    Ok(())
-}
-
-/// Rows per `INSERT` statement, largest first: a group is written as a few
-/// multi-row statements of these sizes (each one round trip to SQLite's
-/// worker thread and one prepared statement, cached), not one per row. The
-/// largest binds 6 144 values, well under SQLite's limit of 32 766.
-const CHUNKS: [usize; 6] = [1024, 256, 64, 16, 4, 1];
-
-/// The `INSERT` of `n` rows (`n` one of [`CHUNKS`]), built once.
-fn insert_sql(n: usize) -> &'static str {
-    static SQL: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
-        CHUNKS
-            .iter()
-            .map(|&n| {
-                // `OR IGNORE`: SQLite then needs no statement journal for a
-                // multi-row INSERT (with the default `ABORT` it copies every
-                // page the statement touches first, in case a later row
-                // fails). No row can fail here (ids are allocated once, no
-                // value is NULL); should one ever be skipped, `write_group`
-                // sees it in the count and reports it.
-                let mut sql = String::from(
-                    "INSERT OR IGNORE INTO archive (id, owner, with_jid, with_resource, stamp, stanza) VALUES ",
-                );
-                for i in 0..n {
-                    sql.push_str(if i == 0 { "(?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?)" });
-                }
-                sql
-            })
-            .collect()
-    });
-    let at = CHUNKS
-        .iter()
-        .position(|&c| c == n)
-        .unwrap_or(CHUNKS.len() - 1);
-    &SQL[at]
-}
-
-/// The numbers of JIDs in `archive_jids`, as the writer last saw them (only
-/// the writer adds JIDs). Bounded: past [`NAMES_KEPT`] it starts over.
-#[derive(Debug, Default)]
-struct Names(HashMap<String, i64>);
-
-/// JIDs whose numbers the writer keeps in memory.
-const NAMES_KEPT: usize = 65_536;
-
-impl Names {
-    fn clear(&mut self) {
-        self.0.clear();
-    }
-
-    /// The number of `jid`, added to `archive_jids` (in the caller's
-    /// transaction) when it has none yet.
-    async fn number(&mut self, conn: &mut SqliteConnection, jid: &str) -> Result<i64, sqlx::Error> {
-        if let Some(n) = self.0.get(jid) {
-            return Ok(*n);
-        }
-        if self.0.len() >= NAMES_KEPT {
-            self.0.clear();
-        }
-        sqlx::query("INSERT OR IGNORE INTO archive_jids (jid) VALUES ($1)")
-            .bind(jid)
-            .execute(&mut *conn)
-            .await?;
-        let n: i64 = sqlx::query_scalar("SELECT id FROM archive_jids WHERE jid = $1")
-            .bind(jid)
-            .fetch_one(&mut *conn)
-            .await?;
-        self.0.insert(jid.to_string(), n);
-        Ok(n)
-    }
-}
-
-async fn write_group(
-    conn: &mut SqliteConnection,
-    jobs: &[Job],
-    names: &mut Names,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<&OwnedRow> = jobs.iter().flat_map(|j| j.rows.iter()).collect();
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
-    let mut numbered = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let owner = names.number(&mut tx, &r.username).await?;
-        let with = names.number(&mut tx, &r.with_bare).await?;
-        numbered.push((*r, owner, with));
-    }
-    // The group's mark: its first id and smallest stamp (what turns a time
-    // into an id bound, see the module comment).
-    if let (Some(first), Some(earliest)) = (
-        rows.iter().map(|r| r.id).min(),
-        rows.iter().map(|r| r.stamp).min(),
-    ) {
-        sqlx::query("INSERT OR REPLACE INTO archive_marks (id, stamp) VALUES ($1, $2)")
-            .bind(first)
-            .bind(earliest)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let mut rest = &numbered[..];
-    while !rest.is_empty() {
-        let n = CHUNKS
-            .iter()
-            .copied()
-            .find(|&c| c <= rest.len())
-            .unwrap_or(1);
-        let (chunk, tail) = rest.split_at(n);
-        let mut q = sqlx::query(insert_sql(n));
-        for (r, owner, with) in chunk {
-            q = q
-                .bind(r.id)
-                .bind(owner)
-                .bind(with)
-                .bind(r.with_resource.as_str())
-                .bind(r.stamp)
-                .bind(r.stanza.as_str());
-        }
-        let written = q.execute(&mut *tx).await?.rows_affected();
-        if written != n as u64 {
-            tracing::error!(
-                expected = n,
-                written,
-                first_id = chunk.first().map_or(0, |(r, _, _)| r.id),
-                "ARCHIVE ROWS SKIPPED: an archive id was already taken"
-            );
-        }
-        rest = tail;
-    }
-    tx.commit().await
-}
 
 /// The largest archive id ever used (AUTOINCREMENT: also those of deleted rows).
 async fn last_used_id(pool: &SqlitePool) -> Result<i64, sqlx::Error> {
@@ -468,21 +249,25 @@ impl Db {
                 // instead of reading them back from the OS on every commit.
                 // It never checkpoints: the checkpointer does, on its own
                 // connection and thread (`checkpoint.rs`).
-                let conn = self
-                    .opts
-                    .clone()
-                    .pragma("cache_size", format!("-{WRITER_CACHE_KIB}"))
-                    .pragma("wal_autocheckpoint", "0")
-                    .connect()
-                    .await?;
+                let path = self.opts.get_filename().to_path_buf();
+                let writer_err = |e: String| StorageError::Conflict(format!("archive writer: {e}"));
+                let conn = tokio::task::spawn_blocking(move || archive_writer::open(&path))
+                    .await
+                    .map_err(|e| writer_err(e.to_string()))?
+                    .map_err(writer_err)?;
                 let checkpointer = self.opts.clone().connect().await?;
                 let (tx, rx) = mpsc::unbounded_channel();
                 let room = Arc::new(Semaphore::new(QUEUE));
-                let (dtx, drx) = watch::channel(last);
+                let (durable, drx) = watch::channel(last);
                 let (commits, commits_rx) = watch::channel(0);
                 let checkpoints = Arc::new(Checkpoints::new(self.archive.checkpoints));
-                let task = writer(conn, rx, room.clone(), dtx, commits, checkpoints.clone());
-                spawn_on_own_thread(task)?;
+                let ends = Ends {
+                    room: room.clone(),
+                    durable,
+                    commits,
+                    checkpoints: checkpoints.clone(),
+                };
+                archive_writer::spawn(conn, rx, ends).map_err(|e| writer_err(e.to_string()))?;
                 tokio::spawn(checkpoints.clone().run(checkpointer, commits_rx));
                 Ok::<_, StorageError>(Writer {
                     alloc: Mutex::new(Alloc {

@@ -87,14 +87,14 @@ impl Checkpoints {
 
     /// Called by the writer between groups: when the log has grown past
     /// [`Policy::restart_pages`], copy the rest of it and let it start over.
-    pub async fn restart_if_long(&self, conn: &mut SqliteConnection) {
+    pub fn restart_if_long(&self, conn: &rusqlite::Connection) {
         let log = self.log.load(Ordering::Relaxed);
         if log <= self.policy.restart_pages {
             return;
         }
         let started = Instant::now();
-        match checkpoint(conn, Mode::Restart).await {
-            Ok(_) => {
+        match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
+            Ok(()) => {
                 self.log.store(0, Ordering::Relaxed);
                 let restarts = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::debug!(
@@ -121,7 +121,7 @@ impl Checkpoints {
             let writer_gone = commits.changed().await.is_err();
             let commit = *commits.borrow_and_update();
             let started = Instant::now();
-            match checkpoint(&mut conn, Mode::Passive).await {
+            match passive(&mut conn).await {
                 Ok(log) => {
                     self.log.store(log, Ordering::Relaxed);
                     self.covered
@@ -145,22 +145,11 @@ impl Checkpoints {
     }
 }
 
-/// SQLite's checkpoint modes used here.
-#[derive(Debug, Clone, Copy)]
-enum Mode {
-    /// Copy what can be copied without waiting for anyone.
-    Passive,
-    /// Wait for readers on the log, copy everything, let the log start over.
-    Restart,
-}
-
-/// One checkpoint; the pages in the log afterwards (SQLite's `log` column:
-/// pages appended since the log last started over).
-async fn checkpoint(conn: &mut SqliteConnection, mode: Mode) -> Result<i64, sqlx::Error> {
-    let sql = match mode {
-        Mode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
-        Mode::Restart => "PRAGMA wal_checkpoint(RESTART)",
-    };
-    let (_busy, log, _copied): (i64, i64, i64) = sqlx::query_as(sql).fetch_one(conn).await?;
+/// A passive checkpoint; the pages in the log afterwards (SQLite's `log`
+/// column: pages appended since the log last started over).
+async fn passive(conn: &mut SqliteConnection) -> Result<i64, sqlx::Error> {
+    let (_busy, log, _copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(conn)
+        .await?;
     Ok(log)
 }

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod archive;
+pub(crate) mod archive_writer;
 pub mod blocking;
 mod checkpoint;
 pub mod fast;
