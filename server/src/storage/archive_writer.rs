@@ -18,12 +18,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::checkpoint::Checkpoints;
+use super::BUSY_TIMEOUT;
 
 /// Most archiving requests committed in one transaction.
 pub const MAX_GROUP: usize = 16384;
@@ -31,10 +32,6 @@ pub const MAX_GROUP: usize = 16384;
 /// The writer connection's page cache (KiB): SQLite's default of 2 MiB
 /// holds fewer pages than one commit touches with a few hundred accounts.
 const CACHE_KIB: i64 = 8192;
-
-/// How long a statement waits for a lock another connection holds (a
-/// `RESTART` checkpoint waits for readers): as long as the pool's.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One row to write, its id already allocated.
 #[derive(Debug)]
@@ -67,8 +64,9 @@ pub(super) struct Ends {
 }
 
 /// The writer's connection to the database at `path` (created and migrated
-/// already, in WAL mode): durable commits (`synchronous = FULL`), a larger
-/// page cache, and no checkpoints of its own (`checkpoint.rs` does them).
+/// already, in WAL mode): the pool's settings (`Db::open`: `synchronous =
+/// FULL`, foreign keys, [`BUSY_TIMEOUT`]), a larger page cache, and no
+/// checkpoints of its own (`checkpoint.rs` does them).
 pub(super) fn open(path: &Path) -> Result<Connection, String> {
     let conn = configure(path).map_err(|e| e.to_string())?;
     let mode: String = conn
@@ -221,20 +219,20 @@ impl Names {
 
 /// One transaction: the JIDs' numbers, the group's mark, the rows.
 fn write_group(conn: &mut Connection, jobs: &[Job], names: &mut Names) -> rusqlite::Result<()> {
-    let rows: Vec<&OwnedRow> = jobs.iter().flat_map(|j| j.rows.iter()).collect();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut numbered = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let owner = names.number(&tx, &r.username)?;
-        let with = names.number(&tx, &r.with_bare)?;
-        numbered.push((*r, owner, with));
-    }
+    let mut numbered = Vec::with_capacity(jobs.iter().map(|j| j.rows.len()).sum());
     // The group's mark: its first id and smallest stamp (what turns a time
     // into an id bound, see `archive.rs`).
-    if let (Some(first), Some(earliest)) = (
-        rows.iter().map(|r| r.id).min(),
-        rows.iter().map(|r| r.stamp).min(),
-    ) {
+    let mut mark: Option<(i64, i64)> = None;
+    for r in jobs.iter().flat_map(|j| j.rows.iter()) {
+        let owner = names.number(&tx, &r.username)?;
+        let with = names.number(&tx, &r.with_bare)?;
+        numbered.push((r, owner, with));
+        mark = Some(mark.map_or((r.id, r.stamp), |(id, stamp)| {
+            (id.min(r.id), stamp.min(r.stamp))
+        }));
+    }
+    if let Some((first, earliest)) = mark {
         tx.prepare_cached("INSERT OR REPLACE INTO archive_marks (id, stamp) VALUES (?1, ?2)")?
             .execute((first, earliest))?;
     }

@@ -48,6 +48,10 @@ pub enum StorageError {
     NotFound(String),
 }
 
+/// How long a statement waits for a lock another connection holds, on every
+/// connection (the pool's and the archive writer's).
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The shared database handle. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -85,7 +89,7 @@ impl Db {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .min_connections(1)
