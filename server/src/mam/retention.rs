@@ -31,8 +31,19 @@ pub async fn prune_once(db: &Db, default_days: u32) -> Result<u64, StorageError>
         .collect();
     let now = super::rules::now_micros();
     let mut total = 0;
-    let mut owners = db.account_list().await?;
-    owners.extend(db.archive_room_owners().await?);
+    // With the server keeping history forever, only accounts with a retention
+    // of their own have anything to prune: a box at rest reads no more.
+    let owners = if default_days == 0 {
+        overrides
+            .iter()
+            .filter(|(_, days)| **days > 0)
+            .map(|(user, _)| user.clone())
+            .collect()
+    } else {
+        let mut owners = db.account_list().await?;
+        owners.extend(db.archive_room_owners().await?);
+        owners
+    };
     for user in owners {
         let days = overrides
             .get(&user)
@@ -133,6 +144,52 @@ mod tests {
             .await
             .expect("count");
         assert_eq!(left, Some(1));
+        db.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn an_accounts_own_retention_applies_while_the_server_keeps_all() {
+        let dir = std::env::temp_dir().join(format!(
+            "kith-retention-own-{}-{}",
+            std::process::id(),
+            crate::core::random_hex(6)
+        ));
+        let db = Db::open(
+            &dir,
+            &[
+                &crate::storage::accounts::MIGRATOR,
+                &crate::storage::archive::MIGRATOR,
+            ],
+        )
+        .await
+        .expect("open");
+        let now = crate::mam::rules::now_micros();
+        let row = |username, stamp| NewArchived {
+            username,
+            with_bare: "dad@example.org",
+            with_resource: "",
+            stamp,
+            stanza: "<message/>",
+        };
+        let old = now - 3 * MICROS_PER_DAY;
+        db.archive_store(&[row("mum", old), row("mum", now), row("kid", old)])
+            .await
+            .expect("store");
+        db.archive_set_retention("mum", Some(2))
+            .await
+            .expect("retention");
+        assert_eq!(prune_once(&db, 0).await.expect("prune"), 1);
+        let count = |user| {
+            let db = db.clone();
+            async move {
+                db.archive_count(user, &crate::storage::archive::ArchiveFilter::default(), 10)
+                    .await
+                    .expect("count")
+            }
+        };
+        assert_eq!(count("mum").await, Some(1), "mum keeps 2 days");
+        assert_eq!(count("kid").await, Some(1), "the server keeps all");
         db.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
