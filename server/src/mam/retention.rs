@@ -106,22 +106,24 @@ mod tests {
     use super::*;
     use crate::storage::archive::NewArchived;
 
-    #[tokio::test]
-    async fn room_archives_follow_the_server_retention() {
+    /// A new database with the accounts' and the archive's tables, in its own directory.
+    async fn open_db() -> (std::path::PathBuf, Db) {
         let dir = std::env::temp_dir().join(format!(
-            "kith-retention-test-{}-{}",
+            "kith-retention-{}-{}",
             std::process::id(),
             crate::core::random_hex(6)
         ));
-        let db = Db::open(
-            &dir,
-            &[
-                &crate::storage::accounts::MIGRATOR,
-                &crate::storage::archive::MIGRATOR,
-            ],
-        )
-        .await
-        .expect("open");
+        let migrators = [
+            &crate::storage::accounts::MIGRATOR,
+            &crate::storage::archive::MIGRATOR,
+        ];
+        let db = Db::open(&dir, &migrators).await.expect("open");
+        (dir, db)
+    }
+
+    #[tokio::test]
+    async fn room_archives_follow_the_server_retention() {
+        let (dir, db) = open_db().await;
         let now = crate::mam::rules::now_micros();
         let row = |stamp| NewArchived {
             username: "family@groups.example",
@@ -150,20 +152,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_accounts_own_retention_applies_while_the_server_keeps_all() {
-        let dir = std::env::temp_dir().join(format!(
-            "kith-retention-own-{}-{}",
-            std::process::id(),
-            crate::core::random_hex(6)
-        ));
-        let db = Db::open(
-            &dir,
-            &[
-                &crate::storage::accounts::MIGRATOR,
-                &crate::storage::archive::MIGRATOR,
-            ],
-        )
-        .await
-        .expect("open");
+        let (dir, db) = open_db().await;
         let now = crate::mam::rules::now_micros();
         let row = |username, stamp| NewArchived {
             username,
