@@ -43,8 +43,9 @@ timeout 1800 mmdebstrap --mode=root --architectures=arm64 --variant=minbase \
 ls "$tmp"/boot/firmware/initrd.img* >/dev/null 2>&1 || die "rootfs: no initrd in /boot/firmware"
 # Keep this rootfs and the newest other one (each is ~500 MB): two branches with different
 # package lists (a developer's and CI's) do not rebuild each other's away.
-ls -1dt "$KITH_IMAGE_CACHE"/rootfs-*/ 2>/dev/null | grep -v "/rootfs-$key" | tail -n +2 \
-  | xargs -r rm -rf
+# (On a new machine there is no other one: grep then finds nothing, which is no failure.)
+{ ls -1dt "$KITH_IMAGE_CACHE"/rootfs-*/ 2>/dev/null || true; } \
+  | { grep -v "/rootfs-$key" || true; } | tail -n +2 | xargs -r rm -rf
 mv "$tmp" "$dest"
 log "rootfs: done, $(du -sh "$dest" | cut -f1)"
 echo "$dest"
