@@ -54,6 +54,27 @@ trace() {
     sleep 0.1
   done
   grep -q "kith ready" "$log" || { cat "$log" >&2; echo "startup-order: kith never got ready" >&2; exit 1; }
+  # What a first client does to a box at rest (and what a port probe does): a connection
+  # closed at once, then one that opens a stream and reads the features.
+  local port
+  port=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | sed -n 's/.*listening for clients addr=Some(127\.0\.0\.1:\([0-9]*\)).*direct_tls=false.*/\1/p' | head -n 1)
+  [[ -n $port ]] || { cat "$log" >&2; echo "startup-order: no c2s port in the log" >&2; exit 1; }
+  python3 - "$port" <<'PY'
+import socket, sys
+port = int(sys.argv[1])
+socket.create_connection(("127.0.0.1", port), timeout=30).close()
+with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+    s.sendall(b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
+              b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+    got = b""
+    while b"</stream:features>" not in got:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    if b"starttls" not in got:
+        sys.exit(f"startup-order: no stream features from kith: {got[:300]!r}")
+PY
   sleep 3
   kill -INT "$pid"
   wait "$pid" || true
@@ -65,4 +86,4 @@ for user in alice bob; do
 done
 python3 scripts/lib/fill_archive.py "$work/data/kith.db" 50000 alice bob
 trace restart
-python3 scripts/startup_ld.py appliance/startup.ld kith "$work/first-start" "$work/restart"
+python3 scripts/startup_ld.py appliance/startup.ld "$bin" "$work/first-start" "$work/restart"
