@@ -59,22 +59,10 @@ trace() {
   local port
   port=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | sed -n 's/.*listening for clients addr=Some(127\.0\.0\.1:\([0-9]*\)).*direct_tls=false.*/\1/p' | head -n 1)
   [[ -n $port ]] || { cat "$log" >&2; echo "startup-order: no c2s port in the log" >&2; exit 1; }
-  python3 - "$port" <<'PY'
-import socket, sys
-port = int(sys.argv[1])
-socket.create_connection(("127.0.0.1", port), timeout=30).close()
-with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-    s.sendall(b"<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
-              b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
-    got = b""
-    while b"</stream:features>" not in got:
-        chunk = s.recv(4096)
-        if not chunk:
-            break
-        got += chunk
-    if b"starttls" not in got:
-        sys.exit(f"startup-order: no stream features from kith: {got[:300]!r}")
-PY
+  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null ||
+    { echo "startup-order: kith refused a connection on $port" >&2; exit 1; }
+  python3 image/test/xmpp_probe.py 127.0.0.1 "$port" localhost >/dev/null ||
+    { echo "startup-order: no stream features from kith on $port" >&2; exit 1; }
   sleep 3
   kill -INT "$pid"
   wait "$pid" || true

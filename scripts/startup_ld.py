@@ -48,13 +48,13 @@ def functions_run(path, binary):
             if tag == "ob":
                 current_object = table.get(number, "")
             elif tag == "fn" and current_object.endswith("/" + binary):
-                run.add(table[number])
+                # Without callgrind's mark of a recursive call ('2).
+                run.add(re.sub(r"'\d+$", "", table[number]))
     return run
 
 
 def pattern(name):
     """The section pattern for one function, or None when it cannot be written."""
-    name = re.sub(r"'\d+$", "", name)  # callgrind's mark of a recursive call
     if name.startswith("0x"):
         return None
     m = RUST_HASH.match(name)
@@ -71,7 +71,6 @@ def pattern(name):
 
 def exact(name):
     """The function's own section name, hash and all, when it can be written."""
-    name = re.sub(r"'\d+$", "", name)
     if PLAIN.match(name) and pattern(name) is not None:
         return name
     return None
@@ -116,7 +115,7 @@ def main():
     for name in run:
         p = pattern(name)
         if p and "*" in p:
-            first[p] = min(first.get(p, 1 << 64), at.get(exact(name) or "", 1 << 64))
+            first[p] = min(first.get(p, 1 << 64), at.get(name, 1 << 64))
     patterns = sorted(first, key=lambda p: (first[p], p))
     if len(exacts) < 1000:
         sys.exit(f"startup_ld.py: only {len(exacts)} functions of {binary} ran: not a start")
